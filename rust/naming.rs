@@ -76,6 +76,10 @@ fn check_id(
 
 /// Checks a Batch job id: 1–128 ASCII letters, digits, `-`, `_` and `:`.
 pub fn validate_job_id(job_id: &str) -> Result<(), NamingError> {
+    let fine = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b':');
+    if (1..=MAX_JOB_ID_LEN).contains(&job_id.len()) && job_id.as_bytes().iter().all(fine) {
+        return Ok(());
+    }
     check_id("job id", job_id, MAX_JOB_ID_LEN, |c| {
         c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | ':')
     })
@@ -117,51 +121,120 @@ pub fn validate_kind(kind: &str) -> Result<(), NamingError> {
     Ok(())
 }
 
-/// Is `name` usable as it is after `job-`: `^[a-z0-9][-a-z0-9]*$`, no trailing `-`, no `--`?
-fn is_plain_container_id(lower: &str) -> bool {
-    let bytes = lower.as_bytes();
-    !bytes.is_empty()
-        && bytes.len() <= MAX_PLAIN_ID_LEN
-        && bytes[0] != b'-'
-        && bytes[bytes.len() - 1] != b'-'
-        && bytes
-            .iter()
-            .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !lower.contains("--")
+/// Is `lower` usable as it is after `job-`: `^[a-z0-9][-a-z0-9]*$`, no trailing `-`, no `--`?
+fn is_plain_container_id(lower: &[u8]) -> bool {
+    let mut prev = b'-'; // so a leading '-' fails like a doubled one
+    for &b in lower {
+        if !(b.is_ascii_lowercase() || b.is_ascii_digit() || (b == b'-' && prev != b'-')) {
+            return false;
+        }
+        prev = b;
+    }
+    prev != b'-' && lower.len() <= MAX_PLAIN_ID_LEN
 }
 
 /// The container name of a job's outputs, as the Batch File Conventions define it.
 pub fn container_name(job_id: &str) -> Result<String, NamingError> {
+    let mut name = String::with_capacity(4 + job_id.len().max(HASHED_PREFIX_LEN + 41));
+    push_container_name(&mut name, job_id)?;
+    Ok(name)
+}
+
+/// Appends the container name of `job_id` to `out`.
+fn push_container_name(out: &mut String, job_id: &str) -> Result<(), NamingError> {
     validate_job_id(job_id)?;
-    let lower = job_id.to_ascii_lowercase();
-    if is_plain_container_id(&lower) {
-        return Ok(format!("job-{lower}"));
+    out.push_str("job-");
+    let start = out.len();
+    out.push_str(job_id);
+    out[start..].make_ascii_lowercase();
+    if is_plain_container_id(out[start..].as_bytes()) {
+        return Ok(());
     }
-    // Runs of ':', '_' and '-' become one '-', then trim, cut and trim again.
-    let mut safe = String::with_capacity(lower.len());
+    // Job ids are ASCII (checked above), so bytes are characters.
+    let lower = out.split_off(start);
+    // Runs of ':', '_' and '-' become one '-'; leading ones vanish; cut, then trim the end.
     for c in lower.chars() {
-        if matches!(c, ':' | '_' | '-') {
-            if !safe.ends_with('-') {
-                safe.push('-');
-            }
-        } else {
-            safe.push(c);
+        if !matches!(c, ':' | '_' | '-') {
+            out.push(c);
+        } else if out.len() > start && !out.ends_with('-') {
+            out.push('-');
         }
     }
-    let safe = safe.trim_matches('-');
-    // All ASCII here, so byte slicing is character slicing.
-    let cut = safe[..safe.len().min(HASHED_PREFIX_LEN)].trim_matches('-');
-    let cut = if cut.is_empty() { "job" } else { cut };
-    let digest = Sha1::digest(lower.as_bytes());
-    let mut name = String::with_capacity(4 + cut.len() + 1 + 40);
-    name.push_str("job-");
-    name.push_str(cut);
-    name.push('-');
-    for b in digest {
-        name.push(char::from_digit((b >> 4) as u32, 16).unwrap_or('0'));
-        name.push(char::from_digit((b & 15) as u32, 16).unwrap_or('0'));
+    out.truncate(out.len().min(start + HASHED_PREFIX_LEN));
+    while out.len() > start && out.ends_with('-') {
+        out.pop();
     }
-    Ok(name)
+    if out.len() == start {
+        out.push_str("job");
+    }
+    out.push('-');
+    for b in Sha1::digest(lower.as_bytes()) {
+        out.push(HEX[(b >> 4) as usize] as char);
+        out.push(HEX[(b & 15) as usize] as char);
+    }
+    Ok(())
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Many strings packed in one buffer: the bulk functions take and give these, one allocation for all.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct StrList {
+    buf: String,
+    ends: Vec<usize>,
+}
+
+impl StrList {
+    /// An empty list with room for `n` strings of about `avg_len` bytes.
+    pub fn with_capacity(n: usize, avg_len: usize) -> Self {
+        Self {
+            buf: String::with_capacity(n * avg_len),
+            ends: Vec::with_capacity(n),
+        }
+    }
+
+    pub fn push(&mut self, s: &str) {
+        self.buf.push_str(s);
+        self.ends.push(self.buf.len());
+    }
+
+    /// Appends one string written by `write`; on error nothing is appended.
+    fn push_with<E>(&mut self, write: impl FnOnce(&mut String) -> Result<(), E>) -> Result<(), E> {
+        let start = self.buf.len();
+        match write(&mut self.buf) {
+            Ok(()) => {
+                self.ends.push(self.buf.len());
+                Ok(())
+            }
+            Err(e) => {
+                self.buf.truncate(start);
+                Err(e)
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
+        (0..self.ends.len()).map(|i| {
+            let start = if i == 0 { 0 } else { self.ends[i - 1] };
+            &self.buf[start..self.ends[i]]
+        })
+    }
+}
+
+impl<'a> FromIterator<&'a str> for StrList {
+    fn from_iter<I: IntoIterator<Item = &'a str>>(iter: I) -> Self {
+        let mut list = StrList::default();
+        iter.into_iter().for_each(|s| list.push(s));
+        list
+    }
 }
 
 /// The prefix of every blob of `kind`: `$Kind` for a job, `{task_id}/$Kind` for a task.
@@ -185,9 +258,17 @@ fn is_absolute(path: &str) -> bool {
 
 /// The blob-relative path a local relative path is saved under.
 ///
-/// `\` and `/` both separate; `.` and empty segments vanish; `..` removes the segment before it and is
+/// `\\` and `/` both separate; `.` and empty segments vanish; `..` removes the segment before it and is
 /// dropped where there is none, so the result never climbs out of its prefix.
 pub fn destination_path(path: &str) -> Result<String, NamingError> {
+    let mut out = String::with_capacity(path.len());
+    push_destination(&mut out, path, 0)?;
+    Ok(out)
+}
+
+/// Appends the normalised `path` to `out`, after a `/` where `out` has more than `name_start` bytes
+/// (a prefix of the same name); returns its segment count. On error `out` is left as it was.
+fn push_destination(out: &mut String, path: &str, name_start: usize) -> Result<usize, NamingError> {
     let invalid = |why: &str| Err(NamingError::InvalidPath(format!("path {path:?} {why}")));
     if path.is_empty() {
         return invalid("is empty");
@@ -198,49 +279,63 @@ pub fn destination_path(path: &str) -> Result<String, NamingError> {
     if is_absolute(path) {
         return invalid("is absolute; give a relative path or a destination");
     }
-    let mut parts: Vec<&str> = Vec::new();
+    let base = out.len();
+    let mut starts: Vec<usize> = Vec::new(); // where each kept segment (with its leading '/') begins
     for seg in path.split(['/', '\\']) {
         match seg {
             "" | "." => {}
             ".." => {
-                parts.pop();
+                if let Some(start) = starts.pop() {
+                    out.truncate(start);
+                }
             }
-            s => parts.push(s),
+            s => {
+                starts.push(out.len());
+                if out.len() > name_start {
+                    out.push('/');
+                }
+                out.push_str(s);
+            }
         }
     }
-    if parts.is_empty() {
+    if starts.is_empty() {
+        out.truncate(base);
         return invalid("names no file once '.' and '..' are resolved");
     }
-    Ok(parts.join("/"))
+    Ok(starts.len())
 }
 
 /// The full blob name of `path` saved as `kind` (of `task_id`, or of the job).
 pub fn blob_name(kind: &str, path: &str, task_id: Option<&str>) -> Result<String, NamingError> {
     let prefix = blob_prefix(kind, task_id)?;
-    join_checked(&prefix, path)
+    let mut name = String::with_capacity(prefix.len() + 1 + path.len());
+    push_blob_name(&mut name, &prefix, path)?;
+    Ok(name)
 }
 
 /// Bulk [`blob_name`]: the prefix is derived once; an error names the index of the bad path.
 pub fn blob_names(
     kind: &str,
-    paths: &[String],
+    paths: &StrList,
     task_id: Option<&str>,
-) -> Result<Vec<String>, NamingError> {
+) -> Result<StrList, NamingError> {
     let prefix = blob_prefix(kind, task_id)?;
-    paths
-        .iter()
-        .enumerate()
-        .map(|(i, p)| join_checked(&prefix, p).map_err(|e| at_index(e, "paths", i)))
-        .collect()
+    let mut out = StrList::with_capacity(paths.len(), prefix.len() + 32);
+    for (i, path) in paths.iter().enumerate() {
+        out.push_with(|buf| push_blob_name(buf, &prefix, path))
+            .map_err(|e| at_index(e, "paths", i))?;
+    }
+    Ok(out)
 }
 
 /// Bulk [`container_name`]; an error names the index of the bad id.
-pub fn container_names(job_ids: &[String]) -> Result<Vec<String>, NamingError> {
-    job_ids
-        .iter()
-        .enumerate()
-        .map(|(i, id)| container_name(id).map_err(|e| at_index(e, "job_ids", i)))
-        .collect()
+pub fn container_names(job_ids: &StrList) -> Result<StrList, NamingError> {
+    let mut out = StrList::with_capacity(job_ids.len(), 4 + HASHED_PREFIX_LEN + 41);
+    for (i, id) in job_ids.iter().enumerate() {
+        out.push_with(|buf| push_container_name(buf, id))
+            .map_err(|e| at_index(e, "job_ids", i))?;
+    }
+    Ok(out)
 }
 
 fn at_index(err: NamingError, what: &str, i: usize) -> NamingError {
@@ -253,22 +348,27 @@ fn at_index(err: NamingError, what: &str, i: usize) -> NamingError {
     }
 }
 
-fn join_checked(prefix: &str, path: &str) -> Result<String, NamingError> {
-    let dest = destination_path(path)?;
-    let name = format!("{prefix}/{dest}");
-    let chars = name.chars().count();
-    if chars > MAX_BLOB_NAME_LEN {
-        return Err(NamingError::InvalidPath(format!(
-            "blob name for path {path:?} would be {chars} characters long; Azure allows {MAX_BLOB_NAME_LEN}"
-        )));
+/// Appends `{prefix}/{destination_path(path)}` to `out`, checking Azure's blob name limits.
+fn push_blob_name(out: &mut String, prefix: &str, path: &str) -> Result<(), NamingError> {
+    let start = out.len();
+    out.push_str(prefix);
+    let segments = push_destination(out, path, start)? + prefix.matches('/').count() + 1;
+    let name = &out[start..];
+    // Characters never outnumber bytes, so only long names need counting.
+    if name.len() > MAX_BLOB_NAME_LEN {
+        let chars = name.chars().count();
+        if chars > MAX_BLOB_NAME_LEN {
+            return Err(NamingError::InvalidPath(format!(
+                "blob name for path {path:?} would be {chars} characters long; Azure allows {MAX_BLOB_NAME_LEN}"
+            )));
+        }
     }
-    let segments = name.split('/').count();
     if segments > MAX_BLOB_SEGMENTS {
         return Err(NamingError::InvalidPath(format!(
             "blob name for path {path:?} would have {segments} segments; Azure allows {MAX_BLOB_SEGMENTS}"
         )));
     }
-    Ok(name)
+    Ok(())
 }
 
 /// The path of a file under its kind: strips `{task}/$Kind/` or `$Kind/` from a blob name.
@@ -393,14 +493,30 @@ mod tests {
 
     #[test]
     fn bulk_errors_name_the_index() {
-        let ids = vec!["ok".to_string(), "bad id".to_string()];
+        let ids: StrList = ["ok", "bad id"].into_iter().collect();
         let err = container_names(&ids).unwrap_err().to_string();
         assert!(err.starts_with("job_ids[1]: "), "{err}");
-        let paths = vec!["a".to_string(), "/abs".to_string()];
+        let paths: StrList = ["a", "/abs"].into_iter().collect();
         let err = blob_names("TaskOutput", &paths, Some("t"))
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("paths[1]: "), "{err}");
+    }
+
+    #[test]
+    fn bulk_equals_single() {
+        let ids: StrList = ["Job_1", "job-2", "-", "x".repeat(70).as_str()]
+            .into_iter()
+            .collect();
+        let names = container_names(&ids).unwrap();
+        let single: Vec<String> = ids.iter().map(|i| container_name(i).unwrap()).collect();
+        assert_eq!(names.iter().collect::<Vec<_>>(), single);
+        let paths: StrList = ["a", "../b/./c", "d\\e"].into_iter().collect();
+        let names = blob_names("TaskLog", &paths, Some("t")).unwrap();
+        assert_eq!(
+            names.iter().collect::<Vec<_>>(),
+            ["t/$TaskLog/a", "t/$TaskLog/b/c", "t/$TaskLog/d/e"]
+        );
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! The only PyO3 file: thin wrappers over the pure Rust modules. Long work runs with the GIL released.
 
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::types::{PyList, PyString};
 
-use crate::naming::{self, NamingError};
+use crate::naming::{self, NamingError, StrList};
 
 impl From<NamingError> for PyErr {
     fn from(err: NamingError) -> PyErr {
@@ -16,9 +17,40 @@ fn container_name(job_id: &str) -> Result<String, NamingError> {
     naming::container_name(job_id)
 }
 
+/// The strings of a Python sequence, copied into one buffer so Rust can use them without the GIL.
+fn str_list(what: &str, seq: &Bound<'_, PyAny>) -> PyResult<StrList> {
+    if seq.is_instance_of::<PyString>() {
+        return Err(PyTypeError::new_err(format!(
+            "{what} must be a sequence of str, not a single str"
+        )));
+    }
+    let mut out = StrList::with_capacity(seq.len().unwrap_or(0), 24);
+    for (i, item) in seq.try_iter()?.enumerate() {
+        let item = item?;
+        let text = item.cast::<PyString>().map_err(|_| {
+            let type_name = item.get_type().name().map(|n| n.to_string());
+            PyTypeError::new_err(format!(
+                "{what}[{i}] must be a str, not {}",
+                type_name.unwrap_or_default()
+            ))
+        })?;
+        out.push(text.to_str()?);
+    }
+    Ok(out)
+}
+
+fn to_list<'py>(py: Python<'py>, names: &StrList) -> PyResult<Bound<'py, PyList>> {
+    PyList::new(py, names.iter())
+}
+
 #[pyfunction]
-fn container_names(py: Python<'_>, job_ids: Vec<String>) -> Result<Vec<String>, NamingError> {
-    py.detach(|| naming::container_names(&job_ids))
+fn container_names<'py>(
+    py: Python<'py>,
+    job_ids: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyList>> {
+    let ids = str_list("job_ids", job_ids)?;
+    let names = py.detach(|| naming::container_names(&ids))?;
+    to_list(py, &names)
 }
 
 #[pyfunction]
@@ -35,13 +67,15 @@ fn blob_name(kind: &str, path: &str, task_id: Option<&str>) -> Result<String, Na
 
 #[pyfunction]
 #[pyo3(signature = (kind, paths, task_id=None))]
-fn blob_names(
-    py: Python<'_>,
+fn blob_names<'py>(
+    py: Python<'py>,
     kind: &str,
-    paths: Vec<String>,
+    paths: &Bound<'py, PyAny>,
     task_id: Option<&str>,
-) -> Result<Vec<String>, NamingError> {
-    py.detach(|| naming::blob_names(kind, &paths, task_id))
+) -> PyResult<Bound<'py, PyList>> {
+    let paths = str_list("paths", paths)?;
+    let names = py.detach(|| naming::blob_names(kind, &paths, task_id))?;
+    to_list(py, &names)
 }
 
 #[pyfunction]

@@ -1,0 +1,53 @@
+# batchfiles: `make demo` runs the demo job, `make test` every test, `make bench` the benchmarks.
+# Each target installs what it needs: a virtualenv in .venv with the package built from source
+# (release build of the Rust extension, installed as a wheel) and Azurite from package-lock.json.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check -q
+SOURCES := Cargo.toml Cargo.lock pyproject.toml README.md $(shell find rust python -type f \( -name '*.rs' -o -name '*.py' -o -name '*.pyi' \))
+
+.PHONY: all test test-rust test-python lint demo bench clean
+all: test
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+
+# Build the wheel exactly as users get it, and install it with the test and bench tools.
+$(VENV)/.installed: $(PY) $(SOURCES)
+	$(PIP) install "maturin>=1.9,<2"
+	rm -rf dist
+	$(VENV)/bin/maturin build --release --quiet --out dist
+	$(PIP) install --force-reinstall --no-deps dist/batchfiles-*.whl
+	$(PIP) install "$$(ls dist/batchfiles-*.whl)[test,bench]"
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --silent
+	touch $@
+
+test: test-rust lint test-python
+
+test-rust:
+	cargo test --quiet
+
+lint: $(VENV)/.installed
+	cargo fmt --check
+	cargo clippy --quiet --all-targets -- -D warnings
+	$(VENV)/bin/ruff check python tests benches demo
+	$(VENV)/bin/ruff format --check python tests benches demo
+
+test-python: $(VENV)/.installed node_modules/.installed
+	$(VENV)/bin/pytest
+
+demo: $(VENV)/.installed node_modules/.installed
+	$(PY) demo/demo.py
+
+bench: $(VENV)/.installed node_modules/.installed
+	$(VENV)/bin/pytest benches -q -p no:cacheprovider --benchmark-columns=min,mean,rounds --benchmark-json=.benchmarks/latest.json
+	$(PY) benches/report.py
+
+clean:
+	rm -rf $(VENV) dist target node_modules .pytest_cache .benchmarks

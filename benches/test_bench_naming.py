@@ -1,0 +1,61 @@
+"""Bulk naming in Rust vs the pure-Python reference (tests/reference_naming.py), 200,000 items each."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import reference_naming as ref
+from batchfiles import naming
+
+N = 200_000
+
+
+def _mixed_job_ids(n: int) -> list[str]:
+    rng = random.Random(42)
+    alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+    ids = []
+    for i in range(n):
+        stem = "".join(rng.choices(alphabet, k=rng.randint(4, 30)))
+        shape = i % 4
+        if shape == 0:
+            ids.append(f"render-{stem.lower()}-{i}")  # already a valid container name
+        elif shape == 1:
+            ids.append(f"{stem}_{i}")  # underscore: hashed
+        elif shape == 2:
+            ids.append(f"sched:{stem}:job-{i}")  # job schedule ids: hashed
+        else:
+            ids.append(f"{stem}{i}" * 3)  # mixed case, often long
+    return ids
+
+
+def _paths(n: int) -> list[str]:
+    rng = random.Random(7)
+    folders = ["frames", "out\\thumbs", "../logs", "./a/b/c", "scene/01", "x/../y"]
+    return [f"{rng.choice(folders)}/frame_{i:06d}.png" for i in range(n)]
+
+
+JOB_IDS = _mixed_job_ids(N)
+PATHS = _paths(N)
+
+
+@pytest.mark.benchmark(group="container_names x200k")
+def test_container_names_rust(benchmark):
+    result = benchmark(naming.container_names, JOB_IDS)
+    assert result[:100] == [ref.container_name(j) for j in JOB_IDS[:100]]
+
+
+@pytest.mark.benchmark(group="container_names x200k")
+def test_container_names_baseline_python(benchmark):
+    benchmark(lambda: [ref.container_name(j) for j in JOB_IDS])
+
+
+@pytest.mark.benchmark(group="blob_names x200k")
+def test_blob_names_rust(benchmark):
+    result = benchmark(naming.blob_names, "TaskOutput", PATHS, "task-1")
+    assert result[:100] == [ref.blob_name("TaskOutput", p, "task-1") for p in PATHS[:100]]
+
+
+@pytest.mark.benchmark(group="blob_names x200k")
+def test_blob_names_baseline_python(benchmark):
+    benchmark(lambda: [ref.blob_name("TaskOutput", p, "task-1") for p in PATHS])

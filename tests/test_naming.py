@@ -1,0 +1,219 @@
+"""Naming: golden vectors of the .NET library and Batch Explorer, properties, the pure-Python reference."""
+
+from __future__ import annotations
+
+import json
+import re
+import string
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import reference_naming as ref
+from batchfiles import JobOutputKind, TaskOutputKind, naming
+from hypothesis import given
+from hypothesis import strategies as st
+
+VECTORS = json.loads((Path(__file__).with_name("vectors.json")).read_text())
+
+job_ids = st.text(alphabet=string.ascii_letters + string.digits + "-_:", min_size=1, max_size=128)
+task_ids = st.text(alphabet=string.ascii_letters + string.digits + "-_", min_size=1, max_size=64)
+path_segments = st.sampled_from(["..", ".", "", "a", "B", "frame 1.png", "x..y", "ü", "$k", "..."])
+paths = st.lists(path_segments, max_size=12).flatmap(
+    lambda segs: st.sampled_from(["/", "\\"]).map(lambda sep: sep.join(segs))
+)
+
+
+@pytest.mark.parametrize("case", VECTORS["container_names"], ids=lambda c: c["job_id"])
+def test_container_name_vectors(case):
+    assert naming.container_name(case["job_id"]) == case["container"]
+
+
+def test_container_names_bulk_equals_single():
+    ids = [c["job_id"] for c in VECTORS["container_names"]]
+    assert naming.container_names(ids) == [c["container"] for c in VECTORS["container_names"]]
+    assert naming.container_names(tuple(ids)) == naming.container_names(ids)
+    assert naming.container_names([]) == []
+
+
+@pytest.mark.parametrize("case", VECTORS["storage_paths"], ids=lambda c: f"{c['task_id']}-{c['kind']}")
+def test_blob_prefix_vectors(case):
+    assert naming.blob_prefix(case["kind"], case["task_id"]) == case["prefix"]
+
+
+@pytest.mark.parametrize("case", VECTORS["file_paths_from_blob_urls"], ids=lambda c: c["file_path"])
+def test_file_path_vectors(case):
+    blob = urlsplit(case["url"]).path.lstrip("/").split("/", 1)[1]  # drop the container
+    assert naming.file_path(blob) == case["file_path"]
+
+
+@pytest.mark.parametrize("case", VECTORS["relative_source_paths"], ids=lambda c: c["path"])
+def test_destination_path_vectors(case):
+    assert naming.destination_path(case["path"]) == case["destination"]
+
+
+def test_kinds():
+    assert [
+        str(k)
+        for k in (
+            TaskOutputKind.TASK_OUTPUT,
+            TaskOutputKind.TASK_PREVIEW,
+            TaskOutputKind.TASK_LOG,
+            TaskOutputKind.TASK_INTERMEDIATE,
+        )
+    ] == VECTORS["kinds"]["task"]
+    assert [str(k) for k in (JobOutputKind.JOB_OUTPUT, JobOutputKind.JOB_PREVIEW)] == VECTORS["kinds"]["job"]
+    assert TaskOutputKind.custom("alice") != TaskOutputKind.custom("Alice")
+    assert TaskOutputKind.custom("TaskOutput") == TaskOutputKind.TASK_OUTPUT
+    assert TaskOutputKind.custom("x") != JobOutputKind.custom("x")
+    assert len({TaskOutputKind.TASK_LOG, TaskOutputKind("TaskLog"), TaskOutputKind("tasklog")}) == 2
+    assert repr(JobOutputKind.JOB_OUTPUT) == "JobOutputKind('JobOutput')"
+    with pytest.raises(AttributeError):
+        TaskOutputKind.TASK_LOG._text = "x"
+
+
+@pytest.mark.parametrize("text", ["", ".", "..", "$x", "a/b", "a\\b", "a\nb", "\x00"])
+def test_bad_custom_kinds(text):
+    with pytest.raises(ValueError, match="output kind"):
+        TaskOutputKind.custom(text)
+
+
+def test_kind_objects_and_text_are_interchangeable():
+    assert naming.blob_name(TaskOutputKind.TASK_LOG, "a.txt", "t") == naming.blob_name(
+        "TaskLog", "a.txt", "t"
+    )
+    assert naming.blob_prefix(JobOutputKind.custom("Movies")) == "$Movies"
+    with pytest.raises(TypeError):
+        naming.blob_prefix(42)
+
+
+@pytest.mark.parametrize(
+    ("job_id", "bad"),
+    [("a b", "U+0020"), ("a/b", "'/'"), ("é", "'é'"), ("x.y", "'.'"), ("", "empty"), ("a" * 129, "129")],
+)
+def test_bad_job_ids_name_the_problem(job_id, bad):
+    with pytest.raises(ValueError) as info:
+        naming.container_name(job_id)
+    assert bad in str(info.value)
+
+
+def test_bulk_errors_name_the_index():
+    with pytest.raises(ValueError, match=r"job_ids\[2\]"):
+        naming.container_names(["a", "b", "c d"])
+    with pytest.raises(ValueError, match=r"paths\[1\]"):
+        naming.blob_names("TaskOutput", ["a", "/etc/passwd"], "t")
+
+
+@pytest.mark.parametrize("bad", [3, None, b"job", ["a"]])
+def test_wrong_types_are_type_errors(bad):
+    with pytest.raises(TypeError):
+        naming.container_name(bad)
+    with pytest.raises(TypeError):
+        naming.destination_path(bad)
+
+
+def test_bulk_rejects_a_plain_string():
+    with pytest.raises(TypeError):
+        naming.container_names("abc")
+
+
+@pytest.mark.parametrize("path", ["/x", "\\x", "C:\\x", "C:/x", "c:x", "a\x00b", "", "..", "a/..", "./."])
+def test_bad_destinations(path):
+    with pytest.raises(ValueError, match="path"):
+        naming.destination_path(path)
+
+
+def test_blob_name_limits():
+    with pytest.raises(ValueError, match="1024"):
+        naming.blob_name("JobOutput", "a" * 1020)
+    with pytest.raises(ValueError, match="254"):
+        naming.blob_name("JobOutput", "/".join(["a"] * 254))
+    assert naming.blob_name("JobOutput", "/".join(["a"] * 253)).count("/") == 253
+
+
+def test_task_id_case_is_kept():
+    assert naming.blob_name("TaskOutput", "f.png", "Task_A-1") == "Task_A-1/$TaskOutput/f.png"
+    with pytest.raises(ValueError, match="task id"):
+        naming.blob_name("TaskOutput", "f.png", "job:1")
+
+
+# --- properties -------------------------------------------------------------------------------------------
+
+CONTAINER = re.compile(r"^[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9]))*$")
+
+
+@given(job_ids)
+def test_container_name_properties(job_id):
+    name = naming.container_name(job_id)
+    assert CONTAINER.match(name), name  # starts with a letter or digit; a-z, 0-9, '-'; no '--', no edge '-'
+    assert 3 <= len(name) <= 63
+    lower = job_id.lower()
+    if len(lower) <= 59 and CONTAINER.match(lower):
+        assert name == "job-" + lower
+    assert name == ref.container_name(job_id)
+
+
+@given(st.lists(job_ids, max_size=20))
+def test_container_names_bulk_property(ids):
+    assert naming.container_names(ids) == [ref.container_name(i) for i in ids]
+
+
+@given(st.text(max_size=140))
+def test_arbitrary_job_ids_are_named_or_rejected_like_the_reference(text):
+    try:
+        expected = ref.container_name(text)
+    except ValueError:
+        with pytest.raises(ValueError):
+            naming.container_name(text)
+    else:
+        assert naming.container_name(text) == expected
+
+
+@given(paths)
+def test_destination_path_matches_reference_and_is_idempotent(path):
+    try:
+        expected = ref.destination_path(path)
+    except ValueError:
+        with pytest.raises(ValueError):
+            naming.destination_path(path)
+        return
+    dest = naming.destination_path(path)
+    assert dest == expected
+    assert naming.destination_path(dest) == dest
+    assert ".." not in dest.split("/")
+    assert "\\" not in dest
+
+
+@given(st.text(max_size=60))
+def test_destination_path_never_climbs_on_any_text(path):
+    try:
+        dest = naming.destination_path(path)
+    except ValueError:
+        return
+    assert dest and not dest.startswith("/")
+    assert all(seg not in ("", ".", "..") for seg in dest.split("/"))
+    assert naming.destination_path(dest) == dest
+
+
+@given(st.sampled_from(["TaskOutput", "TaskLog", "Custom"]), paths, st.one_of(st.none(), task_ids))
+def test_blob_name_matches_reference_and_round_trips(kind, path, task_id):
+    try:
+        expected = ref.blob_name(kind, path, task_id)
+    except ValueError:
+        with pytest.raises(ValueError):
+            naming.blob_name(kind, path, task_id)
+        return
+    name = naming.blob_name(kind, path, task_id)
+    assert name == expected
+    assert naming.file_path(name) == naming.destination_path(path)
+    assert name.startswith(naming.blob_prefix(kind, task_id) + "/")
+    assert naming.blob_names(kind, [path, path], task_id) == [name, name]
+
+
+@given(st.text(max_size=80))
+def test_file_path_never_fails_oddly(text):
+    try:
+        result = naming.file_path(text)
+    except ValueError:
+        return
+    assert text.endswith(result) and result
