@@ -1,6 +1,9 @@
 //! batchfiles native core: pure Rust modules, plus a thin PyO3 layer behind the `python` feature.
 
+pub mod checksum;
+pub mod chunk;
 pub mod naming;
+pub mod track;
 
 #[cfg(feature = "python")]
 mod py;

@@ -147,7 +147,7 @@ fn push_container_name(out: &mut String, job_id: &str) -> Result<(), NamingError
     let start = out.len();
     out.push_str(job_id);
     out[start..].make_ascii_lowercase();
-    if is_plain_container_id(out[start..].as_bytes()) {
+    if is_plain_container_id(&out.as_bytes()[start..]) {
         return Ok(());
     }
     // Job ids are ASCII (checked above), so bytes are characters.

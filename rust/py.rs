@@ -1,16 +1,71 @@
 //! The only PyO3 file: thin wrappers over the pure Rust modules. Long work runs with the GIL released.
+//!
+//! The classes are `frozen` and keep their state behind a `Mutex` taken with `lock_py_attached`:
+//! calls from several Python threads run one at a time, a waiting thread not holding the GIL.
 
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use std::fs::File;
+use std::io::{self, ErrorKind, Read};
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyList, PyString};
+use pyo3::sync::MutexExt;
+use pyo3::types::{IntoPyDict, PyBytes, PyDict, PyList, PyMemoryView, PyString};
 
+use crate::checksum::{self, crc64_md5};
 use crate::naming::{self, NamingError, StrList};
+use crate::track::{self, Event};
 
 impl From<NamingError> for PyErr {
     fn from(err: NamingError) -> PyErr {
         PyValueError::new_err(err.to_string())
     }
 }
+
+/// An `OSError` for `err` on `path`. With an OS error code, Python picks the subclass
+/// (`FileNotFoundError`, `PermissionError`, `IsADirectoryError`, ...) and sets `errno`,
+/// `strerror` and `filename`; otherwise pyo3 picks it from the error kind.
+fn os_error(err: io::Error, path: &Path) -> PyErr {
+    let Some(code) = err.raw_os_error() else {
+        return err.into();
+    };
+    let text = err.to_string();
+    let strerror = text
+        .strip_suffix(&format!(" (os error {code})"))
+        .unwrap_or(&text)
+        .to_owned();
+    let filename = path.as_os_str().to_owned();
+    #[cfg(windows)] // Python derives errno from the Windows error code
+    let args = (0, strerror, filename, code);
+    #[cfg(not(windows))]
+    let args = (code, strerror, filename);
+    PyOSError::new_err(args)
+}
+
+/// `value` as a `u64` in `range`, else a `ValueError` naming the argument.
+fn count(name: &str, value: i64, range: RangeInclusive<u64>) -> PyResult<u64> {
+    let valid = u64::try_from(value).ok().filter(|v| range.contains(v));
+    valid.ok_or_else(|| {
+        let (min, max) = range.into_inner();
+        PyValueError::new_err(if max == u64::MAX {
+            format!("{name} must be at least {min}, not {value}")
+        } else {
+            format!("{name} must be {min} to {max}, not {value}")
+        })
+    })
+}
+
+/// Locks `mutex`, waiting for another thread's call to end with the GIL released.
+fn lock<'a, T>(py: Python<'_>, mutex: &'a Mutex<T>) -> PyResult<MutexGuard<'a, T>> {
+    mutex
+        .lock_py_attached(py)
+        .map_err(|_| PyRuntimeError::new_err("an earlier call on this object panicked"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Naming
 
 #[pyfunction]
 fn container_name(job_id: &str) -> Result<String, NamingError> {
@@ -103,6 +158,372 @@ fn validate_kind(kind: &str) -> Result<(), NamingError> {
     naming::validate_kind(kind)
 }
 
+// ---------------------------------------------------------------------------------------------
+// Hashing
+
+/// Buffers at least this long are hashed with the GIL released; shorter ones are not worth it.
+const DETACH_AT: usize = 64 * 1024;
+
+/// A bytes-like argument, as a `bytes` object: a `bytes` itself (immutable, kept alive by the
+/// argument), any other buffer (bytearray, memoryview, mmap, array, ...) copied with
+/// `memoryview(obj).tobytes()` while the GIL is held. Either way no Python thread can change the
+/// bytes while the GIL is released. (abi3-py310 has no buffer API, so no `PyBuffer`.)
+struct Data<'py>(Bound<'py, PyBytes>);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Data<'py> {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        if let Ok(bytes) = obj.cast::<PyBytes>() {
+            return Ok(Self(bytes.to_owned()));
+        }
+        let copy = PyMemoryView::from(&obj)?.call_method0("tobytes")?;
+        Ok(Self(copy.cast_into::<PyBytes>()?))
+    }
+}
+
+impl Data<'_> {
+    /// `f` of the bytes, computed with the GIL released when they are many.
+    fn with<T: Send>(&self, f: impl Send + FnOnce(&[u8]) -> T) -> T {
+        let data = self.0.as_bytes();
+        if data.len() >= DETACH_AT {
+            self.0.py().detach(|| f(data))
+        } else {
+            f(data)
+        }
+    }
+}
+
+/// CRC-64/NVME of a bytes-like object.
+#[pyfunction]
+fn crc64(data: Data<'_>) -> u64 {
+    data.with(checksum::crc64)
+}
+
+/// The `x-ms-content-crc64` header of a bytes-like object: base64 of its CRC-64, little-endian.
+#[pyfunction]
+fn crc64_header(data: Data<'_>) -> String {
+    checksum::crc64_header(data.with(checksum::crc64))
+}
+
+/// MD5 digest (16 bytes) of a bytes-like object.
+#[pyfunction]
+fn md5(data: Data<'_>) -> [u8; 16] {
+    data.with(checksum::md5)
+}
+
+/// Streaming MD5: `update` with each chunk, `digest` at any time.
+#[pyclass(frozen, module = "batchfiles._native", name = "Md5")]
+struct Md5(Mutex<checksum::Md5>);
+
+#[pymethods]
+impl Md5 {
+    #[new]
+    fn new() -> Self {
+        Self(Mutex::default())
+    }
+
+    /// Feeds a bytes-like object.
+    fn update(&self, py: Python<'_>, data: Data<'_>) -> PyResult<()> {
+        let mut guard = lock(py, &self.0)?;
+        let md5 = &mut *guard;
+        data.with(|bytes| md5.update(bytes));
+        Ok(())
+    }
+
+    /// The 16-byte digest of everything fed so far; further updates may follow.
+    fn digest(&self, py: Python<'_>) -> PyResult<[u8; 16]> {
+        Ok(lock(py, &self.0)?.finish())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading a file in blocks
+
+/// Largest block: 4000 MiB, Azure's Put Block limit.
+const MAX_BLOCK_SIZE: u64 = 4000 * 1024 * 1024;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ReadState {
+    Reading,
+    /// Every byte of the size seen at open was returned, and the file ended there.
+    Done,
+    /// A read failed or the file changed: no more blocks.
+    Failed,
+}
+
+/// A file read in blocks of its size at open: the part of [`BlockReader`] that runs without the
+/// GIL. Unlike `chunk::BlockReader` it reads into a buffer of the block's exact length (the
+/// Python `bytes` returned), and it fails when the file turns out shorter or longer.
+struct FileBlocks {
+    path: PathBuf,
+    file: File,
+    size: u64,
+    block_size: u64,
+    md5: Option<checksum::Md5>,
+    /// Bytes returned in blocks so far.
+    offset: u64,
+    state: ReadState,
+}
+
+impl FileBlocks {
+    fn open(path: PathBuf, block_size: u64, md5: bool) -> io::Result<Self> {
+        let file = open_nonblocking(&path)?;
+        let meta = file.metadata()?;
+        if meta.is_dir() {
+            #[cfg(unix)]
+            return Err(io::Error::from_raw_os_error(libc::EISDIR));
+            #[cfg(not(unix))]
+            return Err(ErrorKind::IsADirectory.into());
+        }
+        if !meta.is_file() {
+            let message = format!("{} is not a regular file", path.display());
+            return Err(io::Error::new(ErrorKind::InvalidInput, message));
+        }
+        Ok(Self {
+            path,
+            file,
+            size: meta.len(),
+            block_size,
+            md5: md5.then(checksum::Md5::new),
+            offset: 0,
+            state: ReadState::Reading,
+        })
+    }
+
+    /// Length of the next block; 0 for an empty file.
+    fn next_len(&self) -> usize {
+        // At most block_size, which fits usize (checked when the reader was made).
+        (self.size - self.offset).min(self.block_size) as usize
+    }
+
+    /// Fills `buf` (of [`next_len`](Self::next_len) bytes) with the next block and returns its
+    /// CRC-64. The block that reaches the size seen at open also checks that the file ends there.
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<u64> {
+        let crc = self.try_read(buf);
+        self.state = match crc {
+            Err(_) => ReadState::Failed,
+            Ok(_) if self.offset == self.size => ReadState::Done,
+            Ok(_) => ReadState::Reading,
+        };
+        crc
+    }
+
+    fn try_read(&mut self, buf: &mut [u8]) -> io::Result<u64> {
+        self.file.read_exact(buf).map_err(|e| match e.kind() {
+            ErrorKind::UnexpectedEof => self.changed("shorter"),
+            _ => e,
+        })?;
+        let crc = crc64_md5(buf, self.md5.as_mut());
+        self.offset += buf.len() as u64;
+        if self.offset == self.size {
+            match self.file.read_exact(&mut [0]) {
+                Ok(()) => return Err(self.changed("longer")),
+                Err(e) if e.kind() == ErrorKind::UnexpectedEof => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(crc)
+    }
+
+    fn changed(&self, how: &str) -> io::Error {
+        io::Error::other(format!(
+            "file changed while being read: {} is {how} than the {} bytes it had when opened",
+            self.path.display(),
+            self.size
+        ))
+    }
+}
+
+/// Opens for reading without blocking on a FIFO (it is then refused as not a regular file).
+fn open_nonblocking(path: &Path) -> io::Result<File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
+    options.open(path)
+}
+
+/// One block read by [`BlockReader::next_block`]: index, offset, data, CRC-64 header.
+type ReadBlock<'py> = (u64, u64, Bound<'py, PyBytes>, String);
+
+/// Reads a file in blocks for Put Block: each block with its CRC-64 header, and the whole
+/// file's MD5. Fails rather than return a partial file if the file shrinks or grows.
+#[pyclass(frozen, module = "batchfiles._native", name = "BlockReader")]
+struct BlockReader {
+    path: PathBuf,
+    size: u64,
+    blocks: Mutex<FileBlocks>,
+}
+
+#[pymethods]
+impl BlockReader {
+    #[new]
+    #[pyo3(signature = (path, block_size, *, md5 = true))]
+    fn new(py: Python<'_>, path: PathBuf, block_size: i64, md5: bool) -> PyResult<Self> {
+        let block_size = count("block_size", block_size, 1..=MAX_BLOCK_SIZE)?;
+        if usize::try_from(block_size).is_err() {
+            return Err(PyValueError::new_err("block_size does not fit in memory"));
+        }
+        let blocks = py
+            .detach(|| FileBlocks::open(path.clone(), block_size, md5))
+            .map_err(|e| os_error(e, &path))?;
+        Ok(Self {
+            path,
+            size: blocks.size,
+            blocks: Mutex::new(blocks),
+        })
+    }
+
+    /// The file's size when it was opened.
+    #[getter]
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Bytes returned in blocks so far.
+    #[getter]
+    fn bytes_read(&self, py: Python<'_>) -> PyResult<u64> {
+        Ok(lock(py, &self.blocks)?.offset)
+    }
+
+    /// `(index, offset, data, crc64_header)` of the next block, or None after the last one.
+    fn next_block<'py>(&self, py: Python<'py>) -> PyResult<Option<ReadBlock<'py>>> {
+        let mut guard = lock(py, &self.blocks)?;
+        let blocks = &mut *guard;
+        match blocks.state {
+            ReadState::Reading => {}
+            ReadState::Done => return Ok(None),
+            ReadState::Failed => {
+                let message = format!("an earlier read of {} failed", self.path.display());
+                return Err(PyOSError::new_err(message));
+            }
+        }
+        let (offset, len) = (blocks.offset, blocks.next_len());
+        let mut crc = 0;
+        // SOUNDNESS: `buf` is the memory of a new bytes object that no other code can reach
+        // until `new_with` returns it, so writing it without the GIL races with nothing.
+        let data = PyBytes::new_with(py, len, |buf| {
+            crc = py
+                .detach(|| blocks.read(buf))
+                .map_err(|e| os_error(e, &self.path))?;
+            Ok(())
+        })?;
+        if len == 0 {
+            return Ok(None); // an empty file, now checked to have stayed empty
+        }
+        let index = offset / blocks.block_size;
+        Ok(Some((index, offset, data, checksum::crc64_header(crc))))
+    }
+
+    /// The whole file's MD5 once the last block was returned; None before that or without md5.
+    fn md5(&self, py: Python<'_>) -> PyResult<Option<[u8; 16]>> {
+        let blocks = lock(py, &self.blocks)?;
+        let done = blocks.state == ReadState::Done;
+        Ok(blocks.md5.as_ref().filter(|_| done).map(checksum::Md5::finish))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tracking a growing file
+
+/// What [`Tracker::poll`] returns: the block as (data, crc64 header, file offset), the events,
+/// and whether more is ready.
+type Polled<'py> = (
+    Option<(Bound<'py, PyBytes>, String, u64)>,
+    Vec<(&'static str, u64)>,
+    bool,
+);
+
+/// Follows a growing file like `tail -F`, cutting its new bytes into append blocks.
+#[pyclass(frozen, module = "batchfiles._native", name = "Tracker")]
+struct Tracker {
+    path: PathBuf,
+    tracker: Mutex<track::Tracker>,
+}
+
+#[pymethods]
+impl Tracker {
+    #[new]
+    #[pyo3(signature = (path, start_offset = 0, max_block = track::DEFAULT_MAX_BLOCK as i64))]
+    fn new(py: Python<'_>, path: PathBuf, start_offset: i64, max_block: i64) -> PyResult<Self> {
+        let start_offset = count("start_offset", start_offset, 0..=u64::MAX)?;
+        let max_block = count("max_block", max_block, 1..=track::MAX_BLOCK_LIMIT as u64)? as usize;
+        let tracker = py
+            .detach(|| track::Tracker::new(path.clone(), start_offset, max_block))
+            .map_err(|e| os_error(e, &path))?;
+        Ok(Self {
+            path,
+            tracker: Mutex::new(tracker),
+        })
+    }
+
+    /// `(block, events, more)`: the pending block as `(data, crc64_header, file_offset)` or None,
+    /// the `(name, value)` events since the last poll, and whether another block is ready.
+    #[pyo3(signature = (min_bytes = 0))]
+    fn poll<'py>(&self, py: Python<'py>, min_bytes: i64) -> PyResult<Polled<'py>> {
+        let min_bytes = count("min_bytes", min_bytes, 0..=u64::MAX)?;
+        let min_bytes = usize::try_from(min_bytes).unwrap_or(usize::MAX);
+        let mut guard = lock(py, &self.tracker)?;
+        let tracker = &mut *guard;
+        let found = py
+            .detach(|| tracker.poll(min_bytes))
+            .map_err(|e| os_error(e, &self.path))?;
+        let block = found.block.map(|block| {
+            let data = PyBytes::new(py, &block.data);
+            (data, checksum::crc64_header(block.crc64), block.file_offset)
+        });
+        let events = found.events.iter().map(event_item).collect();
+        Ok((block, events, found.more))
+    }
+
+    /// Marks the pending block as saved; returns its length (0 if none was pending).
+    fn commit(&self, py: Python<'_>) -> PyResult<u64> {
+        Ok(lock(py, &self.tracker)?.commit())
+    }
+
+    /// Up to `length` bytes at `offset` of the file being read (fewer at its end).
+    fn read_range(&self, py: Python<'_>, offset: i64, length: i64) -> PyResult<Vec<u8>> {
+        let offset = count("offset", offset, 0..=u64::MAX)?;
+        let length = count("length", length, 0..=u64::MAX)?;
+        let length = usize::try_from(length).unwrap_or(usize::MAX);
+        let guard = lock(py, &self.tracker)?;
+        let tracker = &*guard;
+        py.detach(|| tracker.read_range(offset, length))
+            .map_err(|e| os_error(e, &self.path))
+    }
+
+    /// Committed bytes of the file being read: the `start_offset` to resume with.
+    #[getter]
+    fn offset(&self, py: Python<'_>) -> PyResult<u64> {
+        Ok(lock(py, &self.tracker)?.offset())
+    }
+
+    /// Running totals since the tracker was made.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let stats = lock(py, &self.tracker)?.stats();
+        [
+            ("bytes_read", stats.bytes_read),
+            ("bytes_committed", stats.bytes_committed),
+            ("lost_bytes", stats.lost_bytes),
+            ("rotations", stats.rotations),
+            ("truncations", stats.truncations),
+            ("reads", stats.reads),
+        ]
+        .into_py_dict(py)
+    }
+}
+
+fn event_item(event: &Event) -> (&'static str, u64) {
+    match *event {
+        Event::Opened { offset } => ("opened", offset),
+        Event::Rotated { unread } => ("rotated", unread),
+        Event::Deleted { unread } => ("deleted", unread),
+        Event::Truncated { lost } => ("truncated", lost),
+        Event::Skipped { lost } => ("skipped", lost),
+    }
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(container_name, m)?)?;
@@ -115,5 +536,11 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(validate_job_id, m)?)?;
     m.add_function(wrap_pyfunction!(validate_task_id, m)?)?;
     m.add_function(wrap_pyfunction!(validate_kind, m)?)?;
+    m.add_function(wrap_pyfunction!(crc64, m)?)?;
+    m.add_function(wrap_pyfunction!(crc64_header, m)?)?;
+    m.add_function(wrap_pyfunction!(md5, m)?)?;
+    m.add_class::<Md5>()?;
+    m.add_class::<BlockReader>()?;
+    m.add_class::<Tracker>()?;
     Ok(())
 }

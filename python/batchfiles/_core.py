@@ -1,0 +1,479 @@
+"""Logic shared by the sync and async storage APIs: arguments, names, errors, references. No I/O here."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import glob
+import ipaddress
+import mimetypes
+import os
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, BinaryIO, Union
+from urllib.parse import urlsplit, urlunsplit
+
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceNotFoundError,
+)
+from azure.storage.blob import BlobBlock, ContainerSasPermissions, ContentSettings
+
+from . import _native, naming
+from .errors import (
+    AuthenticationError,
+    BatchFilesError,
+    ConfigurationError,
+    ContainerNotFoundError,
+    IntegrityError,
+    OutputExistsError,
+    OutputNotFoundError,
+)
+from .kinds import JobOutputKind, KindLike, OutputKind, TaskOutputKind, kind_text
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+#: Files up to this size go up in one request; larger ones in blocks.
+SINGLE_PUT_SIZE = 8 * 1024 * 1024
+#: Default block size for large files (Azure allows up to 4,000 MiB per block).
+BLOCK_SIZE = 8 * 1024 * 1024
+MAX_BLOCK_SIZE = 4000 * 1024 * 1024
+#: Parallel block uploads per file, and files per ``save_many``.
+MAX_CONCURRENCY = 4
+
+#: azure-storage-blob waits 15 s before its first retry by default; output and logs want faster retries.
+RETRY_DEFAULTS: dict[str, Any] = {
+    "retry_total": 6,
+    "initial_backoff": 0.5,
+    "increment_base": 2,
+    "random_jitter_range": 0.5,
+}
+
+#: The permissions of the container SAS handed to tasks: read, add, create, write, list; never delete.
+TASK_SAS_PERMISSIONS = ContainerSasPermissions(read=True, add=True, create=True, write=True, list=True)
+
+ENV_JOB_ID = "AZ_BATCH_JOB_ID"
+ENV_TASK_ID = "AZ_BATCH_TASK_ID"
+ENV_CONTAINER_URL = "BATCHFILES_CONTAINER_URL"
+ENV_CONNECTION_STRING = "AZURE_STORAGE_CONNECTION_STRING"
+ENV_ACCOUNT_URL = "AZURE_STORAGE_ACCOUNT_URL"
+
+
+def client_kwargs(user: dict[str, Any]) -> dict[str, Any]:
+    """Client options: the fast retry defaults, overridden by what the caller passed."""
+    return {**RETRY_DEFAULTS, **user}
+
+
+# --- URLs and secrets ---------------------------------------------------------------------------------------
+
+
+def public_url(url: str) -> str:
+    """``url`` without its query, so a SAS signature never reaches a message, log or ``repr``."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_container_url(url: str) -> None:
+    """Refuse URLs that cannot be a container, and SAS tokens sent in clear text to another machine."""
+    if not isinstance(url, str):
+        raise TypeError(f"container_url must be a str, not {type(url).__name__}")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not a container URL: {public_url(url)!r}")
+    if parts.scheme == "http" and "sig=" in parts.query and not _is_loopback(parts.hostname):
+        raise ValueError(
+            f"refusing to send a SAS over plain http to {parts.hostname}: use https "
+            "(plain http is accepted only for loopback emulators such as Azurite)"
+        )
+
+
+def sas_expiry(expiry: timedelta) -> tuple[datetime, datetime]:
+    """(start, expiry) of a SAS valid for ``expiry`` from now; the start allows 5 minutes of clock skew."""
+    if not isinstance(expiry, timedelta):
+        raise TypeError(f"expiry must be a timedelta, not {type(expiry).__name__}")
+    if expiry <= timedelta(0):
+        raise ValueError(f"expiry must be positive, not {expiry}")
+    now = datetime.now(timezone.utc)
+    return now - timedelta(minutes=5), now + expiry
+
+
+# --- errors -------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def storage_errors(container: str, blob: str | None = None) -> Iterator[None]:
+    """Turn azure-core errors into batchfiles errors that say what to do. Works around awaits too."""
+    what = f"{blob!r} in container {container!r}" if blob else f"container {container!r}"
+    try:
+        yield
+    except HttpResponseError as err:
+        raise translate_error(err, container, what) from None
+
+
+def translate_error(err: HttpResponseError, container: str, what: str) -> BatchFilesError:
+    code = getattr(err, "error_code", None) or ""
+    if code == "ContainerNotFound":
+        return ContainerNotFoundError(
+            f"container {container!r} does not exist: run prepare_output_storage for the job "
+            "(`batchfiles prepare JOB_ID`) or check the job id"
+        )
+    if isinstance(err, ResourceNotFoundError):
+        return OutputNotFoundError(f"no output {what}")
+    if isinstance(err, ResourceExistsError) or code == "BlobAlreadyExists":
+        return OutputExistsError(f"output {what} already exists (overwrite=False)")
+    if isinstance(err, ClientAuthenticationError) or err.status_code in (401, 403):
+        return AuthenticationError(
+            f"storage refused access to {what} ({code or err.status_code}): check that the SAS or credential "
+            "is valid, not expired, and allows this operation"
+        )
+    if code in ("Md5Mismatch", "Crc64Mismatch", "InvalidMd5"):
+        return IntegrityError(f"storage rejected {what}: the data did not match its checksum ({code})")
+    return BatchFilesError(f"storage error on {what}: {code or err.status_code} {err.reason or ''}".strip())
+
+
+# --- kinds and names ----------------------------------------------------------------------------------------
+
+_TASK_KINDS = frozenset(str(k) for k in vars(TaskOutputKind).values() if isinstance(k, TaskOutputKind))
+_JOB_KINDS = frozenset(str(k) for k in vars(JobOutputKind).values() if isinstance(k, JobOutputKind))
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Whose outputs: a task's (``task_id``) or the job's own (``task_id is None``)."""
+
+    container: str
+    task_id: str | None = None
+
+    @property
+    def kind_class(self) -> type[OutputKind]:
+        return TaskOutputKind if self.task_id is not None else JobOutputKind
+
+    def kind(self, kind: KindLike) -> OutputKind:
+        """The kind object of ``kind``; a built-in kind of the other side (job vs task) is refused."""
+        text = kind_text(kind)
+        wrong, side = (_JOB_KINDS, "task") if self.task_id is not None else (_TASK_KINDS, "job")
+        if text in wrong or (isinstance(kind, OutputKind) and not isinstance(kind, self.kind_class)):
+            raise ValueError(f"{text!r} is not a {side} output kind; use {self.kind_class.__name__}")
+        return self.kind_class(text)
+
+    def blob_name(self, kind: KindLike, path: str) -> str:
+        """The blob name of ``path`` (a path under the kind) saved as ``kind``."""
+        return naming.blob_name(self.kind(kind), path, self.task_id)
+
+    def save_name(self, kind: KindLike, path: PathLike, destination: str | None) -> str:
+        """The blob name a local file is saved under: ``destination``, or ``path`` if it is relative."""
+        if destination is not None:
+            return self.blob_name(kind, destination)
+        path = os.fspath(path)
+        if os.path.isabs(path):
+            raise ValueError(f"path {path!r} is absolute: pass destination= to name it in storage")
+        return self.blob_name(kind, path)
+
+    def list_prefix(self, kind: KindLike | None) -> str:
+        """The listing prefix; it ends with ``/`` so ``$TaskOutput`` never matches ``$TaskOutputX``."""
+        if kind is None:
+            return f"{self.task_id}/$" if self.task_id is not None else "$"
+        return naming.blob_prefix(self.kind(kind), self.task_id) + "/"
+
+    def parse(self, blob_name: str) -> tuple[OutputKind, str] | None:
+        """(kind, file path) of a blob of this scope, or None for blobs outside the conventions."""
+        rest = blob_name
+        if self.task_id is not None:
+            task, _, rest = blob_name.partition("/")
+            if task != self.task_id:
+                return None
+        kind, _, path = rest.partition("/")
+        if not kind.startswith("$") or not path:
+            return None
+        try:
+            return self.kind_class(kind[1:]), path
+        except ValueError:
+            return None
+
+
+def content_type(path: str) -> str:
+    """Content type from the file extension, so previews open in a browser."""
+    guessed, _ = mimetypes.guess_type(path, strict=False)
+    return guessed or "application/octet-stream"
+
+
+def content_settings(name: str, md5: bytes | None) -> ContentSettings:
+    return ContentSettings(content_type=content_type(name), content_md5=bytearray(md5) if md5 else None)
+
+
+def md5_header(md5: bytes) -> dict[str, str]:
+    """The per-request Content-MD5 header, which storage validates on arrival."""
+    return {"Content-MD5": base64.b64encode(md5).decode()}
+
+
+def block_id(index: int) -> str:
+    return base64.b64encode(f"{index:010d}".encode()).decode()
+
+
+def check_block_options(block_size: int, max_concurrency: int) -> None:
+    if not isinstance(block_size, int) or not 1 <= block_size <= MAX_BLOCK_SIZE:
+        raise ValueError(f"block_size must be 1 to {MAX_BLOCK_SIZE} bytes, not {block_size!r}")
+    if not isinstance(max_concurrency, int) or max_concurrency < 1:
+        raise ValueError(f"max_concurrency must be a positive int, not {max_concurrency!r}")
+
+
+def encode_text(text: str, encoding: str) -> bytes:
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, not {type(text).__name__}")
+    return text.encode(encoding)
+
+
+def check_bytes(data: Any) -> bytes:
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"data must be bytes-like, not {type(data).__name__}")
+    return bytes(data)
+
+
+# --- save_many ----------------------------------------------------------------------------------------------
+
+
+def expand_patterns(patterns: str | Iterable[str], base_dir: PathLike) -> list[tuple[str, str]]:
+    """(local path, path relative to base_dir) of the files matching Batch ``OutputFiles`` patterns.
+
+    ``*``, ``?``, ``[abc]``, ``[a-c]``, ``[!abc]`` match within a name, ``**`` any number of folders;
+    dot-files match only where the pattern names the dot explicitly. Each file is listed once.
+    """
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    base = os.fspath(base_dir)
+    if not os.path.isdir(base):
+        raise FileNotFoundError(f"base_dir {base!r} is not a directory")
+    found: dict[str, None] = {}
+    for pattern in patterns:
+        if not isinstance(pattern, str) or not pattern:
+            raise ValueError(f"a file pattern must be a non-empty str, not {pattern!r}")
+        pattern = pattern.replace("\\", "/")
+        if os.path.isabs(pattern):
+            raise ValueError(f"pattern {pattern!r} is absolute: patterns are relative to base_dir")
+        for rel in sorted(glob.glob(pattern, root_dir=base, recursive=True)):
+            if os.path.isfile(os.path.join(base, rel)):
+                found.setdefault(rel, None)
+    return [(os.path.join(base, rel), rel) for rel in found]
+
+
+# --- environment --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EnvironmentConfig:
+    """Where ``from_environment`` finds its storage: exactly one of the three sources is set."""
+
+    job_id: str | None
+    task_id: str | None
+    container_url: str | None = None
+    connection_string: str | None = field(default=None, repr=False)
+    account_url: str | None = None
+
+
+def environment_config(*, need_task: bool) -> EnvironmentConfig:
+    env = os.environ
+    job_id, task_id = env.get(ENV_JOB_ID) or None, env.get(ENV_TASK_ID) or None
+    if need_task and not task_id:
+        raise ConfigurationError(f"no task id: {ENV_TASK_ID} is not set (it is set on Batch nodes)")
+    container_url = env.get(ENV_CONTAINER_URL) or None
+    if container_url:
+        return EnvironmentConfig(job_id, task_id, container_url=container_url)
+    if not job_id:
+        raise ConfigurationError(
+            f"no job id: {ENV_JOB_ID} is not set (it is set on Batch nodes), and no {ENV_CONTAINER_URL}"
+        )
+    if env.get(ENV_CONNECTION_STRING):
+        return EnvironmentConfig(job_id, task_id, connection_string=env[ENV_CONNECTION_STRING])
+    if env.get(ENV_ACCOUNT_URL):
+        return EnvironmentConfig(job_id, task_id, account_url=env[ENV_ACCOUNT_URL])
+    raise ConfigurationError(
+        f"no storage configured: set {ENV_CONTAINER_URL} (a container URL with SAS), "
+        f"{ENV_CONNECTION_STRING}, or {ENV_ACCOUNT_URL} (with a managed identity or other Azure credential)"
+    )
+
+
+# --- references and downloads -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReferenceInfo:
+    """What is known of a saved output without reading it."""
+
+    kind: OutputKind
+    file_path: str
+    blob_name: str
+    url: str
+    size: int
+    content_md5: bytes | None
+    content_type: str | None
+    last_modified: datetime | None
+
+
+def reference_info(scope: Scope, blob_url: str, props: Any) -> ReferenceInfo | None:
+    """The info of a listed or fetched blob (``BlobProperties``), or None if it is not a conventions blob."""
+    parsed = scope.parse(props.name)
+    if parsed is None:
+        return None
+    settings = props.content_settings
+    md5 = settings.content_md5 if settings else None
+    return ReferenceInfo(
+        kind=parsed[0],
+        file_path=parsed[1],
+        blob_name=props.name,
+        url=public_url(blob_url),
+        size=props.size or 0,
+        content_md5=bytes(md5) if md5 else None,
+        content_type=settings.content_type if settings else None,
+        last_modified=props.last_modified,
+    )
+
+
+def reference_of(scope: Scope, blob_url: str, props: Any) -> ReferenceInfo:
+    """The info of a blob whose name this scope derived."""
+    info = reference_info(scope, blob_url, props)
+    if info is None:
+        raise ValueError(f"{props.name!r} is not an output blob of {scope}")
+    return info
+
+
+class Md5Check:
+    """Checks streamed bytes against the blob's Content-MD5 (nothing to check when it has none)."""
+
+    def __init__(self, download: Any, what: str) -> None:
+        settings = download.properties.content_settings
+        expected = settings.content_md5 if settings else None
+        self.expected = bytes(expected) if expected else None
+        self.what = what
+        self._md5 = _native.Md5() if self.expected else None
+
+    def update(self, chunk: bytes) -> None:
+        if self._md5 is not None:
+            self._md5.update(chunk)
+
+    def verify(self) -> None:
+        if self._md5 is not None and self._md5.digest() != self.expected:
+            raise IntegrityError(f"{self.what}: downloaded bytes do not match the blob's Content-MD5")
+
+
+class DownloadSink:
+    """Where downloaded chunks go: memory, or a partial file renamed to ``target`` once verified.
+
+    Used as a context manager; on any error the partial file is removed, so no unverified file is left.
+    """
+
+    def __init__(self, download: Any, what: str, target: Path | None = None) -> None:
+        self._check = Md5Check(download, what)
+        self._target = target
+        self._buffer = bytearray()
+        self._partial: Path | None = None
+        self._file: BinaryIO | None = None
+        self.result: bytes | Path | None = None
+
+    def __enter__(self) -> DownloadSink:
+        if self._target is not None:
+            self._target.parent.mkdir(parents=True, exist_ok=True)
+            self._partial = self._target.with_name(f".{self._target.name}.{os.getpid()}.partial")
+            self._file = open(self._partial, "wb")
+        return self
+
+    def write(self, chunk: bytes) -> None:
+        self._check.update(chunk)
+        if self._file is not None:
+            self._file.write(chunk)
+        else:
+            self._buffer += chunk
+
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        if self._file is not None:
+            self._file.close()
+        try:
+            if exc_type is None:
+                self._check.verify()
+                if self._partial is not None and self._target is not None:
+                    os.replace(self._partial, self._target)
+                    self.result = self._target
+                else:
+                    self.result = bytes(self._buffer)
+        finally:
+            if self._partial is not None:
+                self._partial.unlink(missing_ok=True)
+
+
+class ProgressCounter:
+    """Thread-safe bytes-sent counter calling ``callback(sent, total)``."""
+
+    def __init__(self, total: int, callback: Callable[[int, int], None] | None) -> None:
+        self.total, self.sent, self._callback = total, 0, callback
+        self._lock = threading.Lock()
+
+    def add(self, n: int) -> None:
+        with self._lock:
+            self.sent += n
+            if self._callback is not None:
+                self._callback(self.sent, self.total)
+
+
+def single_put(blob_name: str, reader: Any, overwrite: bool) -> tuple[bytes, dict[str, Any]]:
+    """(data, upload_blob keyword arguments) of a file small enough for one request.
+
+    ``reader`` is a ``_native.BlockReader`` over the whole file; the request carries its Content-MD5.
+    """
+    block = reader.next_block()
+    data = block[2] if block else b""
+    if reader.next_block() is not None:
+        raise OSError(f"the file saved as {blob_name!r} grew while being read")
+    return data, upload_kwargs(blob_name, data, reader.md5(), overwrite)
+
+
+def upload_kwargs(blob_name: str, data: bytes, stored_md5: bytes | None, overwrite: bool) -> dict[str, Any]:
+    """upload_blob options: content type, the stored MD5 (if any), and a validated per-request MD5."""
+    return {
+        "overwrite": overwrite,
+        "content_settings": content_settings(blob_name, stored_md5),
+        "headers": md5_header(stored_md5 or _native.md5(data)),
+    }
+
+
+def commit_kwargs(blob_name: str, reader: Any, staged: list[int], overwrite: bool) -> dict[str, Any]:
+    """commit_block_list arguments for the blocks staged from ``reader``, in file order."""
+    kwargs: dict[str, Any] = {
+        "block_list": [BlobBlock(block_id(i)) for i in sorted(staged)],
+        "content_settings": content_settings(blob_name, reader.md5()),
+    }
+    if not overwrite:
+        kwargs["if_none_match"] = "*"
+    return kwargs
+
+
+def crc_headers(crc: str) -> dict[str, str]:
+    """The per-block CRC-64/NVME header that storage validates."""
+    return {"x-ms-content-crc64": crc}
+
+
+def exists_error(blob_name: str) -> OutputExistsError:
+    return OutputExistsError(f"output {blob_name!r} already exists (overwrite=False)")
+
+
+def default_credential(clients: Any) -> Any:
+    """``DefaultAzureCredential`` of azure-identity, async when ``clients`` is azure.storage.blob.aio."""
+    if clients.__name__.endswith(".aio"):
+        from azure.identity.aio import DefaultAzureCredential as AsyncCredential
+
+        return AsyncCredential()
+    from azure.identity import DefaultAzureCredential
+
+    return DefaultAzureCredential()

@@ -1,0 +1,45 @@
+"""The async API of batchfiles: the same names as :mod:`batchfiles`, over azure.storage.blob.aio.
+
+async with TaskOutputStorage.from_environment() as storage:
+    await storage.save(TaskOutputKind.TASK_OUTPUT, "frame_0001.png")
+"""
+
+from ..errors import (
+    AuthenticationError,
+    BatchFilesError,
+    ConfigurationError,
+    ContainerNotFoundError,
+    IntegrityError,
+    OutputExistsError,
+    OutputNotFoundError,
+    TrackingError,
+)
+from ..kinds import JobOutputKind, OutputKind, TaskOutputKind
+from ._storage import (
+    AsyncReader,
+    JobOutputStorage,
+    OutputFileReference,
+    TaskOutputStorage,
+    output_storage_container_url,
+    prepare_output_storage,
+)
+
+__all__ = [
+    "AsyncReader",
+    "AuthenticationError",
+    "BatchFilesError",
+    "ConfigurationError",
+    "ContainerNotFoundError",
+    "IntegrityError",
+    "JobOutputKind",
+    "JobOutputStorage",
+    "OutputExistsError",
+    "OutputFileReference",
+    "OutputKind",
+    "OutputNotFoundError",
+    "TaskOutputKind",
+    "TaskOutputStorage",
+    "TrackingError",
+    "output_storage_container_url",
+    "prepare_output_storage",
+]

@@ -1,0 +1,261 @@
+"""The async storage API: the names of :mod:`batchfiles.storage` over azure.storage.blob.aio."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import azure.storage.blob.aio
+from azure.core.exceptions import ResourceExistsError
+from azure.storage.blob import generate_container_sas
+from azure.storage.blob.aio import BlobClient, BlobServiceClient, ContainerClient
+
+from .. import _core, _native, naming
+from .._base import JobConstructors, ReferenceBase, StorageBase, TaskConstructors
+from .._core import PathLike, storage_errors
+from ..kinds import KindLike
+
+__all__ = [
+    "JobOutputStorage",
+    "OutputFileReference",
+    "TaskOutputStorage",
+    "output_storage_container_url",
+    "prepare_output_storage",
+]
+
+
+async def prepare_output_storage(service: BlobServiceClient, job_id: str) -> ContainerClient:
+    """Create the job's output container (private; an existing one is fine) and return its client."""
+    container = service.get_container_client(naming.container_name(job_id))
+    with storage_errors(container.container_name), contextlib.suppress(ResourceExistsError):
+        await container.create_container()
+    return container
+
+
+async def output_storage_container_url(
+    service: BlobServiceClient, job_id: str, *, expiry: timedelta = timedelta(days=7)
+) -> str:
+    """The job container's URL with a SAS for its tasks; see the sync twin for the details."""
+    start, end = _core.sas_expiry(expiry)
+    container = naming.container_name(job_id)
+    key = getattr(service.credential, "account_key", None)
+    with storage_errors(container):
+        delegation = None if key else await service.get_user_delegation_key(start, end)
+    sas = generate_container_sas(
+        service.account_name,
+        container,
+        account_key=key,
+        user_delegation_key=delegation,
+        permission=_core.TASK_SAS_PERMISSIONS,
+        start=start,
+        expiry=end,
+    )
+    return f"{service.url.rstrip('/')}/{container}?{sas}"
+
+
+class OutputFileReference(ReferenceBase):
+    """A saved output: its kind, path and properties, and async means to download or delete it."""
+
+    async def _fetch(self, target: Path | None) -> Any:
+        with storage_errors(self._blob.container_name, self.blob_name):
+            download = await self._blob.download_blob(max_concurrency=_core.MAX_CONCURRENCY)
+            with _core.DownloadSink(download, self.blob_name, target) as sink:
+                async for chunk in download.chunks():
+                    sink.write(chunk)
+        return sink.result
+
+    async def download_bytes(self) -> bytes:
+        """The whole output, verified against its Content-MD5 (:class:`IntegrityError` if it differs)."""
+        return await self._fetch(None)
+
+    async def download_text(self, encoding: str = "utf-8") -> str:
+        return (await self.download_bytes()).decode(encoding)
+
+    async def download_to_file(self, path: PathLike) -> Path:
+        """Download to ``path`` (folders are created); on a checksum mismatch no file is left there."""
+        return await self._fetch(Path(path))
+
+    async def open(self) -> AsyncReader:
+        """An async readable stream (``await stream.read(n)``); reading to the end verifies the MD5."""
+        with storage_errors(self._blob.container_name, self.blob_name):
+            download = await self._blob.download_blob()
+        return AsyncReader(download, _core.Md5Check(download, self.blob_name))
+
+    async def delete(self) -> None:
+        with storage_errors(self._blob.container_name, self.blob_name):
+            await self._blob.delete_blob()
+
+
+class AsyncReader:
+    """A downloaded output read in pieces: ``await read(n)``; ``b""`` at the end, once verified."""
+
+    def __init__(self, download: Any, check: _core.Md5Check) -> None:
+        self._chunks = download.chunks()
+        self._check = check
+        self._buffer = b""
+        self._done = False
+
+    async def _fill(self, n: int) -> None:
+        while not self._done and (n < 0 or len(self._buffer) < n):
+            chunk = await anext(self._chunks, None)
+            if chunk is None:
+                self._check.verify()
+                self._done = True
+            else:
+                self._check.update(chunk)
+                self._buffer += chunk
+
+    async def read(self, n: int = -1) -> bytes:
+        await self._fill(n)
+        size = len(self._buffer) if n < 0 else n
+        data, self._buffer = self._buffer[:size], self._buffer[size:]
+        return data
+
+
+class _OutputStorage(StorageBase):
+    """The I/O of task and job storage over azure.storage.blob.aio."""
+
+    _clients = azure.storage.blob.aio
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._container.close()
+
+    async def save(
+        self,
+        kind: KindLike,
+        path: PathLike,
+        destination: str | None = None,
+        *,
+        overwrite: bool = True,
+        progress: Callable[[int, int], None] | None = None,
+        content_md5: bool = True,
+        block_size: int = _core.BLOCK_SIZE,
+        max_concurrency: int = _core.MAX_CONCURRENCY,
+    ) -> OutputFileReference:
+        """Save a file; see :meth:`batchfiles.TaskOutputStorage.save`. File reads run in a thread."""
+        _core.check_block_options(block_size, max_concurrency)
+        blob = self._container.get_blob_client(self._scope.save_name(kind, path, destination))
+        with storage_errors(self.container_name, blob.blob_name):
+            if not overwrite and await blob.exists():
+                raise _core.exists_error(blob.blob_name)
+            reader = await asyncio.to_thread(_native.BlockReader, path, block_size, md5=content_md5)
+            counter = _core.ProgressCounter(reader.size, progress)
+            if reader.size <= min(block_size, _core.SINGLE_PUT_SIZE):
+                data, kwargs = await asyncio.to_thread(_core.single_put, blob.blob_name, reader, overwrite)
+                await blob.upload_blob(data, **kwargs)
+                counter.add(len(data))
+            else:
+                await _put_blocks(blob, reader, overwrite, counter, max_concurrency)
+        return await self._reference(blob)
+
+    async def save_bytes(
+        self, kind: KindLike, data: bytes, destination: str, *, overwrite: bool = True
+    ) -> OutputFileReference:
+        """Save ``data`` as ``kind`` under ``destination``, in one request with its Content-MD5."""
+        data = _core.check_bytes(data)
+        blob = self._container.get_blob_client(self._scope.blob_name(kind, destination))
+        with storage_errors(self.container_name, blob.blob_name):
+            await blob.upload_blob(
+                data, **_core.upload_kwargs(blob.blob_name, data, _native.md5(data), overwrite)
+            )
+        return await self._reference(blob)
+
+    async def save_text(
+        self, kind: KindLike, text: str, destination: str, *, encoding: str = "utf-8", overwrite: bool = True
+    ) -> OutputFileReference:
+        """Save ``text`` as ``kind`` under ``destination``."""
+        return await self.save_bytes(
+            kind, _core.encode_text(text, encoding), destination, overwrite=overwrite
+        )
+
+    async def save_many(
+        self,
+        kind: KindLike,
+        patterns: str | Iterable[str],
+        *,
+        base_dir: PathLike = ".",
+        max_concurrency: int = 8,
+        overwrite: bool = True,
+    ) -> list[OutputFileReference]:
+        """Save every file matching the Batch ``OutputFiles`` wildcard ``patterns``; see the sync twin."""
+        _core.check_block_options(_core.BLOCK_SIZE, max_concurrency)
+        self._scope.kind(kind)
+        files = await asyncio.to_thread(_core.expand_patterns, patterns, base_dir)
+        slots = asyncio.Semaphore(max_concurrency)
+
+        async def save_one(path: str, rel: str) -> OutputFileReference:
+            async with slots:
+                return await self.save(kind, path, rel, overwrite=overwrite, max_concurrency=1)
+
+        return list(await asyncio.gather(*(save_one(path, rel) for path, rel in files)))
+
+    async def list(self, kind: KindLike | None = None) -> AsyncIterator[OutputFileReference]:
+        """The outputs of one kind, or of every kind, lazily (``async for``)."""
+        prefix = self._scope.list_prefix(kind)
+        with storage_errors(self.container_name):
+            async for props in self._container.list_blobs(name_starts_with=prefix):
+                blob = self._container.get_blob_client(props.name)
+                info = _core.reference_info(self._scope, blob.url, props)
+                if info is not None:
+                    yield OutputFileReference(info, blob)
+
+    async def get(self, kind: KindLike, path: str) -> OutputFileReference:
+        """The output of ``kind`` at ``path``; :class:`OutputNotFoundError` if there is none."""
+        return await self._reference(self._container.get_blob_client(self._scope.blob_name(kind, path)))
+
+    async def _reference(self, blob: BlobClient) -> OutputFileReference:
+        with storage_errors(self.container_name, blob.blob_name):
+            props = await blob.get_blob_properties()
+        return OutputFileReference(_core.reference_of(self._scope, blob.url, props), blob)
+
+
+async def _put_blocks(
+    blob: BlobClient, reader: Any, overwrite: bool, counter: _core.ProgressCounter, max_concurrency: int
+) -> None:
+    """Stage blocks from ``max_concurrency`` tasks; the reader cuts and hashes them in a thread."""
+    lock = asyncio.Lock()
+    staged: list[int] = []
+
+    async def worker() -> None:
+        while True:
+            async with lock:
+                block = await asyncio.to_thread(reader.next_block)
+            if block is None:
+                return
+            index, _, data, crc = block
+            await blob.stage_block(_core.block_id(index), data, headers=_core.crc_headers(crc))
+            staged.append(index)
+            counter.add(len(data))
+
+    workers = [asyncio.ensure_future(worker()) for _ in range(max_concurrency)]
+    try:
+        await asyncio.gather(*workers)
+    finally:
+        for task in workers:
+            task.cancel()
+    await blob.commit_block_list(**_core.commit_kwargs(blob.blob_name, reader, staged, overwrite))
+
+
+class TaskOutputStorage(TaskConstructors, _OutputStorage):
+    """The outputs of one task (async); see :class:`batchfiles.TaskOutputStorage`."""
+
+
+class JobOutputStorage(JobConstructors, _OutputStorage):
+    """The job's own outputs (async); see :class:`batchfiles.JobOutputStorage`."""
+
+    async def task_ids(self) -> AsyncIterator[str]:
+        """The tasks of the job that have saved anything."""
+        with storage_errors(self.container_name):
+            async for item in self._container.walk_blobs(delimiter="/"):
+                if item.name.endswith("/") and not item.name.startswith("$"):
+                    yield item.name[:-1]

@@ -1,0 +1,46 @@
+"""The errors of batchfiles. Bad arguments raise ValueError or TypeError; everything else is one of these."""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthenticationError",
+    "BatchFilesError",
+    "ConfigurationError",
+    "ContainerNotFoundError",
+    "IntegrityError",
+    "OutputExistsError",
+    "OutputNotFoundError",
+    "TrackingError",
+]
+
+
+class BatchFilesError(Exception):
+    """Base of every error batchfiles raises on purpose. Messages never carry a key or SAS signature."""
+
+
+class ContainerNotFoundError(BatchFilesError):
+    """The job's container does not exist: run ``prepare_output_storage`` first, or check the job id."""
+
+
+class OutputNotFoundError(BatchFilesError, LookupError):
+    """No output of that kind and path was saved."""
+
+
+class OutputExistsError(BatchFilesError, FileExistsError):
+    """An output is already there and ``overwrite=False`` (or ``if_exists="fail"``) was asked for."""
+
+
+class IntegrityError(BatchFilesError):
+    """Downloaded or uploaded bytes do not match their checksum; no partial file is left behind."""
+
+
+class AuthenticationError(BatchFilesError):
+    """Storage refused the credential or SAS (expired, wrong permissions, or a wrong key)."""
+
+
+class TrackingError(BatchFilesError):
+    """A tracked save could not keep the blob equal to the file (another writer, or a persistent failure)."""
+
+
+class ConfigurationError(BatchFilesError):
+    """Storage or ids are missing from the arguments and environment; the message says where it looked."""

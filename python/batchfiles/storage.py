@@ -1,0 +1,283 @@
+"""Save, list and fetch the outputs of Batch jobs and tasks, named by the Batch File Conventions."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import azure.storage.blob
+from azure.core.exceptions import ResourceExistsError
+from azure.storage.blob import (
+    BlobClient,
+    BlobServiceClient,
+    ContainerClient,
+    generate_container_sas,
+)
+
+from . import _core, _native, naming
+from ._base import JobConstructors, ReferenceBase, StorageBase, TaskConstructors
+from ._core import PathLike, storage_errors
+from .kinds import KindLike
+
+__all__ = [
+    "JobOutputStorage",
+    "OutputFileReference",
+    "TaskOutputStorage",
+    "output_storage_container_url",
+    "prepare_output_storage",
+]
+
+Progress = Callable[[int, int], None]
+
+
+def prepare_output_storage(service: BlobServiceClient, job_id: str) -> ContainerClient:
+    """Create the job's output container (private; an existing one is fine) and return its client."""
+    container = service.get_container_client(naming.container_name(job_id))
+    with storage_errors(container.container_name), contextlib.suppress(ResourceExistsError):
+        container.create_container()
+    return container
+
+
+def output_storage_container_url(
+    service: BlobServiceClient, job_id: str, *, expiry: timedelta = timedelta(days=7)
+) -> str:
+    """The job container's URL with a SAS (read, add, create, write, list; no delete) for its tasks.
+
+    Signed with the account key when the client has one, otherwise with a user delegation key obtained
+    through the client's Azure AD credential (valid for at most 7 days).
+    """
+    start, end = _core.sas_expiry(expiry)
+    container = naming.container_name(job_id)
+    key = getattr(service.credential, "account_key", None)
+    with storage_errors(container):
+        delegation = None if key else service.get_user_delegation_key(start, end)
+    sas = generate_container_sas(
+        service.account_name,
+        container,
+        account_key=key,
+        user_delegation_key=delegation,
+        permission=_core.TASK_SAS_PERMISSIONS,
+        start=start,
+        expiry=end,
+    )
+    return f"{service.url.rstrip('/')}/{container}?{sas}"
+
+
+class OutputFileReference(ReferenceBase):
+    """A saved output: its kind, path and properties, and the means to download or delete it."""
+
+    def _fetch(self, target: Path | None) -> Any:
+        with storage_errors(self._blob.container_name, self.blob_name):
+            download = self._blob.download_blob(max_concurrency=_core.MAX_CONCURRENCY)
+            with _core.DownloadSink(download, self.blob_name, target) as sink:
+                for chunk in download.chunks():
+                    sink.write(chunk)
+        return sink.result
+
+    def download_bytes(self) -> bytes:
+        """The whole output, verified against its Content-MD5 (:class:`IntegrityError` if it differs)."""
+        return self._fetch(None)
+
+    def download_text(self, encoding: str = "utf-8") -> str:
+        return self.download_bytes().decode(encoding)
+
+    def download_to_file(self, path: PathLike) -> Path:
+        """Download to ``path`` (folders are created); on a checksum mismatch no file is left there."""
+        return self._fetch(Path(path))
+
+    def open(self) -> io.BufferedReader:
+        """A readable binary stream; reading it to the end verifies the Content-MD5."""
+        with storage_errors(self._blob.container_name, self.blob_name):
+            download = self._blob.download_blob()
+        return io.BufferedReader(
+            _VerifyingStream(download.chunks(), _core.Md5Check(download, self.blob_name))
+        )
+
+    def delete(self) -> None:
+        with storage_errors(self._blob.container_name, self.blob_name):
+            self._blob.delete_blob()
+
+
+class _VerifyingStream(io.RawIOBase):
+    def __init__(self, chunks: Iterator[bytes], check: _core.Md5Check) -> None:
+        self._chunks, self._check, self._buffer = chunks, check, b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._buffer:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                self._check.verify()
+                return 0
+            self._check.update(chunk)
+            self._buffer = chunk
+        n = min(len(buffer), len(self._buffer))
+        buffer[:n] = self._buffer[:n]
+        self._buffer = self._buffer[n:]
+        return n
+
+
+class _OutputStorage(StorageBase):
+    """The I/O of task and job storage over azure.storage.blob."""
+
+    _clients = azure.storage.blob
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._container.close()
+
+    # --- saving ---------------------------------------------------------------------------------------------
+
+    def save(
+        self,
+        kind: KindLike,
+        path: PathLike,
+        destination: str | None = None,
+        *,
+        overwrite: bool = True,
+        progress: Progress | None = None,
+        content_md5: bool = True,
+        block_size: int = _core.BLOCK_SIZE,
+        max_concurrency: int = _core.MAX_CONCURRENCY,
+    ) -> OutputFileReference:
+        """Save the file at ``path`` as ``kind``, streamed in blocks with checksums computed in Rust.
+
+        A relative ``path`` is stored under :func:`naming.destination_path` of itself; an absolute one
+        needs ``destination``. The blob's Content-MD5 is the whole file's (``content_md5=False`` skips it);
+        each block carries a CRC-64 that storage verifies. ``progress(sent, total)`` is called as it goes.
+        """
+        _core.check_block_options(block_size, max_concurrency)
+        blob = self._container.get_blob_client(self._scope.save_name(kind, path, destination))
+        with storage_errors(self.container_name, blob.blob_name):
+            if not overwrite and blob.exists():
+                raise _core.exists_error(blob.blob_name)
+            reader = _native.BlockReader(path, block_size, md5=content_md5)
+            counter = _core.ProgressCounter(reader.size, progress)
+            if reader.size <= min(block_size, _core.SINGLE_PUT_SIZE):
+                data, kwargs = _core.single_put(blob.blob_name, reader, overwrite)
+                blob.upload_blob(data, **kwargs)
+                counter.add(len(data))
+            else:
+                _put_blocks(blob, reader, overwrite, counter, max_concurrency)
+        return self._reference(blob)
+
+    def save_bytes(self, kind: KindLike, data: bytes, destination: str, *, overwrite: bool = True):
+        """Save ``data`` as ``kind`` under ``destination``, in one request with its Content-MD5."""
+        data = _core.check_bytes(data)
+        blob = self._container.get_blob_client(self._scope.blob_name(kind, destination))
+        with storage_errors(self.container_name, blob.blob_name):
+            blob.upload_blob(data, **_core.upload_kwargs(blob.blob_name, data, _native.md5(data), overwrite))
+        return self._reference(blob)
+
+    def save_text(
+        self, kind: KindLike, text: str, destination: str, *, encoding: str = "utf-8", overwrite: bool = True
+    ) -> OutputFileReference:
+        """Save ``text`` as ``kind`` under ``destination``."""
+        return self.save_bytes(kind, _core.encode_text(text, encoding), destination, overwrite=overwrite)
+
+    def save_many(
+        self,
+        kind: KindLike,
+        patterns: str | Iterable[str],
+        *,
+        base_dir: PathLike = ".",
+        max_concurrency: int = 8,
+        overwrite: bool = True,
+    ) -> list[OutputFileReference]:
+        """Save every file matching the Batch ``OutputFiles`` wildcard ``patterns`` under ``base_dir``,
+        in parallel; each keeps its path relative to ``base_dir``."""
+        _core.check_block_options(_core.BLOCK_SIZE, max_concurrency)
+        self._scope.kind(kind)
+        files = _core.expand_patterns(patterns, base_dir)
+        with ThreadPoolExecutor(max_concurrency) as pool:
+            jobs = [
+                pool.submit(self.save, kind, p, rel, overwrite=overwrite, max_concurrency=1)
+                for p, rel in files
+            ]
+            return [job.result() for job in jobs]
+
+    # --- finding --------------------------------------------------------------------------------------------
+
+    def list(self, kind: KindLike | None = None) -> Iterator[OutputFileReference]:
+        """The outputs of one kind, or of every kind, lazily."""
+        prefix = self._scope.list_prefix(kind)
+        with storage_errors(self.container_name):
+            for props in self._container.list_blobs(name_starts_with=prefix):
+                blob = self._container.get_blob_client(props.name)
+                info = _core.reference_info(self._scope, blob.url, props)
+                if info is not None:
+                    yield OutputFileReference(info, blob)
+
+    def get(self, kind: KindLike, path: str) -> OutputFileReference:
+        """The output of ``kind`` at ``path``; :class:`OutputNotFoundError` if there is none."""
+        return self._reference(self._container.get_blob_client(self._scope.blob_name(kind, path)))
+
+    def _reference(self, blob: BlobClient) -> OutputFileReference:
+        with storage_errors(self.container_name, blob.blob_name):
+            props = blob.get_blob_properties()
+        return OutputFileReference(_core.reference_of(self._scope, blob.url, props), blob)
+
+
+def _put_blocks(
+    blob: BlobClient, reader: Any, overwrite: bool, counter: _core.ProgressCounter, max_concurrency: int
+) -> None:
+    """Stage blocks from ``max_concurrency`` threads; the reader (under a lock) cuts and hashes them."""
+    lock = threading.Lock()
+    failed = threading.Event()
+    staged: list[int] = []
+
+    def worker() -> None:
+        while not failed.is_set():
+            with lock:
+                block = reader.next_block()
+            if block is None:
+                return
+            index, _, data, crc = block
+            try:
+                blob.stage_block(_core.block_id(index), data, headers=_core.crc_headers(crc))
+            except BaseException:
+                failed.set()
+                raise
+            staged.append(index)
+            counter.add(len(data))
+
+    with ThreadPoolExecutor(max_concurrency) as pool:
+        for job in [pool.submit(worker) for _ in range(max_concurrency)]:
+            job.result()
+    blob.commit_block_list(**_core.commit_kwargs(blob.blob_name, reader, staged, overwrite))
+
+
+class TaskOutputStorage(TaskConstructors, _OutputStorage):
+    """The outputs of one task: ``{task_id}/$Kind/{path}`` in the job's container.
+
+    ``TaskOutputStorage(container_url_with_sas, task_id)``; or ``from_service(service, job_id, task_id)``,
+    ``from_connection_string(conn_str, job_id, task_id)``, ``from_environment()`` (on a Batch node).
+    """
+
+
+class JobOutputStorage(JobConstructors, _OutputStorage):
+    """The job's own outputs: ``$Kind/{path}`` in the job's container.
+
+    ``JobOutputStorage(container_url_with_sas)``; or ``from_service(service, job_id)``,
+    ``from_connection_string(conn_str, job_id)``, ``from_environment()``.
+    """
+
+    def task_ids(self) -> Iterator[str]:
+        """The tasks of the job that have saved anything."""
+        with storage_errors(self.container_name):
+            for item in self._container.walk_blobs(delimiter="/"):
+                if item.name.endswith("/") and not item.name.startswith("$"):
+                    yield item.name[:-1]

@@ -1,0 +1,344 @@
+"""Tests for the fault-injection proxy, against a tiny in-process HTTP/1.1 upstream (no Azurite needed)."""
+
+from __future__ import annotations
+
+import http.client
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from faultproxy import FaultProxy, Rule
+
+
+class _Upstream(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.seen: list[tuple[str, str, bytes, int]] = []  # method, path, body, client port
+        self.release = threading.Event()  # unblocks /hang
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Upstream
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def _record(self) -> bytes:
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.server.seen.append((self.command, self.path, body, self.client_address[1]))
+        return body
+
+    def _reply(self, status: int, body: bytes, *, send_body: bool = True) -> None:
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if send_body:
+            self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        self._record()
+        if self.path == "/hang":
+            self.server.release.wait(10)
+        if self.path == "/empty":
+            self.send_response(204)
+            self.end_headers()
+        elif self.path == "/unframed":  # no Content-Length: the body runs to the end of the connection
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"until close")
+            self.close_connection = True
+        elif self.path == "/chunked":
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self.wfile.write(b"6\r\nhello \r\nd\r\nchunked world\r\n0\r\n\r\n")
+        else:
+            self._reply(200, f"got {self.path}".encode())
+            self.close_connection = self.path == "/bye"  # closes without saying so, like an idle timeout
+
+    def do_HEAD(self) -> None:
+        self._record()
+        self._reply(200, b"12345", send_body=False)
+
+    def do_PUT(self) -> None:
+        body = self._record()
+        self._reply(201, str(len(body)).encode())
+
+
+@pytest.fixture
+def upstream() -> Iterator[_Upstream]:
+    server = _Upstream()
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    yield server
+    server.release.set()
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+@pytest.fixture
+def proxy(upstream: _Upstream) -> Iterator[FaultProxy]:
+    with FaultProxy(upstream.server_port, seed=1) as p:
+        yield p
+
+
+Connect = Callable[[FaultProxy], http.client.HTTPConnection]
+
+
+@pytest.fixture
+def connect() -> Iterator[Connect]:
+    """Factory of client connections to a proxy, all closed at teardown."""
+    conns: list[http.client.HTTPConnection] = []
+
+    def make(proxy: FaultProxy) -> http.client.HTTPConnection:
+        conns.append(http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=10))
+        return conns[-1]
+
+    yield make
+    for conn in conns:
+        conn.close()
+
+
+def _call(conn: http.client.HTTPConnection, method: str, path: str, body: bytes | None = None):
+    conn.request(method, path, body=body)
+    resp = conn.getresponse()
+    return resp, resp.read()
+
+
+def _proxy_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("faultproxy")]
+
+
+def _wait_for(condition: Callable[[], bool]) -> None:
+    give_up = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < give_up, "condition never became true"
+        time.sleep(0.01)
+
+
+def test_forwards_requests_on_kept_alive_connections(
+    proxy: FaultProxy, upstream: _Upstream, connect: Connect
+) -> None:
+    conn = connect(proxy)
+    resp, body = _call(conn, "PUT", "/acct/c/b?comp=block", b"x" * 300_000)
+    assert (resp.status, body) == (201, b"300000")
+    sock = conn.sock
+    resp, body = _call(conn, "GET", "/acct/c/b")
+    assert (resp.status, body) == (200, b"got /acct/c/b")
+    assert conn.sock is sock  # client side kept alive
+    assert [s[:3] for s in upstream.seen] == [
+        ("PUT", "/acct/c/b?comp=block", b"x" * 300_000),
+        ("GET", "/acct/c/b", b""),
+    ]
+    assert len({s[3] for s in upstream.seen}) == 1  # upstream side kept alive
+    faults = {"reset": 0, "status": 0, "delay": 0, "drop_response": 0}
+    assert proxy.counts == {"requests": 2, "forwarded": 2, **faults}
+    assert proxy.url_for("devstoreaccount1") == f"http://127.0.0.1:{proxy.port}/devstoreaccount1"
+
+
+def test_chunked_and_bodyless_responses(proxy: FaultProxy, connect: Connect) -> None:
+    conn = connect(proxy)
+    resp, body = _call(conn, "HEAD", "/blob")
+    assert (resp.status, resp.getheader("Content-Length"), body) == (200, "5", b"")
+    resp, body = _call(conn, "GET", "/empty")
+    assert (resp.status, body) == (204, b"")
+    resp, body = _call(conn, "GET", "/chunked")
+    assert (resp.getheader("Transfer-Encoding"), body) == ("chunked", b"hello chunked world")
+    resp, body = _call(conn, "GET", "/after")
+    assert body == b"got /after"
+    assert proxy.counts["forwarded"] == 4
+
+
+def test_upstream_closing_its_connection(proxy: FaultProxy, upstream: _Upstream, connect: Connect) -> None:
+    conn = connect(proxy)
+    assert _call(conn, "GET", "/bye")[1] == b"got /bye"
+    sock = conn.sock
+    assert _call(conn, "GET", "/again")[1] == b"got /again"  # retried on a fresh upstream connection
+    assert conn.sock is sock
+    assert _call(conn, "GET", "/unframed")[1] == b"until close"
+    assert conn.sock is None  # the proxy closed the client connection too
+    assert _call(conn, "GET", "/last")[1] == b"got /last"
+    assert len({s[3] for s in upstream.seen}) == 3
+    assert proxy.counts["forwarded"] == 4
+
+
+def test_predicate_may_read_counts(proxy: FaultProxy, connect: Connect) -> None:
+    proxy.add_rule("status", match=lambda req: proxy.counts["requests"] == 2)
+    conn = connect(proxy)
+    assert [_call(conn, "GET", "/")[0].status for _ in range(3)] == [200, 503, 200]
+
+
+def test_concurrent_clients_are_all_counted(proxy: FaultProxy, connect: Connect) -> None:
+    def client(n: int) -> None:
+        conn = connect(proxy)
+        for i in range(10):
+            assert _call(conn, "GET", f"/{n}/{i}")[1] == f"got /{n}/{i}".encode()
+        conn.close()
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert proxy.counts["requests"] == proxy.counts["forwarded"] == 80
+
+
+def test_reset_closes_client_without_forwarding(
+    proxy: FaultProxy, upstream: _Upstream, connect: Connect
+) -> None:
+    proxy.add_rule("reset")
+    with pytest.raises(ConnectionError):
+        _call(connect(proxy), "PUT", "/acct/c/b", b"data")
+    assert upstream.seen == []
+    assert proxy.counts["reset"] == 1
+    assert proxy.counts["forwarded"] == 0
+
+
+@pytest.mark.parametrize(("status", "code"), [(500, "InternalError"), (503, "ServerBusy")])
+def test_status_answers_azure_error(
+    proxy: FaultProxy, upstream: _Upstream, connect: Connect, status: int, code: str
+) -> None:
+    proxy.add_rule("status", times=1, status=status)
+    conn = connect(proxy)
+    resp, body = _call(conn, "PUT", "/acct/c/b", b"data")
+    assert resp.status == status
+    assert resp.getheader("x-ms-error-code") == code
+    assert resp.getheader("Content-Type") == "application/xml"
+    assert f"<Error><Code>{code}</Code><Message>".encode() in body
+    sock = conn.sock
+    assert _call(conn, "GET", "/next")[0].status == 200
+    assert conn.sock is sock  # the connection survives an error status
+    assert [s[1] for s in upstream.seen] == ["/next"]
+
+
+def test_status_on_head_has_no_body(proxy: FaultProxy, connect: Connect) -> None:
+    proxy.add_rule("status", times=1)
+    conn = connect(proxy)
+    resp, body = _call(conn, "HEAD", "/blob")
+    assert (resp.status, resp.getheader("x-ms-error-code"), body) == (503, "ServerBusy", b"")
+    assert _call(conn, "GET", "/next")[1] == b"got /next"
+
+
+def test_delay_then_forward(proxy: FaultProxy, upstream: _Upstream, connect: Connect) -> None:
+    proxy.add_rule("delay", delay_ms=150)
+    start = time.monotonic()
+    resp, body = _call(connect(proxy), "GET", "/slow")
+    assert time.monotonic() - start >= 0.15
+    assert (resp.status, body) == (200, b"got /slow")
+    assert proxy.counts["delay"] == proxy.counts["forwarded"] == 1
+
+
+def test_drop_response_applies_write_but_breaks_client(
+    proxy: FaultProxy, upstream: _Upstream, connect: Connect
+) -> None:
+    proxy.add_rule("drop_response", match=lambda req: "comp=appendblock" in req.query)
+    with pytest.raises(ConnectionError):
+        _call(connect(proxy), "PUT", "/acct/c/log?comp=appendblock", b"line\n")
+    assert [s[:3] for s in upstream.seen] == [("PUT", "/acct/c/log?comp=appendblock", b"line\n")]
+    assert _call(connect(proxy), "PUT", "/acct/c/log", b"x")[0].status == 201  # rule does not match
+    assert proxy.counts["drop_response"] == 1
+    assert proxy.counts["forwarded"] == 2
+
+
+def test_rules_in_order_until_times_exhausted(upstream: _Upstream, connect: Connect) -> None:
+    first = Rule("status", match=lambda req: req.path == "/a", times=2, status=500)
+    with FaultProxy(upstream.server_port, rules=[first]) as proxy:
+        proxy.add_rule("status", times=1)
+        conn = connect(proxy)
+        statuses = [_call(conn, "GET", path)[0].status for path in ("/a", "/b", "/a", "/a", "/b")]
+    assert statuses == [500, 503, 500, 200, 200]
+    assert first.times == 0
+    assert proxy.counts["status"] == 3
+
+
+def test_clear_makes_proxy_transparent(proxy: FaultProxy, connect: Connect) -> None:
+    proxy.add_rule("reset")
+    proxy.set_random({"status": 1.0})
+    proxy.clear()
+    assert _call(connect(proxy), "GET", "/x")[0].status == 200
+    assert proxy.counts["reset"] == proxy.counts["status"] == 0
+
+
+def _random_run(port: int, seed: int, connect: Connect) -> tuple[list[object], dict[str, int]]:
+    faults = {"reset": 0.2, "status": 0.3, "drop_response": 0.2, "delay": 0.1}
+    outcomes: list[object] = []
+    with FaultProxy(port, seed=seed, random_faults=faults, delay_ms=1) as proxy:
+        for i in range(30):
+            try:
+                outcomes.append(_call(connect(proxy), "GET", f"/{i}")[0].status)
+            except ConnectionError:
+                outcomes.append("error")
+    return outcomes, proxy.counts
+
+
+def test_seeded_random_faults_are_reproducible(upstream: _Upstream, connect: Connect) -> None:
+    outcomes, counts = _random_run(upstream.server_port, 7, connect)
+    assert (outcomes, counts) == _random_run(upstream.server_port, 7, connect)
+    assert {200, 500, 503, "error"} <= set(outcomes)
+    assert counts["requests"] == 30
+    assert all(counts[fault] > 0 for fault in ("reset", "status", "drop_response", "delay"))
+
+
+@pytest.mark.parametrize("host", ["10.0.0.1", "0.0.0.0", "example.com"])
+def test_refuses_non_loopback_upstream(host: str) -> None:
+    with pytest.raises(ValueError):
+        FaultProxy(1234, upstream_host=host)
+
+
+def test_rejects_bad_fault_configuration(upstream: _Upstream) -> None:
+    proxy = FaultProxy(upstream.server_port)
+    with pytest.raises(ValueError):
+        proxy.add_rule("explode")
+    with pytest.raises(ValueError):
+        proxy.add_rule("status", status=404)
+    with pytest.raises(ValueError):
+        proxy.set_random({"reset": 0.7, "status": 0.5})
+    with pytest.raises(ValueError):
+        proxy.set_random({"bogus": 0.1})
+
+
+def test_deadline_stops_proxy(upstream: _Upstream, connect: Connect) -> None:
+    start = time.monotonic()
+    proxy = FaultProxy(upstream.server_port, deadline_s=0.3).start()
+    conn = connect(proxy)
+    assert _call(conn, "GET", "/x")[0].status == 200  # leaves an idle keep-alive connection
+    proxy.join(timeout=30)
+    assert time.monotonic() - start >= 0.3
+    assert not proxy.running
+    assert _proxy_threads() == []
+    with pytest.raises(ConnectionError):
+        _call(conn, "GET", "/y")
+    with pytest.raises(ConnectionRefusedError):
+        _call(connect(proxy), "GET", "/z")
+
+
+def test_stop_aborts_busy_connections_and_leaves_no_thread(upstream: _Upstream, connect: Connect) -> None:
+    proxy = FaultProxy(upstream.server_port).start()
+    proxy.add_rule("delay", match=lambda req: req.path == "/delayed", delay_ms=60_000)
+    errors: list[BaseException] = []
+
+    def client(path: str) -> None:
+        try:
+            _call(connect(proxy), "GET", path)
+        except ConnectionError as exc:
+            errors.append(exc)
+
+    clients = [threading.Thread(target=client, args=(path,)) for path in ("/delayed", "/hang")]
+    for t in clients:
+        t.start()
+    idle = connect(proxy)
+    idle.connect()
+    _wait_for(lambda: proxy.counts["delay"] == 1 and any(s[1] == "/hang" for s in upstream.seen))
+    proxy.stop()
+    assert _proxy_threads() == []
+    for t in clients:
+        t.join()
+    assert len(errors) == 2
+    proxy.stop()  # idempotent
+    idle.close()

@@ -1,0 +1,330 @@
+"""The storage API against Azurite: layout, round trips, errors, integrity (aio: test_storage_aio)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+from azure.storage.blob import BlobServiceClient, ContentSettings
+from batchfiles import (
+    ConfigurationError,
+    ContainerNotFoundError,
+    IntegrityError,
+    JobOutputKind,
+    JobOutputStorage,
+    OutputExistsError,
+    OutputNotFoundError,
+    TaskOutputKind,
+    TaskOutputStorage,
+    naming,
+    prepare_output_storage,
+)
+from batchfiles.testing import Azurite
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+TASK_OUTPUT = TaskOutputKind.TASK_OUTPUT
+
+
+@pytest.fixture
+def task(azurite: Azurite, service: BlobServiceClient, job_id: str):
+    prepare_output_storage(service, job_id)
+    with TaskOutputStorage.from_connection_string(azurite.connection_string, job_id, "task-1") as storage:
+        yield storage
+
+
+@pytest.fixture
+def job(azurite: Azurite, service: BlobServiceClient, job_id: str):
+    prepare_output_storage(service, job_id)
+    with JobOutputStorage.from_connection_string(azurite.connection_string, job_id) as storage:
+        yield storage
+
+
+def raw_names(service: BlobServiceClient, job_id: str) -> list[str]:
+    container = service.get_container_client(naming.container_name(job_id))
+    return sorted(b.name for b in container.list_blobs())
+
+
+def test_prepare_is_idempotent(service, job_id):
+    first = prepare_output_storage(service, job_id)
+    second = prepare_output_storage(service, job_id)
+    assert first.container_name == second.container_name == naming.container_name(job_id)
+    assert first.get_container_properties().public_access is None  # private
+
+
+def test_layout_is_exactly_the_conventions(task, job, service, job_id, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("out").mkdir()
+    Path("out/frame 1.png").write_bytes(b"\x89PNG fake")
+    task.save(TASK_OUTPUT, "out/frame 1.png")
+    task.save_text(TaskOutputKind.TASK_LOG, "hello\n", "stdout.txt")
+    task.save_bytes(TaskOutputKind.custom("Thumbs"), b"x", "a/b.bin")
+    job.save_text(JobOutputKind.JOB_OUTPUT, "movie", "movie.mp4")
+    assert raw_names(service, job_id) == [
+        "$JobOutput/movie.mp4",
+        "task-1/$TaskLog/stdout.txt",
+        "task-1/$TaskOutput/out/frame 1.png",
+        "task-1/$Thumbs/a/b.bin",
+    ]
+
+
+def test_save_returns_a_full_reference(task, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("frame.png").write_bytes(b"pixels" * 1000)
+    ref = task.save(TASK_OUTPUT, "frame.png")
+    assert (ref.kind, ref.file_path, ref.blob_name) == (
+        TASK_OUTPUT,
+        "frame.png",
+        "task-1/$TaskOutput/frame.png",
+    )
+    assert ref.size == 6000
+    assert ref.content_md5 == hashlib.md5(b"pixels" * 1000).digest()
+    assert ref.content_type == "image/png"
+    assert ref.last_modified is not None
+    assert ref.url.endswith("/task-1/%24TaskOutput/frame.png") and "?" not in ref.url
+    assert ref.download_bytes() == b"pixels" * 1000
+
+
+def test_parent_paths_never_escape(task, tmp_path, monkeypatch):
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    (tmp_path / "x.txt").write_text("outside")
+    ref = task.save(TASK_OUTPUT, "../x.txt")
+    assert ref.blob_name == "task-1/$TaskOutput/x.txt"
+    assert task.save(TASK_OUTPUT, "../x.txt", "..\\..\\y").file_path == "y"
+
+
+def test_absolute_path_needs_a_destination(task, tmp_path):
+    path = tmp_path / "abs.txt"
+    path.write_text("abs")
+    with pytest.raises(ValueError, match="absolute"):
+        task.save(TASK_OUTPUT, path)
+    assert task.save(TASK_OUTPUT, path, "named/abs.txt").file_path == "named/abs.txt"
+
+
+def test_list_get_and_custom_kind_isolation(task):
+    task.save_text(TASK_OUTPUT, "a", "a.txt")
+    task.save_text(TaskOutputKind.custom("TaskOutputX"), "x", "x.txt")
+    task.save_text(TaskOutputKind.TASK_PREVIEW, "p", "p.txt")
+    assert [r.file_path for r in task.list(TASK_OUTPUT)] == ["a.txt"]
+    assert [r.file_path for r in task.list("TaskOutputX")] == ["x.txt"]
+    everything = {(str(r.kind), r.file_path) for r in task.list()}
+    assert everything == {("TaskOutput", "a.txt"), ("TaskOutputX", "x.txt"), ("TaskPreview", "p.txt")}
+    assert task.get("TaskOutput", "a.txt").download_text() == "a"
+    with pytest.raises(OutputNotFoundError):
+        task.get(TASK_OUTPUT, "x.txt")
+
+
+def test_list_is_lazy_and_tasks_are_separate(azurite, service, job_id, job):
+    other = TaskOutputStorage.from_service(service, job_id, "task-2")
+    other.save_text(TASK_OUTPUT, "2", "two.txt")
+    mine = TaskOutputStorage.from_service(service, job_id, "task-1")
+    mine.save_text(TASK_OUTPUT, "1", "one.txt")
+    listing = mine.list()
+    assert not isinstance(listing, list)
+    assert [r.file_path for r in listing] == ["one.txt"]
+    job.save_text(JobOutputKind.JOB_PREVIEW, "j", "j.txt")
+    assert sorted(job.task_ids()) == ["task-1", "task-2"]
+    assert [r.blob_name for r in job.list()] == ["$JobPreview/j.txt"]
+
+
+def test_kinds_of_the_other_side_are_refused(task, job):
+    with pytest.raises(ValueError, match="not a task output kind"):
+        task.save_text(JobOutputKind.JOB_OUTPUT, "x", "x.txt")
+    with pytest.raises(ValueError, match="not a job output kind"):
+        job.save_text("TaskLog", "x", "x.txt")
+    with pytest.raises(TypeError):
+        task.save_text(42, "x", "x.txt")
+
+
+def test_overwrite_false(task, tmp_path):
+    path = tmp_path / "f.txt"
+    path.write_text("one")
+    task.save(TASK_OUTPUT, path, "f.txt")
+    with pytest.raises(OutputExistsError):
+        task.save(TASK_OUTPUT, path, "f.txt", overwrite=False)
+    with pytest.raises(OutputExistsError):
+        task.save_text(TASK_OUTPUT, "two", "f.txt", overwrite=False)
+    assert task.get(TASK_OUTPUT, "f.txt").download_text() == "one"
+
+
+def test_save_many_with_output_files_wildcards(task, tmp_path):
+    for rel in ["a.png", "b.png", "c.txt", ".hidden.png", "sub/d.png", "sub/deep/e.png", "f1.log", "f2.log"]:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(rel)
+    refs = task.save_many(TASK_OUTPUT, ["*.png", "**/*.png", "f[12].log", "f?.log"], base_dir=tmp_path)
+    assert sorted(r.file_path for r in refs) == [
+        "a.png",
+        "b.png",
+        "f1.log",
+        "f2.log",
+        "sub/d.png",
+        "sub/deep/e.png",
+    ]
+    assert task.save_many(TASK_OUTPUT, ".hidden.png", base_dir=tmp_path)[0].file_path == ".hidden.png"
+    assert [r.file_path for r in task.save_many(TASK_OUTPUT, "[!ab].*", base_dir=tmp_path)] == ["c.txt"]
+    assert task.save_many(TASK_OUTPUT, "*.nothing", base_dir=tmp_path) == []
+    with pytest.raises(FileNotFoundError):
+        task.save_many(TASK_OUTPUT, "*", base_dir=tmp_path / "missing")
+
+
+def test_large_file_in_blocks_with_crc_and_md5(task, tmp_path):
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    path = tmp_path / "big.bin"
+    path.write_bytes(data)
+    seen: list[tuple[int, int]] = []
+    ref = task.save(
+        TASK_OUTPUT, path, "big.bin", block_size=1024 * 1024, progress=lambda s, t: seen.append((s, t))
+    )
+    assert ref.size == len(data)
+    assert ref.content_md5 == hashlib.md5(data).digest()
+    assert seen[-1] == (len(data), len(data))
+    blocks = task._container.get_blob_client(ref.blob_name).get_block_list()[0]
+    assert len(blocks) == 4
+    assert ref.download_bytes() == data
+    target = ref.download_to_file(tmp_path / "down" / "big.bin")
+    assert target.read_bytes() == data
+
+
+def test_content_md5_can_be_skipped(task, tmp_path):
+    path = tmp_path / "big.bin"
+    path.write_bytes(os.urandom(2 * 1024 * 1024 + 1))
+    ref = task.save(TASK_OUTPUT, path, "big.bin", block_size=1024 * 1024, content_md5=False)
+    assert ref.content_md5 is None
+    assert ref.download_bytes() == path.read_bytes()
+
+
+def test_corrupted_blob_is_detected_and_leaves_no_file(task, tmp_path):
+    ref = task.save_text(TASK_OUTPUT, "the real content", "r.txt")
+    blob = task._container.get_blob_client(ref.blob_name)
+    blob.set_http_headers(
+        ContentSettings(content_type="text/plain", content_md5=bytearray(hashlib.md5(b"x").digest()))
+    )
+    with pytest.raises(IntegrityError):
+        ref.download_bytes()
+    target = tmp_path / "r.txt"
+    with pytest.raises(IntegrityError):
+        ref.download_to_file(target)
+    assert not target.exists() and list(tmp_path.iterdir()) == []
+    with pytest.raises(IntegrityError), ref.open() as stream:
+        stream.read()
+
+
+def test_open_streams_and_delete(task):
+    ref = task.save_bytes(TASK_OUTPUT, b"0123456789" * 1000, "s.bin")
+    with ref.open() as stream:
+        assert stream.read(5) == b"01234"
+        assert stream.read() == (b"0123456789" * 1000)[5:]
+    ref.delete()
+    with pytest.raises(OutputNotFoundError):
+        task.get(TASK_OUTPUT, "s.bin")
+
+
+def test_container_not_prepared(azurite):
+    storage = TaskOutputStorage.from_connection_string(azurite.connection_string, "never-prepared", "t")
+    with pytest.raises(ContainerNotFoundError, match="prepare_output_storage"):
+        storage.save_text(TASK_OUTPUT, "x", "x.txt")
+    with pytest.raises(ContainerNotFoundError):
+        list(storage.list())
+
+
+def test_missing_and_bad_files(task, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError):
+        task.save(TASK_OUTPUT, "nope.txt")
+    with pytest.raises(IsADirectoryError):
+        task.save(TASK_OUTPUT, tmp_path, "dir")
+    for bad in ["", "/abs", "a\x00b", ".."]:
+        with pytest.raises(ValueError):
+            task.save_text(TASK_OUTPUT, "x", bad)
+    with pytest.raises(ValueError, match="block_size"):
+        task.save(TASK_OUTPUT, "nope.txt", block_size=0)
+    with pytest.raises(TypeError):
+        task.save_bytes(TASK_OUTPUT, "text", "x.bin")
+
+
+def test_bad_ids(azurite):
+    with pytest.raises(ValueError, match="task id"):
+        TaskOutputStorage.from_connection_string(azurite.connection_string, "job", "bad task")
+    with pytest.raises(ValueError, match="job id"):
+        JobOutputStorage.from_connection_string(azurite.connection_string, "bad job")
+
+
+def test_from_environment(azurite, service, job_id, monkeypatch):
+    for name in [
+        "AZ_BATCH_JOB_ID",
+        "AZ_BATCH_TASK_ID",
+        "BATCHFILES_CONTAINER_URL",
+        "AZURE_STORAGE_CONNECTION_STRING",
+        "AZURE_STORAGE_ACCOUNT_URL",
+    ]:
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ConfigurationError, match="AZ_BATCH_TASK_ID"):
+        TaskOutputStorage.from_environment()
+    monkeypatch.setenv("AZ_BATCH_TASK_ID", "t9")
+    monkeypatch.setenv("AZ_BATCH_JOB_ID", job_id)
+    with pytest.raises(ConfigurationError, match=r"CONTAINER_URL.*CONNECTION_STRING"):
+        TaskOutputStorage.from_environment()
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", azurite.connection_string)
+    prepare_output_storage(service, job_id)
+    with TaskOutputStorage.from_environment() as storage:
+        assert storage.save_text(TASK_OUTPUT, "env", "e.txt").blob_name == "t9/$TaskOutput/e.txt"
+    with JobOutputStorage.from_environment() as storage:
+        assert sorted(storage.task_ids()) == ["t9"]
+
+
+def test_no_key_in_repr_or_messages(task, azurite):
+    text = repr(task) + task.url
+    assert azurite.credential["account_key"] not in text
+    try:
+        TaskOutputStorage.from_connection_string(azurite.connection_string, "never-prepared", "t").get(
+            "x", "y"
+        )
+    except ContainerNotFoundError as err:
+        assert azurite.credential["account_key"] not in str(err)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.sampled_from(["..", ".", "a", "b c", "ü", "$x", "x.png"]), min_size=1, max_size=6))
+def test_destinations_round_trip(task, segments):
+    destination = "/".join(segments)
+    try:
+        expected = naming.destination_path(destination)
+    except ValueError:
+        with pytest.raises(ValueError):
+            task.save_text(TASK_OUTPUT, "x", destination)
+        return
+    ref = task.save_text(TASK_OUTPUT, destination, destination)
+    assert ref.file_path == expected
+    assert ref.blob_name == f"task-1/$TaskOutput/{expected}"
+    assert task.get(TASK_OUTPUT, destination).download_text() == destination
+
+
+def test_per_request_md5_is_validated_by_storage(task):
+    """The Content-MD5 we send is checked by the server: a wrong one is refused (so ours are right)."""
+    blob = task._container.get_blob_client("task-1/$TaskOutput/check.txt")
+    with pytest.raises(Exception, match=r"Md5Mismatch|MD5"):
+        blob.upload_blob(
+            b"data", headers={"Content-MD5": base64.b64encode(hashlib.md5(b"other").digest()).decode()}
+        )
+
+
+def test_200_mib_file_round_trip_with_md5(task, tmp_path):
+    path = tmp_path / "big.bin"
+    chunk = os.urandom(1024 * 1024)
+    digest = hashlib.md5()
+    with open(path, "wb") as out:
+        for i in range(200):
+            piece = bytes([i]) + chunk[1:]
+            digest.update(piece)
+            out.write(piece)
+    ref = task.save(TASK_OUTPUT, path, "big.bin")
+    assert ref.size == 200 * 1024 * 1024
+    assert ref.content_md5 == digest.digest()
+    target = ref.download_to_file(tmp_path / "back.bin")
+    with open(target, "rb") as f:
+        assert hashlib.file_digest(f, "md5").digest() == digest.digest()
