@@ -74,10 +74,23 @@ fn check_id(
     Ok(())
 }
 
+/// The bytes a job id may hold: ASCII letters, digits, `-`, `_` and `:`.
+const JOB_ID_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c == b':';
+        b += 1;
+    }
+    table
+};
+
 /// Checks a Batch job id: 1–128 ASCII letters, digits, `-`, `_` and `:`.
 pub fn validate_job_id(job_id: &str) -> Result<(), NamingError> {
-    let fine = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b':');
-    if (1..=MAX_JOB_ID_LEN).contains(&job_id.len()) && job_id.as_bytes().iter().all(fine) {
+    if (1..=MAX_JOB_ID_LEN).contains(&job_id.len())
+        && job_id.bytes().all(|b| JOB_ID_BYTES[b as usize])
+    {
         return Ok(());
     }
     check_id("job id", job_id, MAX_JOB_ID_LEN, |c| {
@@ -143,36 +156,47 @@ pub fn container_name(job_id: &str) -> Result<String, NamingError> {
 /// Appends the container name of `job_id` to `out`.
 fn push_container_name(out: &mut String, job_id: &str) -> Result<(), NamingError> {
     validate_job_id(job_id)?;
+    // Job ids are ASCII (checked above), so bytes are characters and every slice below is valid UTF-8.
+    let mut buf = [0u8; MAX_JOB_ID_LEN];
+    let lower = &mut buf[..job_id.len()];
+    lower.copy_from_slice(job_id.as_bytes());
+    lower.make_ascii_lowercase();
+    let lower = &buf[..job_id.len()];
     out.push_str("job-");
-    let start = out.len();
-    out.push_str(job_id);
-    out[start..].make_ascii_lowercase();
-    if is_plain_container_id(&out.as_bytes()[start..]) {
+    if is_plain_container_id(lower) {
+        out.push_str(ascii(lower));
         return Ok(());
     }
-    // Job ids are ASCII (checked above), so bytes are characters.
-    let lower = out.split_off(start);
     // Runs of ':', '_' and '-' become one '-'; leading ones vanish; cut, then trim the end.
-    for c in lower.chars() {
-        if !matches!(c, ':' | '_' | '-') {
-            out.push(c);
-        } else if out.len() > start && !out.ends_with('-') {
-            out.push('-');
+    let mut cut = [0u8; HASHED_PREFIX_LEN];
+    let mut len = 0;
+    for &b in lower {
+        if len == HASHED_PREFIX_LEN {
+            break;
+        }
+        let sep = matches!(b, b':' | b'_' | b'-');
+        if !sep || (len > 0 && cut[len - 1] != b'-') {
+            cut[len] = if sep { b'-' } else { b };
+            len += 1;
         }
     }
-    out.truncate(out.len().min(start + HASHED_PREFIX_LEN));
-    while out.len() > start && out.ends_with('-') {
-        out.pop();
+    while len > 0 && cut[len - 1] == b'-' {
+        len -= 1;
     }
-    if out.len() == start {
-        out.push_str("job");
-    }
+    out.push_str(if len == 0 { "job" } else { ascii(&cut[..len]) });
     out.push('-');
-    for b in Sha1::digest(lower.as_bytes()) {
-        out.push(HEX[(b >> 4) as usize] as char);
-        out.push(HEX[(b & 15) as usize] as char);
+    let mut hex = [0u8; 40];
+    for (i, b) in Sha1::digest(lower).iter().enumerate() {
+        hex[2 * i] = HEX[(b >> 4) as usize];
+        hex[2 * i + 1] = HEX[(b & 15) as usize];
     }
+    out.push_str(ascii(&hex));
     Ok(())
+}
+
+/// Bytes known to be ASCII as a `&str` (empty if they were not, which the callers rule out).
+fn ascii(bytes: &[u8]) -> &str {
+    std::str::from_utf8(bytes).unwrap_or_default()
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";

@@ -207,7 +207,6 @@ class FaultProxy:
         self._stopping = threading.Event()
         self._socks: set[socket.socket] = set()
         self._threads: list[threading.Thread] = []
-        self._listener: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self.set_random(random_faults or {})
 
@@ -258,9 +257,10 @@ class FaultProxy:
         return self._thread is not None and self._thread.is_alive()
 
     def start(self) -> FaultProxy:
-        if self._listener is not None:
+        """Listen on a free loopback port (``.port``) and serve in the background; returns ``self``."""
+        if self._thread is not None:
             raise RuntimeError("FaultProxy can only be started once")
-        self._listener = listener = socket.create_server(("127.0.0.1", 0), backlog=128)
+        listener = socket.create_server(("127.0.0.1", 0), backlog=128)
         listener.settimeout(_POLL_S)
         self.port = listener.getsockname()[1]
         deadline = time.monotonic() + self._deadline_s

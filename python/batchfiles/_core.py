@@ -183,6 +183,14 @@ class Scope:
             raise ValueError(f"path {path!r} is absolute: pass destination= to name it in storage")
         return self.blob_name(kind, path)
 
+    def tracked_name(self, kind: KindLike | None, path: PathLike, destination: str | None) -> str:
+        """The blob of a tracked file: a task's default kind is ``TaskLog``; a job must name one."""
+        if kind is None:
+            if self.task_id is None:
+                raise TypeError("save_tracked on job storage needs kind= (e.g. JobOutputKind.custom('Logs'))")
+            kind = TaskOutputKind.TASK_LOG
+        return self.save_name(kind, path, destination)
+
     def list_prefix(self, kind: KindLike | None) -> str:
         """The listing prefix; it ends with ``/`` so ``$TaskOutput`` never matches ``$TaskOutputX``."""
         if kind is None:

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import azure.storage.blob
 from azure.core.exceptions import ResourceExistsError
@@ -24,6 +24,9 @@ from . import _core, _native, naming
 from ._base import JobConstructors, ReferenceBase, StorageBase, TaskConstructors
 from ._core import PathLike, storage_errors
 from .kinds import KindLike
+
+if TYPE_CHECKING:
+    from .tracking import TrackedSave
 
 __all__ = [
     "JobOutputStorage",
@@ -208,6 +211,31 @@ class _OutputStorage(StorageBase):
                 for p, rel in files
             ]
             return [job.result() for job in jobs]
+
+    def save_tracked(
+        self,
+        path: PathLike,
+        destination: str | None = None,
+        *,
+        kind: KindLike | None = None,
+        flush_interval: float = 5.0,
+        if_exists: str = "resume",
+        settle: float = 1.0,
+        linger: float = 5.0,
+    ) -> TrackedSave:
+        """Follow a growing file (a log) and append what it gains to an append blob, exactly once.
+
+        ``kind`` defaults to ``TaskLog`` for a task (a job must name one). New bytes are in the blob within
+        ``flush_interval`` seconds; ``close()`` (or leaving the ``with``) saves the rest, following the file
+        until it has not grown for ``settle`` seconds or ``linger`` seconds have passed. ``if_exists``:
+        ``"resume"`` continues a blob that holds a prefix of the file, ``"overwrite"`` starts afresh,
+        ``"fail"`` raises :class:`OutputExistsError`. See :class:`batchfiles.tracking.TrackedSave`.
+        """
+        from .tracking import TrackedSave
+
+        blob_name = self._scope.tracked_name(kind, path, destination)
+        options = dict(flush_interval=flush_interval, if_exists=if_exists, settle=settle, linger=linger)
+        return TrackedSave.start(self._container, blob_name, path, **options)
 
     # --- finding --------------------------------------------------------------------------------------------
 

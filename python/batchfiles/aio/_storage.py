@@ -7,7 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import azure.storage.blob.aio
 from azure.core.exceptions import ResourceExistsError
@@ -18,6 +18,9 @@ from .. import _core, _native, naming
 from .._base import JobConstructors, ReferenceBase, StorageBase, TaskConstructors
 from .._core import PathLike, storage_errors
 from ..kinds import KindLike
+
+if TYPE_CHECKING:
+    from ._tracking import TrackedSave
 
 __all__ = [
     "JobOutputStorage",
@@ -198,6 +201,24 @@ class _OutputStorage(StorageBase):
                 return await self.save(kind, path, rel, overwrite=overwrite, max_concurrency=1)
 
         return list(await asyncio.gather(*(save_one(path, rel) for path, rel in files)))
+
+    async def save_tracked(
+        self,
+        path: PathLike,
+        destination: str | None = None,
+        *,
+        kind: KindLike | None = None,
+        flush_interval: float = 5.0,
+        if_exists: str = "resume",
+        settle: float = 1.0,
+        linger: float = 5.0,
+    ) -> TrackedSave:
+        """Follow a growing file and append it to an append blob; see the sync twin for the details."""
+        from ._tracking import TrackedSave
+
+        blob_name = self._scope.tracked_name(kind, path, destination)
+        options = dict(flush_interval=flush_interval, if_exists=if_exists, settle=settle, linger=linger)
+        return await TrackedSave.start(self._container, blob_name, path, **options)
 
     async def list(self, kind: KindLike | None = None) -> AsyncIterator[OutputFileReference]:
         """The outputs of one kind, or of every kind, lazily (``async for``)."""
