@@ -54,7 +54,7 @@ class StorageBase:
 
     @classmethod
     def _container_from_url(cls, container_url: str, credential: Any, kwargs: dict[str, Any]) -> Any:
-        _core.check_container_url(container_url)
+        _core.check_container_url(container_url, credential)
         options = _core.client_kwargs(kwargs)
         return cls._clients.ContainerClient.from_container_url(container_url, credential, **options)
 

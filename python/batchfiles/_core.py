@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Union
 from urllib.parse import urlsplit, urlunsplit
 
+from azure.core.credentials import AzureSasCredential
 from azure.core.exceptions import (
     ClientAuthenticationError,
     HttpResponseError,
@@ -87,26 +88,46 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def check_container_url(url: str) -> None:
+def check_container_url(url: str, credential: Any = None) -> None:
     """Refuse URLs that cannot be a container, and SAS tokens sent in clear text to another machine."""
     if not isinstance(url, str):
         raise TypeError(f"container_url must be a str, not {type(url).__name__}")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"not a container URL: {public_url(url)!r}")
-    if parts.scheme == "http" and "sig=" in parts.query and not _is_loopback(parts.hostname):
+    sas = "sig=" in parts.query or isinstance(credential, (str, AzureSasCredential))
+    if parts.scheme == "http" and sas and not _is_loopback(parts.hostname):
         raise ValueError(
             f"refusing to send a SAS over plain http to {parts.hostname}: use https "
             "(plain http is accepted only for loopback emulators such as Azurite)"
         )
 
 
-def sas_expiry(expiry: timedelta) -> tuple[datetime, datetime]:
-    """(start, expiry) of a SAS valid for ``expiry`` from now; the start allows 5 minutes of clock skew."""
+#: Azure signs user delegation keys for at most 7 days.
+MAX_DELEGATION_EXPIRY = timedelta(days=7)
+
+
+def sas_signing(service: Any, expiry: timedelta) -> str | None:
+    """The account key to sign a SAS with, or None to use a user delegation key; checks ``expiry``."""
     if not isinstance(expiry, timedelta):
         raise TypeError(f"expiry must be a timedelta, not {type(expiry).__name__}")
     if expiry <= timedelta(0):
         raise ValueError(f"expiry must be positive, not {expiry}")
+    key = getattr(service.credential, "account_key", None)
+    if key:
+        return key
+    if service.credential is None or isinstance(service.credential, (str, AzureSasCredential)):
+        raise ValueError(
+            "a task SAS is signed with the account key or an Azure AD credential; this client has a SAS: "
+            "create it with a connection string, an account key or a token credential"
+        )
+    if expiry > MAX_DELEGATION_EXPIRY:
+        raise ValueError(f"a user delegation SAS lasts at most 7 days, not {expiry}")
+    return None
+
+
+def sas_expiry(expiry: timedelta) -> tuple[datetime, datetime]:
+    """(start, expiry) of a SAS valid for ``expiry`` from now; the start allows 5 minutes of clock skew."""
     now = datetime.now(timezone.utc)
     return now - timedelta(minutes=5), now + expiry
 
@@ -126,6 +147,7 @@ def storage_errors(container: str, blob: str | None = None) -> Iterator[None]:
 
 def translate_error(err: HttpResponseError, container: str, what: str) -> BatchFilesError:
     code = getattr(err, "error_code", None) or ""
+    code = str(getattr(code, "value", code))  # StorageErrorCode members print as their enum name
     if code == "ContainerNotFound":
         return ContainerNotFoundError(
             f"container {container!r} does not exist: run prepare_output_storage for the job "

@@ -55,9 +55,9 @@ def output_storage_container_url(
     Signed with the account key when the client has one, otherwise with a user delegation key obtained
     through the client's Azure AD credential (valid for at most 7 days).
     """
+    key = _core.sas_signing(service, expiry)
     start, end = _core.sas_expiry(expiry)
     container = naming.container_name(job_id)
-    key = getattr(service.credential, "account_key", None)
     with storage_errors(container):
         delegation = None if key else service.get_user_delegation_key(start, end)
     sas = generate_container_sas(

@@ -5,9 +5,9 @@
 
 Azurite comes from npm (``npm ci`` in a project whose ``package.json`` pins ``azurite``). The
 ``azurite-blob`` executable is looked up in ``$BATCHFILES_AZURITE``, then in ``node_modules/.bin`` of the
-current directory and its parents, then on ``PATH``. It listens on a free loopback port, keeps its data in
-memory and is stopped (with every child process) on :meth:`Azurite.stop`, at interpreter exit, and on
-Linux when the Python process dies.
+current directory and its parents, then of the virtualenv's folder and its parents, then on ``PATH``.
+It listens on a free loopback port, keeps its data in memory and is stopped (with every child process) on
+:meth:`Azurite.stop`, at interpreter exit, and on Linux when the Python process dies.
 """
 
 from __future__ import annotations
@@ -44,11 +44,11 @@ def find_azurite() -> str:
         if not os.access(explicit, os.X_OK):
             raise AzuriteError(f"BATCHFILES_AZURITE={explicit!r} is not an executable file")
         return explicit
-    here = Path.cwd().resolve()
-    for folder in (here, *here.parents):
-        candidate = folder / "node_modules" / ".bin" / "azurite-blob"
-        if candidate.is_file():
-            return str(candidate)
+    for start in (Path.cwd().resolve(), Path(sys.prefix).resolve()):  # the project, or the venv inside it
+        for folder in (start, *start.parents):
+            candidate = folder / "node_modules" / ".bin" / "azurite-blob"
+            if candidate.is_file():
+                return str(candidate)
     found = shutil.which("azurite-blob")
     if found:
         return found

@@ -43,9 +43,9 @@ async def output_storage_container_url(
     service: BlobServiceClient, job_id: str, *, expiry: timedelta = timedelta(days=7)
 ) -> str:
     """The job container's URL with a SAS for its tasks; see the sync twin for the details."""
+    key = _core.sas_signing(service, expiry)
     start, end = _core.sas_expiry(expiry)
     container = naming.container_name(job_id)
-    key = getattr(service.credential, "account_key", None)
     with storage_errors(container):
         delegation = None if key else await service.get_user_delegation_key(start, end)
     sas = generate_container_sas(
