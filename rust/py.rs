@@ -420,7 +420,11 @@ impl BlockReader {
     fn md5(&self, py: Python<'_>) -> PyResult<Option<[u8; 16]>> {
         let blocks = lock(py, &self.blocks)?;
         let done = blocks.state == ReadState::Done;
-        Ok(blocks.md5.as_ref().filter(|_| done).map(checksum::Md5::finish))
+        Ok(blocks
+            .md5
+            .as_ref()
+            .filter(|_| done)
+            .map(checksum::Md5::finish))
     }
 }
 
@@ -538,7 +542,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(validate_kind, m)?)?;
     m.add_function(wrap_pyfunction!(crc64, m)?)?;
     m.add_function(wrap_pyfunction!(crc64_header, m)?)?;
-    m.add_function(wrap_pyfunction!(md5, m)?)?;
+    m.add_function(wrap_pyfunction!(self::md5, m)?)?; // `self::`: the md-5 dev-dependency is `md5` too
     m.add_class::<Md5>()?;
     m.add_class::<BlockReader>()?;
     m.add_class::<Tracker>()?;

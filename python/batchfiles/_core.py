@@ -23,7 +23,7 @@ from azure.core.exceptions import (
     ResourceExistsError,
     ResourceNotFoundError,
 )
-from azure.storage.blob import BlobBlock, ContainerSasPermissions, ContentSettings
+from azure.storage.blob import BlobBlock, ContainerSasPermissions, ContentSettings, generate_container_sas
 
 from . import _native, naming
 from .errors import (
@@ -124,6 +124,21 @@ def sas_signing(service: Any, expiry: timedelta) -> str | None:
     if expiry > MAX_DELEGATION_EXPIRY:
         raise ValueError(f"a user delegation SAS lasts at most 7 days, not {expiry}")
     return None
+
+
+def task_sas_url(service: Any, container: str, signing_key: Any, start: datetime, end: datetime) -> str:
+    """The container URL with a task SAS signed by an account key (str) or a user delegation key."""
+    by_account = isinstance(signing_key, str)
+    sas = generate_container_sas(
+        service.account_name,
+        container,
+        account_key=signing_key if by_account else None,
+        user_delegation_key=None if by_account else signing_key,
+        permission=TASK_SAS_PERMISSIONS,
+        start=start,
+        expiry=end,
+    )
+    return f"{service.url.rstrip('/')}/{container}?{sas}"
 
 
 def sas_expiry(expiry: timedelta) -> tuple[datetime, datetime]:

@@ -76,7 +76,7 @@ class BlockReader:
     The file's size is taken at open. If the file turns out shorter or longer than that, reading
     raises :class:`OSError` ("file changed while being read") and no further block is returned,
     so a partial upload is never presented as complete. After any error every later
-    :meth:`next_block` raises too.
+    :meth:`next_block` raises too. Threads may share a reader: each call gets the next block.
 
     Raises :class:`OSError` subclasses with ``errno`` and ``filename`` set when the file cannot be
     opened (:class:`FileNotFoundError`, :class:`PermissionError`, :class:`IsADirectoryError`, ...),
@@ -115,6 +115,7 @@ class Tracker:
     (1 to 100 MiB, else :class:`ValueError`). :meth:`poll` and :meth:`read_range` do file I/O with
     the GIL released. I/O errors raise :class:`OSError` (subclasses with ``errno`` where the OS
     gave one); a directory or other non-regular file at the path raises :class:`OSError`.
+    Calls from several threads run one at a time.
     """
 
     def __init__(self, path: str | os.PathLike[str], start_offset: int = 0, max_block: int = 4194304) -> None:

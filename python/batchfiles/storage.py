@@ -17,7 +17,6 @@ from azure.storage.blob import (
     BlobClient,
     BlobServiceClient,
     ContainerClient,
-    generate_container_sas,
 )
 
 from . import _core, _native, naming
@@ -60,16 +59,7 @@ def output_storage_container_url(
     container = naming.container_name(job_id)
     with storage_errors(container):
         delegation = None if key else service.get_user_delegation_key(start, end)
-    sas = generate_container_sas(
-        service.account_name,
-        container,
-        account_key=key,
-        user_delegation_key=delegation,
-        permission=_core.TASK_SAS_PERMISSIONS,
-        start=start,
-        expiry=end,
-    )
-    return f"{service.url.rstrip('/')}/{container}?{sas}"
+    return _core.task_sas_url(service, container, key or delegation, start, end)
 
 
 class OutputFileReference(ReferenceBase):

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 
 import azure.storage.blob.aio
 from azure.core.exceptions import ResourceExistsError
-from azure.storage.blob import generate_container_sas
 from azure.storage.blob.aio import BlobClient, BlobServiceClient, ContainerClient
 
 from .. import _core, _native, naming
@@ -48,16 +47,7 @@ async def output_storage_container_url(
     container = naming.container_name(job_id)
     with storage_errors(container):
         delegation = None if key else await service.get_user_delegation_key(start, end)
-    sas = generate_container_sas(
-        service.account_name,
-        container,
-        account_key=key,
-        user_delegation_key=delegation,
-        permission=_core.TASK_SAS_PERMISSIONS,
-        start=start,
-        expiry=end,
-    )
-    return f"{service.url.rstrip('/')}/{container}?{sas}"
+    return _core.task_sas_url(service, container, key or delegation, start, end)
 
 
 class OutputFileReference(ReferenceBase):
