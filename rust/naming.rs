@@ -237,6 +237,12 @@ impl StrList {
         }
     }
 
+    /// Empties the list, keeping its memory for reuse.
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.ends.clear();
+    }
+
     pub fn len(&self) -> usize {
         self.ends.len()
     }
@@ -337,29 +343,35 @@ pub fn blob_name(kind: &str, path: &str, task_id: Option<&str>) -> Result<String
     Ok(name)
 }
 
-/// Bulk [`blob_name`]: the prefix is derived once; an error names the index of the bad path.
+/// Bulk [`blob_name`], appended to `out`: the prefix is derived once; an error names the index of the
+/// bad path, counted from `first_index` (so a long list can be derived in slices).
 pub fn blob_names(
     kind: &str,
-    paths: &StrList,
+    paths: &[&str],
     task_id: Option<&str>,
-) -> Result<StrList, NamingError> {
+    first_index: usize,
+    out: &mut StrList,
+) -> Result<(), NamingError> {
     let prefix = blob_prefix(kind, task_id)?;
-    let mut out = StrList::with_capacity(paths.len(), prefix.len() + 32);
     for (i, path) in paths.iter().enumerate() {
         out.push_with(|buf| push_blob_name(buf, &prefix, path))
-            .map_err(|e| at_index(e, "paths", i))?;
+            .map_err(|e| at_index(e, "paths", first_index + i))?;
     }
-    Ok(out)
+    Ok(())
 }
 
-/// Bulk [`container_name`]; an error names the index of the bad id.
-pub fn container_names(job_ids: &StrList) -> Result<StrList, NamingError> {
-    let mut out = StrList::with_capacity(job_ids.len(), 4 + HASHED_PREFIX_LEN + 41);
+/// Bulk [`container_name`], appended to `out`; an error names the index of the bad id, counted from
+/// `first_index`.
+pub fn container_names(
+    job_ids: &[&str],
+    first_index: usize,
+    out: &mut StrList,
+) -> Result<(), NamingError> {
     for (i, id) in job_ids.iter().enumerate() {
         out.push_with(|buf| push_container_name(buf, id))
-            .map_err(|e| at_index(e, "job_ids", i))?;
+            .map_err(|e| at_index(e, "job_ids", first_index + i))?;
     }
-    Ok(out)
+    Ok(())
 }
 
 fn at_index(err: NamingError, what: &str, i: usize) -> NamingError {
@@ -517,26 +529,32 @@ mod tests {
 
     #[test]
     fn bulk_errors_name_the_index() {
-        let ids: StrList = ["ok", "bad id"].into_iter().collect();
-        let err = container_names(&ids).unwrap_err().to_string();
-        assert!(err.starts_with("job_ids[1]: "), "{err}");
-        let paths: StrList = ["a", "/abs"].into_iter().collect();
-        let err = blob_names("TaskOutput", &paths, Some("t"))
-            .unwrap_err()
-            .to_string();
-        assert!(err.starts_with("paths[1]: "), "{err}");
+        let mut out = StrList::default();
+        let err = container_names(&["ok", "bad id"], 10, &mut out);
+        let err = err.unwrap_err().to_string();
+        assert!(err.starts_with("job_ids[11]: "), "{err}");
+        assert_eq!(out.iter().collect::<Vec<_>>(), ["job-ok"]); // nothing of the bad one
+        let err = blob_names("TaskOutput", &["a", "/abs"], Some("t"), 0, &mut out);
+        assert!(err.unwrap_err().to_string().starts_with("paths[1]: "));
     }
 
     #[test]
     fn bulk_equals_single() {
-        let ids: StrList = ["Job_1", "job-2", "-", "x".repeat(70).as_str()]
-            .into_iter()
-            .collect();
-        let names = container_names(&ids).unwrap();
+        let long = "x".repeat(70);
+        let ids = ["Job_1", "job-2", "-", long.as_str()];
+        let mut names = StrList::default();
+        container_names(&ids, 0, &mut names).unwrap();
         let single: Vec<String> = ids.iter().map(|i| container_name(i).unwrap()).collect();
         assert_eq!(names.iter().collect::<Vec<_>>(), single);
-        let paths: StrList = ["a", "../b/./c", "d\\e"].into_iter().collect();
-        let names = blob_names("TaskLog", &paths, Some("t")).unwrap();
+        names.clear();
+        blob_names(
+            "TaskLog",
+            &["a", "../b/./c", "d\\e"],
+            Some("t"),
+            0,
+            &mut names,
+        )
+        .unwrap();
         assert_eq!(
             names.iter().collect::<Vec<_>>(),
             ["t/$TaskLog/a", "t/$TaskLog/b/c", "t/$TaskLog/d/e"]

@@ -72,30 +72,51 @@ fn container_name(job_id: &str) -> Result<String, NamingError> {
     naming::container_name(job_id)
 }
 
-/// The strings of a Python sequence, copied into one buffer so Rust can use them without the GIL.
-fn str_list(what: &str, seq: &Bound<'_, PyAny>) -> PyResult<StrList> {
+/// The items of a sequence of `str`, each held by a reference so that Rust can borrow their (immutable)
+/// text with the GIL released: a held `str` can be neither freed nor changed meanwhile.
+fn str_items<'py>(what: &str, seq: &Bound<'py, PyAny>) -> PyResult<Vec<Bound<'py, PyString>>> {
     if seq.is_instance_of::<PyString>() {
         return Err(PyTypeError::new_err(format!(
             "{what} must be a sequence of str, not a single str"
         )));
     }
-    let mut out = StrList::with_capacity(seq.len().unwrap_or(0), 24);
+    let mut items = Vec::with_capacity(seq.len().unwrap_or(0));
     for (i, item) in seq.try_iter()?.enumerate() {
         let item = item?;
-        let text = item.cast::<PyString>().map_err(|_| {
-            let type_name = item.get_type().name().map(|n| n.to_string());
+        let text = item.cast_into::<PyString>().map_err(|err| {
+            let type_name = err.into_inner().get_type().name().map(|n| n.to_string());
             PyTypeError::new_err(format!(
                 "{what}[{i}] must be a str, not {}",
                 type_name.unwrap_or_default()
             ))
         })?;
-        out.push(text.to_str()?);
+        items.push(text);
     }
-    Ok(out)
+    Ok(items)
 }
 
-fn to_list<'py>(py: Python<'py>, names: &StrList) -> PyResult<Bound<'py, PyList>> {
-    PyList::new(py, names.iter())
+/// The UTF-8 text of each item (for ASCII strings, Python's own buffer: no copy).
+fn texts<'a>(items: &'a [Bound<'_, PyString>]) -> PyResult<Vec<&'a str>> {
+    items.iter().map(|item| item.to_str()).collect()
+}
+
+/// How many names are derived per release of the GIL: the buffer stays small and cache-hot.
+const BULK_SLICE: usize = 2048;
+
+/// Derives one name per input in slices: `derive` runs with the GIL released, appending each slice's
+/// names (indices counted from the slice's start) to a reused buffer, then they become Python strings.
+fn bulk<'py, F>(py: Python<'py>, inputs: &[&str], derive: F) -> PyResult<Bound<'py, PyList>>
+where
+    F: Fn(&[&str], usize, &mut StrList) -> Result<(), NamingError> + Sync,
+{
+    let mut names = Vec::with_capacity(inputs.len());
+    let mut buf = StrList::default();
+    for (n, slice) in inputs.chunks(BULK_SLICE).enumerate() {
+        buf.clear();
+        py.detach(|| derive(slice, n * BULK_SLICE, &mut buf))?;
+        names.extend(buf.iter().map(|name| PyString::new(py, name)));
+    }
+    PyList::new(py, names)
 }
 
 #[pyfunction]
@@ -103,9 +124,8 @@ fn container_names<'py>(
     py: Python<'py>,
     job_ids: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyList>> {
-    let ids = str_list("job_ids", job_ids)?;
-    let names = py.detach(|| naming::container_names(&ids))?;
-    to_list(py, &names)
+    let items = str_items("job_ids", job_ids)?;
+    bulk(py, &texts(&items)?, naming::container_names)
 }
 
 #[pyfunction]
@@ -128,9 +148,10 @@ fn blob_names<'py>(
     paths: &Bound<'py, PyAny>,
     task_id: Option<&str>,
 ) -> PyResult<Bound<'py, PyList>> {
-    let paths = str_list("paths", paths)?;
-    let names = py.detach(|| naming::blob_names(kind, &paths, task_id))?;
-    to_list(py, &names)
+    let items = str_items("paths", paths)?;
+    bulk(py, &texts(&items)?, |slice, first, out| {
+        naming::blob_names(kind, slice, task_id, first, out)
+    })
 }
 
 #[pyfunction]
