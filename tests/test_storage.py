@@ -328,3 +328,23 @@ def test_200_mib_file_round_trip_with_md5(task, tmp_path):
     target = ref.download_to_file(tmp_path / "back.bin")
     with open(target, "rb") as f:
         assert hashlib.file_digest(f, "md5").digest() == digest.digest()
+
+
+def test_no_sas_signature_in_logs(service, job_id, caplog):
+    import logging
+    from urllib.parse import parse_qs, quote, urlsplit
+
+    from batchfiles import output_storage_container_url
+
+    prepare_output_storage(service, job_id)
+    url = output_storage_container_url(service, job_id)
+    signature = parse_qs(urlsplit(url).query)["sig"][0]
+    with caplog.at_level(logging.DEBUG):
+        storage = TaskOutputStorage(url, "t1", logging_enable=True)
+        ref = storage.save_text(TASK_OUTPUT, "logged", "l.txt")
+        assert ref.download_text() == "logged"
+        with pytest.raises(Exception):  # noqa: B017 - whatever the refusal, it must not log the signature
+            ref.delete()
+    assert caplog.records, "azure-core logged nothing: the test would prove nothing"
+    assert signature not in caplog.text
+    assert quote(signature, safe="") not in caplog.text

@@ -6,8 +6,10 @@ import base64
 import contextlib
 import glob
 import ipaddress
+import logging
 import mimetypes
 import os
+import re
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -77,6 +79,25 @@ def public_url(url: str) -> str:
     """``url`` without its query, so a SAS signature never reaches a message, log or ``repr``."""
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+
+
+_SAS_SIGNATURE = re.compile(r"(?i)(sig=)[^&\s\"']+")
+
+
+class RedactSasFilter(logging.Filter):
+    """Replaces SAS signatures in log records; urllib3 logs full request URLs at DEBUG level."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = _SAS_SIGNATURE.sub(r"\1REDACTED", record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                _SAS_SIGNATURE.sub(r"\1REDACTED", a) if isinstance(a, str) else a for a in record.args
+            )
+        return True
+
+
+logging.getLogger("urllib3.connectionpool").addFilter(RedactSasFilter())
 
 
 def _is_loopback(host: str) -> bool:
