@@ -186,8 +186,10 @@ def test_large_file_in_blocks_with_crc_and_md5(task, tmp_path):
     blocks = task._container.get_blob_client(ref.blob_name).get_block_list()[0]
     assert len(blocks) == 4
     assert ref.download_bytes() == data
-    target = ref.download_to_file(tmp_path / "down" / "big.bin")
+    got: list[tuple[int, int]] = []
+    target = ref.download_to_file(tmp_path / "down" / "big.bin", progress=lambda r, t: got.append((r, t)))
     assert target.read_bytes() == data
+    assert got[-1] == (len(data), len(data))
 
 
 def test_content_md5_can_be_skipped(task, tmp_path):

@@ -40,6 +40,8 @@ from .errors import (
 from .kinds import JobOutputKind, KindLike, OutputKind, TaskOutputKind, kind_text
 
 PathLike = Union[str, "os.PathLike[str]"]
+#: ``progress(done, total)``: bytes transferred so far, of ``total``.
+Progress = Callable[[int, int], None]
 
 #: Files up to this size go up in one request; larger ones in blocks.
 SINGLE_PUT_SIZE = 8 * 1024 * 1024
@@ -441,8 +443,11 @@ class DownloadSink:
     Used as a context manager; on any error the partial file is removed, so no unverified file is left.
     """
 
-    def __init__(self, download: Any, what: str, target: Path | None = None) -> None:
+    def __init__(
+        self, download: Any, what: str, target: Path | None = None, progress: Progress | None = None
+    ) -> None:
         self._check = Md5Check(download, what)
+        self._counter = ProgressCounter(download.size, progress)
         self._target = target
         self._buffer = bytearray()
         self._partial: Path | None = None
@@ -458,6 +463,7 @@ class DownloadSink:
 
     def write(self, chunk: bytes) -> None:
         self._check.update(chunk)
+        self._counter.add(len(chunk))
         if self._file is not None:
             self._file.write(chunk)
         else:
@@ -482,7 +488,7 @@ class DownloadSink:
 class ProgressCounter:
     """Thread-safe bytes-sent counter calling ``callback(sent, total)``."""
 
-    def __init__(self, total: int, callback: Callable[[int, int], None] | None) -> None:
+    def __init__(self, total: int, callback: Progress | None) -> None:
         self.total, self.sent, self._callback = total, 0, callback
         self._lock = threading.Lock()
 

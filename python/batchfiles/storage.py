@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
@@ -21,7 +21,7 @@ from azure.storage.blob import (
 
 from . import _core, _native, naming
 from ._base import JobConstructors, ReferenceBase, StorageBase, TaskConstructors
-from ._core import PathLike, storage_errors
+from ._core import PathLike, Progress, storage_errors
 from .kinds import KindLike
 
 if TYPE_CHECKING:
@@ -34,8 +34,6 @@ __all__ = [
     "output_storage_container_url",
     "prepare_output_storage",
 ]
-
-Progress = Callable[[int, int], None]
 
 
 def prepare_output_storage(service: BlobServiceClient, job_id: str) -> ContainerClient:
@@ -65,10 +63,10 @@ def output_storage_container_url(
 class OutputFileReference(ReferenceBase):
     """A saved output: its kind, path and properties, and the means to download or delete it."""
 
-    def _fetch(self, target: Path | None) -> Any:
+    def _fetch(self, target: Path | None, progress: Progress | None = None) -> Any:
         with storage_errors(self._blob.container_name, self.blob_name):
             download = self._blob.download_blob(max_concurrency=_core.MAX_CONCURRENCY)
-            with _core.DownloadSink(download, self.blob_name, target) as sink:
+            with _core.DownloadSink(download, self.blob_name, target, progress) as sink:
                 for chunk in download.chunks():
                     sink.write(chunk)
         return sink.result
@@ -80,9 +78,12 @@ class OutputFileReference(ReferenceBase):
     def download_text(self, encoding: str = "utf-8") -> str:
         return self.download_bytes().decode(encoding)
 
-    def download_to_file(self, path: PathLike) -> Path:
-        """Download to ``path`` (folders are created); on a checksum mismatch no file is left there."""
-        return self._fetch(Path(path))
+    def download_to_file(self, path: PathLike, *, progress: Progress | None = None) -> Path:
+        """Download to ``path`` (folders are created); on a checksum mismatch no file is left there.
+
+        ``progress(received, total)`` is called as bytes arrive.
+        """
+        return self._fetch(Path(path), progress)
 
     def open(self) -> io.BufferedReader:
         """A readable binary stream; reading it to the end verifies the Content-MD5."""

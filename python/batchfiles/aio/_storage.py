@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,7 +15,7 @@ from azure.storage.blob.aio import BlobClient, BlobServiceClient, ContainerClien
 
 from .. import _core, _native, naming
 from .._base import JobConstructors, ReferenceBase, StorageBase, TaskConstructors
-from .._core import PathLike, storage_errors
+from .._core import PathLike, Progress, storage_errors
 from ..kinds import KindLike
 
 if TYPE_CHECKING:
@@ -53,10 +53,10 @@ async def output_storage_container_url(
 class OutputFileReference(ReferenceBase):
     """A saved output: its kind, path and properties, and async means to download or delete it."""
 
-    async def _fetch(self, target: Path | None) -> Any:
+    async def _fetch(self, target: Path | None, progress: Progress | None = None) -> Any:
         with storage_errors(self._blob.container_name, self.blob_name):
             download = await self._blob.download_blob(max_concurrency=_core.MAX_CONCURRENCY)
-            with _core.DownloadSink(download, self.blob_name, target) as sink:
+            with _core.DownloadSink(download, self.blob_name, target, progress) as sink:
                 async for chunk in download.chunks():
                     sink.write(chunk)
         return sink.result
@@ -68,9 +68,9 @@ class OutputFileReference(ReferenceBase):
     async def download_text(self, encoding: str = "utf-8") -> str:
         return (await self.download_bytes()).decode(encoding)
 
-    async def download_to_file(self, path: PathLike) -> Path:
+    async def download_to_file(self, path: PathLike, *, progress: Progress | None = None) -> Path:
         """Download to ``path`` (folders are created); on a checksum mismatch no file is left there."""
-        return await self._fetch(Path(path))
+        return await self._fetch(Path(path), progress)
 
     async def open(self) -> AsyncReader:
         """An async readable stream (``await stream.read(n)``); reading to the end verifies the MD5."""
@@ -130,7 +130,7 @@ class _OutputStorage(StorageBase):
         destination: str | None = None,
         *,
         overwrite: bool = True,
-        progress: Callable[[int, int], None] | None = None,
+        progress: Progress | None = None,
         content_md5: bool = True,
         block_size: int = _core.BLOCK_SIZE,
         max_concurrency: int = _core.MAX_CONCURRENCY,
