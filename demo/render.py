@@ -1,7 +1,7 @@
 """A tiny renderer for the demo: Mandelbrot frames as real PNG files, with the standard library only.
 
-    python demo/render.py frame FRAME OUT.png THUMB.png   # render one frame and its thumbnail
-    python demo/render.py sheet OUT.png THUMB.png...      # a contact sheet of thumbnails
+python demo/render.py frame FRAME OUT.png THUMB.png   # render one frame and its thumbnail
+python demo/render.py sheet OUT.png THUMB.png...      # a contact sheet of thumbnails
 """
 
 from __future__ import annotations
@@ -18,13 +18,15 @@ Pixels = list[bytearray]  # rows of RGB bytes
 
 def render(frame: int, width: int = WIDTH, height: int = HEIGHT) -> Pixels:
     """Frame ``frame`` of a slow zoom into the Mandelbrot set."""
-    zoom = 1.5 ** frame
+    zoom = 1.5**frame
     cx, cy = -0.743643887, 0.131825904
     rows = []
     for y in range(height):
         row = bytearray()
         for x in range(width):
-            c = complex(cx + (x - width / 2) * 3.0 / (width * zoom), cy + (y - height / 2) * 2.0 / (height * zoom))
+            c = complex(
+                cx + (x - width / 2) * 3.0 / (width * zoom), cy + (y - height / 2) * 2.0 / (height * zoom)
+            )
             z, n = 0j, 0
             while abs(z) <= 2 and n < 60:
                 z, n = z * z + c, n + 1
@@ -57,7 +59,12 @@ def png(rows: Pixels) -> bytes:
 
     header = struct.pack(">IIBBBBB", len(rows[0]) // 3, len(rows), 8, 2, 0, 0, 0)
     raw = b"".join(b"\0" + bytes(r) for r in rows)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw, 6))
+        + chunk(b"IEND", b"")
+    )
 
 
 def read_png(path: Path) -> Pixels:
