@@ -24,6 +24,7 @@ from .storage import (
     output_storage_container_url,
     prepare_output_storage,
 )
+from .tracking import TrackedSave
 
 __version__ = "0.1.0"
 
@@ -41,6 +42,7 @@ __all__ = [
     "OutputNotFoundError",
     "TaskOutputKind",
     "TaskOutputStorage",
+    "TrackedSave",
     "TrackingError",
     "__version__",
     "naming",

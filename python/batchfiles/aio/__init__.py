@@ -23,6 +23,7 @@ from ._storage import (
     output_storage_container_url,
     prepare_output_storage,
 )
+from ._tracking import TrackedSave
 
 __all__ = [
     "AsyncReader",
@@ -39,6 +40,7 @@ __all__ = [
     "OutputNotFoundError",
     "TaskOutputKind",
     "TaskOutputStorage",
+    "TrackedSave",
     "TrackingError",
     "output_storage_container_url",
     "prepare_output_storage",

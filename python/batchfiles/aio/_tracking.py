@@ -1,0 +1,113 @@
+"""The async twin of :class:`batchfiles.tracking.TrackedSave`: the same engine, over azure.storage.blob.aio.
+
+Each save is driven by one task in the caller's event loop. Polling the file (a ``stat`` when idle, a
+read and CRC of at most 4 MiB otherwise) runs in the loop's thread: a few milliseconds at most.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from time import monotonic
+from typing import TYPE_CHECKING, Any
+
+from azure.storage.blob.aio import ContainerClient
+
+from .. import _core
+from .._core import PathLike
+from ..tracking import Steps, T, TrackOptions, _Call, _Engine, _Run, _TrackedSaveBase
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+__all__ = ["TrackedSave"]
+
+
+async def _drive(execute: Callable[[_Call], Any], steps: Steps[T]) -> T:
+    """Run ``steps``, awaiting each call made with ``execute`` and handing back its result or error."""
+    run = _Run(steps)
+    while (call := run.next()) is not None:
+        try:
+            run.result = await execute(call)
+        except Exception as exc:  # the engine decides: handled, retried later, or kept
+            run.error = exc
+    return run.value
+
+
+class TrackedSave(_TrackedSaveBase):
+    """A file followed and appended to an append blob exactly once; ``async with``.
+
+    See :class:`batchfiles.tracking.TrackedSave`: the same behaviour, with ``await`` on ``start``,
+    ``flush`` and ``close``.
+    """
+
+    def __init__(self, container: ContainerClient, engine: _Engine) -> None:
+        """Private: use :meth:`start`."""
+        super().__init__(container, engine)
+        self._wake = asyncio.Event()
+        self._progress = asyncio.Condition()
+        self._task: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def start(
+        cls, container: ContainerClient, blob_name: str, path: PathLike, **options: Unpack[TrackOptions]
+    ) -> TrackedSave:
+        """Start following ``path`` into the append blob ``blob_name``; options as in the sync twin."""
+        save = cls(container, _Engine(container.container_name, blob_name, path, **options))
+        with _core.storage_errors(save._engine.container_name, blob_name):
+            await _drive(save._execute, save._engine.opening())
+        save._task = asyncio.get_running_loop().create_task(
+            save._run(), name=f"batchfiles-tracking {blob_name}"
+        )
+        return save
+
+    async def _execute(self, call: _Call) -> Any:
+        result = await getattr(self._blob(call.blob), call.method)(**call.kwargs)
+        return await result.readall() if call.read else result
+
+    async def _run(self) -> None:
+        """Sleep until the next step is due or a request comes, run it, tell the waiters; until closed."""
+        engine = self._engine
+        while not engine.closed:
+            self._wake.clear()
+            step = engine.begin(monotonic())
+            if step is None:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), engine.wake_at() - monotonic())
+                continue
+            engine.end(await _drive(self._execute, step), monotonic())
+            async with self._progress:
+                self._progress.notify_all()
+
+    async def _wait(self, done: Callable[[], bool], timeout: float | None = None) -> bool:
+        """Wake the task and wait until ``done()``; False after ``timeout`` seconds."""
+        self._wake.set()
+        async with self._progress:
+            try:
+                await asyncio.wait_for(self._progress.wait_for(done), timeout)
+            except asyncio.TimeoutError:
+                return False
+        return True
+
+    async def flush(self, timeout: float | None = None) -> None:
+        """Return once everything written so far is in the blob; raises the kept :attr:`error`, or
+        :class:`TimeoutError` after ``timeout`` seconds."""
+        ticket = self._engine.request_flush()
+        if not await self._wait(lambda: self._engine.flushed(ticket), timeout):
+            raise TimeoutError(f"{self._engine.path} was not flushed within {timeout} s")
+
+    async def close(self) -> None:
+        """Final flush, then follow the file until it settles or ``linger`` passed; raises the kept
+        :attr:`error`. Safe to call more than once."""
+        self._engine.request_close(monotonic())
+        await self._wait(lambda: self._engine.closed)
+        if self._task is not None:
+            await self._task
+        self._engine.raise_error()
+
+    async def __aenter__(self) -> TrackedSave:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

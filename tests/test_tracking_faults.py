@@ -1,0 +1,284 @@
+"""Tracked saves under faults: lost responses, resets, 5xx, a dead storage, and kill -9 of the tracker.
+
+The engine is first driven in memory with scripted failures (deterministic), then against Azurite through
+tests/faultproxy.py, then in a subprocess killed at random moments while the file keeps growing.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from azure.core.exceptions import (
+    HttpResponseError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+from azure.storage.blob import BlobServiceClient, ContainerClient
+from batchfiles import naming, tracking
+from batchfiles.errors import TrackingError
+from batchfiles.testing import ACCOUNT_NAME, Azurite
+from batchfiles.tracking import TrackedSave
+from faultproxy import FaultProxy, Request
+from tracking_child import fast_retries
+
+CHILD = Path(__file__).with_name("tracking_child.py")
+LOG = "$TaskLog/app.log"
+
+
+def append(path: Path, data: bytes) -> None:
+    with open(path, "ab") as file:
+        file.write(data)
+
+
+# --- the engine in memory: exactly once, decided without any network ----------------------------------------
+
+
+class MemoryBlob:
+    """``_Call`` s against an append blob held in memory; appends fail as ``faults`` says, in turn:
+    "before" (not applied), "after" (applied, then the response is lost), None (fine)."""
+
+    def __init__(self, *faults: str | None) -> None:
+        self.data: bytes | None = None
+        self.faults = list(faults)
+        self.applied = 0
+
+    def __call__(self, call: tracking._Call) -> Any:
+        if call.method == "create_append_blob":
+            self.data = b""
+            return {}
+        if self.data is None:
+            raise ResourceNotFoundError("BlobNotFound")
+        if call.method == "get_blob_properties":
+            return type("Props", (), {"size": len(self.data), "blob_type": "AppendBlob"})()
+        assert call.method == "append_block"
+        fault = self.faults.pop(0) if self.faults else None
+        if fault == "before":
+            raise ServiceRequestError("connection refused")
+        if call.kwargs["appendpos_condition"] != len(self.data):
+            error = HttpResponseError("412 The append position condition specified was not met.")
+            error.status_code, error.error_code = 412, "AppendPositionConditionNotMet"
+            raise error
+        self.data += call.kwargs["data"]
+        self.applied += 1
+        if fault == "after":
+            raise ServiceResponseError("response lost")
+        return {}
+
+
+def flush_in_memory(engine: tracking._Engine, blob: MemoryBlob) -> list[tracking._Outcome]:
+    """Run flush steps (skipping the backoff) until the flush is done or the engine stops."""
+    ticket = engine.request_flush()
+    outcomes = []
+    while not engine.flushed(ticket):
+        step = engine.begin(engine.wake_at())
+        assert step is not None
+        outcomes.append(tracking._drive(blob, step))
+        engine.end(outcomes[-1], engine.wake_at())
+    return outcomes
+
+
+@pytest.fixture
+def memory_engine(tmp_path: Path) -> tracking._Engine:
+    path = tmp_path / "app.log"
+    path.touch()
+    return tracking._Engine("container", LOG, path, flush_interval=3600)
+
+
+def test_an_append_whose_response_was_lost_is_not_sent_again(memory_engine: tracking._Engine) -> None:
+    blob = MemoryBlob(None, "after", "before")
+    tracking._drive(blob, memory_engine.opening())
+    append(Path(memory_engine.path), b"one\n")
+    flush_in_memory(memory_engine, blob)
+    append(Path(memory_engine.path), b"two\n")
+    outcomes = flush_in_memory(memory_engine, blob)
+    # lost response, then a retry that never reached storage, then a 412 that says the first try landed
+    assert [type(o.error) for o in outcomes] == [ServiceResponseError, ServiceRequestError, type(None)]
+    assert blob.data == b"one\ntwo\n"
+    assert blob.applied == 2
+    assert memory_engine.bytes_saved == 8
+
+
+def test_a_412_with_any_other_length_is_another_writer(memory_engine: tracking._Engine) -> None:
+    blob = MemoryBlob()
+    tracking._drive(blob, memory_engine.opening())
+    blob.data = b"someone else\n"
+    append(Path(memory_engine.path), b"mine\n")
+    with pytest.raises(TrackingError, match="another writer"):
+        flush_in_memory(memory_engine, blob)
+    assert memory_engine.closed
+    assert blob.data == b"someone else\n"
+
+
+def test_transient_failures_back_off_then_the_error_is_kept(
+    memory_engine: tracking._Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "batchfiles")
+    blob = MemoryBlob(*["before"] * tracking._MAX_FAILED_STEPS)
+    tracking._drive(blob, memory_engine.opening())
+    append(Path(memory_engine.path), b"never saved\n")
+    with pytest.raises(TrackingError, match=f"after {tracking._MAX_FAILED_STEPS} failures"):
+        flush_in_memory(memory_engine, blob)
+    retries = [r for r in caplog.records if "trying again" in r.message]
+    assert [r.message.rsplit(" in ", 1)[1] for r in retries] == ["0.5 s", "1.0 s", "2.0 s", "4.0 s", "8.0 s"]
+    assert caplog.records[-1].levelno == logging.ERROR
+    assert blob.data == b""
+
+
+# --- against Azurite through the fault proxy ----------------------------------------------------------------
+
+
+def is_append(request: Request) -> bool:
+    return "comp=appendblock" in request.query
+
+
+@pytest.fixture
+def container_name(service: BlobServiceClient, job_id: str) -> str:
+    name = naming.container_name(job_id)
+    service.create_container(name)
+    return name
+
+
+@pytest.fixture
+def proxy(azurite: Azurite) -> Iterator[FaultProxy]:
+    with FaultProxy(azurite.port, seed=5, delay_ms=20, deadline_s=240) as server:
+        yield server
+
+
+@pytest.fixture
+def proxied(azurite: Azurite, proxy: FaultProxy, container_name: str) -> Iterator[ContainerClient]:
+    url = proxy.url_for(ACCOUNT_NAME)
+    with ContainerClient(url, container_name, credential=azurite.credential, **fast_retries()) as client:
+        yield client
+
+
+def test_a_lost_append_response_is_retried_without_duplicating(
+    proxied: ContainerClient, proxy: FaultProxy, service: BlobServiceClient, tmp_path: Path
+) -> None:
+    path = tmp_path / "app.log"
+    append(path, b"exactly once\n")
+    proxy.add_rule("drop_response", is_append, times=1)
+    with TrackedSave.start(proxied, LOG, path, flush_interval=3600, settle=0) as save:
+        save.flush()
+    blob = service.get_container_client(proxied.container_name).get_blob_client(LOG)
+    assert blob.download_blob().readall() == b"exactly once\n"
+    assert blob.get_blob_properties().append_blob_committed_block_count == 1
+    assert proxy.counts["drop_response"] == 1
+
+
+def test_flush_times_out_while_storage_is_slow(
+    proxied: ContainerClient, proxy: FaultProxy, service: BlobServiceClient, tmp_path: Path
+) -> None:
+    path = tmp_path / "app.log"
+    save = TrackedSave.start(proxied, LOG, path, flush_interval=3600, settle=0)
+    proxy.add_rule("delay", is_append, times=1, delay_ms=1000)
+    append(path, b"slow\n")
+    with pytest.raises(TimeoutError):
+        save.flush(timeout=0.1)
+    save.close()
+    assert service.get_container_client(proxied.container_name).download_blob(LOG).readall() == b"slow\n"
+
+
+def test_a_dead_storage_is_an_error_raised_by_flush_and_close(
+    proxied: ContainerClient, proxy: FaultProxy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tracking, "_BACKOFF", (0.01, 0.01))
+    path = tmp_path / "app.log"
+    save = TrackedSave.start(proxied, LOG, path, flush_interval=0.05, settle=0)
+    proxy.add_rule("status", status=503)
+    append(path, b"cannot be saved\n")
+    with pytest.raises(TrackingError, match="gave up"):
+        save.flush()
+    assert isinstance(save.error.__cause__, HttpResponseError)
+    with pytest.raises(TrackingError):
+        save.close()
+
+
+@pytest.mark.slow
+def test_thousands_of_appends_through_faults_save_every_byte_once(
+    proxied: ContainerClient, proxy: FaultProxy, service: BlobServiceClient, tmp_path: Path
+) -> None:
+    proxy.set_random({"reset": 0.03, "status": 0.03, "delay": 0.01, "drop_response": 0.04})
+    path = tmp_path / "app.log"
+    save = TrackedSave.start(proxied, LOG, path, flush_interval=0.001, settle=0.2)
+
+    size = 0
+    for i in range(2500):
+        line = f"{i:06d} {'x' * (i % 50)}\n".encode()
+        append(path, line)
+        size += len(line)
+        while i % 10 and save.bytes_saved < size and save.error is None:  # mostly one line per append
+            time.sleep(0.0005)
+    save.close()
+    proxy.clear()
+    blob = service.get_container_client(proxied.container_name).get_blob_client(LOG)
+    assert blob.download_blob().readall() == path.read_bytes()
+    assert save.lost_bytes == 0
+    counts = proxy.counts
+    appends = blob.get_blob_properties().append_blob_committed_block_count
+    faults = sum(counts[fault] for fault in ("reset", "status", "delay", "drop_response"))
+    print(f"{appends} appends, {counts['requests']} requests, {faults} faults: {counts}")
+    assert appends >= 2000
+    assert counts["drop_response"] >= 20
+    assert faults >= 0.1 * counts["requests"]
+
+
+# --- kill -9 ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_moments_then_resume_saves_the_file_exactly(
+    azurite: Azurite, service: BlobServiceClient, container_name: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "app.log"
+    path.touch()
+    rng = random.Random(9)
+    stop = threading.Event()
+
+    def write_lines() -> None:
+        i = 0
+        while not stop.is_set():
+            append(path, f"line {i} {'y' * rng.randrange(200)}\n".encode())
+            i += 1
+            time.sleep(0.002)
+
+    writer = threading.Thread(target=write_lines)
+    writer.start()
+    command = [
+        sys.executable,
+        str(CHILD),
+        azurite.connection_string,
+        container_name,
+        LOG,
+        str(path),
+        "follow",
+    ]
+    try:
+        for _ in range(24):
+            child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            time.sleep(rng.uniform(0.2, 0.8))  # python starts in about 0.35 s: some die before saving
+            child.send_signal(signal.SIGKILL)
+            _, stderr = child.communicate(timeout=30)
+            assert child.returncode == -signal.SIGKILL
+            for trouble in (b"replacing", b"another writer", b"stopped"):  # always resumed, never failed
+                assert trouble not in stderr, stderr.decode()
+    finally:
+        stop.set()
+        writer.join()
+    container = service.get_container_client(container_name)
+    saved_before = container.get_blob_client(LOG).get_blob_properties().size
+    assert saved_before > 0
+    with TrackedSave.start(container, LOG, path, flush_interval=3600, settle=0) as save:
+        pass
+    assert container.download_blob(LOG).readall() == path.read_bytes()
+    assert save.bytes_saved == path.stat().st_size - saved_before
