@@ -36,3 +36,4 @@ def test_readme_examples_run(azurite, tmp_path, monkeypatch):
     assert sorted(p.name for p in thumbs.iterdir()) == ["a.png", "b.png"]
     task = TaskOutputStorage.from_connection_string(azurite.connection_string, "render-42", "frame-1")
     assert task.get(TaskOutputKind.TASK_LOG, "summary.txt").download_text() == "done\n"
+    assert task.get(TaskOutputKind.TASK_LOG, "render.log").download_text() == "frame 1 done\n"
