@@ -129,6 +129,7 @@ def test_list_is_lazy_and_tasks_are_separate(azurite, service, job_id, job):
     assert [r.file_path for r in listing] == ["one.txt"]
     job.save_text(JobOutputKind.JOB_PREVIEW, "j", "j.txt")
     assert sorted(job.task_ids()) == ["task-1", "task-2"]
+    assert [r.file_path for r in job.task("task-2").list()] == ["two.txt"]
     assert [r.blob_name for r in job.list()] == ["$JobPreview/j.txt"]
 
 
@@ -170,6 +171,19 @@ def test_save_many_with_output_files_wildcards(task, tmp_path):
     assert task.save_many(TASK_OUTPUT, "*.nothing", base_dir=tmp_path) == []
     with pytest.raises(FileNotFoundError):
         task.save_many(TASK_OUTPUT, "*", base_dir=tmp_path / "missing")
+    seen: list[tuple[int, int]] = []
+    task.save_many(TASK_OUTPUT, "**/*.png", base_dir=tmp_path, progress=lambda s, t: seen.append((s, t)))
+    total = sum(len(name) for name in ["a.png", "b.png", "sub/d.png", "sub/deep/e.png"])
+    assert seen[-1] == (total, total)
+
+
+def test_save_many_stops_at_the_first_error(task, tmp_path):
+    for i in range(40):
+        (tmp_path / f"f{i:02d}.txt").write_text("x")
+    task.save_text(TASK_OUTPUT, "already", "f00.txt")
+    with pytest.raises(OutputExistsError):
+        task.save_many(TASK_OUTPUT, "*.txt", base_dir=tmp_path, overwrite=False, max_concurrency=1)
+    assert len(list(task.list(TASK_OUTPUT))) < 40  # the queued saves were cancelled
 
 
 def test_large_file_in_blocks_with_crc_and_md5(task, tmp_path):

@@ -62,6 +62,7 @@ async def test_save_list_get_download(task, job, tmp_path):
     assert (await task.get("TaskOutput", "big.bin")).size == len(data)
     await job.save_text(JobOutputKind.JOB_OUTPUT, "movie", "movie.mp4")
     assert [t async for t in job.task_ids()] == ["t1"]
+    assert [r.file_path async for r in job.task("t1").list(TaskOutputKind.TASK_LOG)] == ["stdout.txt"]
     assert [r.blob_name async for r in job.list()] == ["$JobOutput/movie.mp4"]
 
 
@@ -70,7 +71,11 @@ async def test_small_file_save_many_and_open(task, job, tmp_path):
     for name in ["a.png", "b.png", "sub/c.png", ".hidden.png"]:
         (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).write_text(name)
-    refs = await task.save_many(TASK_OUTPUT, "**/*.png", base_dir=tmp_path)
+    seen: list[tuple[int, int]] = []
+    refs = await task.save_many(
+        TASK_OUTPUT, "**/*.png", base_dir=tmp_path, progress=lambda s, t: seen.append((s, t))
+    )
+    assert seen[-1][0] == seen[-1][1] == len("a.png") + len("b.png") + len("sub/c.png")
     assert sorted(r.file_path for r in refs) == ["a.png", "b.png", "sub/c.png"]
     ref = await task.save(TASK_OUTPUT, tmp_path / "a.png", "single.png", progress=lambda s, t: None)
     assert ref.content_type == "image/png"

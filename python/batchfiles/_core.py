@@ -24,6 +24,7 @@ from azure.core.exceptions import (
     HttpResponseError,
     ResourceExistsError,
     ResourceNotFoundError,
+    ServiceRequestError,
 )
 from azure.storage.blob import BlobBlock, ContainerSasPermissions, ContentSettings, generate_container_sas
 
@@ -88,16 +89,19 @@ def public_url(url: str) -> str:
 _SAS_SIGNATURE = re.compile(r"(?i)(sig=)[^&\s\"']+")
 
 
+def redact(text: str) -> str:
+    """``text`` with any SAS signature replaced."""
+    return _SAS_SIGNATURE.sub(r"\1REDACTED", text)
+
+
 class RedactSasFilter(logging.Filter):
     """Replaces SAS signatures in log records; urllib3 logs full request URLs at DEBUG level."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.msg, str):
-            record.msg = _SAS_SIGNATURE.sub(r"\1REDACTED", record.msg)
+            record.msg = redact(record.msg)
         if isinstance(record.args, tuple):
-            record.args = tuple(
-                _SAS_SIGNATURE.sub(r"\1REDACTED", a) if isinstance(a, str) else a for a in record.args
-            )
+            record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
         return True
 
 
@@ -183,6 +187,8 @@ def storage_errors(container: str, blob: str | None = None) -> Iterator[None]:
         yield
     except HttpResponseError as err:
         raise translate_error(err, container, what) from None
+    except ServiceRequestError as err:  # no answer at all: DNS, refused, TLS, timeout
+        raise BatchFilesError(f"cannot reach storage for {what}: {redact(str(err))}") from None
 
 
 def translate_error(err: HttpResponseError, container: str, what: str) -> BatchFilesError:
@@ -197,6 +203,8 @@ def translate_error(err: HttpResponseError, container: str, what: str) -> BatchF
         return OutputNotFoundError(f"no output {what}")
     if isinstance(err, ResourceExistsError) or code == "BlobAlreadyExists":
         return OutputExistsError(f"output {what} already exists (overwrite=False)")
+    if isinstance(err, ClientAuthenticationError) and err.status_code is None:  # from the credential
+        return AuthenticationError(f"could not get a token for {what}: {redact(err.message or str(err))}")
     if isinstance(err, ClientAuthenticationError) or err.status_code in (401, 403):
         return AuthenticationError(
             f"storage refused access to {what} ({code or err.status_code}): check that the SAS or credential "
@@ -209,8 +217,8 @@ def translate_error(err: HttpResponseError, container: str, what: str) -> BatchF
 
 # --- kinds and names ----------------------------------------------------------------------------------------
 
-_TASK_KINDS = frozenset(str(k) for k in vars(TaskOutputKind).values() if isinstance(k, TaskOutputKind))
-_JOB_KINDS = frozenset(str(k) for k in vars(JobOutputKind).values() if isinstance(k, JobOutputKind))
+_TASK_KINDS = frozenset(str(k) for k in TaskOutputKind.BUILTIN)
+_JOB_KINDS = frozenset(str(k) for k in JobOutputKind.BUILTIN)
 
 
 @dataclass(frozen=True)
@@ -338,6 +346,21 @@ def expand_patterns(patterns: str | Iterable[str], base_dir: PathLike) -> list[t
             if os.path.isfile(os.path.join(base, rel)):
                 found.setdefault(rel, None)
     return [(os.path.join(base, rel), rel) for rel in found]
+
+
+def plan_many(
+    scope: Scope,
+    kind: KindLike,
+    patterns: str | Iterable[str],
+    base_dir: PathLike,
+    max_concurrency: int,
+    progress: Progress | None,
+) -> tuple[list[tuple[str, str]], ProgressCounter]:
+    """The files of a ``save_many`` and a progress counter over their total size; checks the arguments."""
+    check_block_options(BLOCK_SIZE, max_concurrency)
+    scope.kind(kind)
+    files = expand_patterns(patterns, base_dir)
+    return files, ProgressCounter(sum(os.path.getsize(path) for path, _ in files), progress)
 
 
 # --- environment --------------------------------------------------------------------------------------------
@@ -493,6 +516,16 @@ class ProgressCounter:
     def __init__(self, total: int, callback: Progress | None) -> None:
         self.total, self.sent, self._callback = total, 0, callback
         self._lock = threading.Lock()
+
+    def part(self) -> Progress:
+        """A ``progress(done, total)`` callback for one part (a file) that adds to this counter."""
+        done = [0]
+
+        def update(now: int, _total: int) -> None:
+            self.add(now - done[0])
+            done[0] = now
+
+        return update
 
     def add(self, n: int) -> None:
         with self._lock:

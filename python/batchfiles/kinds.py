@@ -59,6 +59,8 @@ class TaskOutputKind(OutputKind):
     TASK_PREVIEW: ClassVar[TaskOutputKind]
     TASK_LOG: ClassVar[TaskOutputKind]
     TASK_INTERMEDIATE: ClassVar[TaskOutputKind]
+    #: The built-in task kinds, in the order above.
+    BUILTIN: ClassVar[tuple[TaskOutputKind, ...]]
 
 
 class JobOutputKind(OutputKind):
@@ -67,6 +69,8 @@ class JobOutputKind(OutputKind):
     __slots__ = ()
     JOB_OUTPUT: ClassVar[JobOutputKind]
     JOB_PREVIEW: ClassVar[JobOutputKind]
+    #: The built-in job kinds.
+    BUILTIN: ClassVar[tuple[JobOutputKind, ...]]
 
 
 TaskOutputKind.TASK_OUTPUT = TaskOutputKind("TaskOutput")
@@ -75,6 +79,13 @@ TaskOutputKind.TASK_LOG = TaskOutputKind("TaskLog")
 TaskOutputKind.TASK_INTERMEDIATE = TaskOutputKind("TaskIntermediate")
 JobOutputKind.JOB_OUTPUT = JobOutputKind("JobOutput")
 JobOutputKind.JOB_PREVIEW = JobOutputKind("JobPreview")
+TaskOutputKind.BUILTIN = (
+    TaskOutputKind.TASK_OUTPUT,
+    TaskOutputKind.TASK_PREVIEW,
+    TaskOutputKind.TASK_LOG,
+    TaskOutputKind.TASK_INTERMEDIATE,
+)
+JobOutputKind.BUILTIN = (JobOutputKind.JOB_OUTPUT, JobOutputKind.JOB_PREVIEW)
 
 KindLike = OutputKind | str
 

@@ -190,18 +190,20 @@ class _OutputStorage(StorageBase):
         base_dir: PathLike = ".",
         max_concurrency: int = 8,
         overwrite: bool = True,
+        progress: Progress | None = None,
     ) -> list[OutputFileReference]:
         """Save every file matching the Batch ``OutputFiles`` wildcard ``patterns`` under ``base_dir``,
-        in parallel; each keeps its path relative to ``base_dir``."""
-        _core.check_block_options(_core.BLOCK_SIZE, max_concurrency)
-        self._scope.kind(kind)
-        files = _core.expand_patterns(patterns, base_dir)
+        in parallel; each keeps its path relative to ``base_dir``. ``progress(sent, total)`` counts the
+        bytes of all files. On the first error, files not started yet are not saved, and it is raised."""
+        files, counter = _core.plan_many(self._scope, kind, patterns, base_dir, max_concurrency, progress)
         with ThreadPoolExecutor(max_concurrency) as pool:
-            jobs = [
-                pool.submit(self.save, kind, p, rel, overwrite=overwrite, max_concurrency=1)
-                for p, rel in files
-            ]
-            return [job.result() for job in jobs]
+            options = {"overwrite": overwrite, "max_concurrency": 1}
+            jobs = [pool.submit(self.save, kind, p, r, progress=counter.part(), **options) for p, r in files]
+            try:
+                return [job.result() for job in jobs]
+            except BaseException:
+                pool.shutdown(cancel_futures=True)
+                raise
 
     def save_tracked(
         self,
@@ -293,6 +295,10 @@ class JobOutputStorage(JobConstructors, _OutputStorage):
     ``JobOutputStorage(container_url_with_sas)``; or ``from_service(service, job_id)``,
     ``from_connection_string(conn_str, job_id)``, ``from_environment()``.
     """
+
+    def task(self, task_id: str) -> TaskOutputStorage:
+        """The storage of one task of this job, on this storage's connection (close this one, not it)."""
+        return TaskOutputStorage._of(self._container, task_id)
 
     def task_ids(self) -> Iterator[str]:
         """The tasks of the job that have saved anything."""

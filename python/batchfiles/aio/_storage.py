@@ -179,18 +179,26 @@ class _OutputStorage(StorageBase):
         base_dir: PathLike = ".",
         max_concurrency: int = 8,
         overwrite: bool = True,
+        progress: Progress | None = None,
     ) -> list[OutputFileReference]:
         """Save every file matching the Batch ``OutputFiles`` wildcard ``patterns``; see the sync twin."""
-        _core.check_block_options(_core.BLOCK_SIZE, max_concurrency)
-        self._scope.kind(kind)
-        files = await asyncio.to_thread(_core.expand_patterns, patterns, base_dir)
+        plan = _core.plan_many
+        files, counter = await asyncio.to_thread(
+            plan, self._scope, kind, patterns, base_dir, max_concurrency, progress
+        )
         slots = asyncio.Semaphore(max_concurrency)
 
         async def save_one(path: str, rel: str) -> OutputFileReference:
             async with slots:
-                return await self.save(kind, path, rel, overwrite=overwrite, max_concurrency=1)
+                part = counter.part()
+                return await self.save(kind, path, rel, overwrite=overwrite, max_concurrency=1, progress=part)
 
-        return list(await asyncio.gather(*(save_one(path, rel) for path, rel in files)))
+        jobs = [asyncio.ensure_future(save_one(path, rel)) for path, rel in files]
+        try:
+            return list(await asyncio.gather(*jobs))
+        finally:
+            for job in jobs:
+                job.cancel()
 
     async def save_tracked(
         self,
@@ -263,6 +271,10 @@ class TaskOutputStorage(TaskConstructors, _OutputStorage):
 
 class JobOutputStorage(JobConstructors, _OutputStorage):
     """The job's own outputs (async); see :class:`batchfiles.JobOutputStorage`."""
+
+    def task(self, task_id: str) -> TaskOutputStorage:
+        """The storage of one task of this job, on this storage's connection (close this one, not it)."""
+        return TaskOutputStorage._of(self._container, task_id)
 
     async def task_ids(self) -> AsyncIterator[str]:
         """The tasks of the job that have saved anything."""

@@ -1,0 +1,244 @@
+"""Exit codes, messages on stderr (secrets redacted), and the argument types of the command line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from urllib.parse import parse_qs, urlsplit
+
+from .. import naming
+from ..kinds import JobOutputKind, OutputKind, TaskOutputKind
+
+# --- exit codes ---------------------------------------------------------------------------------------------
+
+EXIT_OK = 0
+#: A runtime error: missing credentials, container not prepared, access refused, missing file...
+EXIT_ERROR = 1
+#: A usage error (argparse's code): unknown option, bad id, bad duration...
+EXIT_USAGE = 2
+#: ``run``/``track``: something could not be saved (a log or an output); EX_TEMPFAIL of sysexits.h.
+EXIT_NOT_SAVED = 75
+#: ``run``: CMD could not be started (126: not executable, 127: not found), as in POSIX shells.
+EXIT_CANNOT_EXECUTE = 126
+EXIT_NOT_FOUND = 127
+#: Interrupted by Ctrl-C (SIGINT) or SIGTERM before the work was done: 128 + SIGINT.
+EXIT_INTERRUPTED = 130
+
+
+class UsageError(Exception):
+    """A mistake in the command line found after parsing; reported like argparse's (exit 2)."""
+
+
+# --- messages -----------------------------------------------------------------------------------------------
+
+PROG = "batchfiles"
+quiet = False  # set by main from --quiet
+_secrets: set[str] = set()
+_SECRET_PATTERNS = [
+    re.compile(r"(?i)(\bsig=)[^&\s'\"]+"),
+    re.compile(r"(?i)(\bAccountKey=)[^;\s'\"]+"),
+    re.compile(r"(?i)(\bSharedAccessSignature=)[^;\s'\"]+"),
+]
+
+
+def register_secrets(*values: str | None) -> None:
+    """Remember secrets (account keys, SAS signatures) so that no message ever shows them."""
+    for value in values:
+        if not value:
+            continue
+        for part in value.split(";"):
+            key, _, secret = part.partition("=")
+            if key.strip().lower() in ("accountkey", "sharedaccesssignature") and secret:
+                _secrets.add(secret.strip())
+        if "://" in value:
+            query = urlsplit(value).query
+            signatures = parse_qs(query).get("sig", []) + re.findall(r"(?:^|&)sig=([^&]+)", query)
+            _secrets.update(signatures)
+            if signatures:
+                _secrets.add(query)
+
+
+def redact(text: str) -> str:
+    """``text`` without any registered secret, SAS signature or account key."""
+    for secret in sorted(_secrets, key=len, reverse=True):
+        if len(secret) >= 8:
+            text = text.replace(secret, "REDACTED")
+    for pattern in _SECRET_PATTERNS:
+        text = pattern.sub(r"\1REDACTED", text)
+    return text
+
+
+def one_line(message: object) -> str:
+    """The first non-empty line of a message, redacted: errors print as one line."""
+    lines = [line.strip() for line in str(message).splitlines() if line.strip()]
+    return redact(lines[0] if lines else type(message).__name__)
+
+
+def error(message: object) -> None:
+    print(f"{PROG}: error: {one_line(message)}", file=sys.stderr, flush=True)
+
+
+def warn(message: object) -> None:
+    print(f"{PROG}: warning: {one_line(message)}", file=sys.stderr, flush=True)
+
+
+def info(message: str) -> None:
+    """A progress or summary line on stderr (stdout is for data); silent with --quiet."""
+    if not quiet:
+        print(f"{PROG}: {redact(message)}", file=sys.stderr, flush=True)
+
+
+def human_size(size: int) -> str:
+    """``1.5 MiB``; bytes below 1 KiB as ``312 B``."""
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def utc_text(when: datetime | None) -> str:
+    """``2025-11-25 15:04:05Z``, or ``-`` when unknown."""
+    if when is None:
+        return "-"
+    return when.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+# --- argument types -----------------------------------------------------------------------------------------
+
+TASK_KINDS = frozenset(str(k) for k in TaskOutputKind.BUILTIN)
+JOB_KINDS = frozenset(str(k) for k in JobOutputKind.BUILTIN)
+
+
+def job_id_arg(text: str) -> str:
+    try:
+        naming.container_name(text)  # validates the job id
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
+def task_id_arg(text: str) -> str:
+    try:
+        naming.blob_prefix("TaskOutput", text)  # validates the task id
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
+def kind_arg(text: str) -> str:
+    """An output kind's text; ``$TaskOutput`` (as in blob names) is taken as ``TaskOutput``.
+
+    Kinds are case-sensitive, so ``taskoutput`` would be a custom kind nobody finds: refused with a hint.
+    """
+    text = text[1:] if text.startswith("$") else text
+    try:
+        OutputKind(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    for builtin in TASK_KINDS | JOB_KINDS:
+        if text != builtin and text.lower() == builtin.lower():
+            raise argparse.ArgumentTypeError(f"kinds are case-sensitive: did you mean {builtin!r}?")
+    return text
+
+
+_DURATION_PART = re.compile(r"(\d+)([smhdw])")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def duration_arg(text: str) -> timedelta:
+    """``90s``, ``30m``, ``12h``, ``7d``, ``1w``, or a sum such as ``1d12h``."""
+    compact = text.strip().lower().replace(" ", "")
+    if not compact or not re.fullmatch(r"(?:\d+[smhdw])+", compact):
+        raise argparse.ArgumentTypeError(
+            f"not a duration: {text!r} (a number and a unit s, m, h, d or w, e.g. 30m, 12h, 7d, 1d12h)"
+        )
+    total = timedelta()
+    for number, unit in _DURATION_PART.findall(compact):
+        total += timedelta(**{_UNITS[unit]: int(number)})
+    if total <= timedelta(0):
+        raise argparse.ArgumentTypeError(f"the duration must be positive, not {text!r}")
+    return total
+
+
+def seconds_arg(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError(f"must be more than 0 and at most 3600 seconds, not {text}")
+    return value
+
+
+CONDITIONS = ("success", "failure", "completion")
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """One ``--output PATTERN[=KIND][@CONDITION]`` of ``run``."""
+
+    pattern: str
+    kind: str = "TaskOutput"
+    condition: str = "completion"
+
+    def applies(self, exit_code: int) -> bool:
+        if self.condition == "success":
+            return exit_code == 0
+        if self.condition == "failure":
+            return exit_code != 0
+        return True
+
+    def __str__(self) -> str:
+        return f"{self.pattern}={self.kind}@{self.condition}"
+
+
+def output_spec_arg(text: str) -> OutputSpec:
+    """``PATTERN[=KIND][@CONDITION]``: the last ``@`` starts the condition, the last ``=`` the kind.
+
+    To match a literal ``@`` or ``=`` in a file name, write ``[@]`` or ``[=]``.
+    """
+    rest, condition = text, "completion"
+    at = _last_outside_brackets(rest, "@")
+    if at >= 0:
+        rest, condition = rest[:at], rest[at + 1 :]
+        if condition.lower() not in CONDITIONS:
+            raise argparse.ArgumentTypeError(
+                f"unknown condition {condition!r} in {text!r}: use success, failure or completion "
+                "(to match a '@' in a file name, write [@])"
+            )
+        condition = condition.lower()
+    kind = "TaskOutput"
+    equals = _last_outside_brackets(rest, "=")
+    if equals >= 0:
+        rest, kind = rest[:equals], kind_arg(rest[equals + 1 :])
+        if kind in JOB_KINDS:
+            raise argparse.ArgumentTypeError(
+                f"{kind!r} is a job output kind; run saves the task's outputs "
+                f"(save job outputs with `batchfiles save {kind} PATH`)"
+            )
+    if not rest:
+        raise argparse.ArgumentTypeError(f"no file pattern in {text!r}")
+    if os.path.isabs(rest):
+        raise argparse.ArgumentTypeError(
+            f"pattern {rest!r} is absolute: patterns are relative to the working dir"
+        )
+    return OutputSpec(rest, kind, condition)
+
+
+def _last_outside_brackets(text: str, char: str) -> int:
+    """The index of the last ``char`` not inside a ``[...]`` set of the pattern, or -1."""
+    found, inside = -1, False
+    for index, c in enumerate(text):
+        if inside:
+            inside = c != "]"
+        elif c == "[":
+            inside = True
+        elif c == char:
+            found = index
+    return found

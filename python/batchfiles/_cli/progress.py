@@ -1,0 +1,80 @@
+"""Progress bars (tqdm, the optional ``cli`` extra) for transfers of more than a few MiB on a terminal.
+
+No bar when stderr is not a terminal (a pipe, a file, a Batch node's stderr.txt), with ``--quiet``, for
+small transfers, or when tqdm is not installed; the transfer is the same either way.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from . import common
+
+#: Transfers smaller than this draw no bar.
+MIN_BYTES = 4 * 1024 * 1024
+
+
+class Progress:
+    """A bar over ``total`` bytes, fed from any thread; does nothing when no bar is drawn."""
+
+    def __init__(self, total: int, description: str) -> None:
+        self._bar: Any = None
+        self._lock = threading.Lock()
+        self._sent: dict[object, int] = {}
+        if common.quiet or total < MIN_BYTES or not _stderr_is_terminal():
+            return
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            return
+        self._bar = tqdm(
+            total=total,
+            desc=description,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            file=sys.stderr,
+            dynamic_ncols=True,
+            leave=True,
+        )
+
+    @property
+    def drawn(self) -> bool:
+        return self._bar is not None
+
+    def advance(self, n: int) -> None:
+        if self._bar is not None and n:
+            with self._lock:
+                self._bar.update(n)
+
+    def callback(self, key: object) -> Callable[[int, int], None]:
+        """A ``progress(sent, total)`` callback for one file of the transfer (the library's signature)."""
+
+        def progress(sent: int, total: int) -> None:
+            with self._lock:
+                delta = sent - self._sent.get(key, 0)
+                self._sent[key] = sent
+            self.advance(delta)
+
+        return progress
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _stderr_is_terminal() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False

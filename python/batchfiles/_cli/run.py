@@ -1,0 +1,355 @@
+"""``run``: a command with live logs and conditional outputs; ``track``: one growing file until stopped."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import IO, Any
+
+from azure.core.exceptions import AzureError
+
+from ..errors import BatchFilesError
+from ..storage import JobOutputStorage, TaskOutputStorage
+from . import common, connect
+from .common import (
+    EXIT_CANNOT_EXECUTE,
+    EXIT_NOT_FOUND,
+    EXIT_NOT_SAVED,
+    EXIT_OK,
+    OutputSpec,
+    UsageError,
+    human_size,
+    info,
+)
+
+#: The log files ``run`` writes in the working directory and saves live as TaskLog.
+LOGS = ("stdout.txt", "stderr.txt")
+#: Signals ``run`` forwards to the command (SIGHUP where it exists).
+FORWARDED = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGHUP") if hasattr(signal, name))
+#: After the command exits, how long its output pipes are still read (a background process it left
+#: behind may hold them open).
+DRAIN_SECONDS = 2.0
+#: Errors of saving that are reported (and counted) rather than raised.
+SAVE_ERRORS = (BatchFilesError, OSError, ValueError, AzureError)
+
+
+class _Interrupted(Exception):
+    """A signal arrived once the command was over: stop saving."""
+
+
+# --- the tee ------------------------------------------------------------------------------------------------
+
+
+class _Tee(threading.Thread):
+    """Copies one of the command's pipes to our console stream and to a log file, chunk by chunk.
+
+    The log file is unbuffered, so the tracked save sees every chunk at once. A console that goes away
+    (a closed pipe) is dropped and the log goes on; a log file that fails (disk full) is an error.
+    """
+
+    def __init__(self, pipe: IO[bytes], console: IO[bytes] | None, log: IO[bytes]) -> None:
+        super().__init__(name=f"batchfiles-tee-{log.name}", daemon=True)
+        self._pipe, self._console, self._log = pipe, console, log
+        self.log_name = log.name
+        self._lock = threading.Lock()
+        self._detached = False
+        self.error: OSError | None = None
+
+    def run(self) -> None:
+        fd = self._pipe.fileno()
+        while True:
+            try:
+                chunk = os.read(fd, 64 * 1024)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                return
+            with self._lock:
+                if self._detached:
+                    return
+                self._write(chunk)
+
+    def _write(self, chunk: bytes) -> None:
+        if self._console is not None:
+            try:
+                self._console.write(chunk)
+                self._console.flush()
+            except (OSError, ValueError):
+                self._console = None
+        if self.error is None:
+            try:
+                view = memoryview(chunk)
+                while view:
+                    view = view[self._log.write(view) :]
+            except OSError as err:
+                self.error = err
+
+    def detach(self) -> None:
+        """Stop writing (the thread may still be blocked reading a pipe a background process holds)."""
+        with self._lock:
+            self._detached = True
+
+
+# --- signals ------------------------------------------------------------------------------------------------
+
+
+class _Signals:
+    """While the command runs, SIGTERM, SIGINT and SIGHUP go to its process group; afterwards they stop
+    the saving (``_Interrupted``). The command runs in a session of its own, so a terminal's Ctrl-C
+    reaches it once, through us, and not twice."""
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.command_done = False
+        self.received: list[int] = []
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _Signals:
+        for signum in _handled_signals():
+            self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def started(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+        for signum in self.received:  # arrived while it was being started
+            self._forward(signum)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.received.append(signum)
+        if self.command_done:
+            raise _Interrupted(signal.Signals(signum).name)
+        if self.proc is not None:
+            self._forward(signum)
+
+    def _forward(self, signum: int) -> None:
+        assert self.proc is not None
+        if self.proc.returncode is not None:
+            return
+        try:
+            if hasattr(os, "killpg"):
+                os.killpg(self.proc.pid, signum)
+            else:  # pragma: no cover - Windows
+                self.proc.send_signal(signum)
+        except (ProcessLookupError, PermissionError):
+            with contextlib.suppress(OSError):
+                self.proc.send_signal(signum)
+
+
+def _handled_signals() -> list[int]:
+    """The forwarded signals not ignored by whoever started us (``nohup`` ignores SIGHUP: so do we, and
+    CMD inherits that)."""
+    return [signum for signum in FORWARDED if signal.getsignal(signum) != signal.SIG_IGN]
+
+
+# --- run ----------------------------------------------------------------------------------------------------
+
+
+def exit_status(returncode: int) -> int:
+    """A shell's view of an exit: the code, or 128 + N for a process killed by signal N."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def run(args: argparse.Namespace) -> int:
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        raise UsageError("no command to run: give it after --, e.g. `batchfiles run -- python render.py`")
+    with connect.task_storage(args, "run") as storage:
+        return _Run(storage, command, args.outputs or [], args.flush_interval).execute()
+
+
+class _Run:
+    def __init__(
+        self, storage: TaskOutputStorage, command: list[str], specs: list[OutputSpec], interval: float
+    ):
+        self.storage, self.command, self.specs, self.interval = storage, command, specs, interval
+        self.problems: list[str] = []
+
+    def execute(self) -> int:
+        files = [open(name, "wb", buffering=0) for name in LOGS]  # noqa: SIM115 - closed below
+        try:
+            trackers = self._track(files)
+        except BaseException:
+            for file in files:
+                file.close()
+            raise
+        with _Signals() as signals:
+            status = self._run_command(files, signals)
+            try:
+                signals.command_done = True
+                self._close_logs(files, trackers)
+                saved = self._save_outputs(status)
+            except _Interrupted as signal_name:
+                return self._abandon(f"interrupted by {signal_name} while saving", status)
+            except KeyboardInterrupt:
+                return self._abandon("interrupted while saving", status)
+        return self._report(status, trackers, saved)
+
+    def _track(self, files: list[IO[bytes]]) -> list[Any]:
+        """Start the live saves of the logs; a storage problem stops us here, before the command runs."""
+        trackers: list[Any] = []
+        try:
+            for file in files:
+                options = dict(
+                    kind="TaskLog", flush_interval=self.interval, if_exists="overwrite", settle=0.0
+                )
+                trackers.append(self.storage.save_tracked(file.name, **options))
+        except BaseException:
+            for tracker in trackers:
+                with contextlib.suppress(Exception):
+                    tracker.close()
+            raise
+        return trackers
+
+    def _run_command(self, files: list[IO[bytes]], signals: _Signals) -> int:
+        """Run the command, teeing its output; its exit status (127/126 if it could not be started)."""
+        try:
+            proc = subprocess.Popen(
+                self.command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+            )
+        except OSError as err:
+            status = EXIT_NOT_FOUND if isinstance(err, FileNotFoundError) else EXIT_CANNOT_EXECUTE
+            message = f"{common.PROG}: error: cannot run {self.command[0]!r}: {err.strerror or err}\n"
+            files[1].write(message.encode())
+            sys.stderr.write(message)
+            sys.stderr.flush()
+            return status
+        signals.started(proc)
+        assert proc.stdout is not None and proc.stderr is not None
+        consoles = [_binary(sys.stdout), _binary(sys.stderr)]
+        tees = [
+            _Tee(pipe, console, file)
+            for pipe, console, file in zip((proc.stdout, proc.stderr), consoles, files, strict=True)
+        ]
+        for tee in tees:
+            tee.start()
+        returncode = proc.wait()
+        deadline = time.monotonic() + DRAIN_SECONDS
+        for tee, pipe in zip(tees, (proc.stdout, proc.stderr), strict=True):
+            tee.join(max(0.0, deadline - time.monotonic()))
+            tee.detach()
+            if not tee.is_alive():  # never close a pipe a thread still reads: its fd could be reused
+                pipe.close()
+            if tee.error is not None:
+                self.problems.append(f"could not write {tee.log_name}: {tee.error}")
+        return exit_status(returncode)
+
+    def _close_logs(self, files: list[IO[bytes]], trackers: list[Any]) -> None:
+        for file in files:
+            file.close()
+        for tracker in trackers:
+            try:
+                tracker.close()
+            except SAVE_ERRORS as err:
+                self.problems.append(f"live log {tracker.blob_name!r} is incomplete: {err}")
+                continue
+            if tracker.lost_bytes:
+                self.problems.append(f"live log {tracker.blob_name!r} lost {tracker.lost_bytes} bytes")
+
+    def _save_outputs(self, status: int) -> tuple[int, int]:
+        """Save the outputs whose condition holds; (files, bytes) saved."""
+        count = size = 0
+        for spec in self.specs:
+            if not spec.applies(status):
+                continue
+            try:
+                refs = self.storage.save_many(spec.kind, spec.pattern)
+            except SAVE_ERRORS as err:
+                self.problems.append(f"--output {str(spec)!r} not saved: {err}")
+                continue
+            if not refs:
+                common.warn(f"--output {str(spec)!r}: no file matches {spec.pattern!r}")
+            count += len(refs)
+            size += sum(ref.size for ref in refs)
+        return count, size
+
+    def _abandon(self, why: str, status: int) -> int:
+        common.error(f"{why}: logs or outputs may be incomplete (the command exited with {status})")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_NOT_SAVED)  # saves still running in other threads are abandoned, not awaited
+
+    def _report(self, status: int, trackers: list[Any], saved: tuple[int, int]) -> int:
+        for problem in self.problems:
+            common.error(problem)
+        if self.problems:
+            common.error(
+                f"not everything was saved; exiting with {EXIT_NOT_SAVED} (the command exited with {status})"
+            )
+            return EXIT_NOT_SAVED
+        logs = ", ".join(f"{t.blob_name} ({human_size(t.bytes_saved)})" for t in trackers)
+        outputs = f"{saved[0]} output{'s' if saved[0] != 1 else ''} ({human_size(saved[1])})"
+        info(f"the command exited with {status}; saved {logs} and {outputs}")
+        return status
+
+
+def _binary(stream: Any) -> IO[bytes] | None:
+    return getattr(stream, "buffer", None) if stream is not None else None
+
+
+# --- track --------------------------------------------------------------------------------------------------
+
+
+def track(args: argparse.Namespace) -> int:
+    job_side = args.job_output or (args.kind in common.JOB_KINDS)
+    if job_side and args.kind is None:
+        raise UsageError("--job-output needs --kind: a job has no default log kind")
+    if args.job_output and args.kind in common.TASK_KINDS:
+        raise UsageError(f"{args.kind!r} is a task output kind; drop --job-output")
+    dest = args.dest
+    if dest is None and os.path.isabs(args.path):
+        dest = os.path.basename(args.path)
+    storage: TaskOutputStorage | JobOutputStorage = (
+        connect.job_storage(args, "track") if job_side else connect.task_storage(args, "track")
+    )
+    stop = threading.Event()
+
+    def handle(signum: int, frame: object) -> None:
+        if stop.is_set():  # a second signal: stop waiting for the last flush
+            raise _Interrupted(signal.Signals(signum).name)
+        stop.set()
+
+    previous = {signum: signal.signal(signum, handle) for signum in _handled_signals()}
+    try:
+        with storage:
+            tracker = storage.save_tracked(
+                args.path, dest, kind=args.kind, flush_interval=args.flush_interval, if_exists=args.if_exists
+            )
+            info(
+                f"saving {args.path} live to {tracker.blob_name}; Ctrl-C or SIGTERM stops after a last flush"
+            )
+            while not stop.wait(0.5) and tracker.error is None:
+                pass
+            try:
+                tracker.close()  # raises the error that stopped the save, if any
+            except SAVE_ERRORS as err:
+                common.error(f"{args.path} was not saved completely: {err}")
+                return EXIT_NOT_SAVED
+    except _Interrupted as signal_name:
+        common.error(
+            f"interrupted by {signal_name} during the last flush: {args.path} may not be saved completely"
+        )
+        sys.stderr.flush()
+        os._exit(EXIT_NOT_SAVED)  # the save's thread would otherwise flush at exit, for up to 30 s
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if tracker.lost_bytes:
+        common.error(
+            f"{tracker.lost_bytes} bytes of {args.path} were lost (the file was truncated or rotated "
+            "before they could be read)"
+        )
+        return EXIT_NOT_SAVED
+    info(f"saved {human_size(tracker.bytes_saved)} of {args.path} to {tracker.blob_name}")
+    return EXIT_OK
