@@ -120,30 +120,9 @@ def main() -> None:
 
         step("6. Client: why did frames-7-9 fail? Its @failure output and its live-saved stderr say")
         why = OUT / "why"
-        batchfiles(
-            "get",
-            JOB_ID,
-            "--task",
-            "frames-7-9",
-            "--kind",
-            "TaskOutput",
-            "crash-report.txt",
-            "-o",
-            str(why),
-            env=client_env,
-        )
-        batchfiles(
-            "get",
-            JOB_ID,
-            "--task",
-            "frames-7-9",
-            "--kind",
-            "TaskLog",
-            "stderr.txt",
-            "-o",
-            str(why),
-            env=client_env,
-        )
+        for kind, path in (("TaskOutput", "crash-report.txt"), ("TaskLog", "stderr.txt")):
+            get = ("get", JOB_ID, "--task", "frames-7-9", "--kind", kind, path, "-o", str(why))
+            batchfiles(*get, env=client_env)
         for name in ("TaskOutput/crash-report.txt", "TaskLog/stderr.txt"):
             print(f"  {name}: {(why / 'frames-7-9' / name).read_text().strip()}")
 
