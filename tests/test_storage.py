@@ -7,9 +7,11 @@ import hashlib
 import os
 from pathlib import Path
 
+import batchfiles
 import pytest
 from azure.storage.blob import BlobServiceClient, ContentSettings
 from batchfiles import (
+    BatchFilesError,
     ConfigurationError,
     ContainerNotFoundError,
     IntegrityError,
@@ -364,3 +366,67 @@ def test_no_sas_signature_in_logs(service, job_id, caplog):
     assert caplog.records, "azure-core logged nothing: the test would prove nothing"
     assert signature not in caplog.text
     assert quote(signature, safe="") not in caplog.text
+
+
+def test_a_failing_progress_callback_stops_the_upload(task, tmp_path):
+    path = tmp_path / "big.bin"
+    path.write_bytes(os.urandom(64 * 64 * 1024))
+    calls = []
+
+    def progress(sent, total):
+        calls.append(sent)
+        raise KeyboardInterrupt  # e.g. Ctrl-C in the callback
+
+    with pytest.raises(KeyboardInterrupt):
+        task.save(TASK_OUTPUT, path, "big.bin", block_size=64 * 1024, max_concurrency=2, progress=progress)
+    assert len(calls) <= 4  # each thread stops after its current block, not after all 64
+    with pytest.raises(OutputNotFoundError):
+        task.get(TASK_OUTPUT, "big.bin")  # nothing committed
+
+
+def test_other_conflicts_are_not_called_exists(task):
+    ref = task.save_text(TASK_OUTPUT, "x", "snap.txt")
+    task._container.get_blob_client(ref.blob_name).create_snapshot()
+    with pytest.raises(BatchFilesError) as info:
+        ref.delete()  # refused: the blob has snapshots (409 SnapshotsPresent)
+    assert not isinstance(info.value, OutputExistsError)
+    assert "SnapshotsPresent" in str(info.value)
+
+
+def test_sas_over_http_is_refused_whatever_the_constructor():
+    conn = "BlobEndpoint=http://example.com/;SharedAccessSignature=sv=2025-01-05&sig=SECRET"
+    with pytest.raises(ValueError, match="https") as info:
+        TaskOutputStorage.from_connection_string(conn, "job", "t1")
+    assert "SECRET" not in str(info.value)
+    with pytest.raises(ValueError, match="https"):
+        TaskOutputStorage.from_service(BlobServiceClient("http://example.com/?sv=1&sig=SECRET"), "job", "t1")
+    for host in ["localhost.", "[::ffff:127.0.0.1]", "[::1]"]:
+        TaskOutputStorage(f"http://{host}:1/acct/job-x?sv=1&SIG=x", "t1").close()
+
+
+def test_environment_url_of_another_job_is_refused(monkeypatch, azurite, service, job_id):
+    prepare_output_storage(service, job_id)
+    url = batchfiles.output_storage_container_url(service, job_id)
+    monkeypatch.setenv("BATCHFILES_CONTAINER_URL", url)
+    monkeypatch.setenv("AZ_BATCH_TASK_ID", "t1")
+    monkeypatch.setenv("AZ_BATCH_JOB_ID", "another-job")
+    with pytest.raises(ConfigurationError, match="another job") as info:
+        TaskOutputStorage.from_environment()
+    assert "sig=" not in str(info.value) + repr(info.value)
+    monkeypatch.setenv("AZ_BATCH_JOB_ID", job_id)
+    TaskOutputStorage.from_environment().close()
+
+
+def test_task_ids_are_only_task_folders(job, service, job_id):
+    container = service.get_container_client(naming.container_name(job_id))
+    container.upload_blob("random folder/x.txt", b"x")
+    container.upload_blob("$JobOutput/y.txt", b"y")
+    container.upload_blob("t1/$TaskOutput/z.txt", b"z")
+    assert list(job.task_ids()) == ["t1"]
+
+
+def test_job_listing_of_task_kinds_round_trips(job, service, job_id):
+    container = service.get_container_client(naming.container_name(job_id))
+    container.upload_blob("$TaskOutput/odd.txt", b"odd")  # a job-level blob under a task kind's name
+    (ref,) = job.list()
+    assert job.get(ref.kind, ref.file_path).download_text() == "odd"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
-from . import _core, naming
+from . import _core, _native, naming
 from ._core import ReferenceInfo, Scope
 
 
@@ -42,7 +42,8 @@ class StorageBase:
 
     def __init__(self, container: Any, task_id: str | None) -> None:
         if task_id is not None:
-            naming.blob_prefix("TaskOutput", task_id)  # validates the task id
+            _native.validate_task_id(task_id)
+        _core.check_container_url(container.url, getattr(container, "credential", None))
         self._container = container
         self._scope = Scope(container.container_name, task_id)
 

@@ -11,6 +11,7 @@ import mimetypes
 import os
 import re
 import threading
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -20,11 +21,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 from azure.core.credentials import AzureSasCredential
 from azure.core.exceptions import (
+    AzureError,
     ClientAuthenticationError,
     HttpResponseError,
     ResourceExistsError,
     ResourceNotFoundError,
-    ServiceRequestError,
 )
 from azure.storage.blob import BlobBlock, ContainerSasPermissions, ContentSettings, generate_container_sas
 
@@ -109,12 +110,14 @@ logging.getLogger("urllib3.connectionpool").addFilter(RedactSasFilter())
 
 
 def _is_loopback(host: str) -> bool:
-    if host == "localhost":
+    if host.rstrip(".").lower() == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        address = ipaddress.ip_address(host)
     except ValueError:
         return False
+    mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:127.0.0.1
+    return address.is_loopback or bool(mapped and mapped.is_loopback)
 
 
 def check_container_url(url: str, credential: Any = None) -> None:
@@ -124,7 +127,7 @@ def check_container_url(url: str, credential: Any = None) -> None:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"not a container URL: {public_url(url)!r}")
-    sas = "sig=" in parts.query or isinstance(credential, (str, AzureSasCredential))
+    sas = "sig=" in parts.query.lower() or isinstance(credential, (str, AzureSasCredential))
     if parts.scheme == "http" and sas and not _is_loopback(parts.hostname):
         raise ValueError(
             f"refusing to send a SAS over plain http to {parts.hostname}: use https "
@@ -170,10 +173,17 @@ def task_sas_url(service: Any, container: str, signing_key: Any, start: datetime
     return f"{service.url.rstrip('/')}/{container}?{sas}"
 
 
-def sas_expiry(expiry: timedelta) -> tuple[datetime, datetime]:
-    """(start, expiry) of a SAS valid for ``expiry`` from now; the start allows 5 minutes of clock skew."""
+def sas_expiry(expiry: timedelta, *, delegated: bool = False) -> tuple[datetime, datetime]:
+    """(start, expiry) of a SAS valid for ``expiry`` from now; the start allows 5 minutes of clock skew.
+
+    A user delegation key may last 7 days from the server's now: a delegated SAS ends 10 minutes early
+    rather than be refused for a clock a little ahead.
+    """
     now = datetime.now(timezone.utc)
-    return now - timedelta(minutes=5), now + expiry
+    end = now + expiry
+    if delegated:
+        end = min(end, now + MAX_DELEGATION_EXPIRY - timedelta(minutes=10))
+    return now - timedelta(minutes=5), end
 
 
 # --- errors -------------------------------------------------------------------------------------------------
@@ -187,7 +197,7 @@ def storage_errors(container: str, blob: str | None = None) -> Iterator[None]:
         yield
     except HttpResponseError as err:
         raise translate_error(err, container, what) from None
-    except ServiceRequestError as err:  # no answer at all: DNS, refused, TLS, timeout
+    except AzureError as err:  # no answer, or a broken one: DNS, refused, TLS, reset, timeout
         raise BatchFilesError(f"cannot reach storage for {what}: {redact(str(err))}") from None
 
 
@@ -201,8 +211,10 @@ def translate_error(err: HttpResponseError, container: str, what: str) -> BatchF
         )
     if isinstance(err, ResourceNotFoundError):
         return OutputNotFoundError(f"no output {what}")
-    if isinstance(err, ResourceExistsError) or code == "BlobAlreadyExists":
+    if code == "BlobAlreadyExists":
         return OutputExistsError(f"output {what} already exists (overwrite=False)")
+    if code == "ConditionNotMet":
+        return BatchFilesError(f"{what} changed while it was being read: try again")
     if isinstance(err, ClientAuthenticationError) and err.status_code is None:  # from the credential
         return AuthenticationError(f"could not get a token for {what}: {redact(err.message or str(err))}")
     if isinstance(err, ClientAuthenticationError) or err.status_code in (401, 403):
@@ -236,8 +248,12 @@ class Scope:
         """The kind object of ``kind``; a built-in kind of the other side (job vs task) is refused."""
         text = kind_text(kind)
         wrong, side = (_JOB_KINDS, "task") if self.task_id is not None else (_TASK_KINDS, "job")
-        if text in wrong or (isinstance(kind, OutputKind) and not isinstance(kind, self.kind_class)):
-            raise ValueError(f"{text!r} is not a {side} output kind; use {self.kind_class.__name__}")
+        if isinstance(kind, OutputKind) and not isinstance(kind, self.kind_class):
+            raise ValueError(f"{kind!r} is not a {side} output kind; use {self.kind_class.__name__}")
+        if isinstance(kind, str) and text in wrong:
+            raise ValueError(
+                f"{text!r} is a {'job' if side == 'task' else 'task'} output kind, not a {side} output kind"
+            )
         return self.kind_class(text)
 
     def blob_name(self, kind: KindLike, path: str) -> str:
@@ -283,6 +299,27 @@ class Scope:
             return None
 
 
+def is_task_folder(prefix: str) -> bool:
+    """Is a top-level ``walk_blobs`` prefix (``"t1/"``) the folder of a task's outputs?"""
+    if not prefix.endswith("/"):
+        return False
+    try:
+        _native.validate_task_id(prefix[:-1])
+    except ValueError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def already_exists_is_fine() -> Iterator[None]:
+    """Ignore the error of creating a container that exists; any other 409 still raises."""
+    try:
+        yield
+    except ResourceExistsError as err:
+        if str(getattr(err.error_code, "value", err.error_code)) != "ContainerAlreadyExists":
+            raise
+
+
 def content_type(path: str) -> str:
     """Content type from the file extension, so previews open in a browser."""
     guessed, _ = mimetypes.guess_type(path, strict=False)
@@ -298,8 +335,22 @@ def md5_header(md5: bytes) -> dict[str, str]:
     return {"Content-MD5": base64.b64encode(md5).decode()}
 
 
-def block_id(index: int) -> str:
-    return base64.b64encode(f"{index:010d}".encode()).decode()
+#: Azure's most blocks in a block blob.
+MAX_BLOCKS = 50_000
+
+
+def fit_block_size(size: int, block_size: int) -> int:
+    """``block_size``, or more where a file of ``size`` bytes would need over 50,000 blocks."""
+    return max(block_size, -(-size // MAX_BLOCKS))
+
+
+def new_upload_id() -> str:
+    """A prefix for the block ids of one upload, so two uploads of one blob can never mix their blocks."""
+    return uuid.uuid4().hex[:12]
+
+
+def block_id(upload_id: str, index: int) -> str:
+    return base64.b64encode(f"{upload_id}-{index:010d}".encode()).decode()
 
 
 def check_block_options(block_size: int, max_concurrency: int) -> None:
@@ -372,7 +423,7 @@ class EnvironmentConfig:
 
     job_id: str | None
     task_id: str | None
-    container_url: str | None = None
+    container_url: str | None = field(default=None, repr=False)
     connection_string: str | None = field(default=None, repr=False)
     account_url: str | None = None
 
@@ -384,6 +435,12 @@ def environment_config(*, need_task: bool) -> EnvironmentConfig:
         raise ConfigurationError(f"no task id: {ENV_TASK_ID} is not set (it is set on Batch nodes)")
     container_url = env.get(ENV_CONTAINER_URL) or None
     if container_url:
+        container = urlsplit(container_url).path.rstrip("/").rsplit("/", 1)[-1]
+        if job_id and naming.container_name(job_id) != container:
+            raise ConfigurationError(
+                f"{ENV_CONTAINER_URL} is for container {container!r}, but job {job_id!r} ({ENV_JOB_ID}) "
+                f"saves to {naming.container_name(job_id)!r}: is the variable left over from another job?"
+            )
         return EnvironmentConfig(job_id, task_id, container_url=container_url)
     if not job_id:
         raise ConfigurationError(
@@ -555,10 +612,12 @@ def upload_kwargs(blob_name: str, data: bytes, stored_md5: bytes | None, overwri
     }
 
 
-def commit_kwargs(blob_name: str, reader: Any, staged: list[int], overwrite: bool) -> dict[str, Any]:
+def commit_kwargs(
+    blob_name: str, reader: Any, upload_id: str, staged: list[int], overwrite: bool
+) -> dict[str, Any]:
     """commit_block_list arguments for the blocks staged from ``reader``, in file order."""
     kwargs: dict[str, Any] = {
-        "block_list": [BlobBlock(block_id(i)) for i in sorted(staged)],
+        "block_list": [BlobBlock(block_id(upload_id, i)) for i in sorted(staged)],
         "content_settings": content_settings(blob_name, reader.md5()),
     }
     if not overwrite:

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import io
+import os
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import azure.storage.blob
-from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import (
     BlobClient,
     BlobServiceClient,
@@ -39,7 +39,7 @@ __all__ = [
 def prepare_output_storage(service: BlobServiceClient, job_id: str) -> ContainerClient:
     """Create the job's output container (private; an existing one is fine) and return its client."""
     container = service.get_container_client(naming.container_name(job_id))
-    with storage_errors(container.container_name), contextlib.suppress(ResourceExistsError):
+    with storage_errors(container.container_name), _core.already_exists_is_fine():
         container.create_container()
     return container
 
@@ -53,7 +53,7 @@ def output_storage_container_url(
     through the client's Azure AD credential (valid for at most 7 days).
     """
     key = _core.sas_signing(service, expiry)
-    start, end = _core.sas_expiry(expiry)
+    start, end = _core.sas_expiry(expiry, delegated=key is None)
     container = naming.container_name(job_id)
     with storage_errors(container):
         delegation = None if key else service.get_user_delegation_key(start, end)
@@ -89,9 +89,9 @@ class OutputFileReference(ReferenceBase):
         """A readable binary stream; reading it to the end verifies the Content-MD5."""
         with storage_errors(self._blob.container_name, self.blob_name):
             download = self._blob.download_blob()
-        return io.BufferedReader(
-            _VerifyingStream(download.chunks(), _core.Md5Check(download, self.blob_name))
-        )
+        check = _core.Md5Check(download, self.blob_name)
+        guard = functools.partial(storage_errors, self._blob.container_name, self.blob_name)
+        return io.BufferedReader(_VerifyingStream(download.chunks(), check, guard))
 
     def delete(self) -> None:
         with storage_errors(self._blob.container_name, self.blob_name):
@@ -99,15 +99,16 @@ class OutputFileReference(ReferenceBase):
 
 
 class _VerifyingStream(io.RawIOBase):
-    def __init__(self, chunks: Iterator[bytes], check: _core.Md5Check) -> None:
-        self._chunks, self._check, self._buffer = chunks, check, b""
+    def __init__(self, chunks: Iterator[bytes], check: _core.Md5Check, guard: Callable[[], Any]) -> None:
+        self._chunks, self._check, self._guard, self._buffer = chunks, check, guard, b""
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
         while not self._buffer:
-            chunk = next(self._chunks, None)
+            with self._guard():
+                chunk = next(self._chunks, None)
             if chunk is None:
                 self._check.verify()
                 return 0
@@ -158,6 +159,7 @@ class _OutputStorage(StorageBase):
         with storage_errors(self.container_name, blob.blob_name):
             if not overwrite and blob.exists():
                 raise _core.exists_error(blob.blob_name)
+            block_size = _core.fit_block_size(os.path.getsize(path), block_size)
             reader = _native.BlockReader(path, block_size, md5=content_md5)
             counter = _core.ProgressCounter(reader.size, progress)
             if reader.size <= min(block_size, _core.SINGLE_PUT_SIZE):
@@ -255,30 +257,38 @@ class _OutputStorage(StorageBase):
 def _put_blocks(
     blob: BlobClient, reader: Any, overwrite: bool, counter: _core.ProgressCounter, max_concurrency: int
 ) -> None:
-    """Stage blocks from ``max_concurrency`` threads; the reader (under a lock) cuts and hashes them."""
+    """Stage blocks from ``max_concurrency`` threads; the reader (under a lock) cuts and hashes them.
+
+    Any error (or Ctrl-C) stops every thread after its current block; nothing is committed then.
+    """
     lock = threading.Lock()
     failed = threading.Event()
-    staged: list[int] = []
+    upload_id, staged = _core.new_upload_id(), []
 
     def worker() -> None:
-        while not failed.is_set():
-            with lock:
-                block = reader.next_block()
-            if block is None:
-                return
-            index, _, data, crc = block
-            try:
-                blob.stage_block(_core.block_id(index), data, headers=_core.crc_headers(crc))
-            except BaseException:
-                failed.set()
-                raise
-            staged.append(index)
-            counter.add(len(data))
+        try:
+            while not failed.is_set():
+                with lock:
+                    block = reader.next_block()
+                if block is None:
+                    return
+                index, _, data, crc = block
+                blob.stage_block(_core.block_id(upload_id, index), data, headers=_core.crc_headers(crc))
+                staged.append(index)
+                counter.add(len(data))
+        except BaseException:
+            failed.set()
+            raise
 
     with ThreadPoolExecutor(max_concurrency) as pool:
-        for job in [pool.submit(worker) for _ in range(max_concurrency)]:
-            job.result()
-    blob.commit_block_list(**_core.commit_kwargs(blob.blob_name, reader, staged, overwrite))
+        jobs = [pool.submit(worker) for _ in range(max_concurrency)]
+        try:
+            for job in jobs:
+                job.result()
+        except BaseException:
+            failed.set()
+            raise
+    blob.commit_block_list(**_core.commit_kwargs(blob.blob_name, reader, upload_id, staged, overwrite))
 
 
 class TaskOutputStorage(TaskConstructors, _OutputStorage):
@@ -304,5 +314,5 @@ class JobOutputStorage(JobConstructors, _OutputStorage):
         """The tasks of the job that have saved anything."""
         with storage_errors(self.container_name):
             for item in self._container.walk_blobs(delimiter="/"):
-                if item.name.endswith("/") and not item.name.startswith("$"):
+                if _core.is_task_folder(item.name):
                     yield item.name[:-1]

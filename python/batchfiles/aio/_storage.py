@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Iterable
+import functools
+import os
+from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import azure.storage.blob.aio
-from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob.aio import BlobClient, BlobServiceClient, ContainerClient
 
 from .. import _core, _native, naming
@@ -33,7 +33,7 @@ __all__ = [
 async def prepare_output_storage(service: BlobServiceClient, job_id: str) -> ContainerClient:
     """Create the job's output container (private; an existing one is fine) and return its client."""
     container = service.get_container_client(naming.container_name(job_id))
-    with storage_errors(container.container_name), contextlib.suppress(ResourceExistsError):
+    with storage_errors(container.container_name), _core.already_exists_is_fine():
         await container.create_container()
     return container
 
@@ -43,7 +43,7 @@ async def output_storage_container_url(
 ) -> str:
     """The job container's URL with a SAS for its tasks; see the sync twin for the details."""
     key = _core.sas_signing(service, expiry)
-    start, end = _core.sas_expiry(expiry)
+    start, end = _core.sas_expiry(expiry, delegated=key is None)
     container = naming.container_name(job_id)
     with storage_errors(container):
         delegation = None if key else await service.get_user_delegation_key(start, end)
@@ -76,7 +76,8 @@ class OutputFileReference(ReferenceBase):
         """An async readable stream (``await stream.read(n)``); reading to the end verifies the MD5."""
         with storage_errors(self._blob.container_name, self.blob_name):
             download = await self._blob.download_blob()
-        return AsyncReader(download, _core.Md5Check(download, self.blob_name))
+        guard = functools.partial(storage_errors, self._blob.container_name, self.blob_name)
+        return AsyncReader(download, _core.Md5Check(download, self.blob_name), guard)
 
     async def delete(self) -> None:
         with storage_errors(self._blob.container_name, self.blob_name):
@@ -84,17 +85,34 @@ class OutputFileReference(ReferenceBase):
 
 
 class AsyncReader:
-    """A downloaded output read in pieces: ``await read(n)``; ``b""`` at the end, once verified."""
+    """A downloaded output read in pieces: ``await read(n)``; ``b""`` at the end, once verified.
 
-    def __init__(self, download: Any, check: _core.Md5Check) -> None:
+    ``async with`` (or ``await close()``) stops the download early.
+    """
+
+    def __init__(self, download: Any, check: _core.Md5Check, guard: Callable[[], Any]) -> None:
         self._chunks = download.chunks()
         self._check = check
+        self._guard = guard
         self._buffer = b""
         self._done = False
 
+    async def __aenter__(self) -> AsyncReader:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        self._done, self._buffer = True, b""
+        aclose = getattr(self._chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
     async def _fill(self, n: int) -> None:
         while not self._done and (n < 0 or len(self._buffer) < n):
-            chunk = await anext(self._chunks, None)
+            with self._guard():
+                chunk = await anext(self._chunks, None)
             if chunk is None:
                 self._check.verify()
                 self._done = True
@@ -141,6 +159,7 @@ class _OutputStorage(StorageBase):
         with storage_errors(self.container_name, blob.blob_name):
             if not overwrite and await blob.exists():
                 raise _core.exists_error(blob.blob_name)
+            block_size = _core.fit_block_size(os.path.getsize(path), block_size)
             reader = await asyncio.to_thread(_native.BlockReader, path, block_size, md5=content_md5)
             counter = _core.ProgressCounter(reader.size, progress)
             if reader.size <= min(block_size, _core.SINGLE_PUT_SIZE):
@@ -243,7 +262,7 @@ async def _put_blocks(
 ) -> None:
     """Stage blocks from ``max_concurrency`` tasks; the reader cuts and hashes them in a thread."""
     lock = asyncio.Lock()
-    staged: list[int] = []
+    upload_id, staged = _core.new_upload_id(), []
 
     async def worker() -> None:
         while True:
@@ -252,7 +271,7 @@ async def _put_blocks(
             if block is None:
                 return
             index, _, data, crc = block
-            await blob.stage_block(_core.block_id(index), data, headers=_core.crc_headers(crc))
+            await blob.stage_block(_core.block_id(upload_id, index), data, headers=_core.crc_headers(crc))
             staged.append(index)
             counter.add(len(data))
 
@@ -262,7 +281,7 @@ async def _put_blocks(
     finally:
         for task in workers:
             task.cancel()
-    await blob.commit_block_list(**_core.commit_kwargs(blob.blob_name, reader, staged, overwrite))
+    await blob.commit_block_list(**_core.commit_kwargs(blob.blob_name, reader, upload_id, staged, overwrite))
 
 
 class TaskOutputStorage(TaskConstructors, _OutputStorage):
@@ -280,5 +299,5 @@ class JobOutputStorage(JobConstructors, _OutputStorage):
         """The tasks of the job that have saved anything."""
         with storage_errors(self.container_name):
             async for item in self._container.walk_blobs(delimiter="/"):
-                if item.name.endswith("/") and not item.name.startswith("$"):
+                if _core.is_task_folder(item.name):
                     yield item.name[:-1]
