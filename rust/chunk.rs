@@ -1,7 +1,15 @@
-//! Reads a stream in fixed-size blocks into a caller's reused buffer, hashing as it goes: each block's
-//! CRC-64 (for Put Block) and, optionally, the whole stream's MD5 (for the blob's Content-MD5).
+//! Reads a regular file (or any stream of known size) in fixed-size blocks for Put Block, into buffers
+//! the caller provides, hashing as it goes: each block's CRC-64 and, optionally, the whole file's MD5
+//! (for the blob's Content-MD5), both in one pass over the block.
+//!
+//! The size is taken when the file is opened, and every block has its exact length from it:
+//! `block_size`, except for a shorter last one. A file that turns out shorter (an early end) or
+//! longer (a byte readable after the expected end) is an error rather than a silently partial
+//! upload; after any error the reader is poisoned and every later call fails too.
 
+use std::fs::File;
 use std::io::{self, ErrorKind, Read};
+use std::path::{Path, PathBuf};
 
 use crate::checksum::{crc64_md5, Md5};
 
@@ -10,9 +18,9 @@ use crate::checksum::{crc64_md5, Md5};
 pub struct Block {
     /// 0 for the first block.
     pub index: u64,
-    /// Where the block starts in the stream.
+    /// Where the block starts in the file.
     pub offset: u64,
-    /// Bytes in the block: `block_size`, except for a shorter last one.
+    /// Bytes in the block: `block_size`, except for a shorter last one; never 0.
     pub len: usize,
     /// CRC-64/NVME of the block.
     pub crc64: u64,
@@ -21,116 +29,225 @@ pub struct Block {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     Reading,
-    Eof,
-    /// A read failed, possibly after consuming bytes: the stream position is no longer known.
+    /// Every byte of the size seen at open was returned, and the file ended there.
+    Done,
+    /// A read failed or the file changed: the position is no longer known, so no more blocks.
     Failed,
 }
 
-/// Splits a reader into blocks of `block_size` bytes (the last may be shorter).
+/// Splits a file of known size into blocks of `block_size` bytes (the last may be shorter).
+///
+/// [`open`](BlockReader::open) reads a regular file; [`new`](BlockReader::new) any reader, given
+/// the size it should have.
 #[derive(Debug)]
-pub struct BlockReader<R> {
+pub struct BlockReader<R = File> {
     reader: R,
+    /// For messages; `None` for a reader given to [`new`](BlockReader::new).
+    path: Option<PathBuf>,
+    size: u64,
     block_size: usize,
     md5: Option<Md5>,
-    index: u64,
-    bytes_read: u64,
+    /// Bytes returned in blocks so far.
+    offset: u64,
     state: State,
 }
 
-impl<R: Read> BlockReader<R> {
-    /// A reader of `block_size`-byte blocks, also hashing the whole stream with MD5 when `md5`.
-    /// A `block_size` of 0 is an `InvalidInput` error.
-    pub fn new(reader: R, block_size: usize, md5: bool) -> io::Result<Self> {
-        if block_size == 0 {
-            return Err(io::Error::new(
-                ErrorKind::InvalidInput,
-                "block size must be at least 1",
-            ));
+impl BlockReader<File> {
+    /// Opens the regular file at `path` and takes its size, to read it in `block_size`-byte blocks,
+    /// also hashing the whole file with MD5 when `md5`.
+    ///
+    /// The open does not block on a FIFO (O_NONBLOCK), which is then refused like any other
+    /// non-regular file (`InvalidInput`, "... is not a regular file"); a directory is the OS
+    /// error `EISDIR` on Unix. A `block_size` of 0 is an `InvalidInput` error.
+    pub fn open(path: impl AsRef<Path>, block_size: usize, md5: bool) -> io::Result<Self> {
+        let path = path.as_ref();
+        check_block_size(block_size)?;
+        let file = open_nonblocking(path)?;
+        let meta = file.metadata()?;
+        if meta.is_dir() {
+            #[cfg(unix)]
+            return Err(io::Error::from_raw_os_error(libc::EISDIR));
+            #[cfg(not(unix))]
+            return Err(ErrorKind::IsADirectory.into());
         }
+        if !meta.is_file() {
+            let message = format!("{} is not a regular file", path.display());
+            return Err(io::Error::new(ErrorKind::InvalidInput, message));
+        }
+        let mut blocks = Self::new(file, meta.len(), block_size, md5)?;
+        blocks.path = Some(path.to_owned());
+        Ok(blocks)
+    }
+}
+
+impl<R: Read> BlockReader<R> {
+    /// A reader of `reader`'s `size` bytes in `block_size`-byte blocks, also hashing them all with
+    /// MD5 when `md5`. The reader must be at the start of the data. A `block_size` of 0 is an
+    /// `InvalidInput` error.
+    pub fn new(reader: R, size: u64, block_size: usize, md5: bool) -> io::Result<Self> {
+        check_block_size(block_size)?;
         Ok(Self {
             reader,
+            path: None,
+            size,
             block_size,
             md5: md5.then(Md5::new),
-            index: 0,
-            bytes_read: 0,
+            offset: 0,
             state: State::Reading,
         })
     }
 
-    /// Reads the next block into `buf[..len]`, retrying short and interrupted reads until the block
-    /// is full or the stream ends; `Ok(None)` at the end. `buf` must hold at least `block_size`
-    /// bytes (else `InvalidInput`). After an I/O error every later call fails too, since the
-    /// stream position is then unknown.
+    /// The size taken at open (or given to [`new`](Self::new)).
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The length of every block but a shorter last one.
+    pub fn block_size(&self) -> usize {
+        self.block_size
+    }
+
+    /// The path given to [`open`](BlockReader::open); `None` for a reader given to
+    /// [`new`](Self::new).
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// Bytes returned in blocks so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.offset
+    }
+
+    /// How long a buffer the next [`next_block`](Self::next_block) needs: the next block's exact
+    /// length, `min(block_size, size - bytes_read)`. 0 once every block was returned or after an
+    /// error, and for an empty file, whose one call checks that it stayed empty.
+    pub fn next_len(&self) -> usize {
+        match self.state {
+            // At most `block_size`, so it fits a usize.
+            State::Reading => (self.size - self.offset).min(self.block_size as u64) as usize,
+            State::Done | State::Failed => 0,
+        }
+    }
+
+    /// Reads the next block into `buf[..len]` (`len` being [`next_len`](Self::next_len); a longer
+    /// `buf` is fine, its tail untouched), retrying short and interrupted reads; `Ok(None)` after
+    /// the last block. The block that reaches the size also checks that the file ends there.
+    ///
+    /// Errors: a `buf` shorter than `len` (`InvalidInput`; nothing is read, the reader stays
+    /// usable); the read's own error; a file that ended early (`UnexpectedEof`) or goes on past its
+    /// size (`InvalidData`), both "file changed while being read: ..."; and after any of the last
+    /// three, every later call ("an earlier read of ... failed").
     pub fn next_block(&mut self, buf: &mut [u8]) -> io::Result<Option<Block>> {
         match self.state {
-            State::Eof => return Ok(None),
-            State::Failed => return Err(io::Error::other("an earlier read of this stream failed")),
             State::Reading => {}
+            State::Done => return Ok(None),
+            State::Failed => {
+                let message = format!("an earlier read of {} failed", self.name());
+                return Err(io::Error::other(message));
+            }
         }
-        let Some(buf) = buf.get_mut(..self.block_size) else {
-            return Err(io::Error::new(
-                ErrorKind::InvalidInput,
-                format!(
-                    "buffer of {} bytes is smaller than the block size {}",
-                    buf.len(),
-                    self.block_size
-                ),
-            ));
+        let len = self.next_len();
+        let Some(buf) = buf.get_mut(..len) else {
+            let message = format!(
+                "buffer of {} bytes is smaller than the next block's {len}",
+                buf.len()
+            );
+            return Err(io::Error::new(ErrorKind::InvalidInput, message));
         };
-        let len = self.fill(buf).inspect_err(|_| self.state = State::Failed)?;
-        if len < buf.len() {
-            self.state = State::Eof;
-        }
-        if len == 0 {
-            return Ok(None);
-        }
-        let block = Block {
-            index: self.index,
-            offset: self.bytes_read,
-            len,
-            crc64: crc64_md5(&buf[..len], self.md5.as_mut()),
-        };
-        self.index += 1;
-        self.bytes_read += len as u64;
-        Ok(Some(block))
+        self.read(buf).inspect_err(|_| self.state = State::Failed)
     }
 
-    /// Bytes read so far, in the blocks returned.
-    pub fn bytes_read(&self) -> u64 {
-        self.bytes_read
-    }
-
-    /// The whole stream's MD5 once the end was reached (a short block, or `Ok(None)` from
-    /// [`next_block`](Self::next_block)); `None` before that, after an error, or without MD5.
+    /// The whole file's MD5 once the last block was returned (for an empty file: once
+    /// [`next_block`](Self::next_block) returned `None`); `None` before that, after an error, or
+    /// without MD5.
     pub fn md5(&self) -> Option<[u8; 16]> {
         match self.state {
-            State::Eof => self.md5.as_ref().map(Md5::finish),
+            State::Done => self.md5.as_ref().map(Md5::finish),
             State::Reading | State::Failed => None,
         }
     }
 
-    /// Reads until `buf` is full or the stream ends; returns the bytes read.
-    fn fill(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let mut filled = 0;
-        while filled < buf.len() {
-            match self.reader.read(&mut buf[filled..]) {
-                Ok(0) => break,
-                Ok(n) if n <= buf.len() - filled => filled += n,
-                Ok(n) => {
-                    return Err(io::Error::new(
-                        ErrorKind::InvalidData,
-                        format!(
-                            "reader claimed {n} bytes into a {}-byte buffer",
-                            buf.len() - filled
-                        ),
-                    ))
-                }
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
+    /// Fills `buf` (the whole next block) and hashes it; at the size, checks for the end.
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<Option<Block>> {
+        if fill(&mut self.reader, buf)? < buf.len() {
+            return Err(self.changed("shorter", ErrorKind::UnexpectedEof));
         }
-        Ok(filled)
+        let crc64 = crc64_md5(buf, self.md5.as_mut());
+        let offset = self.offset;
+        let end = offset + buf.len() as u64;
+        if end == self.size {
+            if fill(&mut self.reader, &mut [0])? != 0 {
+                return Err(self.changed("longer", ErrorKind::InvalidData));
+            }
+            self.state = State::Done;
+        }
+        self.offset = end;
+        Ok((!buf.is_empty()).then(|| Block {
+            index: offset / self.block_size as u64,
+            offset,
+            len: buf.len(),
+            crc64,
+        }))
     }
+
+    fn changed(&self, how: &str, kind: ErrorKind) -> io::Error {
+        let message = format!(
+            "file changed while being read: {} is {how} than the {} bytes it had when opened",
+            self.name(),
+            self.size
+        );
+        io::Error::new(kind, message)
+    }
+
+    /// The path for messages, or "the stream".
+    fn name(&self) -> String {
+        self.path.as_ref().map_or_else(
+            || "the stream".to_owned(),
+            |path| path.display().to_string(),
+        )
+    }
+}
+
+fn check_block_size(block_size: usize) -> io::Result<()> {
+    if block_size == 0 {
+        return Err(io::Error::new(
+            ErrorKind::InvalidInput,
+            "block size must be at least 1",
+        ));
+    }
+    Ok(())
+}
+
+/// Opens for reading without blocking on a FIFO (which the caller then refuses).
+fn open_nonblocking(path: &Path) -> io::Result<File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
+    options.open(path)
+}
+
+/// Reads until `buf` is full or the reader ends, retrying interrupted reads; returns the bytes read.
+/// Unlike `read_exact`, tells how many were read, and a reader claiming more than `buf` held is an
+/// `InvalidData` error, not a panic.
+fn fill(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) if n <= buf.len() - filled => filled += n,
+            Ok(n) => {
+                let message = format!(
+                    "reader claimed {n} bytes into a {}-byte buffer",
+                    buf.len() - filled
+                );
+                return Err(io::Error::new(ErrorKind::InvalidData, message));
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
 }
 
 #[cfg(test)]
@@ -138,26 +255,63 @@ mod tests {
     use super::*;
     use crate::checksum::tests::noise;
     use crate::checksum::{crc64, md5};
+    use std::fs::OpenOptions;
     use std::io::{Cursor, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     const BS: usize = 1000;
+    const SIZES: [usize; 6] = [0, 1, BS - 1, BS, BS + 1, 3 * BS + 5];
 
-    /// Reads everything, checking each block against its slice of `data`; returns the blocks.
-    fn read_all<R: Read>(mut blocks: BlockReader<R>, data: &[u8]) -> Vec<Block> {
-        let mut buf = vec![0u8; BS + 3];
+    /// A fresh directory under the system temp dir, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new() -> Self {
+            static COUNT: AtomicUsize = AtomicUsize::new(0);
+            let n = COUNT.fetch_add(1, Ordering::Relaxed);
+            let dir =
+                std::env::temp_dir().join(format!("batchfiles-chunk-{}-{n}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            Self(dir)
+        }
+
+        /// A file named `name` holding `data`.
+        fn file(&self, name: &str, data: &[u8]) -> PathBuf {
+            let path = self.0.join(name);
+            std::fs::write(&path, data).unwrap();
+            path
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// Reads everything with buffers of exactly [`BlockReader::next_len`] bytes, checking each
+    /// block against its slice of `data`; returns the blocks.
+    fn read_all<R: Read>(blocks: &mut BlockReader<R>, data: &[u8]) -> Vec<Block> {
         let mut out = Vec::new();
-        while let Some(block) = blocks.next_block(&mut buf).unwrap() {
+        assert_eq!(blocks.md5(), None, "not at the end yet");
+        loop {
+            let mut buf = vec![0u8; blocks.next_len()];
+            let Some(block) = blocks.next_block(&mut buf).unwrap() else {
+                break;
+            };
             let start = usize::try_from(block.offset).unwrap();
             let expected = &data[start..start + block.len];
-            assert_eq!(&buf[..block.len], expected);
+            assert_eq!(buf, expected);
             assert_eq!(block.crc64, crc64(expected));
             assert_eq!(block.index, out.len() as u64);
+            assert_eq!(block.offset, out.len() as u64 * BS as u64);
             out.push(block);
         }
         assert_eq!(blocks.bytes_read(), data.len() as u64);
         assert_eq!(blocks.md5(), Some(md5(data)));
+        assert_eq!(blocks.next_len(), 0);
         assert_eq!(
-            blocks.next_block(&mut buf).unwrap(),
+            blocks.next_block(&mut []).unwrap(),
             None,
             "stays at the end"
         );
@@ -168,47 +322,65 @@ mod tests {
         blocks.iter().map(|b| b.len).collect()
     }
 
+    /// The lengths every reader of `size` bytes must return.
+    fn expected_lens(size: usize) -> Vec<usize> {
+        (0..size)
+            .step_by(BS)
+            .map(|offset| BS.min(size - offset))
+            .collect()
+    }
+
+    #[test]
+    fn block_boundaries_of_a_real_file() {
+        let dir = TempDir::new();
+        for size in SIZES {
+            let data = noise(size, size as u64);
+            let path = dir.file(&format!("f{size}"), &data);
+            let mut blocks = BlockReader::open(&path, BS, true).unwrap();
+            assert_eq!((blocks.size(), blocks.path()), (size as u64, Some(&*path)));
+            let found = read_all(&mut blocks, &data);
+            assert_eq!(lens(&found), expected_lens(size), "size {size}");
+        }
+        assert_eq!(expected_lens(3 * BS + 5), [BS, BS, BS, 5]);
+    }
+
     #[test]
     fn block_boundaries_in_memory() {
-        let cases: [(usize, &[usize]); 6] = [
-            (0, &[]),
-            (1, &[1]),
-            (BS - 1, &[BS - 1]),
-            (BS, &[BS]),
-            (BS + 1, &[BS, 1]),
-            (3 * BS + 5, &[BS, BS, BS, 5]),
-        ];
-        for (size, expected) in cases {
+        for size in SIZES {
             let data = noise(size, size as u64);
-            let blocks = read_all(
-                BlockReader::new(Cursor::new(&data), BS, true).unwrap(),
-                &data,
-            );
-            assert_eq!(lens(&blocks), expected, "size {size}");
+            let mut blocks = BlockReader::new(Cursor::new(&data), size as u64, BS, true).unwrap();
+            let found = read_all(&mut blocks, &data);
+            assert_eq!(lens(&found), expected_lens(size), "size {size}");
         }
     }
 
     #[test]
-    fn reads_a_real_file() {
-        let path =
-            std::env::temp_dir().join(format!("batchfiles-chunk-test-{}", std::process::id()));
-        let data = noise(3 * BS + 5, 9);
-        std::fs::File::create(&path)
-            .unwrap()
-            .write_all(&data)
-            .unwrap();
-        let file = std::fs::File::open(&path).unwrap();
-        let blocks = read_all(BlockReader::new(file, BS, true).unwrap(), &data);
-        std::fs::remove_file(&path).unwrap();
-        assert_eq!(lens(&blocks), [BS, BS, BS, 5]);
-        assert_eq!(blocks[3].offset, 3 * BS as u64);
+    fn md5_comes_with_the_last_block_and_only_when_asked() {
+        let data = noise(2 * BS, 11);
+        let mut buf = [0u8; BS];
+        let mut blocks = BlockReader::new(Cursor::new(&data), data.len() as u64, BS, true).unwrap();
+        blocks.next_block(&mut buf).unwrap().unwrap();
+        assert_eq!(blocks.md5(), None);
+        blocks.next_block(&mut buf).unwrap().unwrap();
+        assert_eq!(
+            blocks.md5(),
+            Some(md5(&data)),
+            "a full last block ends the file"
+        );
+
+        let mut blocks =
+            BlockReader::new(Cursor::new(&data), data.len() as u64, BS, false).unwrap();
+        while blocks.next_block(&mut buf).unwrap().is_some() {}
+        assert_eq!(blocks.bytes_read(), data.len() as u64);
+        assert_eq!(blocks.md5(), None);
     }
 
     #[test]
-    fn empty_stream_has_no_blocks_and_the_empty_md5() {
-        let mut blocks = BlockReader::new(io::empty(), BS, true).unwrap();
-        assert_eq!(blocks.md5(), None, "not at the end yet");
-        assert_eq!(blocks.next_block(&mut [0; BS]).unwrap(), None);
+    fn an_empty_file_has_no_blocks_and_the_empty_md5() {
+        let mut blocks = BlockReader::new(io::empty(), 0, BS, true).unwrap();
+        assert_eq!(blocks.next_len(), 0);
+        assert_eq!(blocks.md5(), None, "not checked to be empty yet");
+        assert_eq!(blocks.next_block(&mut []).unwrap(), None);
         assert_eq!(blocks.md5(), Some(md5(b"")));
         assert_eq!(blocks.bytes_read(), 0);
     }
@@ -234,54 +406,169 @@ mod tests {
 
     #[test]
     fn short_and_interrupted_reads_still_fill_whole_blocks() {
-        for size in [0, 1, BS - 1, BS, BS + 1, 3 * BS + 5] {
+        for size in SIZES {
             let data = noise(size, 7);
             let trickle = Trickle {
                 data: &data,
                 calls: 0,
             };
-            let blocks = read_all(BlockReader::new(trickle, BS, true).unwrap(), &data);
-            assert!(
-                blocks.iter().rev().skip(1).all(|b| b.len == BS),
-                "size {size}"
-            );
+            let mut blocks = BlockReader::new(trickle, size as u64, BS, true).unwrap();
+            let found = read_all(&mut blocks, &data);
+            assert_eq!(lens(&found), expected_lens(size), "size {size}");
         }
     }
 
     #[test]
-    fn md5_only_when_asked_and_at_the_end() {
-        let data = noise(2 * BS, 11);
-        let mut buf = [0u8; BS];
-        let mut blocks = BlockReader::new(Cursor::new(&data), BS, false).unwrap();
-        while blocks.next_block(&mut buf).unwrap().is_some() {}
-        assert_eq!(blocks.md5(), None);
-
-        let mut blocks = BlockReader::new(Cursor::new(&data), BS, true).unwrap();
-        blocks.next_block(&mut buf).unwrap();
-        blocks.next_block(&mut buf).unwrap();
-        assert_eq!(
-            blocks.md5(),
-            None,
-            "a full last block does not reveal the end"
-        );
-        assert_eq!(blocks.next_block(&mut buf).unwrap(), None);
+    fn a_longer_buffer_is_filled_to_the_block_and_no_further() {
+        let data = noise(BS + 1, 3);
+        let mut blocks = BlockReader::new(Cursor::new(&data), data.len() as u64, BS, true).unwrap();
+        let mut buf = vec![0xAA; 2 * BS];
+        assert_eq!(blocks.next_block(&mut buf).unwrap().unwrap().len, BS);
+        assert_eq!(&buf[..BS], &data[..BS]);
+        assert!(buf[BS..].iter().all(|&b| b == 0xAA));
+        assert_eq!(blocks.next_block(&mut buf).unwrap().unwrap().len, 1);
+        assert_eq!(buf[0], data[BS]);
         assert_eq!(blocks.md5(), Some(md5(&data)));
     }
 
     #[test]
     fn bad_arguments_are_errors() {
-        let err = BlockReader::new(io::empty(), 0, true).unwrap_err();
+        let err = BlockReader::new(io::empty(), 0, 0, true).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+        let dir = TempDir::new();
+        let err = BlockReader::open(dir.file("f", b"x"), 0, true).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidInput);
 
-        let mut blocks = BlockReader::new(Cursor::new(vec![1u8; 10]), 8, true).unwrap();
+        let mut blocks = BlockReader::new(Cursor::new(vec![1u8; 10]), 10, 8, true).unwrap();
         let err = blocks.next_block(&mut [0; 7]).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidInput);
         let block = blocks.next_block(&mut [0; 8]).unwrap().unwrap();
         assert_eq!(
             (block.offset, block.len),
             (0, 8),
-            "a too-small buffer consumes nothing"
+            "a too-small buffer consumes nothing and does not poison"
         );
+        assert_eq!(blocks.next_len(), 2);
+    }
+
+    #[test]
+    fn open_errors() {
+        let dir = TempDir::new();
+        let err = BlockReader::open(dir.0.join("missing"), BS, true).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotFound);
+        let err = BlockReader::open(&dir.0, BS, true).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::IsADirectory);
+        #[cfg(unix)]
+        assert_eq!(err.raw_os_error(), Some(libc::EISDIR));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_fifo_is_refused_without_hanging() {
+        let dir = TempDir::new();
+        let path = dir.0.join("fifo");
+        let c_path = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+        // SAFETY: `c_path` is a valid NUL-terminated string that outlives the call.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        let err = BlockReader::open(&path, BS, true).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+    }
+
+    /// Asserts that `err` reports a change, and that `blocks` is now poisoned.
+    fn assert_changed_and_poisoned<R: Read>(
+        blocks: &mut BlockReader<R>,
+        err: &io::Error,
+        how: &str,
+        bytes_read: u64,
+    ) {
+        assert!(
+            err.to_string()
+                .starts_with("file changed while being read: ")
+                && err.to_string().contains(how),
+            "{err}"
+        );
+        assert_eq!(blocks.next_len(), 0);
+        let again = blocks.next_block(&mut [0; BS]).unwrap_err();
+        assert!(
+            again.to_string().starts_with("an earlier read of "),
+            "{again}"
+        );
+        assert_eq!(blocks.md5(), None);
+        assert_eq!(blocks.bytes_read(), bytes_read);
+    }
+
+    #[test]
+    fn a_file_that_shrinks_is_an_error() {
+        let dir = TempDir::new();
+        let path = dir.file("f", &noise(3 * BS + 5, 1));
+        let mut blocks = BlockReader::open(&path, BS, true).unwrap();
+        OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(BS as u64 + 3)
+            .unwrap();
+        let mut buf = [0u8; BS];
+        assert_eq!(blocks.next_block(&mut buf).unwrap().unwrap().offset, 0);
+        let err = blocks.next_block(&mut buf).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::UnexpectedEof);
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "file changed while being read: {} is shorter than the {} bytes it had when opened",
+                path.display(),
+                3 * BS + 5
+            )
+        );
+        assert_changed_and_poisoned(&mut blocks, &err, "shorter", BS as u64);
+        let again = blocks.next_block(&mut buf).unwrap_err();
+        assert_eq!(
+            again.to_string(),
+            format!("an earlier read of {} failed", path.display())
+        );
+    }
+
+    #[test]
+    fn a_file_that_grows_is_an_error_at_its_old_end() {
+        let dir = TempDir::new();
+        for size in [0, 5, BS, 2 * BS] {
+            let path = dir.file(&format!("f{size}"), &noise(size, 2));
+            let mut blocks = BlockReader::open(&path, BS, true).unwrap();
+            OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .unwrap()
+                .write_all(b"late")
+                .unwrap();
+            let mut buf = [0u8; BS];
+            let whole_blocks_before_the_last = size.div_ceil(BS).saturating_sub(1);
+            for _ in 0..whole_blocks_before_the_last {
+                assert!(blocks.next_block(&mut buf).unwrap().is_some());
+            }
+            let err = blocks.next_block(&mut buf).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidData, "size {size}");
+            let read = (whole_blocks_before_the_last * BS) as u64;
+            assert_changed_and_poisoned(&mut blocks, &err, "longer", read);
+        }
+    }
+
+    #[test]
+    fn a_stream_shorter_or_longer_than_its_size_is_an_error() {
+        let data = noise(2 * BS + 5, 4);
+        let mut buf = [0u8; BS];
+
+        let mut short = BlockReader::new(Cursor::new(&data), 3 * BS as u64, BS, true).unwrap();
+        short.next_block(&mut buf).unwrap().unwrap();
+        short.next_block(&mut buf).unwrap().unwrap();
+        let err = short.next_block(&mut buf).unwrap_err();
+        assert!(err.to_string().contains("the stream is shorter"), "{err}");
+        assert_changed_and_poisoned(&mut short, &err, "shorter", 2 * BS as u64);
+
+        let mut long = BlockReader::new(Cursor::new(&data), 2 * BS as u64, BS, true).unwrap();
+        long.next_block(&mut buf).unwrap().unwrap();
+        let err = long.next_block(&mut buf).unwrap_err();
+        assert_changed_and_poisoned(&mut long, &err, "longer", BS as u64);
     }
 
     /// Yields `good` bytes, then fails, then would read on.
@@ -306,23 +593,19 @@ mod tests {
     }
 
     #[test]
-    fn an_io_error_fails_every_later_call() {
-        let mut blocks = BlockReader::new(
-            FailOnce {
-                good: 12,
-                failed: false,
-            },
-            8,
-            true,
-        )
-        .unwrap();
+    fn an_io_error_poisons_the_reader() {
+        let reader = FailOnce {
+            good: 12,
+            failed: false,
+        };
+        let mut blocks = BlockReader::new(reader, 100, 8, true).unwrap();
         let mut buf = [0u8; 8];
         assert!(blocks.next_block(&mut buf).unwrap().is_some());
-        assert_eq!(
-            blocks.next_block(&mut buf).unwrap_err().to_string(),
-            "disk on fire"
-        );
-        assert!(blocks.next_block(&mut buf).is_err());
+        let err = blocks.next_block(&mut buf).unwrap_err();
+        assert_eq!(err.to_string(), "disk on fire");
+        let again = blocks.next_block(&mut buf).unwrap_err();
+        assert_eq!(again.to_string(), "an earlier read of the stream failed");
+        assert_eq!(blocks.next_len(), 0);
         assert_eq!(blocks.md5(), None);
         assert_eq!(blocks.bytes_read(), 8);
     }
@@ -338,8 +621,9 @@ mod tests {
 
     #[test]
     fn a_lying_reader_is_an_error_not_a_panic() {
-        let mut blocks = BlockReader::new(Liar, 8, true).unwrap();
+        let mut blocks = BlockReader::new(Liar, 8, 8, true).unwrap();
         let err = blocks.next_block(&mut [0; 8]).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidData);
+        assert!(blocks.next_block(&mut [0; 8]).is_err(), "poisoned");
     }
 }

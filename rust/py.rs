@@ -3,8 +3,7 @@
 //! The classes are `frozen` and keep their state behind a `Mutex` taken with `lock_py_attached`:
 //! calls from several Python threads run one at a time, a waiting thread not holding the GIL.
 
-use std::fs::File;
-use std::io::{self, ErrorKind, Read};
+use std::io;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -14,7 +13,8 @@ use pyo3::prelude::*;
 use pyo3::sync::MutexExt;
 use pyo3::types::{IntoPyDict, PyBytes, PyDict, PyList, PyMemoryView, PyString};
 
-use crate::checksum::{self, crc64_md5};
+use crate::checksum;
+use crate::chunk;
 use crate::naming::{self, NamingError, StrList};
 use crate::track::{self, Event};
 
@@ -264,117 +264,17 @@ impl Md5 {
 /// Largest block: 4000 MiB, Azure's Put Block limit.
 const MAX_BLOCK_SIZE: u64 = 4000 * 1024 * 1024;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum ReadState {
-    Reading,
-    /// Every byte of the size seen at open was returned, and the file ended there.
-    Done,
-    /// A read failed or the file changed: no more blocks.
-    Failed,
-}
-
-/// A file read in blocks of its size at open: the part of [`BlockReader`] that runs without the
-/// GIL. Unlike `chunk::BlockReader` it reads into a buffer of the block's exact length (the
-/// Python `bytes` returned), and it fails when the file turns out shorter or longer.
-struct FileBlocks {
-    path: PathBuf,
-    file: File,
-    size: u64,
-    block_size: u64,
-    md5: Option<checksum::Md5>,
-    /// Bytes returned in blocks so far.
-    offset: u64,
-    state: ReadState,
-}
-
-impl FileBlocks {
-    fn open(path: PathBuf, block_size: u64, md5: bool) -> io::Result<Self> {
-        let file = open_nonblocking(&path)?;
-        let meta = file.metadata()?;
-        if meta.is_dir() {
-            #[cfg(unix)]
-            return Err(io::Error::from_raw_os_error(libc::EISDIR));
-            #[cfg(not(unix))]
-            return Err(ErrorKind::IsADirectory.into());
-        }
-        if !meta.is_file() {
-            let message = format!("{} is not a regular file", path.display());
-            return Err(io::Error::new(ErrorKind::InvalidInput, message));
-        }
-        Ok(Self {
-            path,
-            file,
-            size: meta.len(),
-            block_size,
-            md5: md5.then(checksum::Md5::new),
-            offset: 0,
-            state: ReadState::Reading,
-        })
-    }
-
-    /// Length of the next block; 0 for an empty file.
-    fn next_len(&self) -> usize {
-        // At most block_size, which fits usize (checked when the reader was made).
-        (self.size - self.offset).min(self.block_size) as usize
-    }
-
-    /// Fills `buf` (of [`next_len`](Self::next_len) bytes) with the next block and returns its
-    /// CRC-64. The block that reaches the size seen at open also checks that the file ends there.
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<u64> {
-        let crc = self.try_read(buf);
-        self.state = match crc {
-            Err(_) => ReadState::Failed,
-            Ok(_) if self.offset == self.size => ReadState::Done,
-            Ok(_) => ReadState::Reading,
-        };
-        crc
-    }
-
-    fn try_read(&mut self, buf: &mut [u8]) -> io::Result<u64> {
-        self.file.read_exact(buf).map_err(|e| match e.kind() {
-            ErrorKind::UnexpectedEof => self.changed("shorter"),
-            _ => e,
-        })?;
-        let crc = crc64_md5(buf, self.md5.as_mut());
-        self.offset += buf.len() as u64;
-        if self.offset == self.size {
-            match self.file.read_exact(&mut [0]) {
-                Ok(()) => return Err(self.changed("longer")),
-                Err(e) if e.kind() == ErrorKind::UnexpectedEof => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(crc)
-    }
-
-    fn changed(&self, how: &str) -> io::Error {
-        io::Error::other(format!(
-            "file changed while being read: {} is {how} than the {} bytes it had when opened",
-            self.path.display(),
-            self.size
-        ))
-    }
-}
-
-/// Opens for reading without blocking on a FIFO (it is then refused as not a regular file).
-fn open_nonblocking(path: &Path) -> io::Result<File> {
-    let mut options = std::fs::OpenOptions::new();
-    options.read(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
-    options.open(path)
-}
-
 /// One block read by [`BlockReader::next_block`]: index, offset, data, CRC-64 header.
 type ReadBlock<'py> = (u64, u64, Bound<'py, PyBytes>, String);
 
 /// Reads a file in blocks for Put Block: each block with its CRC-64 header, and the whole
 /// file's MD5. Fails rather than return a partial file if the file shrinks or grows.
+/// A thin wrapper over [`chunk::BlockReader`], which reads each block into a fresh `bytes`.
 #[pyclass(frozen, module = "batchfiles._native", name = "BlockReader")]
 struct BlockReader {
     path: PathBuf,
     size: u64,
-    blocks: Mutex<FileBlocks>,
+    blocks: Mutex<chunk::BlockReader>,
 }
 
 #[pymethods]
@@ -383,15 +283,14 @@ impl BlockReader {
     #[pyo3(signature = (path, block_size, *, md5 = true))]
     fn new(py: Python<'_>, path: PathBuf, block_size: i64, md5: bool) -> PyResult<Self> {
         let block_size = count("block_size", block_size, 1..=MAX_BLOCK_SIZE)?;
-        if usize::try_from(block_size).is_err() {
-            return Err(PyValueError::new_err("block_size does not fit in memory"));
-        }
+        let block_size = usize::try_from(block_size)
+            .map_err(|_| PyValueError::new_err("block_size does not fit in memory"))?;
         let blocks = py
-            .detach(|| FileBlocks::open(path.clone(), block_size, md5))
+            .detach(|| chunk::BlockReader::open(&path, block_size, md5))
             .map_err(|e| os_error(e, &path))?;
         Ok(Self {
             path,
-            size: blocks.size,
+            size: blocks.size(),
             blocks: Mutex::new(blocks),
         })
     }
@@ -405,47 +304,30 @@ impl BlockReader {
     /// Bytes returned in blocks so far.
     #[getter]
     fn bytes_read(&self, py: Python<'_>) -> PyResult<u64> {
-        Ok(lock(py, &self.blocks)?.offset)
+        Ok(lock(py, &self.blocks)?.bytes_read())
     }
 
     /// `(index, offset, data, crc64_header)` of the next block, or None after the last one.
     fn next_block<'py>(&self, py: Python<'py>) -> PyResult<Option<ReadBlock<'py>>> {
         let mut guard = lock(py, &self.blocks)?;
         let blocks = &mut *guard;
-        match blocks.state {
-            ReadState::Reading => {}
-            ReadState::Done => return Ok(None),
-            ReadState::Failed => {
-                let message = format!("an earlier read of {} failed", self.path.display());
-                return Err(PyOSError::new_err(message));
-            }
-        }
-        let (offset, len) = (blocks.offset, blocks.next_len());
-        let mut crc = 0;
+        let mut block = None;
         // SOUNDNESS: `buf` is the memory of a new bytes object that no other code can reach
-        // until `new_with` returns it, so writing it without the GIL races with nothing.
-        let data = PyBytes::new_with(py, len, |buf| {
-            crc = py
-                .detach(|| blocks.read(buf))
+        // until `new_with` returns it, so writing it without the GIL races with nothing. It is the
+        // block's exact length (the lock keeps `next_len` fixed until the read); a length of 0 may
+        // be CPython's shared empty `bytes`, but then nothing is written.
+        let data = PyBytes::new_with(py, blocks.next_len(), |buf| {
+            block = py
+                .detach(|| blocks.next_block(buf))
                 .map_err(|e| os_error(e, &self.path))?;
             Ok(())
         })?;
-        if len == 0 {
-            return Ok(None); // an empty file, now checked to have stayed empty
-        }
-        let index = offset / blocks.block_size;
-        Ok(Some((index, offset, data, checksum::crc64_header(crc))))
+        Ok(block.map(|b| (b.index, b.offset, data, checksum::crc64_header(b.crc64))))
     }
 
     /// The whole file's MD5 once the last block was returned; None before that or without md5.
     fn md5(&self, py: Python<'_>) -> PyResult<Option<[u8; 16]>> {
-        let blocks = lock(py, &self.blocks)?;
-        let done = blocks.state == ReadState::Done;
-        Ok(blocks
-            .md5
-            .as_ref()
-            .filter(|_| done)
-            .map(checksum::Md5::finish))
+        Ok(lock(py, &self.blocks)?.md5())
     }
 }
 
