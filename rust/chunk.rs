@@ -219,7 +219,7 @@ fn check_block_size(block_size: usize) -> io::Result<()> {
 }
 
 /// Opens for reading without blocking on a FIFO (which the caller then refuses).
-fn open_nonblocking(path: &Path) -> io::Result<File> {
+pub(crate) fn open_nonblocking(path: &Path) -> io::Result<File> {
     let mut options = std::fs::OpenOptions::new();
     options.read(true);
     #[cfg(unix)]

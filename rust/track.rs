@@ -361,7 +361,7 @@ struct Source {
 impl Source {
     /// Opens the regular file at `path`, or `None` if nothing is there.
     fn open(path: &Path, reads: &mut u64) -> io::Result<Option<Self>> {
-        let file = match open_nonblocking(path) {
+        let file = match crate::chunk::open_nonblocking(path) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
@@ -437,21 +437,6 @@ fn file_id(meta: &Metadata) -> FileId {
     let created = meta.created().ok();
     let since_epoch = created.and_then(|time| time.duration_since(SystemTime::UNIX_EPOCH).ok());
     since_epoch.map_or((0, 0), |d| (d.as_secs(), d.subsec_nanos().into()))
-}
-
-/// Opens for reading without blocking on a FIFO that replaced the file.
-#[cfg(unix)]
-fn open_nonblocking(path: &Path) -> io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-}
-
-#[cfg(not(unix))]
-fn open_nonblocking(path: &Path) -> io::Result<File> {
-    File::open(path)
 }
 
 fn check_regular(meta: &Metadata, path: &Path) -> io::Result<()> {
