@@ -20,6 +20,8 @@ from azure.storage.blob.aio import LinearRetry as AsyncLinearRetry
 from batchfiles import naming, tracking
 from batchfiles.aio._tracking import TrackedSave as AsyncTrackedSave
 from batchfiles.errors import OutputExistsError, TrackingError
+from batchfiles.kinds import TaskOutputKind
+from batchfiles.storage import TaskOutputStorage
 from batchfiles.testing import Azurite
 from batchfiles.tracking import TrackedSave
 from tracking_child import fast_retries
@@ -208,6 +210,54 @@ def test_one_thread_serves_every_save_and_ends_with_the_last(
     wait_no_tracking_thread()
     for i in range(5):
         assert blob_bytes(container, f"logs/{i}.txt") == f"file {i}\n".encode()
+
+
+def test_a_dead_tracking_thread_fails_the_open_saves_and_the_next_save_starts_another(
+    container: ContainerClient,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.ERROR, "batchfiles")
+    wait_no_tracking_thread()
+    end, broken = tracking._Engine.end, []
+
+    def end_broken_once(engine: tracking._Engine, outcome: tracking._Outcome, now: float) -> None:
+        if not broken:
+            broken.append(engine)
+            raise RuntimeError("a bug near https://acct.blob.core.windows.net/c/b?sv=1&sig=SECRET")
+        end(engine, outcome, now)
+
+    saves = [TrackedSave.start(container, f"logs/{i}.log", tmp_path / f"{i}.log") for i in range(2)]
+    monkeypatch.setattr(tracking._Engine, "end", end_broken_once)  # the next step of either save
+    with pytest.raises(TrackingError, match="the tracking thread stopped"):
+        saves[0].flush(timeout=10)  # not a TimeoutError: the error is kept at once
+    for save in saves:
+        with pytest.raises(TrackingError):
+            save.close()  # raises at once, never waits for a thread that is gone
+        assert isinstance(save.error.__cause__, RuntimeError)
+        assert "SECRET" not in str(save.error)
+    assert "SECRET" not in caplog.text
+    wait_no_tracking_thread()
+
+    path = tmp_path / "next.log"
+    append(path, b"saved by a new thread\n")
+    with TrackedSave.start(container, "logs/next.log", path, flush_interval=3600, settle=0):
+        pass
+    assert blob_bytes(container, "logs/next.log") == b"saved by a new thread\n"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no os.fork")
+def test_a_forked_child_does_not_hang_on_or_save_the_parents_saves(
+    azurite: Azurite, container: ContainerClient, log_path: Path
+) -> None:
+    args = [azurite.connection_string, container.container_name, LOG, str(log_path), "fork", "50"]
+    result = subprocess.run([sys.executable, str(CHILD), *args], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "process this one was forked from" in result.stdout
+    assert blob_bytes(container) == log_path.read_bytes()
+    assert log_path.read_bytes().endswith(b"last words 49\n")
+    assert blob_bytes(container, f"{LOG}.child") == b"saved by the child\n"
 
 
 # --- rotation matrix: the blob is everything written, less the bytes counted as lost ------------------------
@@ -399,6 +449,8 @@ def test_block_limit_rolls_over_to_parts_and_resume_continues_there(
     save = save_lines(0, 8)
     assert save.parts == [LOG, f"{LOG}.1", f"{LOG}.2"]
     assert [block_count(container, part) for part in save.parts] == [3, 3, 2]
+    metadata = [container.get_blob_client(part).get_blob_properties().metadata for part in save.parts]
+    assert metadata == [{}, {tracking._PART_KEY: "1"}, {tracking._PART_KEY: "2"}]
     assert b"".join(blob_bytes(container, part) for part in save.parts) == log_path.read_bytes()
 
     resumed = save_lines(8, 2)
@@ -410,6 +462,79 @@ def test_block_limit_rolls_over_to_parts_and_resume_continues_there(
     assert fresh.parts == [LOG]
     assert blob_bytes(container) == log_path.read_bytes()
     assert [b.name for b in container.list_blobs()] == [LOG]
+
+
+@pytest.mark.parametrize(
+    ("if_exists", "second_run"),
+    [("resume", b"first run\nappended\n"), ("resume", b"another start\n"), ("overwrite", b"first run\n")],
+    ids=["resume", "resume-replacing", "overwrite"],
+)
+def test_a_saved_rotated_log_named_like_a_part_is_left_alone(
+    azurite: Azurite,
+    container: ContainerClient,
+    job_id: str,
+    log_path: Path,
+    if_exists: str,
+    second_run: bytes,
+) -> None:
+    with TaskOutputStorage.from_connection_string(azurite.connection_string, job_id, "task-1") as task:
+        task.save_text(TaskOutputKind.TASK_LOG, "rotated\n", "app.log.1")  # logrotate's, saved on its own
+        log_path.write_bytes(b"first run\n")
+        with task.save_tracked(log_path, "app.log", flush_interval=3600, settle=0):
+            pass
+        log_path.write_bytes(second_run)
+        with task.save_tracked(
+            log_path, "app.log", if_exists=if_exists, flush_interval=3600, settle=0
+        ) as save:
+            pass
+    assert save.parts == [save.blob_name]
+    assert blob_bytes(container, save.blob_name) == second_run
+    assert blob_bytes(container, f"{save.blob_name}.1") == b"rotated\n"
+
+
+def test_a_log_tracked_as_name_dot_1_is_not_a_part_of_name(
+    container: ContainerClient, tmp_path: Path
+) -> None:
+    log, log_1 = tmp_path / "b.log", tmp_path / "b.log.1"
+    append(log, b"b.log\n")
+    append(log_1, b"b.log.1, tracked on its own\n")
+    for path in (log, log_1):
+        with TrackedSave.start(container, f"logs/{path.name}", path, flush_interval=3600, settle=0):
+            pass
+    append(log, b"resumed\n")
+    with TrackedSave.start(container, "logs/b.log", log, flush_interval=3600, settle=0) as resumed:
+        pass
+    assert resumed.parts == ["logs/b.log"]
+    assert resumed.bytes_saved == len(b"resumed\n")  # b.log.1's size is not part of the offset
+    with TrackedSave.start(
+        container, "logs/b.log", log, if_exists="overwrite", flush_interval=3600, settle=0
+    ):
+        pass
+    assert blob_bytes(container, "logs/b.log") == log.read_bytes()
+    assert blob_bytes(container, "logs/b.log.1") == log_1.read_bytes()
+
+
+@pytest.mark.parametrize("marked", [False, True], ids=["another-blob", "a-leftover-part"])
+def test_roll_over_replaces_only_a_leftover_part(
+    container: ContainerClient, log_path: Path, monkeypatch: pytest.MonkeyPatch, marked: bool
+) -> None:
+    monkeypatch.setattr(tracking, "_MAX_BLOCKS", 1)
+    metadata = {tracking._PART_KEY: "1"} if marked else None
+    container.upload_blob(f"{LOG}.1", b"not this save's\n", metadata=metadata)  # with no part 0: not found
+    save = TrackedSave.start(container, LOG, log_path, flush_interval=3600, settle=0)
+    append(log_path, b"line 0\n")
+    save.flush()
+    append(log_path, b"line 1\n")  # the block limit is reached: goes to part 1
+    if marked:
+        save.close()
+        assert save.parts == [LOG, f"{LOG}.1"]
+        assert blob_bytes(container, f"{LOG}.1") == b"line 1\n"
+        return
+    with pytest.raises(TrackingError, match="is not part 1"):
+        save.flush()
+    with pytest.raises(TrackingError):
+        save.close()
+    assert blob_bytes(container, f"{LOG}.1") == b"not this save's\n"
 
 
 def test_regular_uploads_coalesce_as_the_blocks_run_out(tmp_path: Path) -> None:
@@ -522,5 +647,32 @@ def test_aio_twin_raises_the_kept_error(azurite: Azurite, container: ContainerCl
                 await save.flush()
             with pytest.raises(TrackingError):
                 await save.close()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("end", ["cancelled", "failed"])
+def test_aio_flush_and_close_raise_once_the_task_ended(
+    azurite: Azurite, container: ContainerClient, log_path: Path, end: str
+) -> None:
+    def broken(now: float) -> None:
+        raise RuntimeError("a bug")
+
+    async def scenario() -> None:
+        async with AsyncContainerClient.from_connection_string(
+            azurite.connection_string, container.container_name, **fast_retries(AsyncLinearRetry)
+        ) as aio_container:
+            save = await AsyncTrackedSave.start(aio_container, LOG, log_path, flush_interval=3600, settle=0)
+            if end == "cancelled":
+                save._task.cancel()  # before it even started
+            else:
+                save._engine.begin = broken  # its next step
+            append(log_path, b"never saved\n")
+            with pytest.raises(TrackingError, match="ended"):
+                await save.flush(timeout=10)  # not a TimeoutError
+            with pytest.raises(TrackingError, match="ended"):
+                await asyncio.wait_for(save.close(), 10)
+            cause = asyncio.CancelledError if end == "cancelled" else RuntimeError
+            assert isinstance(save.error.__cause__, cause)
 
     asyncio.run(scenario())

@@ -48,6 +48,8 @@ class MemoryBlob:
     """``_Call`` s against an append blob held in memory; appends fail as ``faults`` says, in turn:
     "before" (not applied), "after" (applied, then the response is lost), None (fine)."""
 
+    refusal = "connection refused"
+
     def __init__(self, *faults: str | None) -> None:
         self.data: bytes | None = None
         self.faults = list(faults)
@@ -64,7 +66,7 @@ class MemoryBlob:
         assert call.method == "append_block"
         fault = self.faults.pop(0) if self.faults else None
         if fault == "before":
-            raise ServiceRequestError("connection refused")
+            raise ServiceRequestError(self.refusal)
         if call.kwargs["appendpos_condition"] != len(self.data):
             error = HttpResponseError("412 The append position condition specified was not met.")
             error.status_code, error.error_code = 412, "AppendPositionConditionNotMet"
@@ -133,6 +135,23 @@ def test_transient_failures_back_off_then_the_error_is_kept(
     assert [r.message.rsplit(" in ", 1)[1] for r in retries] == ["0.5 s", "1.0 s", "2.0 s", "4.0 s", "8.0 s"]
     assert caplog.records[-1].levelno == logging.ERROR
     assert blob.data == b""
+
+
+def test_sas_signatures_are_kept_out_of_logs_and_errors(
+    memory_engine: tracking._Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, "batchfiles")
+    blob = MemoryBlob(*["before"] * tracking._MAX_FAILED_STEPS)
+    blob.refusal = (
+        "Max retries exceeded with url: /c/app.log?comp=appendblock&sv=2024&sig=SECRET%3D (refused)"
+    )
+    tracking._drive(blob, memory_engine.opening())
+    append(Path(memory_engine.path), b"never saved\n")
+    with pytest.raises(TrackingError) as raised:
+        flush_in_memory(memory_engine, blob)
+    assert "sig=REDACTED" in str(raised.value)
+    assert "sig=REDACTED" in caplog.text
+    assert "SECRET" not in str(raised.value) + caplog.text
 
 
 # --- against Azurite through the fault proxy ----------------------------------------------------------------

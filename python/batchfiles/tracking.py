@@ -31,7 +31,8 @@ from dataclasses import dataclass, field, replace
 from time import monotonic
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
-from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
+from azure.core import MatchConditions
+from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import ContainerClient, ContentSettings
 
 from . import _core
@@ -54,6 +55,9 @@ IF_EXISTS = ("resume", "overwrite", "fail")
 
 #: Committed blocks an append blob holds (Azure's limit); past it the save goes on in ``{name}.1``, ...
 _MAX_BLOCKS = 50_000
+#: Metadata marking part ``k >= 1`` (value ``str(k)``), so a blob that merely has a part's name (a rotated
+#: ``app.log.1`` saved on its own, another tracked save) is never counted, deleted or overwritten as one.
+_PART_KEY = "batchfiles_part"
 #: Largest append block (Azure's classic limit, accepted by every service version).
 _MAX_BLOCK = 4 * 1024 * 1024
 #: Once half the blocks are used, regular uploads wait for this many bytes (flushes never wait)...
@@ -233,13 +237,17 @@ class _Engine:
         yield from self._replace(len(parts))
 
     def _existing_parts(self) -> Steps[list[Any]]:
-        """Properties of the blob and of its parts ``name.1``, ... up to the first one missing."""
+        """Properties of the blob and of its parts ``name.1``, ... up to the first one missing or not
+        marked as that part."""
         found: list[Any] = []
         while True:
             try:
-                found.append((yield _Call(self.part_name(len(found)), "get_blob_properties")))
+                props = yield _Call(self.part_name(len(found)), "get_blob_properties")
             except ResourceNotFoundError:
                 return found
+            if found and not _is_part(props, len(found)):
+                return found
+            found.append(props)
 
     def _holds_prefix(self, parts: list[Any]) -> Steps[bool]:
         """Whether the parts are append blobs whose concatenation is a prefix of the file, judged by
@@ -276,8 +284,27 @@ class _Engine:
         yield from self._create(0)
 
     def _create(self, index: int) -> Steps[None]:
-        settings = ContentSettings(content_type=_content_type(self.blob_name))
-        yield _Call(self.part_name(index), "create_append_blob", {"content_settings": settings})
+        """Create part ``index`` empty. A part after the first is marked, and replaces only a blob marked
+        as that part (an earlier try, or a leftover of an earlier save), never another blob."""
+        name = self.part_name(index)
+        kwargs: dict[str, Any] = {
+            "content_settings": ContentSettings(content_type=_content_type(self.blob_name))
+        }
+        if index:
+            kwargs["metadata"] = {_PART_KEY: str(index)}
+            try:
+                yield _Call(
+                    name, "create_append_blob", {**kwargs, "match_condition": MatchConditions.IfMissing}
+                )
+                return
+            except ResourceExistsError:
+                pass
+            if not _is_part((yield _Call(name, "get_blob_properties")), index):
+                raise TrackingError(
+                    f"{name!r} exists and is not part {index} of {self.blob_name!r}: stopped saving "
+                    f"{self.path} rather than overwrite it"
+                )
+        yield _Call(name, "create_append_blob", kwargs)
 
     # -- schedule ---------------------------------------------------------------------------------------
 
@@ -314,6 +341,19 @@ class _Engine:
     def raise_error(self) -> None:
         if self.error is not None:
             raise self.error
+
+    def stop(self, error: BaseException, *, log: bool = True) -> None:
+        """Keep ``error`` and close, when the save cannot go on (nothing once closed)."""
+        if self.closed:
+            return
+        self.error, self.closed = error, True
+        if log:
+            logger.error(
+                "tracked save of %s to %s stopped: %s",
+                self.path,
+                self.part_name(self._part),
+                _core.redact(str(error)),
+            )
 
     def begin(self, now: float) -> Steps[_Outcome] | None:
         """The step due at ``now``, or None if none is due."""
@@ -370,21 +410,18 @@ class _Engine:
                 "tracked save of %s to %s failed (%s); trying again in %.1f s",
                 self.path,
                 self.part_name(self._part),
-                exc,
+                _core.redact(str(exc)),
                 delay,
             )
             return
-        self.error = self._kept_error(exc)
-        self.closed = True
-        logger.error(
-            "tracked save of %s to %s stopped: %s", self.path, self.part_name(self._part), self.error
-        )
+        self.stop(self._kept_error(exc))
 
     def _kept_error(self, exc: Exception) -> BaseException:
         what = f"{self.part_name(self._part)!r} in container {self.container_name!r}"
         if _is_transient(exc):
             error = TrackingError(
-                f"gave up saving {self.path} to {what} after {self._failures} failures: {exc}"
+                f"gave up saving {self.path} to {what} after {self._failures} failures: "
+                f"{_core.redact(str(exc))}"
             )
         elif isinstance(exc, HttpResponseError):
             error = _core.translate_error(exc, self.container_name, what)
@@ -463,6 +500,18 @@ class _Engine:
             logger.log(level, message, self.path, value)
 
 
+def _is_part(props: Any, index: int) -> bool:
+    """Whether blob properties are those of part ``index`` (>= 1) of a tracked save."""
+    return (props.metadata or {}).get(_PART_KEY) == str(index)
+
+
+def _stopped_error(what: str, exc: BaseException) -> TrackingError:
+    """The error kept by a save whose driver (thread or task) ended: ``what`` happened, because of ``exc``."""
+    error = TrackingError(f"{what}: {_core.redact(repr(exc))}")
+    error.__cause__ = exc
+    return error
+
+
 def _drive(execute: Any, steps: Steps[T]) -> T:
     """Run ``steps``, making each call with ``execute`` and handing back its result or error."""
     run = _Run(steps)
@@ -490,6 +539,8 @@ class _Scheduler:
         self._order = itertools.count()
         self._thread: threading.Thread | None = None
         atexit.register(self._at_exit)
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._after_fork)
 
     def add(self, save: TrackedSave) -> None:
         with self.cond:
@@ -509,18 +560,34 @@ class _Scheduler:
 
     def _loop(self) -> None:
         with self.cond:
-            while self._open:
-                when, _, save = self._queue[0]
-                now = monotonic()
-                if when > now:
-                    self.cond.wait(when - now)
-                    continue
-                heapq.heappop(self._queue)
-                step = save._engine.begin(now)
-                if step is not None:
-                    self._run(save, step)
-            self._queue.clear()
-            self._thread = None
+            try:
+                while self._open:
+                    when, _, save = self._queue[0]
+                    now = monotonic()
+                    if when > now:
+                        self.cond.wait(when - now)
+                        continue
+                    heapq.heappop(self._queue)
+                    step = save._engine.begin(now)
+                    if step is not None:
+                        self._run(save, step)
+            except BaseException as exc:  # a bug: fail the open saves, so flush and close raise it
+                for save in self._open:
+                    save._engine.stop(_stopped_error("the tracking thread stopped", exc))
+            finally:  # the next save starts a new thread
+                self._open.clear()
+                self._queue.clear()
+                self._thread = None
+                self.cond.notify_all()
+
+    def _after_fork(self) -> None:
+        """In a forked child: no thread, a fresh lock (the parent's may be held), and the inherited saves
+        stopped with an error (the parent saves them; a second writer would break both)."""
+        self.cond = threading.Condition()
+        inherited, self._open, self._queue, self._thread = self._open, set(), [], None
+        for save in inherited:
+            error = TrackingError(f"{save._engine.path} is saved by the process this one was forked from")
+            save._engine.stop(error, log=False)
 
     def _run(self, save: TrackedSave, step: Steps[_Outcome]) -> None:
         """Run one step without the lock, then record its outcome."""

@@ -16,7 +16,7 @@ from azure.storage.blob.aio import ContainerClient
 
 from .. import _core
 from .._core import PathLike
-from ..tracking import Steps, T, TrackOptions, _Call, _Engine, _Run, _TrackedSaveBase
+from ..tracking import Steps, T, TrackOptions, _Call, _Engine, _Run, _stopped_error, _TrackedSaveBase
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -81,14 +81,34 @@ class TrackedSave(_TrackedSaveBase):
                 self._progress.notify_all()
 
     async def _wait(self, done: Callable[[], bool], timeout: float | None = None) -> bool:
-        """Wake the task and wait until ``done()``; False after ``timeout`` seconds."""
+        """Wake the task and wait until ``done()`` or the task's end; False after ``timeout`` seconds."""
+        assert self._task is not None
         self._wake.set()
-        async with self._progress:
-            try:
-                await asyncio.wait_for(self._progress.wait_for(done), timeout)
-            except asyncio.TimeoutError:
-                return False
-        return True
+
+        async def notified() -> None:
+            async with self._progress:
+                await self._progress.wait_for(done)
+
+        waiter = asyncio.ensure_future(notified())
+        try:
+            await asyncio.wait({waiter, self._task}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+        if waiter.done() and not waiter.cancelled():
+            waiter.result()  # raises the kept error
+            return True
+        self._reap()
+        return done()
+
+    def _reap(self) -> None:
+        """If the task ended before the save was closed (it failed or was cancelled), stop the save with
+        an error, so ``flush`` and ``close`` raise instead of waiting forever."""
+        task = self._task
+        if task is None or not task.done():
+            return
+        exc = asyncio.CancelledError("cancelled") if task.cancelled() else task.exception()
+        if exc is not None:
+            self._engine.stop(_stopped_error(f"the task saving {self._engine.path} ended", exc))
 
     async def flush(self, timeout: float | None = None) -> None:
         """Return once everything written so far is in the blob; raises the kept :attr:`error`, or
@@ -103,7 +123,8 @@ class TrackedSave(_TrackedSaveBase):
         self._engine.request_close(monotonic())
         await self._wait(lambda: self._engine.closed)
         if self._task is not None:
-            await self._task
+            await asyncio.wait({self._task})  # it ends once closed
+            self._reap()
         self._engine.raise_error()
 
     async def __aenter__(self) -> TrackedSave:
