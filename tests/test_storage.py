@@ -430,3 +430,25 @@ def test_job_listing_of_task_kinds_round_trips(job, service, job_id):
     container.upload_blob("$TaskOutput/odd.txt", b"odd")  # a job-level blob under a task kind's name
     (ref,) = job.list()
     assert job.get(ref.kind, ref.file_path).download_text() == "odd"
+
+
+@pytest.mark.parametrize(
+    ("size", "content_md5"),
+    [(0, True), (10, False), (3 * 1024 * 1024 + 1, True), (3 * 1024 * 1024 + 1, False)],
+)
+def test_saved_reference_equals_what_storage_reports(task, tmp_path, size, content_md5):
+    path = tmp_path / "f.json"
+    path.write_bytes(os.urandom(size))
+    saved = task.save(TASK_OUTPUT, path, "f.json", block_size=1024 * 1024, content_md5=content_md5)
+    fetched = task.get(TASK_OUTPUT, "f.json")
+    for name in [
+        "kind",
+        "file_path",
+        "blob_name",
+        "url",
+        "size",
+        "content_md5",
+        "content_type",
+        "last_modified",
+    ]:
+        assert getattr(saved, name) == getattr(fetched, name), name

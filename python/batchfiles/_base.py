@@ -38,6 +38,7 @@ class StorageBase:
     """A job's container and whose outputs in it (a task's or the job's own)."""
 
     _clients: ModuleType  # azure.storage.blob or azure.storage.blob.aio
+    _reference_class: type[ReferenceBase]  # the OutputFileReference of the same flavour
     _needs_task: bool
 
     def __init__(self, container: Any, task_id: str | None) -> None:
@@ -85,6 +86,10 @@ class StorageBase:
             config.account_url, credential, **_core.client_kwargs(kwargs)
         )
         return cls._from_service(service, config.job_id, config.task_id)
+
+    def _uploaded(self, blob: Any, size: int, upload: dict[str, Any], response: Any) -> Any:
+        """The reference of a blob just written (no request: all is known from the upload)."""
+        return self._reference_class(_core.uploaded_info(self._scope, blob, size, upload, response), blob)
 
     @property
     def container_name(self) -> str:

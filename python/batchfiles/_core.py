@@ -492,6 +492,25 @@ def reference_info(scope: Scope, blob_url: str, props: Any) -> ReferenceInfo | N
     )
 
 
+def uploaded_info(scope: Scope, blob: Any, size: int, upload: dict[str, Any], response: Any) -> ReferenceInfo:
+    """The info of a blob just written with the ``upload`` options, without asking storage again."""
+    parsed = scope.parse(blob.blob_name)
+    if parsed is None:
+        raise ValueError(f"{blob.blob_name!r} is not an output blob of {scope}")
+    kind, file_path = parsed
+    settings = upload["content_settings"]
+    return ReferenceInfo(
+        kind=kind,
+        file_path=file_path,
+        blob_name=blob.blob_name,
+        url=public_url(blob.url),
+        size=size,
+        content_md5=bytes(settings.content_md5) if settings.content_md5 else None,
+        content_type=settings.content_type,
+        last_modified=response.get("last_modified"),
+    )
+
+
 def reference_of(scope: Scope, blob_url: str, props: Any) -> ReferenceInfo:
     """The info of a blob whose name this scope derived."""
     info = reference_info(scope, blob_url, props)
@@ -603,12 +622,14 @@ def single_put(blob_name: str, reader: Any, overwrite: bool) -> tuple[bytes, dic
     return data, upload_kwargs(blob_name, data, reader.md5(), overwrite)
 
 
-def upload_kwargs(blob_name: str, data: bytes, stored_md5: bytes | None, overwrite: bool) -> dict[str, Any]:
-    """upload_blob options: content type, the stored MD5 (if any), and a validated per-request MD5."""
+def upload_kwargs(blob_name: str, data: bytes, md5: bytes | None, overwrite: bool) -> dict[str, Any]:
+    """upload_blob options: content type, and the MD5 (of ``data`` if not given), stored with the blob and
+    sent as the per-request Content-MD5 that storage validates."""
+    md5 = md5 or _native.md5(data)
     return {
         "overwrite": overwrite,
-        "content_settings": content_settings(blob_name, stored_md5),
-        "headers": md5_header(stored_md5 or _native.md5(data)),
+        "content_settings": content_settings(blob_name, md5),
+        "headers": md5_header(md5),
     }
 
 

@@ -124,6 +124,7 @@ class _OutputStorage(StorageBase):
     """The I/O of task and job storage over azure.storage.blob."""
 
     _clients = azure.storage.blob
+    _reference_class = OutputFileReference
 
     def __enter__(self):
         return self
@@ -163,20 +164,21 @@ class _OutputStorage(StorageBase):
             reader = _native.BlockReader(path, block_size, md5=content_md5)
             counter = _core.ProgressCounter(reader.size, progress)
             if reader.size <= min(block_size, _core.SINGLE_PUT_SIZE):
-                data, kwargs = _core.single_put(blob.blob_name, reader, overwrite)
-                blob.upload_blob(data, **kwargs)
+                data, upload = _core.single_put(blob.blob_name, reader, overwrite)
+                response = blob.upload_blob(data, **upload)
                 counter.add(len(data))
             else:
-                _put_blocks(blob, reader, overwrite, counter, max_concurrency)
-        return self._reference(blob)
+                upload, response = _put_blocks(blob, reader, overwrite, counter, max_concurrency)
+        return self._uploaded(blob, reader.size, upload, response)
 
     def save_bytes(self, kind: KindLike, data: bytes, destination: str, *, overwrite: bool = True):
         """Save ``data`` as ``kind`` under ``destination``, in one request with its Content-MD5."""
         data = _core.check_bytes(data)
         blob = self._container.get_blob_client(self._scope.blob_name(kind, destination))
+        upload = _core.upload_kwargs(blob.blob_name, data, None, overwrite)
         with storage_errors(self.container_name, blob.blob_name):
-            blob.upload_blob(data, **_core.upload_kwargs(blob.blob_name, data, _native.md5(data), overwrite))
-        return self._reference(blob)
+            response = blob.upload_blob(data, **upload)
+        return self._uploaded(blob, len(data), upload, response)
 
     def save_text(
         self, kind: KindLike, text: str, destination: str, *, encoding: str = "utf-8", overwrite: bool = True
@@ -256,10 +258,11 @@ class _OutputStorage(StorageBase):
 
 def _put_blocks(
     blob: BlobClient, reader: Any, overwrite: bool, counter: _core.ProgressCounter, max_concurrency: int
-) -> None:
+) -> tuple[dict[str, Any], Any]:
     """Stage blocks from ``max_concurrency`` threads; the reader (under a lock) cuts and hashes them.
 
     Any error (or Ctrl-C) stops every thread after its current block; nothing is committed then.
+    Returns the commit's options and response.
     """
     lock = threading.Lock()
     failed = threading.Event()
@@ -273,9 +276,11 @@ def _put_blocks(
                 if block is None:
                     return
                 index, _, data, crc = block
+                del block  # hold one block per thread, not two, while the next is read
                 blob.stage_block(_core.block_id(upload_id, index), data, headers=_core.crc_headers(crc))
                 staged.append(index)
                 counter.add(len(data))
+                del data
         except BaseException:
             failed.set()
             raise
@@ -288,7 +293,8 @@ def _put_blocks(
         except BaseException:
             failed.set()
             raise
-    blob.commit_block_list(**_core.commit_kwargs(blob.blob_name, reader, upload_id, staged, overwrite))
+    commit = _core.commit_kwargs(blob.blob_name, reader, upload_id, staged, overwrite)
+    return commit, blob.commit_block_list(**commit)
 
 
 class TaskOutputStorage(TaskConstructors, _OutputStorage):

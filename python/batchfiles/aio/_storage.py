@@ -131,6 +131,7 @@ class _OutputStorage(StorageBase):
     """The I/O of task and job storage over azure.storage.blob.aio."""
 
     _clients = azure.storage.blob.aio
+    _reference_class = OutputFileReference
 
     async def __aenter__(self):
         return self
@@ -163,12 +164,12 @@ class _OutputStorage(StorageBase):
             reader = await asyncio.to_thread(_native.BlockReader, path, block_size, md5=content_md5)
             counter = _core.ProgressCounter(reader.size, progress)
             if reader.size <= min(block_size, _core.SINGLE_PUT_SIZE):
-                data, kwargs = await asyncio.to_thread(_core.single_put, blob.blob_name, reader, overwrite)
-                await blob.upload_blob(data, **kwargs)
+                data, upload = await asyncio.to_thread(_core.single_put, blob.blob_name, reader, overwrite)
+                response = await blob.upload_blob(data, **upload)
                 counter.add(len(data))
             else:
-                await _put_blocks(blob, reader, overwrite, counter, max_concurrency)
-        return await self._reference(blob)
+                upload, response = await _put_blocks(blob, reader, overwrite, counter, max_concurrency)
+        return self._uploaded(blob, reader.size, upload, response)
 
     async def save_bytes(
         self, kind: KindLike, data: bytes, destination: str, *, overwrite: bool = True
@@ -176,11 +177,10 @@ class _OutputStorage(StorageBase):
         """Save ``data`` as ``kind`` under ``destination``, in one request with its Content-MD5."""
         data = _core.check_bytes(data)
         blob = self._container.get_blob_client(self._scope.blob_name(kind, destination))
+        upload = _core.upload_kwargs(blob.blob_name, data, None, overwrite)
         with storage_errors(self.container_name, blob.blob_name):
-            await blob.upload_blob(
-                data, **_core.upload_kwargs(blob.blob_name, data, _native.md5(data), overwrite)
-            )
-        return await self._reference(blob)
+            response = await blob.upload_blob(data, **upload)
+        return self._uploaded(blob, len(data), upload, response)
 
     async def save_text(
         self, kind: KindLike, text: str, destination: str, *, encoding: str = "utf-8", overwrite: bool = True
@@ -259,7 +259,7 @@ class _OutputStorage(StorageBase):
 
 async def _put_blocks(
     blob: BlobClient, reader: Any, overwrite: bool, counter: _core.ProgressCounter, max_concurrency: int
-) -> None:
+) -> tuple[dict[str, Any], Any]:
     """Stage blocks from ``max_concurrency`` tasks; the reader cuts and hashes them in a thread."""
     lock = asyncio.Lock()
     upload_id, staged = _core.new_upload_id(), []
@@ -271,9 +271,11 @@ async def _put_blocks(
             if block is None:
                 return
             index, _, data, crc = block
+            del block  # hold one block per task, not two, while the next is read
             await blob.stage_block(_core.block_id(upload_id, index), data, headers=_core.crc_headers(crc))
             staged.append(index)
             counter.add(len(data))
+            del data
 
     workers = [asyncio.ensure_future(worker()) for _ in range(max_concurrency)]
     try:
@@ -281,7 +283,8 @@ async def _put_blocks(
     finally:
         for task in workers:
             task.cancel()
-    await blob.commit_block_list(**_core.commit_kwargs(blob.blob_name, reader, upload_id, staged, overwrite))
+    commit = _core.commit_kwargs(blob.blob_name, reader, upload_id, staged, overwrite)
+    return commit, await blob.commit_block_list(**commit)
 
 
 class TaskOutputStorage(TaskConstructors, _OutputStorage):
