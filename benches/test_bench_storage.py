@@ -1,0 +1,370 @@
+"""Saving to Azurite: batchfiles vs plain azure-storage-blob, measured in the same run.
+
+Groups (targets from issue 4; ``benches/report.py`` checks them and prints the ratios):
+
+- ``save 1 GiB file``: ``TaskOutputStorage.save`` (``content_md5`` on and off) vs the baseline
+  ``BlobClient.upload_blob(stream, max_concurrency=4, validate_content=True)``. Wall >= 1.0x; client CPU
+  <= 1.0x with MD5 and <= 0.5x without. Client CPU is ``time.process_time()`` of this process; Azurite's CPU
+  (another process, read from ``/proc``) is recorded beside it, because Azurite is what bounds the wall time.
+  ``upload_blob`` without ``validate_content`` is a reference row (no target): with no Content-MD5 Azurite
+  computes a CRC-64 of every block, as it does for ours.
+- ``peak RSS, 1 GiB file``: the same uploads in a fresh interpreter, each reporting its peak RSS during the
+  upload minus its RSS right before. Ours <= 64 MiB + block_size x max_concurrency. The peak is ``VmHWM``,
+  reset to the current RSS just before the upload (``/proc/self/clear_refs``), not ``ru_maxrss``: on Linux
+  ``ru_maxrss`` survives ``exec``, so a child of this (large) pytest process would report pytest's own peak.
+- ``save_many 2,000 x 4 KiB``: ``save_many(max_concurrency=8)`` vs a sequential ``save`` loop: >= 1.25x.
+
+Knobs: ``BATCHFILES_BENCH_GIB`` (size of the large file, default 1), ``BATCHFILES_BENCH_ROUNDS`` (rounds of
+each large-file benchmark, default 3).
+
+Memory: Azurite runs with ``--inMemoryPersistence`` and frees a deleted blob's data only in its garbage
+collection, every 10 minutes. Deleting after each round keeps the listing small, but the memory comes back
+only when Azurite stops, so the module's Azurite is restarted (outside any timing) before each large-file
+benchmark: every variant starts from an empty server, and it holds at most ROUNDS x SIZE.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from azure.storage.blob import BlobServiceClient, ContainerClient
+from batchfiles import TaskOutputStorage, prepare_output_storage
+from batchfiles.testing import Azurite
+
+MIB = 1 << 20
+GIB = 1 << 30
+SIZE = max(MIB, round(float(os.environ.get("BATCHFILES_BENCH_GIB", "1")) * GIB) // MIB * MIB)
+ROUNDS = int(os.environ.get("BATCHFILES_BENCH_ROUNDS", "3"))
+JOB = "bench-storage"
+BLOCK_SIZE = 8 * MIB  # TaskOutputStorage.save defaults
+CONCURRENCY = 4
+LARGE = f"{SIZE / GIB:g} GiB"  # in group names
+RSS_TARGET_MIB = 64 + BLOCK_SIZE * CONCURRENCY / MIB
+
+pytestmark = pytest.mark.timeout(1800)
+
+# --- Azurite -----------------------------------------------------------------------------------------------
+
+
+def _process_tree_cpu(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and its live descendants, from /proc (0 where unavailable)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total, todo, seen = 0.0, [pid], set()
+    while todo:
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            for task in os.listdir(f"/proc/{p}/task"):
+                todo += [int(c) for c in Path(f"/proc/{p}/task/{task}/children").read_text().split()]
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+class Server:
+    """The module's Azurite, restartable so a large-file benchmark starts from an empty one."""
+
+    def __init__(self) -> None:
+        self.azurite = Azurite().start()
+
+    @property
+    def connection_string(self) -> str:
+        return self.azurite.connection_string
+
+    def restart(self) -> None:
+        self.azurite.stop()
+        self.azurite = Azurite().start()
+
+    def cpu(self) -> float:
+        proc = getattr(self.azurite, "_proc", None)
+        return _process_tree_cpu(proc.pid) if proc is not None else 0.0
+
+    def container(self) -> ContainerClient:
+        service = BlobServiceClient.from_connection_string(self.connection_string)
+        return prepare_output_storage(service, JOB)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Server]:
+    s = Server()
+    try:
+        yield s
+    finally:
+        s.azurite.stop()
+
+
+# --- large file --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def large_file() -> Iterator[tuple[Path, bytes]]:
+    """(path, MD5) of a SIZE-byte file of random bytes, removed after the module."""
+    chunk = os.urandom(16 * MIB)
+    md5 = hashlib.md5()
+    with tempfile.TemporaryDirectory(prefix="batchfiles-bench-") as folder:
+        path = Path(folder) / "large.bin"
+        with open(path, "wb") as f:
+            left = SIZE
+            while left:
+                piece = chunk[: min(left, len(chunk))]
+                f.write(piece)
+                md5.update(piece)
+                left -= len(piece)
+        yield path, md5.digest()
+
+
+Upload = Callable[[ContainerClient], None]
+
+
+def _measure_rounds(
+    benchmark, server: Server, make_upload: Callable[[], Upload], targets: list[dict], rounds: int = ROUNDS
+) -> None:
+    """``rounds`` timed uploads on a fresh Azurite, recording client and Azurite CPU per round and deleting
+    every blob after each round."""
+    server.restart()
+    container = server.container()
+    upload = make_upload()
+    wall: list[float] = []
+    cpu: list[float] = []
+    server_cpu: list[float] = []
+
+    def one_round() -> None:
+        w0, c0, s0 = time.perf_counter(), time.process_time(), server.cpu()
+        upload(container)
+        cpu.append(time.process_time() - c0)
+        wall.append(time.perf_counter() - w0)
+        server_cpu.append(server.cpu() - s0)
+
+    def delete_all() -> None:
+        for blob in container.list_blobs():
+            container.delete_blob(blob.name)
+
+    benchmark.extra_info.update(bytes=SIZE, targets=targets)
+    try:
+        benchmark.pedantic(one_round, teardown=delete_all, rounds=rounds)
+    finally:
+        benchmark.extra_info.update(wall_s=wall, cpu_s=cpu, server_cpu_s=server_cpu)
+        container.close()
+
+
+def _save(server: Server, large_file: tuple[Path, bytes], **options) -> Callable[[], Upload]:
+    """``TaskOutputStorage.save`` of the large file, checking the stored size and Content-MD5."""
+    path, md5 = large_file
+
+    def make_upload() -> Upload:
+        storage = TaskOutputStorage.from_connection_string(server.connection_string, JOB, "task-1")
+
+        def upload(_: ContainerClient) -> None:
+            ref = storage.save("TaskOutput", path, "large.bin", **options)
+            assert ref.size == SIZE
+            assert ref.content_md5 == (md5 if options.get("content_md5", True) else None)
+
+        return upload
+
+    return make_upload
+
+
+def _upload_blob(path: Path, **options) -> Callable[[], Upload]:
+    """``BlobClient.upload_blob`` of an open stream of the large file."""
+
+    def upload(container: ContainerClient) -> None:
+        with open(path, "rb") as stream:
+            container.get_blob_client("large.bin").upload_blob(stream, overwrite=True, **options)
+
+    return lambda: upload
+
+
+WALL_1X = {"what": "wall >= 1.0x", "metric": "speedup", "op": ">=", "value": 1.0}
+WALL_SAME_SERVER_WORK = {
+    "what": "wall vs upload_blob without validate_content (Azurite then does the same CRC-64 work)",
+    "metric": "speedup",
+    "op": ">=",
+    "value": 1.0,
+    "against": "test_large_ref_upload_blob_no_validate",
+    "info": True,
+}
+
+
+@pytest.mark.benchmark(group=f"save {LARGE} file")
+def test_large_baseline_upload_blob_validate(benchmark, server, large_file):
+    upload = _upload_blob(large_file[0], max_concurrency=CONCURRENCY, validate_content=True)
+    _measure_rounds(benchmark, server, upload, [])
+
+
+@pytest.mark.benchmark(group=f"save {LARGE} file")
+def test_large_save_md5(benchmark, server, large_file):
+    targets = [WALL_1X, {"what": "client CPU <= 1.0x", "metric": "cpu_ratio", "op": "<=", "value": 1.0}]
+    targets.append(WALL_SAME_SERVER_WORK)
+    _measure_rounds(benchmark, server, _save(server, large_file), targets)
+
+
+@pytest.mark.benchmark(group=f"save {LARGE} file")
+def test_large_save_no_md5(benchmark, server, large_file):
+    targets = [WALL_1X, {"what": "client CPU <= 0.5x", "metric": "cpu_ratio", "op": "<=", "value": 0.5}]
+    targets.append(WALL_SAME_SERVER_WORK)
+    _measure_rounds(benchmark, server, _save(server, large_file, content_md5=False), targets)
+
+
+@pytest.mark.benchmark(group=f"save {LARGE} file")
+def test_large_ref_upload_blob_no_validate(benchmark, server, large_file):
+    """Not a target: shows that Azurite's CRC-64 (JavaScript, ~12 s of CPU per GiB), not the client, sets
+    the wall time of any block upload without Content-MD5. One round fewer to save time. Meaningful above
+    64 MiB only: up to that size (``max_single_put_size``) ``upload_blob`` sends one Put Blob, for which
+    Azurite computes an MD5 instead."""
+    upload = _upload_blob(large_file[0], max_concurrency=CONCURRENCY)
+    _measure_rounds(benchmark, server, upload, [], rounds=max(1, ROUNDS - 1))
+
+
+# --- peak RSS, in a fresh interpreter ----------------------------------------------------------------------
+
+RSS_SCRIPT = r"""
+import json, resource, sys
+from azure.storage.blob import BlobServiceClient
+from batchfiles import TaskOutputStorage
+
+conn, job, container, path, how = sys.argv[1:6]
+
+def status_mib(field):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":")) / 1024
+
+if how == "save":
+    storage = TaskOutputStorage.from_connection_string(conn, job, "task-rss")
+    storage.save_bytes("TaskOutput", b"warm-up", "warm-up.txt")  # imports done, connection open
+    upload = lambda: storage.save("TaskOutput", path, "large.bin")
+else:
+    service = BlobServiceClient.from_connection_string(conn)
+    blob = service.get_blob_client(container, "large.bin")
+    blob.upload_blob(b"warm-up", overwrite=True)
+    def upload():
+        with open(path, "rb") as stream:
+            blob.upload_blob(stream, overwrite=True, max_concurrency=4, validate_content=True)
+try:  # reset VmHWM, the peak RSS of this address space, to the current RSS
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+except OSError:
+    pass
+before = status_mib("VmRSS")
+upload()
+peak = status_mib("VmHWM")
+print(json.dumps({"rss_before_mib": before, "peak_mib": peak, "rss_delta_mib": peak - before,
+                  "ru_maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def _peak_rss(benchmark, server: Server, path: Path, how: str, targets: list[dict]) -> None:
+    server.restart()
+    with server.container() as container:
+        container_name = container.container_name
+    result: dict = {}
+
+    def run() -> None:
+        out = subprocess.run(
+            [sys.executable, "-c", RSS_SCRIPT, server.connection_string, JOB, container_name, str(path), how],
+            capture_output=True,
+            text=True,
+        )
+        assert out.returncode == 0, out.stderr[-2000:]
+        result.update(json.loads(out.stdout))
+
+    benchmark.extra_info.update(bytes=SIZE, targets=targets)
+    benchmark.pedantic(run, rounds=1)
+    benchmark.extra_info.update(result)
+
+
+@pytest.mark.benchmark(group=f"peak RSS, {LARGE} file (subprocess)")
+def test_rss_baseline_upload_blob_validate(benchmark, server, large_file):
+    _peak_rss(benchmark, server, large_file[0], "upload_blob", [])
+
+
+@pytest.mark.benchmark(group=f"peak RSS, {LARGE} file (subprocess)")
+def test_rss_save_md5(benchmark, server, large_file):
+    target = {
+        "what": f"peak RSS - RSS before <= {RSS_TARGET_MIB:.0f} MiB (64 MiB + 8 MiB x 4)",
+        "metric": "rss_delta_mib",
+        "op": "<=",
+        "value": RSS_TARGET_MIB,
+    }
+    _peak_rss(benchmark, server, large_file[0], "save", [target])
+
+
+# --- many small files --------------------------------------------------------------------------------------
+
+N_SMALL = 2000
+SMALL = 4096
+SMALL_ROUNDS = 3
+
+
+@pytest.fixture(scope="module")
+def small_files() -> Iterator[Path]:
+    """2,000 files of 4 KiB under 20 folders."""
+    with tempfile.TemporaryDirectory(prefix="batchfiles-bench-small-") as folder:
+        base = Path(folder)
+        for i in range(N_SMALL):
+            path = base / f"shot{i % 20:02d}" / f"frame{i:05d}.exr"
+            path.parent.mkdir(exist_ok=True)
+            path.write_bytes(os.urandom(SMALL))
+        yield base
+
+
+def _small_rounds(benchmark, server: Server, save: Callable[[TaskOutputStorage], list], targets) -> None:
+    server.restart()  # an empty Azurite for each variant, as for the large file
+    server.container().close()
+    wall: list[float] = []
+    cpu: list[float] = []
+    server_cpu: list[float] = []
+
+    def setup():
+        # A task of its own per round: every round creates 2,000 new blobs (8 MiB in all).
+        storage = TaskOutputStorage.from_connection_string(
+            server.connection_string, JOB, f"small-{uuid.uuid4().hex[:8]}"
+        )
+        return (storage,), {}
+
+    def one_round(storage: TaskOutputStorage) -> None:
+        w0, c0, s0 = time.perf_counter(), time.process_time(), server.cpu()
+        saved = save(storage)
+        cpu.append(time.process_time() - c0)
+        wall.append(time.perf_counter() - w0)
+        server_cpu.append(server.cpu() - s0)
+        assert len(saved) == N_SMALL
+        storage.close()
+
+    benchmark.extra_info.update(files=N_SMALL, targets=targets)
+    benchmark.pedantic(one_round, setup=setup, rounds=SMALL_ROUNDS)
+    benchmark.extra_info.update(wall_s=wall, cpu_s=cpu, server_cpu_s=server_cpu)
+
+
+@pytest.mark.benchmark(group="save_many 2,000 x 4 KiB")
+def test_many_save_many(benchmark, server, small_files):
+    target = {"what": "save_many >= 1.25x", "metric": "speedup", "op": ">=", "value": 1.25}
+    _small_rounds(
+        benchmark,
+        server,
+        lambda s: s.save_many("TaskOutput", "**/*.exr", base_dir=small_files, max_concurrency=8),
+        [target],
+    )
+
+
+@pytest.mark.benchmark(group="save_many 2,000 x 4 KiB")
+def test_many_baseline_sequential_save(benchmark, server, small_files):
+    files = sorted(p for p in small_files.rglob("*.exr"))
+
+    def loop(storage: TaskOutputStorage) -> list:
+        return [storage.save("TaskOutput", p, p.relative_to(small_files).as_posix()) for p in files]
+
+    _small_rounds(benchmark, server, loop, [])
