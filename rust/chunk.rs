@@ -257,37 +257,11 @@ mod tests {
     use crate::checksum::{crc64, md5};
     use std::fs::OpenOptions;
     use std::io::{Cursor, Write};
-    use std::sync::atomic::{AtomicUsize, Ordering};
 
     const BS: usize = 1000;
     const SIZES: [usize; 6] = [0, 1, BS - 1, BS, BS + 1, 3 * BS + 5];
 
-    /// A fresh directory under the system temp dir, removed on drop.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new() -> Self {
-            static COUNT: AtomicUsize = AtomicUsize::new(0);
-            let n = COUNT.fetch_add(1, Ordering::Relaxed);
-            let dir =
-                std::env::temp_dir().join(format!("batchfiles-chunk-{}-{n}", std::process::id()));
-            std::fs::create_dir_all(&dir).unwrap();
-            Self(dir)
-        }
-
-        /// A file named `name` holding `data`.
-        fn file(&self, name: &str, data: &[u8]) -> PathBuf {
-            let path = self.0.join(name);
-            std::fs::write(&path, data).unwrap();
-            path
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::testutil::TempDir;
 
     /// Reads everything with buffers of exactly [`BlockReader::next_len`] bytes, checking each
     /// block against its slice of `data`; returns the blocks.
@@ -454,9 +428,9 @@ mod tests {
     #[test]
     fn open_errors() {
         let dir = TempDir::new();
-        let err = BlockReader::open(dir.0.join("missing"), BS, true).unwrap_err();
+        let err = BlockReader::open(dir.join("missing"), BS, true).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::NotFound);
-        let err = BlockReader::open(&dir.0, BS, true).unwrap_err();
+        let err = BlockReader::open(&dir.join(""), BS, true).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::IsADirectory);
         #[cfg(unix)]
         assert_eq!(err.raw_os_error(), Some(libc::EISDIR));
@@ -466,7 +440,7 @@ mod tests {
     #[test]
     fn a_fifo_is_refused_without_hanging() {
         let dir = TempDir::new();
-        let path = dir.0.join("fifo");
+        let path = dir.join("fifo");
         let c_path = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
         // SAFETY: `c_path` is a valid NUL-terminated string that outlives the call.
         assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);

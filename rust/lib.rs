@@ -5,5 +5,8 @@ pub mod chunk;
 pub mod naming;
 pub mod track;
 
+#[cfg(test)]
+mod testutil;
+
 #[cfg(feature = "python")]
 mod py;

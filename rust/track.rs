@@ -501,31 +501,8 @@ mod tests {
     use super::*;
     use std::fs::OpenOptions;
     use std::io::Write;
-    use std::sync::atomic::{AtomicUsize, Ordering};
 
-    /// A fresh directory under the system temp dir, removed on drop.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new() -> Self {
-            static COUNT: AtomicUsize = AtomicUsize::new(0);
-            let n = COUNT.fetch_add(1, Ordering::Relaxed);
-            let dir =
-                std::env::temp_dir().join(format!("batchfiles-track-{}-{n}", std::process::id()));
-            fs::create_dir_all(&dir).unwrap();
-            Self(dir)
-        }
-
-        fn join(&self, name: impl AsRef<Path>) -> PathBuf {
-            self.0.join(name)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::testutil::TempDir;
 
     fn append(path: &Path, data: &[u8]) {
         let mut file = OpenOptions::new()
@@ -845,7 +822,7 @@ mod tests {
     #[test]
     fn directories_and_other_special_files_are_errors() {
         let dir = TempDir::new();
-        let err = Tracker::new(&dir.0, 0, DEFAULT_MAX_BLOCK).unwrap_err();
+        let err = Tracker::new(&dir.join(""), 0, DEFAULT_MAX_BLOCK).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
         assert!(err.to_string().contains("is a directory"), "{err}");
 
