@@ -430,7 +430,7 @@ mod tests {
         let dir = TempDir::new();
         let err = BlockReader::open(dir.join("missing"), BS, true).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::NotFound);
-        let err = BlockReader::open(&dir.join(""), BS, true).unwrap_err();
+        let err = BlockReader::open(dir.path(), BS, true).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::IsADirectory);
         #[cfg(unix)]
         assert_eq!(err.raw_os_error(), Some(libc::EISDIR));

@@ -15,6 +15,10 @@ impl TempDir {
         Self(dir)
     }
 
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
     /// The path of `name` in the directory.
     pub fn join(&self, name: impl AsRef<Path>) -> PathBuf {
         self.0.join(name)

@@ -822,7 +822,7 @@ mod tests {
     #[test]
     fn directories_and_other_special_files_are_errors() {
         let dir = TempDir::new();
-        let err = Tracker::new(&dir.join(""), 0, DEFAULT_MAX_BLOCK).unwrap_err();
+        let err = Tracker::new(dir.path(), 0, DEFAULT_MAX_BLOCK).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
         assert!(err.to_string().contains("is a directory"), "{err}");
 
