@@ -272,7 +272,7 @@ def test_prepare_prints_the_container_and_url_gives_a_working_sas(env, job_id, s
     sig = query["sig"][0]
     assert sig not in saved.stdout + saved.stderr
     other = cli("save", "TaskOutput", "hello.txt", "--job", "other-job", env=task_env, cwd=tmp_path)
-    assert_one_line_error(other, 1, "the container URL is of container", "'other-job'")
+    assert_one_line_error(other, 1, "BATCHFILES_CONTAINER_URL is for container", "--job is 'other-job'")
 
 
 def test_url_warns_when_the_container_is_not_prepared(env, job_id):

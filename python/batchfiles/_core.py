@@ -82,9 +82,15 @@ def client_kwargs(user: dict[str, Any]) -> dict[str, Any]:
 
 
 def public_url(url: str) -> str:
-    """``url`` without its query, so a SAS signature never reaches a message, log or ``repr``."""
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+    """``url`` without its query or anything that looks like a secret, so a SAS signature never reaches a
+    message, log or ``repr``; a text that is not a URL at all (a bare SAS token) says only that."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # "Invalid IPv6 URL": keep only what comes before any query
+        return redact(url.partition("?")[0])
+    if not parts.scheme and "=" in parts.path:  # a bare query string ("sv=...&sig=..."), not a URL
+        return "(a SAS token, not a URL)"
+    return redact(urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")))
 
 
 _SAS_SIGNATURE = re.compile(r"(?i)(sig=)[^&\s\"']+")
@@ -120,17 +126,31 @@ def _is_loopback(host: str) -> bool:
     return address.is_loopback or bool(mapped and mapped.is_loopback)
 
 
+def check_account_url(url: str) -> None:
+    """Refuse an account URL that is not ``http(s)://host...`` before any credential is asked for it."""
+    try:
+        parts = urlsplit(url)
+        hostname = parts.hostname
+    except ValueError:
+        hostname = None
+    if hostname is None or parts.scheme not in ("http", "https"):
+        raise ValueError(f"not a storage account URL: {public_url(url)!r}")
+
+
 def check_container_url(url: str, credential: Any = None) -> None:
     """Refuse URLs that cannot be a container, and SAS tokens sent in clear text to another machine."""
     if not isinstance(url, str):
         raise TypeError(f"container_url must be a str, not {type(url).__name__}")
+    try:
+        check_account_url(url)
+    except ValueError:
+        raise ValueError(f"not a container URL: {public_url(url)!r}") from None
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"not a container URL: {public_url(url)!r}")
+    hostname = parts.hostname or ""
     sas = "sig=" in parts.query.lower() or isinstance(credential, (str, AzureSasCredential))
-    if parts.scheme == "http" and sas and not _is_loopback(parts.hostname):
+    if parts.scheme == "http" and sas and not _is_loopback(hostname):
         raise ValueError(
-            f"refusing to send a SAS over plain http to {parts.hostname}: use https "
+            f"refusing to send a SAS over plain http to {hostname}: use https "
             "(plain http is accepted only for loopback emulators such as Azurite)"
         )
 
@@ -145,6 +165,8 @@ def sas_signing(service: Any, expiry: timedelta) -> str | None:
         raise TypeError(f"expiry must be a timedelta, not {type(expiry).__name__}")
     if expiry <= timedelta(0):
         raise ValueError(f"expiry must be positive, not {expiry}")
+    if expiry > datetime.max.replace(tzinfo=timezone.utc) - datetime.now(timezone.utc) - timedelta(days=1):
+        raise ValueError(f"expiry {expiry} would end after the year 9999")
     key = getattr(service.credential, "account_key", None)
     if key:
         return key
@@ -428,6 +450,18 @@ class EnvironmentConfig:
     account_url: str | None = None
 
 
+def check_job_container(container: str, job_id: str | None, job_source: str, url_source: str) -> None:
+    """A container URL must be of the job's own container: one left over from another job would save there.
+
+    ``job_source`` says where the job id came from (``"--job is 'j'"``), ``url_source`` where the URL did.
+    """
+    if job_id and naming.container_name(job_id) != container:
+        raise ConfigurationError(
+            f"{url_source} is for container {redact(container)!r}, but {job_source}, whose container is "
+            f"{naming.container_name(job_id)!r}: is the URL left over from another job?"
+        )
+
+
 def environment_config(*, need_task: bool) -> EnvironmentConfig:
     env = os.environ
     job_id, task_id = env.get(ENV_JOB_ID) or None, env.get(ENV_TASK_ID) or None
@@ -435,12 +469,12 @@ def environment_config(*, need_task: bool) -> EnvironmentConfig:
         raise ConfigurationError(f"no task id: {ENV_TASK_ID} is not set (it is set on Batch nodes)")
     container_url = env.get(ENV_CONTAINER_URL) or None
     if container_url:
+        try:
+            check_container_url(container_url)
+        except ValueError as err:
+            raise ConfigurationError(f"{ENV_CONTAINER_URL}: {err}") from None
         container = urlsplit(container_url).path.rstrip("/").rsplit("/", 1)[-1]
-        if job_id and naming.container_name(job_id) != container:
-            raise ConfigurationError(
-                f"{ENV_CONTAINER_URL} is for container {container!r}, but job {job_id!r} ({ENV_JOB_ID}) "
-                f"saves to {naming.container_name(job_id)!r}: is the variable left over from another job?"
-            )
+        check_job_container(container, job_id, f"{ENV_JOB_ID} is {job_id!r}", ENV_CONTAINER_URL)
         return EnvironmentConfig(job_id, task_id, container_url=container_url)
     if not job_id:
         raise ConfigurationError(
@@ -449,6 +483,10 @@ def environment_config(*, need_task: bool) -> EnvironmentConfig:
     if env.get(ENV_CONNECTION_STRING):
         return EnvironmentConfig(job_id, task_id, connection_string=env[ENV_CONNECTION_STRING])
     if env.get(ENV_ACCOUNT_URL):
+        try:
+            check_account_url(env[ENV_ACCOUNT_URL])
+        except ValueError as err:
+            raise ConfigurationError(f"{ENV_ACCOUNT_URL}: {err}") from None
         return EnvironmentConfig(job_id, task_id, account_url=env[ENV_ACCOUNT_URL])
     raise ConfigurationError(
         f"no storage configured: set {ENV_CONTAINER_URL} (a container URL with SAS), "

@@ -8,7 +8,7 @@ import re
 import sys
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 from .. import naming
 from ..kinds import JobOutputKind, OutputKind, TaskOutputKind
@@ -54,12 +54,11 @@ def register_secrets(*values: str | None) -> None:
             key, _, secret = part.partition("=")
             if key.strip().lower() in ("accountkey", "sharedaccesssignature") and secret:
                 _secrets.add(secret.strip())
-        if "://" in value:
-            query = urlsplit(value).query
-            signatures = parse_qs(query).get("sig", []) + re.findall(r"(?:^|&)sig=([^&]+)", query)
-            _secrets.update(signatures)
-            if signatures:
-                _secrets.add(query)
+        query = value.partition("?")[2] if "?" in value else value  # a URL, or a bare SAS token
+        signatures = parse_qs(query).get("sig", []) + re.findall(r"(?:^|[&?])sig=([^&#\s]+)", query)
+        _secrets.update(signatures)
+        if signatures:
+            _secrets.add(query)
 
 
 def redact(text: str) -> str:
@@ -159,8 +158,11 @@ def duration_arg(text: str) -> timedelta:
             f"not a duration: {text!r} (a number and a unit s, m, h, d or w, e.g. 30m, 12h, 7d, 1d12h)"
         )
     total = timedelta()
-    for number, unit in _DURATION_PART.findall(compact):
-        total += timedelta(**{_UNITS[unit]: int(number)})
+    try:
+        for number, unit in _DURATION_PART.findall(compact):
+            total += timedelta(**{_UNITS[unit]: int(number)})
+    except OverflowError:
+        raise argparse.ArgumentTypeError(f"the duration is too long: {text!r}") from None
     if total <= timedelta(0):
         raise argparse.ArgumentTypeError(f"the duration must be positive, not {text!r}")
     return total

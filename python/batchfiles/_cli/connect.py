@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any
+from typing import Any, TypeVar
 
 from azure.storage.blob import BlobServiceClient
 
-from .. import naming
+from .. import _core
 from .._core import (
     ENV_ACCOUNT_URL,
     ENV_CONNECTION_STRING,
@@ -27,6 +27,7 @@ from ..errors import ConfigurationError
 from ..storage import JobOutputStorage, TaskOutputStorage
 from .common import job_id_arg, register_secrets, task_id_arg
 
+S = TypeVar("S", JobOutputStorage, TaskOutputStorage)
 CONTAINER_URL, CONNECTION_STRING, ACCOUNT_URL = "container_url", "connection_string", "account_url"
 _SOURCES = (
     (CONTAINER_URL, ENV_CONTAINER_URL, "--container-url"),
@@ -77,13 +78,14 @@ def register_all_secrets(args: argparse.Namespace) -> None:
         register_secrets(getattr(args, name, None), os.environ.get(env))
 
 
-def _source(args: argparse.Namespace, allowed: tuple[str, ...], what: str) -> tuple[str, str]:
-    for name, _, _ in _SOURCES:
+def _source(args: argparse.Namespace, allowed: tuple[str, ...], what: str) -> tuple[str, str, str]:
+    """(which source, its value, the option or variable it came from)."""
+    for name, _, flag in _SOURCES:
         if name in allowed and getattr(args, name, None):
-            return name, getattr(args, name)
+            return name, getattr(args, name), flag
     for name, env, _ in _SOURCES:
         if name in allowed and os.environ.get(env):
-            return name, os.environ[env]
+            return name, os.environ[env], env
     options = " / ".join(flag for name, _, flag in _SOURCES if name in allowed)
     variables = ", ".join(env for name, env, _ in _SOURCES if name in allowed)
     extra = ""
@@ -130,6 +132,7 @@ def _credential(account_url: str) -> Any:
     from azure.core.exceptions import ClientAuthenticationError
     from azure.identity import DefaultAzureCredential  # imported only when used: it is slow to import
 
+    _core.check_account_url(account_url)
     credential = DefaultAzureCredential()
     try:
         credential.get_token(STORAGE_SCOPE)
@@ -144,37 +147,43 @@ def _credential(account_url: str) -> Any:
 
 def service_client(args: argparse.Namespace, what: str) -> BlobServiceClient:
     """The account's service client, for what needs the whole account (prepare, url)."""
-    kind, value = _source(args, (CONNECTION_STRING, ACCOUNT_URL), what)
+    kind, value, _ = _source(args, (CONNECTION_STRING, ACCOUNT_URL), what)
     return _service(kind, value, INTERACTIVE_RETRY)
 
 
-def _check_container(storage: JobOutputStorage | TaskOutputStorage, job: str | None) -> None:
-    """A job named on the command line must be the one whose container the URL is of."""
-    if job and storage.container_name != naming.container_name(job):
-        name = storage.container_name
+def _job(args: argparse.Namespace, job: str | None) -> tuple[str | None, str]:
+    """The job id (the command's JOB_ID, ``--job`` or ``AZ_BATCH_JOB_ID``) and where it came from."""
+    if job:
+        return job, f"the job is {job!r}"
+    for value, origin in ((getattr(args, "job", None), "--job"), (os.environ.get(ENV_JOB_ID), ENV_JOB_ID)):
+        if value:
+            return value, f"{origin} is {value!r}"
+    return None, ""
+
+
+def _checked(storage: S, args: argparse.Namespace, job: str | None, origin: str) -> S:
+    """``storage`` from a container URL (taken from ``origin``), which must be of the job's container
+    when a job is known."""
+    job_id, job_origin = _job(args, job)
+    try:
+        _core.check_job_container(storage.container_name, job_id, job_origin, origin)
+    except ConfigurationError:
         storage.close()
-        raise ConfigurationError(
-            f"the container URL is of container {name!r}, but job {job!r} "
-            f"is in container {naming.container_name(job)!r}"
-        )
+        raise
+    return storage
 
 
 def job_storage(
     args: argparse.Namespace, what: str, job: str | None = None, *, interactive: bool = False
 ) -> JobOutputStorage:
-    """The job's storage; ``job`` (or ``--job``), if given, must match a container URL's container.
-
-    Without a container URL the job is ``job``, ``--job`` or ``AZ_BATCH_JOB_ID``. ``interactive``: retry
-    less (:data:`INTERACTIVE_RETRY`).
+    """The job's storage; the job (``job``, ``--job`` or ``AZ_BATCH_JOB_ID``), when known, must be the
+    one whose container a container URL is of. ``interactive``: retry less (:data:`INTERACTIVE_RETRY`).
     """
     options = INTERACTIVE_RETRY if interactive else {}
-    kind, value = _source(args, (CONTAINER_URL, CONNECTION_STRING, ACCOUNT_URL), what)
-    job = job or getattr(args, "job", None)
+    kind, value, origin = _source(args, (CONTAINER_URL, CONNECTION_STRING, ACCOUNT_URL), what)
     if kind == CONTAINER_URL:
-        storage = JobOutputStorage(value, **options)
-        _check_container(storage, job)
-        return storage
-    job = _need_job(job or os.environ.get(ENV_JOB_ID), kind)
+        return _checked(JobOutputStorage(value, **options), args, job, origin)
+    job = _need_job(_job(args, job)[0], kind)
     if kind == CONNECTION_STRING:
         return JobOutputStorage.from_connection_string(value, job, **options)
     return JobOutputStorage.from_service(_service(kind, value, options), job)
@@ -182,13 +191,11 @@ def job_storage(
 
 def task_storage(args: argparse.Namespace, what: str) -> TaskOutputStorage:
     """The task's storage: task from ``--task`` or ``AZ_BATCH_TASK_ID``; job as for :func:`job_storage`."""
-    kind, value = _source(args, (CONTAINER_URL, CONNECTION_STRING, ACCOUNT_URL), what)
-    task, job = task_id(args), getattr(args, "job", None)
+    kind, value, origin = _source(args, (CONTAINER_URL, CONNECTION_STRING, ACCOUNT_URL), what)
+    task = task_id(args)
     if kind == CONTAINER_URL:
-        storage = TaskOutputStorage(value, task)
-        _check_container(storage, job)
-        return storage
-    job = _need_job(job or os.environ.get(ENV_JOB_ID), kind)
+        return _checked(TaskOutputStorage(value, task), args, None, origin)
+    job = _need_job(_job(args, None)[0], kind)
     if kind == CONNECTION_STRING:
         return TaskOutputStorage.from_connection_string(value, job, task)
     return TaskOutputStorage.from_service(_service(kind, value, {}), job, task)
