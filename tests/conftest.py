@@ -1,7 +1,16 @@
-"""Shared fixtures: one Azurite per test session, and a fresh job (container) per test."""
+"""Shared fixtures: one Azurite per test session, a fresh job (container) per test; tests stay on loopback.
+
+Nothing in a test may reach past loopback. In this process, resolving any other host name or address
+fails. For this process and every child it starts, azure-identity's managed identity is pointed at a
+closed loopback port (its App Service variables), so a ``DefaultAzureCredential`` built by the CLI or the
+library fails at once instead of probing the instance metadata endpoint.
+"""
 
 from __future__ import annotations
 
+import ipaddress
+import os
+import socket
 import sys
 import uuid
 from collections.abc import Iterator
@@ -12,6 +21,36 @@ from azure.storage.blob import BlobServiceClient
 from batchfiles.testing import Azurite
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests' own helper modules
+
+#: A loopback port nothing listens on, as the managed-identity endpoint of every process of the tests.
+os.environ.update(IDENTITY_ENDPOINT="http://127.0.0.1:9/msi/token", IDENTITY_HEADER="batchfiles-tests")
+for _name in ("MSI_ENDPOINT", "MSI_SECRET", "IMDS_ENDPOINT", "IDENTITY_SERVER_THUMBPRINT"):
+    os.environ.pop(_name, None)
+
+
+def is_loopback(host: object) -> bool:
+    """Whether ``host`` (a name or an address, str or bytes) is this machine's loopback."""
+    if host is None:
+        return True  # a passive socket (bind to all) or the local host
+    text = host.decode() if isinstance(host, bytes) else str(host)
+    if text.rstrip(".").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(text.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+_getaddrinfo = socket.getaddrinfo
+
+
+def _loopback_getaddrinfo(host, *args, **kwargs):  # type: ignore[no-untyped-def]
+    if not is_loopback(host):
+        raise OSError(f"tests stay on loopback: refused to resolve {host!r}")
+    return _getaddrinfo(host, *args, **kwargs)
+
+
+socket.getaddrinfo = _loopback_getaddrinfo
 
 
 @pytest.fixture(scope="session")
