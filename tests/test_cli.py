@@ -24,6 +24,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from urllib.parse import parse_qs, quote, urlsplit
 
+import hostile
 import pytest
 from azure.storage.blob import BlobServiceClient, ContentSettings
 from batchfiles import (
@@ -424,6 +425,57 @@ def test_get_layout_and_md5_check(env, prepared, azurite, service, tmp_path):
     assert result.returncode == 1
     assert "Content-MD5" in result.stderr and "Traceback" not in result.stderr
     assert not [p for p in bad.rglob("*") if p.is_file()]
+
+
+def test_get_skips_blobs_that_are_not_outputs_and_downloads_the_rest(env, prepared, service, tmp_path):
+    """Blobs a task with the job's SAS could write: each is reported on one line, the rest is downloaded."""
+    url = hostile.sas_url(service, prepared)
+    long_name = "n" * 246 + ".bin"
+    outputs = {
+        "t1/$TaskOutput/b": "t1/TaskOutput/b",
+        f"t1/$TaskOutput/{long_name}": f"t1/TaskOutput/{long_name}",
+        "t2/$TaskLog/x": "t2/TaskLog/x",
+        "$JobOutput/sheet.png": "JobOutput/sheet.png",
+    }
+    not_outputs = {
+        "t1/$TaskOutput/../../../loot.txt": "its file path has a '..' segment",
+        "t1/$TaskOutput/q/../b": "its file path has a '..' segment",
+        "t2/$TaskLog/./x": "its file path has a '.' segment",
+        "$JobOutput/../../y": "its file path has a '..' segment",
+    }
+    same_target = ["t1/$TaskOutput/c", "$t1/TaskOutput/c"]  # a job kind named like a task: one local file
+    for name in [*outputs, *not_outputs, *same_target]:
+        assert hostile.put(url, name, name.encode()) == 201, name
+
+    out = tmp_path / "deep" / "out"
+    result = cli("get", prepared, "-o", str(out), env=env)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("batchfiles: error: ")]
+    skipped = sorted(line for line in errors if line.startswith("batchfiles: error: skipped blob "))
+    expected = [f"batchfiles: error: skipped blob {name!r}: {why}" for name, why in not_outputs.items()]
+    collisions = [line for line in skipped if "would all be saved as" in line]
+    assert len(collisions) == 2
+    assert sorted(set(skipped) - set(collisions)) == sorted(expected)
+    assert errors[-1] == "batchfiles: error: 6 blobs skipped (see above)"
+    written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert written == sorted(f"deep/out/{local}" for local in outputs.values())
+    for name, local in outputs.items():
+        assert (out / local).read_bytes() == name.encode()
+
+    listing = cli("list", prepared, env=env)
+    assert listing.returncode == 0, listing.stderr
+    warnings = sorted(
+        line for line in listing.stderr.splitlines() if line.startswith("batchfiles: warning: ")
+    )
+    assert warnings == sorted(
+        f"batchfiles: warning: skipped blob {name!r}: {why}" for name, why in not_outputs.items()
+    )
+    assert "../" not in listing.stdout and long_name in listing.stdout
+
+    # One output named exactly: a dot segment is refused, not resolved to another blob.
+    one = cli("get", prepared, "q/../b", "--task", "t1", "--kind", "TaskOutput", "-o", str(out), env=env)
+    assert_one_line_error(one, 1, "'.' or '..' segment")
 
 
 # --- run ----------------------------------------------------------------------------------------------------

@@ -319,7 +319,12 @@ def test_destinations_round_trip(task, segments):
     ref = task.save_text(TASK_OUTPUT, destination, destination)
     assert ref.file_path == expected
     assert ref.blob_name == f"task-1/$TaskOutput/{expected}"
-    assert task.get(TASK_OUTPUT, destination).download_text() == destination
+    assert task.get(TASK_OUTPUT, expected).download_text() == destination
+    if {".", ".."} & set(segments):  # get takes a file path as listed: dot segments are refused, not resolved
+        with pytest.raises(ValueError, match="segment"):
+            task.get(TASK_OUTPUT, destination)
+    else:
+        assert task.get(TASK_OUTPUT, destination).download_text() == destination
 
 
 def test_per_request_md5_is_validated_by_storage(task):

@@ -10,6 +10,7 @@ import logging
 import mimetypes
 import os
 import re
+import secrets
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -44,6 +45,10 @@ from .kinds import JobOutputKind, KindLike, OutputKind, TaskOutputKind, kind_tex
 PathLike = Union[str, "os.PathLike[str]"]
 #: ``progress(done, total)``: bytes transferred so far, of ``total``.
 Progress = Callable[[int, int], None]
+#: ``on_invalid(blob_name, reason)``: told of each blob that ``list()`` skips as not an output.
+OnInvalid = Callable[[str, str], None]
+
+logger = logging.getLogger("batchfiles")
 
 #: Files up to this size go up in one request; larger ones in blocks.
 SINGLE_PUT_SIZE = 8 * 1024 * 1024
@@ -305,20 +310,63 @@ class Scope:
             return f"{self.task_id}/$" if self.task_id is not None else "$"
         return naming.blob_prefix(self.kind(kind), self.task_id) + "/"
 
-    def parse(self, blob_name: str) -> tuple[OutputKind, str] | None:
-        """(kind, file path) of a blob of this scope, or None for blobs outside the conventions."""
+    def get_name(self, kind: KindLike, path: str) -> str:
+        """The blob name ``get(kind, path)`` reads: a ``.`` or ``..`` segment is refused, not resolved, so
+        ``q/../b`` never silently stands for ``b``."""
+        if isinstance(path, str) and any(seg in (".", "..") for seg in re.split(r"[/\\]", path)):
+            raise ValueError(f"path {path!r} has a '.' or '..' segment: give the file path list() shows")
+        return self.blob_name(kind, path)
+
+    def parse(self, blob_name: str) -> tuple[OutputKind, str]:
+        """(kind, file path) of an output blob of this scope; :class:`NotAnOutput` says why another is not.
+
+        An output's file path is in the conventions' normal form (see :func:`path_problem`).
+        """
         rest = blob_name
         if self.task_id is not None:
             task, _, rest = blob_name.partition("/")
             if task != self.task_id:
-                return None
-        kind, _, path = rest.partition("/")
-        if not kind.startswith("$") or not path:
-            return None
+                raise NotAnOutput(f"it is not under {self.task_id}/")
+        kind, slash, path = rest.partition("/")
+        if not kind.startswith("$"):
+            raise NotAnOutput("it has no $Kind segment")
         try:
-            return self.kind_class(kind[1:]), path
-        except ValueError:
+            parsed = self.kind_class(kind[1:])
+        except ValueError as err:
+            raise NotAnOutput(str(err)) from None
+        if not slash or not path:
+            raise NotAnOutput("it has no file path after its kind")
+        problem = path_problem(path)
+        if problem is not None:
+            raise NotAnOutput(f"its file path {problem}")
+        return parsed, path
+
+
+class NotAnOutput(ValueError):
+    """A blob name that is not an output of a scope; ``str()`` is the reason."""
+
+
+def path_problem(path: str) -> str | None:
+    """Why ``path`` is not a file path in the conventions' normal form (``destination_path(p) == p``: no
+    ``.``, ``..`` or empty segments, no ``\\``, no control characters, not absolute), or None if it is."""
+    try:
+        if naming.destination_path(path) == path:
             return None
+    except ValueError:
+        pass
+    if not path:
+        return "is empty"
+    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in path):  # Unicode Cc, as in Rust's is_control
+        return "has a control character"
+    if "\\" in path:
+        return "has a '\\'"
+    if path.startswith("/") or re.match(r"[A-Za-z]:", path):
+        return "is absolute"
+    segments = path.split("/")
+    for segment, what in (("..", "a '..' segment"), (".", "a '.' segment"), ("", "an empty segment")):
+        if segment in segments:
+            return f"has {what}"
+    return "is not in normal form"
 
 
 def is_task_folder(prefix: str) -> bool:
@@ -499,7 +547,7 @@ def environment_config(*, need_task: bool) -> EnvironmentConfig:
 
 @dataclass(frozen=True)
 class ReferenceInfo:
-    """What is known of a saved output without reading it."""
+    """What is known of a saved output without reading it; only an output in normal form has one."""
 
     kind: OutputKind
     file_path: str
@@ -510,17 +558,23 @@ class ReferenceInfo:
     content_type: str | None
     last_modified: datetime | None
 
+    def __post_init__(self) -> None:
+        problem = path_problem(self.file_path)
+        if problem is None and not self.blob_name.endswith(f"${self.kind}/{self.file_path}"):
+            problem = "is not the end of its blob name"
+        if problem is not None:
+            raise ValueError(f"{self.blob_name!r} is not an output: its file path {problem}")
 
-def reference_info(scope: Scope, blob_url: str, props: Any) -> ReferenceInfo | None:
-    """The info of a listed or fetched blob (``BlobProperties``), or None if it is not a conventions blob."""
-    parsed = scope.parse(props.name)
-    if parsed is None:
-        return None
+
+def reference_info(scope: Scope, blob_url: str, props: Any) -> ReferenceInfo:
+    """The info of a listed or fetched blob (``BlobProperties``); :class:`NotAnOutput` if it is not an
+    output of ``scope`` (outside the conventions, or a file path not in normal form)."""
+    kind, file_path = scope.parse(props.name)
     settings = props.content_settings
     md5 = settings.content_md5 if settings else None
     return ReferenceInfo(
-        kind=parsed[0],
-        file_path=parsed[1],
+        kind=kind,
+        file_path=file_path,
         blob_name=props.name,
         url=public_url(blob_url),
         size=props.size or 0,
@@ -530,12 +584,27 @@ def reference_info(scope: Scope, blob_url: str, props: Any) -> ReferenceInfo | N
     )
 
 
+def listed_info(
+    scope: Scope, blob_url: str, props: Any, on_invalid: OnInvalid | None
+) -> ReferenceInfo | None:
+    """The info of a listed blob, or None for a blob that is not an output: ``on_invalid(name, reason)``
+    is told of it, or else a warning is logged on the ``batchfiles`` logger."""
+    try:
+        return reference_info(scope, blob_url, props)
+    except NotAnOutput as err:
+        if on_invalid is not None:
+            on_invalid(props.name, str(err))
+        else:
+            logger.warning("skipped blob %r: %s", props.name, err)
+        return None
+
+
 def uploaded_info(scope: Scope, blob: Any, size: int, upload: dict[str, Any], response: Any) -> ReferenceInfo:
     """The info of a blob just written with the ``upload`` options, without asking storage again."""
-    parsed = scope.parse(blob.blob_name)
-    if parsed is None:
-        raise ValueError(f"{blob.blob_name!r} is not an output blob of {scope}")
-    kind, file_path = parsed
+    try:
+        kind, file_path = scope.parse(blob.blob_name)
+    except NotAnOutput as err:
+        raise ValueError(f"{blob.blob_name!r} is not an output blob of {scope}: {err}") from None
     settings = upload["content_settings"]
     return ReferenceInfo(
         kind=kind,
@@ -550,11 +619,11 @@ def uploaded_info(scope: Scope, blob: Any, size: int, upload: dict[str, Any], re
 
 
 def reference_of(scope: Scope, blob_url: str, props: Any) -> ReferenceInfo:
-    """The info of a blob whose name this scope derived."""
-    info = reference_info(scope, blob_url, props)
-    if info is None:
-        raise ValueError(f"{props.name!r} is not an output blob of {scope}")
-    return info
+    """The info of a blob whose name this scope derived; ValueError if it is not an output."""
+    try:
+        return reference_info(scope, blob_url, props)
+    except NotAnOutput as err:
+        raise ValueError(f"{props.name!r} is not an output blob of {scope}: {err}") from None
 
 
 class Md5Check:
@@ -577,7 +646,8 @@ class Md5Check:
 
 
 class DownloadSink:
-    """Where downloaded chunks go: memory, or a partial file renamed to ``target`` once verified.
+    """Where downloaded chunks go: memory, or a partial file (in the target's folder) renamed to ``target``
+    once verified.
 
     Used as a context manager; on any error the partial file is removed, so no unverified file is left.
     """
@@ -596,8 +666,7 @@ class DownloadSink:
     def __enter__(self) -> DownloadSink:
         if self._target is not None:
             self._target.parent.mkdir(parents=True, exist_ok=True)
-            self._partial = self._target.with_name(f".{self._target.name}.{os.getpid()}.partial")
-            self._file = open(self._partial, "wb")
+            self._partial, self._file = open_partial(self._target.parent)
         return self
 
     def write(self, chunk: bytes) -> None:
@@ -622,6 +691,18 @@ class DownloadSink:
         finally:
             if self._partial is not None:
                 self._partial.unlink(missing_ok=True)
+
+
+def open_partial(folder: Path) -> tuple[Path, BinaryIO]:
+    """A new file in ``folder`` with a short unique name (``.{16 hex}.partial``), so a target name of up
+    to 255 bytes still has room; created exclusively, with the usual permissions (umask), unlike mkstemp."""
+    for _ in range(100):
+        path = folder / f".{secrets.token_hex(8)}.partial"
+        try:
+            return path, open(path, "xb")
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free name for a partial download in {str(folder)!r}")
 
 
 class ProgressCounter:

@@ -164,7 +164,9 @@ GET_EPILOG = f"""\
 Downloads every output of the selection (or those at PATH) under DIR as DIR/{{task}}/{{Kind}}/{{path}},
 and the job's own outputs as DIR/{{Kind}}/{{path}}: the folder is the kind without its $ (t1/TaskOutput,
 not t1/$TaskOutput, which shells would expand). Each file is checked against the MD5 stored with it;
-a mismatch leaves no file. Existing files are replaced. Prints each file's local path.
+a mismatch leaves no file. Existing files are replaced. Prints each file's local path. A blob that is
+not an output (a path with '.', '..' or empty segments, which batchfiles never saves) or that would share
+its local file with another is skipped with an error line; the rest is downloaded, and the exit code is 1.
 
 examples:
   batchfiles get render-42 -o results                       # everything

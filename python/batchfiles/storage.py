@@ -65,7 +65,7 @@ class OutputFileReference(ReferenceBase):
 
     def _fetch(self, target: Path | None, progress: Progress | None = None) -> Any:
         with storage_errors(self._blob.container_name, self.blob_name):
-            download = self._blob.download_blob(max_concurrency=_core.MAX_CONCURRENCY)
+            download = self._blob.download_blob(max_concurrency=_core.MAX_CONCURRENCY, decompress=False)
             with _core.DownloadSink(download, self.blob_name, target, progress) as sink:
                 for chunk in download.chunks():
                     sink.write(chunk)
@@ -88,7 +88,7 @@ class OutputFileReference(ReferenceBase):
     def open(self) -> io.BufferedReader:
         """A readable binary stream; reading it to the end verifies the Content-MD5."""
         with storage_errors(self._blob.container_name, self.blob_name):
-            download = self._blob.download_blob()
+            download = self._blob.download_blob(decompress=False)
         check = _core.Md5Check(download, self.blob_name)
         guard = functools.partial(storage_errors, self._blob.container_name, self.blob_name)
         return io.BufferedReader(_VerifyingStream(download.chunks(), check, guard))
@@ -236,19 +236,30 @@ class _OutputStorage(StorageBase):
 
     # --- finding --------------------------------------------------------------------------------------------
 
-    def list(self, kind: KindLike | None = None) -> Iterator[OutputFileReference]:
-        """The outputs of one kind, or of every kind, lazily."""
+    def list(
+        self, kind: KindLike | None = None, *, on_invalid: _core.OnInvalid | None = None
+    ) -> Iterator[OutputFileReference]:
+        """The outputs of one kind, or of every kind, lazily.
+
+        Only a blob whose file path is in the conventions' normal form (``naming.destination_path(p) == p``:
+        no ``.``, ``..`` or empty segments, no ``\\``) is an output. Any other blob under the prefix is
+        skipped, and ``on_invalid(blob_name, reason)`` is called for it (by default a warning is logged on
+        the ``batchfiles`` logger).
+        """
         prefix = self._scope.list_prefix(kind)
         with storage_errors(self.container_name):
             for props in self._container.list_blobs(name_starts_with=prefix):
                 blob = self._container.get_blob_client(props.name)
-                info = _core.reference_info(self._scope, blob.url, props)
+                info = _core.listed_info(self._scope, blob.url, props, on_invalid)
                 if info is not None:
                     yield OutputFileReference(info, blob)
 
     def get(self, kind: KindLike, path: str) -> OutputFileReference:
-        """The output of ``kind`` at ``path``; :class:`OutputNotFoundError` if there is none."""
-        return self._reference(self._container.get_blob_client(self._scope.blob_name(kind, path)))
+        """The output of ``kind`` at ``path``; :class:`OutputNotFoundError` if there is none.
+
+        ``path`` is the output's file path; a ``.`` or ``..`` segment in it raises :class:`ValueError`.
+        """
+        return self._reference(self._container.get_blob_client(self._scope.get_name(kind, path)))
 
     def _reference(self, blob: BlobClient) -> OutputFileReference:
         with storage_errors(self.container_name, blob.blob_name):

@@ -14,6 +14,7 @@ from pathlib import Path
 from azure.core.exceptions import AzureError
 
 from .. import _core, naming
+from .._core import OnInvalid
 from ..errors import BatchFilesError
 from ..storage import (
     JobOutputStorage,
@@ -97,13 +98,16 @@ def _scopes(
 
 
 def outputs(
-    job: JobOutputStorage, task: str | None, kind: str | None
+    job: JobOutputStorage, task: str | None, kind: str | None, on_invalid: OnInvalid
 ) -> Iterator[tuple[str | None, OutputFileReference]]:
-    """Every output of the selection, the job's first, then task by task; tasks are listed in parallel."""
+    """Every output of the selection, the job's first, then task by task; tasks are listed in parallel.
+
+    ``on_invalid(blob_name, reason)`` is told of each blob skipped as not an output (from any thread).
+    """
 
     def listing(scope: tuple[str | None, Storage]) -> list[tuple[str | None, OutputFileReference]]:
         task_id, storage = scope
-        return [(task_id, ref) for ref in storage.list(kind)]
+        return [(task_id, ref) for ref in storage.list(kind, on_invalid=on_invalid)]
 
     with ThreadPoolExecutor(LIST_CONCURRENCY) as pool:
         for chunk in pool.map(listing, _scopes(job, task, kind)):
@@ -128,8 +132,10 @@ def _json_line(job_id: str, task: str | None, ref: OutputFileReference) -> str:
 
 
 def list_outputs(args: argparse.Namespace) -> int:
+    """The table (or JSON lines) of the selection; then a warning for each blob skipped as not an output."""
+    skipped: list[tuple[str, str]] = []
     with connect.job_storage(args, "list", args.job_id, interactive=True) as job:
-        found = outputs(job, args.task, args.kind)
+        found = outputs(job, args.task, args.kind, lambda name, why: skipped.append((name, why)))
         if args.json:
             count = 0
             for count, (task, ref) in enumerate(found, 1):  # noqa: B007 - count is used below
@@ -139,6 +145,8 @@ def list_outputs(args: argparse.Namespace) -> int:
             count = len(rows)
             if rows:
                 _print_table(rows, with_task=args.task is None)
+    for blob_name, reason in sorted(skipped):  # listed in parallel: printed once done, in a stable order
+        common.warn(f"skipped blob {blob_name!r}: {reason}")
     if not count:
         info(f"no outputs found for job {args.job_id!r}" + (f", task {args.task!r}" if args.task else ""))
     return EXIT_OK
@@ -168,46 +176,75 @@ def _print_table(rows: list[tuple[str | None, OutputFileReference]], *, with_tas
 def local_target(out_dir: Path, task: str | None, ref: OutputFileReference) -> Path:
     """``DIR/{task}/{Kind}/{path}`` or ``DIR/{Kind}/{path}`` (no ``$``: it would need quoting in shells).
 
-    The path goes through the conventions' own normalisation, so a blob named ``t/$K/../../x`` cannot
-    write outside DIR.
+    References are only made of file paths in normal form; as a second guard, the path goes through the
+    conventions' own normalisation and the target must resolve inside DIR (ValueError saying why not).
     """
     try:
         relative = naming.destination_path(ref.file_path)
     except ValueError as err:
-        raise ValueError(f"refusing to download {ref.blob_name!r}: {err}") from None
+        raise ValueError(f"refusing its file path: {err}") from None
     parts = ([task] if task is not None else []) + [str(ref.kind), *relative.split("/")]
     target = out_dir.joinpath(*parts)
     if not target.resolve().is_relative_to(out_dir.resolve()):
-        raise ValueError(f"refusing to download {ref.blob_name!r}: it would land outside {str(out_dir)!r}")
+        raise ValueError(f"refusing to save it outside {str(out_dir)!r}")
     return target
 
 
+def plan_downloads(
+    out_dir: Path, refs: list[tuple[str | None, OutputFileReference]], skip: OnInvalid
+) -> list[tuple[OutputFileReference, Path]]:
+    """(reference, local target) of each download; a blob without a target of its own is ``skip``ped:
+    one that would land outside DIR, and every one of two or more that would land on the same file."""
+    targets: dict[Path, list[OutputFileReference]] = {}
+    for task, ref in refs:
+        try:
+            targets.setdefault(local_target(out_dir, task, ref), []).append(ref)
+        except ValueError as err:
+            skip(ref.blob_name, str(err))
+    plan = []
+    for target, same in targets.items():
+        if len(same) == 1:
+            plan.append((same[0], target))
+            continue
+        for ref in same:
+            others = ", ".join(repr(other.blob_name) for other in same if other is not ref)
+            skip(ref.blob_name, f"it and {others} would all be saved as {str(target)!r}")
+    return plan
+
+
 def get(args: argparse.Namespace) -> int:
+    """Download the selection; a blob that is not an output, or has no target of its own, is skipped and
+    reported, everything else is downloaded, and the exit code is then 1."""
     out_dir = Path(args.output_dir)
+    found: list[tuple[str, str]] = []
+
+    def skip(blob_name: str, reason: str) -> None:
+        found.append((blob_name, reason))
+
     with connect.job_storage(args, "get", args.job_id, interactive=True) as job:
         if args.path is not None and args.task is not None and args.kind is not None:
             refs = [(args.task, job.task(args.task).get(args.kind, args.path))]
         else:
             refs = [
                 (task, ref)
-                for task, ref in outputs(job, args.task, args.kind)
+                for task, ref in outputs(job, args.task, args.kind, skip)
                 if args.path is None or ref.file_path == args.path
             ]
+        found.sort()  # listed in parallel: a stable order
+        plan = plan_downloads(out_dir, refs, skip)
+        for blob_name, reason in found:
+            common.error(f"skipped blob {blob_name!r}: {reason}")
         if not refs:
             what = f"no output {args.path!r}" if args.path is not None else "no outputs"
             where = f" of task {args.task!r}" if args.task else ""
             kind = f" of kind {args.kind!r}" if args.kind else ""
             common.error(f"{what}{kind} found in job {args.job_id!r}{where}")
             return EXIT_ERROR
-        plan = [(ref, local_target(out_dir, task, ref)) for task, ref in refs]
-        seen: dict[Path, str] = {}
-        for ref, target in plan:
-            if target in seen:
-                raise ValueError(
-                    f"{seen[target]!r} and {ref.blob_name!r} would both be saved as {str(target)!r}"
-                )
-            seen[target] = ref.blob_name
-        return _download_all(plan)
+        code = _download_all(plan) if plan else EXIT_OK
+    if found:
+        common.error(f"{len(found)} blob{'s' if len(found) != 1 else ''} skipped (see above)")
+        return EXIT_ERROR
+    return code
 
 
 def _download_all(plan: list[tuple[OutputFileReference, Path]]) -> int:

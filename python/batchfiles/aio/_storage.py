@@ -55,7 +55,7 @@ class OutputFileReference(ReferenceBase):
 
     async def _fetch(self, target: Path | None, progress: Progress | None = None) -> Any:
         with storage_errors(self._blob.container_name, self.blob_name):
-            download = await self._blob.download_blob(max_concurrency=_core.MAX_CONCURRENCY)
+            download = await self._blob.download_blob(max_concurrency=_core.MAX_CONCURRENCY, decompress=False)
             with _core.DownloadSink(download, self.blob_name, target, progress) as sink:
                 async for chunk in download.chunks():
                     sink.write(chunk)
@@ -75,7 +75,7 @@ class OutputFileReference(ReferenceBase):
     async def open(self) -> AsyncReader:
         """An async readable stream (``await stream.read(n)``); reading to the end verifies the MD5."""
         with storage_errors(self._blob.container_name, self.blob_name):
-            download = await self._blob.download_blob()
+            download = await self._blob.download_blob(decompress=False)
         guard = functools.partial(storage_errors, self._blob.container_name, self.blob_name)
         return AsyncReader(download, _core.Md5Check(download, self.blob_name), guard)
 
@@ -237,19 +237,23 @@ class _OutputStorage(StorageBase):
         options = dict(flush_interval=flush_interval, if_exists=if_exists, settle=settle, linger=linger)
         return await TrackedSave.start(self._container, blob_name, path, **options)
 
-    async def list(self, kind: KindLike | None = None) -> AsyncIterator[OutputFileReference]:
-        """The outputs of one kind, or of every kind, lazily (``async for``)."""
+    async def list(
+        self, kind: KindLike | None = None, *, on_invalid: _core.OnInvalid | None = None
+    ) -> AsyncIterator[OutputFileReference]:
+        """The outputs of one kind, or of every kind, lazily (``async for``); a blob that is not an output
+        is skipped and reported to ``on_invalid(blob_name, reason)``, see the sync twin."""
         prefix = self._scope.list_prefix(kind)
         with storage_errors(self.container_name):
             async for props in self._container.list_blobs(name_starts_with=prefix):
                 blob = self._container.get_blob_client(props.name)
-                info = _core.reference_info(self._scope, blob.url, props)
+                info = _core.listed_info(self._scope, blob.url, props, on_invalid)
                 if info is not None:
                     yield OutputFileReference(info, blob)
 
     async def get(self, kind: KindLike, path: str) -> OutputFileReference:
-        """The output of ``kind`` at ``path``; :class:`OutputNotFoundError` if there is none."""
-        return await self._reference(self._container.get_blob_client(self._scope.blob_name(kind, path)))
+        """The output of ``kind`` at ``path``; :class:`OutputNotFoundError` if there is none, and
+        :class:`ValueError` for a ``.`` or ``..`` segment in ``path``."""
+        return await self._reference(self._container.get_blob_client(self._scope.get_name(kind, path)))
 
     async def _reference(self, blob: BlobClient) -> OutputFileReference:
         with storage_errors(self.container_name, blob.blob_name):
