@@ -18,6 +18,7 @@ use crate::chunk;
 use crate::naming::{self, NamingError, StrList};
 use crate::track::{self, Event};
 
+/// Every refused naming input is a `ValueError` with the error's text (`paths[3]: ...` for a bulk item).
 impl From<NamingError> for PyErr {
     fn from(err: NamingError) -> PyErr {
         PyValueError::new_err(err.to_string())
