@@ -30,7 +30,7 @@ impl From<NamingError> for PyErr {
 
 /// An `OSError` for `err` on `path`. With an OS error code, Python picks the subclass
 /// (`FileNotFoundError`, `PermissionError`, `IsADirectoryError`, ...) and sets `errno`,
-/// `strerror` and `filename`; otherwise pyo3 picks it from the error kind.
+/// `strerror` and `filename`; otherwise pyo3 picks it from the `io::ErrorKind`.
 fn os_error(err: io::Error, path: &Path) -> PyErr {
     let Some(code) = err.raw_os_error() else {
         return err.into();
