@@ -45,13 +45,15 @@ test-python: $(VENV)/.installed node_modules/.installed
 demo: $(VENV)/.installed node_modules/.installed
 	$(PY) demo/demo.py
 
-# Every benchmark beside its baseline, then the ratios and the issue's targets (benches/README.md).
-# BENCH picks files; BATCHFILES_BENCH_GIB and BATCHFILES_BENCH_ROUNDS size the large-file benchmarks.
+# Every benchmark beside its baseline, then the ratios and the targets, printed and written into the
+# generated blocks of benches/README.md. BENCH picks files (a partial run only prints: BENCH_README is
+# empty then); BATCHFILES_BENCH_GIB and BATCHFILES_BENCH_ROUNDS size the large-file benchmarks.
 BENCH ?= benches
+BENCH_README ?= $(if $(filter benches,$(BENCH)),benches/README.md)
 bench: $(VENV)/.installed node_modules/.installed
 	mkdir -p .benchmarks
 	$(VENV)/bin/pytest $(BENCH) -q -p no:cacheprovider --benchmark-columns=min,mean,max,rounds --benchmark-json=.benchmarks/latest.json
-	$(PY) benches/report.py
+	$(PY) benches/report.py .benchmarks/latest.json $(if $(BENCH_README),--readme $(BENCH_README))
 
 clean:
 	rm -rf $(VENV) dist target node_modules .pytest_cache .benchmarks

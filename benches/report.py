@@ -1,38 +1,96 @@
-"""Print each benchmark group as a ratio against its baseline (the test whose name has `baseline`).
+"""Report a pytest-benchmark JSON: each group as a ratio against its baseline (the test whose name has
+`baseline`), detailed tables, and the targets. Printed, and with ``--readme PATH`` also written as Markdown
+into that file between marker comments (``make bench`` does so for ``benches/README.md``)::
 
-Then, for groups whose benchmarks record more than wall time in ``extra_info``, a detailed table:
+    python benches/report.py [.benchmarks/latest.json] [--readme benches/README.md]
+
+For groups whose benchmarks record more than wall time in ``extra_info``, a detailed table:
 
 - ``wall_s``: wall seconds per round (else pytest-benchmark's ``data`` with ``--benchmark-save-data``);
 - ``cpu_s``: client CPU seconds per round (``time.process_time``), ``server_cpu_s``: Azurite's;
 - ``bytes``: bytes per round, for GiB/s; ``files``: files per round, for files/s and CPU per file;
 - ``rss_delta_mib`` / ``peak_mib`` / ``rss_before_mib``: peak memory of an upload run in a subprocess;
 - ``targets``: ``[{"what", "metric", "op", "value"}]`` checked here, with ``metric`` one of ``speedup``
-  (baseline wall / wall), ``cpu_ratio`` (client CPU / baseline's), ``gib_s`` (bytes / wall) and
-  ``rss_delta_mib``; ``against`` names another benchmark of the group to compare with instead of the
-  baseline, and ``info`` marks a comparison that is shown but is not a target.
+  (baseline wall / wall), ``wall_ratio`` (wall / baseline wall), ``cpu_ratio`` (client CPU / baseline's),
+  ``gib_s`` (bytes / wall), or any number the benchmark put in ``extra_info`` (shown times the target's
+  ``scale``, followed by its ``unit``); ``against`` names another benchmark of the group to compare with
+  instead of the baseline, and ``info`` marks a comparison that is shown but is not a target.
 
 Spreads are [min-max] over the rounds; a ratio's spread pairs the extremes (best and worst case).
+
+In the README, each block ``<!-- bench:begin NAME -->`` ... ``<!-- bench:end NAME -->`` is replaced: NAME
+``summary`` gets the run, the targets and the ratios, ``details`` the detailed tables. Everything outside the
+markers is kept as it is. A README without both blocks is left unchanged and the report fails.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import operator
+import re
 import statistics
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT = Path(__file__).parents[1] / ".benchmarks" / "latest.json"
 GIB = 1 << 30
 OPS = {">=": operator.ge, "<=": operator.le}
+BLOCKS = ("summary", "details")
 
 
-def main(path: Path = DEFAULT) -> int:
-    data = json.loads(path.read_text())
+@dataclass
+class Table:
+    columns: list[str]
+    rows: list[list[str]] = field(default_factory=list)
+    title: str = ""
+
+
+@dataclass
+class Check:
+    group: str
+    benchmark: str
+    what: str
+    figure: str  # "" when there is no data
+    status: str  # "met", "MISSED", "info" or "n/a"
+
+
+@dataclass
+class Report:
+    run: str
+    ratios: Table
+    details: list[Table]
+    checks: list[Check]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("json", nargs="?", type=Path, default=DEFAULT, help="pytest-benchmark JSON")
+    parser.add_argument("--readme", type=Path, help="Markdown file whose bench blocks are replaced")
+    args = parser.parse_args(argv)
+    report = analyse(json.loads(args.json.read_text()))
+    print(text(report))
+    if args.readme is not None:
+        try:
+            write_blocks(args.readme, markdown(report))
+        except ValueError as err:
+            print(f"report.py: {err}", file=sys.stderr)
+            return 1
+        print(f"\nwrote {', '.join(BLOCKS)} into {args.readme}")
+    return 0
+
+
+# --- analysis ----------------------------------------------------------------------------------------------
+
+
+def analyse(data: dict) -> Report:
     groups: dict[str, list[dict]] = {}
     for bench in data["benchmarks"]:
         groups.setdefault(bench["group"] or "", []).append(bench)
-    print(f"{'group':<40} {'benchmark':<44} {'mean':>12}  {'vs baseline':>11}")
+    ratios = Table(["group", "benchmark", "mean", "vs baseline"])
+    details: list[Table] = []
+    checks: list[Check] = []
     for group, benches in groups.items():
         baseline = _baseline(benches)
         for b in benches:
@@ -42,23 +100,27 @@ def main(path: Path = DEFAULT) -> int:
             else:
                 speedup = baseline["stats"]["mean"] / mean
                 ratio = f"{speedup:.1f}x faster" if speedup >= 1 else f"{1 / speedup:.1f}x slower"
-            print(f"{group:<40} {b['name']:<44} {mean * 1e3:>9.2f} ms  {ratio:>11}")
-
-    checks: list[str] = []
-    for group, benches in groups.items():
+            ratios.rows.append([group, b["name"], f"{mean * 1e3:.2f} ms", ratio])
         if any(_has_details(b) for b in benches):
-            checks += _details(group, benches, _baseline(benches))
-    if checks:
-        print("\nTargets (issue 4)")
-        for line in checks:
-            print(line)
+            details.append(_details(group, benches, baseline))
+            checks += _checks(group, benches, baseline)
+    return Report(_run(data), ratios, details, checks)
+
+
+def _run(data: dict) -> str:
+    """When and where: date, machine, Python, and the versions conftest.py records."""
     machine = data.get("machine_info", {})
     cpu = machine.get("cpu", {})
-    print(
-        f"\n{data.get('datetime', '')[:19]}  {machine.get('node', '')}  {cpu.get('count', '?')} CPUs  "
-        f"{cpu.get('brand_raw', '')}  Python {machine.get('python_version', '')}"
-    )
-    return 0
+    parts = [
+        data.get("datetime", "")[:19].replace("T", " "),
+        machine.get("node", ""),
+        f"{cpu.get('count', '?')} CPUs",
+        cpu.get("brand_raw", ""),
+        f"Python {machine.get('python_version', '')}",
+    ]
+    parts += [f"{name} {version}" for name, version in machine.get("versions", {}).items()]
+    knobs = " ".join(f"{k}={v}" for k, v in machine.get("bench_env", {}).items())
+    return ", ".join(p for p in parts if p) + (f"; knobs: {knobs}" if knobs else "")
 
 
 def _baseline(benches: list[dict]) -> dict | None:
@@ -99,11 +161,15 @@ def _fmt_ratio(r: tuple[float, float, float]) -> str:
     return f"{r[0]:.2f}x [{r[1]:.2f}-{r[2]:.2f}]"
 
 
-def _metric(metric: str, b: dict, base: dict | None) -> tuple[float, str] | None:
+def _metric(target: dict, b: dict, base: dict | None) -> tuple[float, str] | None:
     """The value of a target's metric for ``b``, and how to print it (with its spread)."""
+    metric = target["metric"]
     info = b.get("extra_info", {})
     if metric == "speedup" and base is not None:
         r = _ratio(_walls(base), _walls(b))
+        return r[0], _fmt_ratio(r)
+    if metric == "wall_ratio" and base is not None:
+        r = _ratio(_walls(b), _walls(base))
         return r[0], _fmt_ratio(r)
     if metric == "cpu_ratio" and base is not None and info.get("cpu_s") and base["extra_info"].get("cpu_s"):
         r = _ratio(info["cpu_s"], base["extra_info"]["cpu_s"])
@@ -115,13 +181,19 @@ def _metric(metric: str, b: dict, base: dict | None) -> tuple[float, str] | None
         return value, f"{value:.2f} GiB/s [{low:.2f}-{high:.2f}]"
     if metric == "rss_delta_mib" and "rss_delta_mib" in info:
         return info["rss_delta_mib"], f"{info['rss_delta_mib']:.1f} MiB"
+    value = info.get(metric)
+    if isinstance(value, (int, float)):
+        return value, f"{_number(value * target.get('scale', 1))}{target.get('unit', '')}"
     return None
 
 
-def _details(group: str, benches: list[dict], base: dict | None) -> list[str]:
+def _number(value: float) -> str:
+    """Three significant digits, without an exponent: 0.00412, 0.41, 487, 1001."""
+    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
+def _details(group: str, benches: list[dict], base: dict | None) -> Table:
     rounds = sorted({len(_walls(b)) for b in benches})
-    print(f"\n{group}  (rounds: {'/'.join(map(str, rounds))}; mean [min-max])")
-    cols = [("benchmark", 48)]
     rows = []
     for b in benches:
         info = b.get("extra_info", {})
@@ -151,28 +223,100 @@ def _details(group: str, benches: list[dict], base: dict | None) -> list[str]:
             row["peak RSS - before"] = f"{info['rss_delta_mib']:.1f} MiB"
             row["peak RSS"] = f"{info['peak_mib']:.0f} MiB"
         rows.append(row)
+    columns: list[str] = []
     for row in rows:
-        for key in row:
-            if key not in dict(cols):
-                cols.append((key, 0))
-    widths = {k: max([w, len(k), *(len(str(r.get(k, ""))) for r in rows)]) for k, w in cols}
-    print("  ".join(f"{k:<{widths[k]}}" for k, _ in cols))
-    for row in rows:
-        print("  ".join(f"{row.get(k, '-')!s:<{widths[k]}}" for k, _ in cols))
+        columns += [key for key in row if key not in columns]
+    title = f"{group}  (rounds: {'/'.join(map(str, rounds))}; mean [min-max])"
+    return Table(columns, [[row.get(k, "-") for k in columns] for row in rows], title)
 
+
+def _checks(group: str, benches: list[dict], base: dict | None) -> list[Check]:
     checks = []
     by_name = {b["name"]: b for b in benches}
     for b in benches:
         for target in b.get("extra_info", {}).get("targets") or []:
-            got = _metric(target["metric"], b, by_name.get(target.get("against", ""), base))
+            got = _metric(target, b, by_name.get(target.get("against", ""), base))
             if got is None:
-                checks.append(f"  [n/a   ] {group}: {b['name']}: {target['what']} (no data)")
+                checks.append(Check(group, b["name"], target["what"], "", "n/a"))
                 continue
             met = OPS[target["op"]](got[0], target["value"])
-            status = "info  " if target.get("info") else "met   " if met else "MISSED"
-            checks.append(f"  [{status}] {group}: {b['name']}: {target['what']}: {got[1]}")
+            status = "info" if target.get("info") else "met" if met else "MISSED"
+            checks.append(Check(group, b["name"], target["what"], got[1], status))
     return checks
 
 
+# --- output ------------------------------------------------------------------------------------------------
+
+
+def text(report: Report) -> str:
+    """The report as printed: aligned columns."""
+    out = [_aligned(report.ratios)]
+    for table in report.details:
+        out += ["", table.title, _aligned(table)]
+    if report.checks:
+        out += ["", "Targets"]
+        for c in report.checks:
+            figure = f": {c.figure}" if c.figure else " (no data)"
+            out.append(f"  [{c.status:<6}] {c.group}: {c.benchmark}: {c.what}{figure}")
+    out += ["", report.run]
+    return "\n".join(out)
+
+
+def _aligned(table: Table) -> str:
+    widths = [max(len(c), *(len(r[i]) for r in table.rows)) for i, c in enumerate(table.columns)]
+    lines = [table.columns, *table.rows]
+    return "\n".join(
+        "  ".join(f"{v:<{w}}" for v, w in zip(line, widths, strict=True)).rstrip() for line in lines
+    )
+
+
+STATUS_MD = {"met": "met", "MISSED": "**missed**", "info": "info", "n/a": "no data"}
+
+
+def markdown(report: Report) -> dict[str, str]:
+    """The README blocks, by name."""
+    summary = [f"Run of {report.run}.", ""]
+    if report.checks:
+        targets = Table(["Group", "Benchmark", "Target", "Figure", ""])
+        for c in report.checks:
+            targets.rows.append([c.group, f"`{c.benchmark}`", c.what, c.figure or "-", STATUS_MD[c.status]])
+        summary += [_md_table(targets), ""]
+    ratios = Table(["Group", "Benchmark", "Mean", "vs baseline"])
+    ratios.rows = [[g, f"`{name}`", mean, ratio] for g, name, mean, ratio in report.ratios.rows]
+    summary.append(_md_table(ratios))
+    details: list[str] = []
+    for table in report.details:
+        rows = [[f"`{row[0]}`", *row[1:]] for row in table.rows]
+        details += [f"**{_md_cell(table.title)}**", "", _md_table(Table(table.columns, rows)), ""]
+    return {"summary": "\n".join(summary), "details": "\n".join(details).rstrip() or "(no detailed tables)"}
+
+
+def _md_cell(value: str) -> str:
+    return value.replace("|", "\\|").replace("\n", " ")
+
+
+def _md_table(table: Table) -> str:
+    lines = [table.columns, ["---"] * len(table.columns), *table.rows]
+    return "\n".join("| " + " | ".join(_md_cell(v) for v in line) + " |" for line in lines)
+
+
+def _markers(name: str) -> re.Pattern[str]:
+    return re.compile(rf"(<!-- bench:begin {name} -->\n)(.*?)(<!-- bench:end {name} -->)", re.DOTALL)
+
+
+def write_blocks(path: Path, blocks: dict[str, str]) -> None:
+    """Replaces each block's text between its markers in ``path``; all blocks or none (ValueError)."""
+    content = path.read_text()
+    for name, body in blocks.items():
+        found = _markers(name).findall(content)
+        if len(found) != 1:
+            raise ValueError(
+                f"{path} must hold one '<!-- bench:begin {name} -->' ... '<!-- bench:end {name} -->' block, "
+                f"found {len(found)}; nothing written"
+            )
+        content = _markers(name).sub(lambda m, body=body: f"{m[1]}\n{body}\n\n{m[3]}", content)
+    path.write_text(content)
+
+
 if __name__ == "__main__":
-    sys.exit(main(*(Path(a) for a in sys.argv[1:])))
+    sys.exit(main())

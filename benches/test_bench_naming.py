@@ -1,4 +1,8 @@
-"""Bulk naming in Rust vs the pure-Python reference (tests/reference_naming.py), 200,000 items each."""
+"""Bulk naming in Rust vs the pure-Python reference (tests/reference_naming.py), 200,000 items each.
+
+Targets (``extra_info["targets"]``, checked by ``benches/report.py``): container names >= 20x, blob names
+>= 10x.
+"""
 
 from __future__ import annotations
 
@@ -35,12 +39,17 @@ def _paths(n: int) -> list[str]:
     return [f"{rng.choice(folders)}/frame_{i:06d}.png" for i in range(n)]
 
 
+def _speedup(times: float) -> dict:
+    return {"what": f"vs the Python reference >= {times}x", "metric": "speedup", "op": ">=", "value": times}
+
+
 JOB_IDS = _mixed_job_ids(N)
 PATHS = _paths(N)
 
 
 @pytest.mark.benchmark(group="container_names x200k")
 def test_container_names_rust(benchmark):
+    benchmark.extra_info["targets"] = [_speedup(20)]
     result = benchmark(naming.container_names, JOB_IDS)
     assert result[:100] == [ref.container_name(j) for j in JOB_IDS[:100]]
 
@@ -52,6 +61,7 @@ def test_container_names_baseline_python(benchmark):
 
 @pytest.mark.benchmark(group="blob_names x200k")
 def test_blob_names_rust(benchmark):
+    benchmark.extra_info["targets"] = [_speedup(10)]
     result = benchmark(naming.blob_names, "TaskOutput", PATHS, "task-1")
     assert result[:100] == [ref.blob_name("TaskOutput", p, "task-1") for p in PATHS[:100]]
 

@@ -3,6 +3,10 @@
 Knobs (environment): BATCHFILES_BENCH_TRACK_MIB (file size, default 512), BATCHFILES_BENCH_LATENCY_S
 (default 20), BATCHFILES_BENCH_IDLE_S (default 30). Each test prints its figures; the throughput group
 also has the wall time ratio in the report and the client CPU ratio in ``extra_info``.
+
+Targets (``extra_info["targets"]``, checked by ``benches/report.py``): tracked save wall <= 1.1x and client
+CPU <= 1.2x of the raw loop; write -> visible p99 within 1.1 s at ``flush_interval=1``; 100 idle tracked
+files < 2 % of a core.
 """
 
 from __future__ import annotations
@@ -26,6 +30,12 @@ LATENCY_S = float(os.environ.get("BATCHFILES_BENCH_LATENCY_S", "20"))
 IDLE_S = float(os.environ.get("BATCHFILES_BENCH_IDLE_S", "30"))
 THROUGHPUT = f"tracked save {SIZE_MIB} MiB"
 CPU_SECONDS: dict[str, float] = {}
+MS = {"scale": 1000, "unit": " ms"}  # a target in seconds, shown in milliseconds
+
+
+def _target(what: str, metric: str, op: str, value: float, **shown: object) -> dict:
+    """A target that benches/report.py checks; ``shown``: ``scale`` and ``unit`` of the figure, ``info``."""
+    return {"what": what, "metric": metric, "op": op, "value": value, **shown}
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +83,7 @@ def test_raw_append_loop_baseline(benchmark, container: ContainerClient, big_fil
                 blob.append_block(block)
 
     benchmark.pedantic(_timed_cpu, args=("raw", run), rounds=1, iterations=1)
+    benchmark.extra_info["cpu_s"] = [CPU_SECONDS["raw"]]
     assert blob.get_blob_properties().size == big_file.stat().st_size
     blob.delete_blob()
     report(capsys, f"raw append loop: client CPU {CPU_SECONDS['raw']:.2f} s")
@@ -85,6 +96,11 @@ def test_tracked_save(benchmark, container: ContainerClient, big_file: Path, cap
             pass
 
     benchmark.pedantic(_timed_cpu, args=("tracked", run), rounds=1, iterations=1)
+    benchmark.extra_info["cpu_s"] = [CPU_SECONDS["tracked"]]
+    benchmark.extra_info["targets"] = [
+        _target("wall <= 1.1x the raw loop", "wall_ratio", "<=", 1.1),
+        _target("client CPU <= 1.2x the raw loop", "cpu_ratio", "<=", 1.2),
+    ]
     blob = container.get_blob_client("tracked.log")
     assert blob.get_blob_properties().size == big_file.stat().st_size
     blob.delete_blob()
@@ -131,6 +147,10 @@ def test_write_to_visible_latency(benchmark, container: ContainerClient, tmp_pat
     latencies = sorted(next(t for size, t in seen if size >= offset) - at for offset, at in written)
     p50, p99 = statistics.median(latencies), latencies[int(len(latencies) * 0.99)]
     benchmark.extra_info.update(p50_s=round(p50, 3), p99_s=round(p99, 3), lines=len(latencies))
+    benchmark.extra_info["targets"] = [
+        _target("p50", "p50_s", "<=", 1.1, info=True, **MS),
+        _target("p99 within 1.1 s", "p99_s", "<=", 1.1, **MS),
+    ]
     report(
         capsys,
         f"write -> visible over {len(latencies)} lines: p50 {p50 * 1e3:.0f} ms, p99 {p99 * 1e3:.0f} ms",
@@ -159,4 +179,6 @@ def test_idle_cost_of_100_tracked_files(
     for save in saves:
         save.close()
     benchmark.extra_info["cpu_share_of_a_core"] = round(share, 4)
+    share_target = _target("< 2 % of a core", "cpu_share_of_a_core", "<=", 0.02, scale=100, unit=" %")
+    benchmark.extra_info["targets"] = [share_target]
     report(capsys, f"100 idle tracked files for {IDLE_S:.0f} s: {share * 100:.2f} % of a core")

@@ -19,23 +19,63 @@ const MAX_PLAIN_ID_LEN: usize = 59;
 /// How much of the sanitised job id is kept in front of the SHA-1 in a hashed container name.
 const HASHED_PREFIX_LEN: usize = 15;
 
-/// Why a name could not be derived. The message names the offending input.
+/// Which input of a naming function was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NamingInput {
+    JobId,
+    TaskId,
+    /// The text of an output kind.
+    Kind,
+    Path,
+}
+
+impl NamingInput {
+    /// The argument name of a list of such inputs in the bulk functions (`paths[3]: ...`).
+    fn list_name(self) -> &'static str {
+        match self {
+            Self::JobId => "job_ids",
+            Self::TaskId => "task_ids",
+            Self::Kind => "kinds",
+            Self::Path => "paths",
+        }
+    }
+}
+
+/// Why a name could not be derived: which input was refused, a message naming it, and for the bulk
+/// functions the index of the refused item in its list.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NamingError {
-    InvalidJobId(String),
-    InvalidTaskId(String),
-    InvalidKind(String),
-    InvalidPath(String),
+pub struct NamingError {
+    pub input: NamingInput,
+    /// The reason, without the index (`Display` adds it).
+    pub message: String,
+    /// The position in a bulk call's list, counted over the whole list.
+    pub index: Option<usize>,
+}
+
+impl NamingError {
+    fn new(input: NamingInput, message: String) -> Self {
+        Self {
+            input,
+            message,
+            index: None,
+        }
+    }
+
+    /// The same error, for the item at `index` of a bulk call's list.
+    fn at(self, index: usize) -> Self {
+        Self {
+            index: Some(index),
+            ..self
+        }
+    }
 }
 
 impl fmt::Display for NamingError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::InvalidJobId(m)
-            | Self::InvalidTaskId(m)
-            | Self::InvalidKind(m)
-            | Self::InvalidPath(m) => f.write_str(m),
+        if let Some(i) = self.index {
+            write!(f, "{}[{i}]: ", self.input.list_name())?;
         }
+        f.write_str(&self.message)
     }
 }
 
@@ -96,7 +136,7 @@ pub fn validate_job_id(job_id: &str) -> Result<(), NamingError> {
     check_id("job id", job_id, MAX_JOB_ID_LEN, |c| {
         c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | ':')
     })
-    .map_err(NamingError::InvalidJobId)
+    .map_err(|m| NamingError::new(NamingInput::JobId, m))
 }
 
 /// Checks a Batch task id: 1–64 ASCII letters, digits, `-` and `_`.
@@ -104,20 +144,15 @@ pub fn validate_task_id(task_id: &str) -> Result<(), NamingError> {
     check_id("task id", task_id, MAX_TASK_ID_LEN, |c| {
         c.is_ascii_alphanumeric() || matches!(c, '-' | '_')
     })
-    .map_err(NamingError::InvalidTaskId)
+    .map_err(|m| NamingError::new(NamingInput::TaskId, m))
 }
 
 /// Checks the text of an output kind (built-in or custom).
 pub fn validate_kind(kind: &str) -> Result<(), NamingError> {
-    let err = |why: String| {
-        Err(NamingError::InvalidKind(format!(
-            "output kind {kind:?} {why}"
-        )))
-    };
+    let refuse = |message: String| Err(NamingError::new(NamingInput::Kind, message));
+    let err = |why: String| refuse(format!("output kind {kind:?} {why}"));
     if kind.is_empty() {
-        return Err(NamingError::InvalidKind(
-            "output kind must not be empty".into(),
-        ));
+        return refuse("output kind must not be empty".into());
     }
     if kind == "." || kind == ".." {
         return err("is not a valid path segment".into());
@@ -299,7 +334,12 @@ pub fn destination_path(path: &str) -> Result<String, NamingError> {
 /// Appends the normalised `path` to `out`, after a `/` where `out` has more than `name_start` bytes
 /// (a prefix of the same name); returns its segment count. On error `out` is left as it was.
 fn push_destination(out: &mut String, path: &str, name_start: usize) -> Result<usize, NamingError> {
-    let invalid = |why: &str| Err(NamingError::InvalidPath(format!("path {path:?} {why}")));
+    let invalid = |why: &str| {
+        Err(NamingError::new(
+            NamingInput::Path,
+            format!("path {path:?} {why}"),
+        ))
+    };
     if path.is_empty() {
         return invalid("is empty");
     }
@@ -355,7 +395,7 @@ pub fn blob_names(
     let prefix = blob_prefix(kind, task_id)?;
     for (i, path) in paths.iter().enumerate() {
         out.push_with(|buf| push_blob_name(buf, &prefix, path))
-            .map_err(|e| at_index(e, "paths", first_index + i))?;
+            .map_err(|e| e.at(first_index + i))?;
     }
     Ok(())
 }
@@ -369,19 +409,9 @@ pub fn container_names(
 ) -> Result<(), NamingError> {
     for (i, id) in job_ids.iter().enumerate() {
         out.push_with(|buf| push_container_name(buf, id))
-            .map_err(|e| at_index(e, "job_ids", first_index + i))?;
+            .map_err(|e| e.at(first_index + i))?;
     }
     Ok(())
-}
-
-fn at_index(err: NamingError, what: &str, i: usize) -> NamingError {
-    let wrap = |m: String| format!("{what}[{i}]: {m}");
-    match err {
-        NamingError::InvalidJobId(m) => NamingError::InvalidJobId(wrap(m)),
-        NamingError::InvalidTaskId(m) => NamingError::InvalidTaskId(wrap(m)),
-        NamingError::InvalidKind(m) => NamingError::InvalidKind(wrap(m)),
-        NamingError::InvalidPath(m) => NamingError::InvalidPath(wrap(m)),
-    }
 }
 
 /// Appends `{prefix}/{destination_path(path)}` to `out`, checking Azure's blob name limits.
@@ -394,13 +424,13 @@ fn push_blob_name(out: &mut String, prefix: &str, path: &str) -> Result<(), Nami
     if name.len() > MAX_BLOB_NAME_LEN {
         let chars = name.chars().count();
         if chars > MAX_BLOB_NAME_LEN {
-            return Err(NamingError::InvalidPath(format!(
+            return Err(NamingError::new(NamingInput::Path, format!(
                 "blob name for path {path:?} would be {chars} characters long; Azure allows {MAX_BLOB_NAME_LEN}"
             )));
         }
     }
     if segments > MAX_BLOB_SEGMENTS {
-        return Err(NamingError::InvalidPath(format!(
+        return Err(NamingError::new(NamingInput::Path, format!(
             "blob name for path {path:?} would have {segments} segments; Azure allows {MAX_BLOB_SEGMENTS}"
         )));
     }
@@ -425,9 +455,10 @@ pub fn file_path(blob_name: &str) -> Result<String, NamingError> {
     };
     match rest {
         Some(r) if !r.is_empty() => Ok(r.to_string()),
-        _ => Err(NamingError::InvalidPath(format!(
-            "blob name {blob_name:?} is not of the form '$Kind/path' or 'task/$Kind/path'"
-        ))),
+        _ => Err(NamingError::new(
+            NamingInput::Path,
+            format!("blob name {blob_name:?} is not of the form '$Kind/path' or 'task/$Kind/path'"),
+        )),
     }
 }
 
@@ -463,10 +494,8 @@ mod tests {
     #[test]
     fn invalid_job_ids_are_errors() {
         for id in ["", "a b", "a/b", "é", &"a".repeat(129)] {
-            assert!(
-                matches!(container_name(id), Err(NamingError::InvalidJobId(_))),
-                "{id}"
-            );
+            let err = container_name(id).unwrap_err();
+            assert_eq!((err.input, err.index), (NamingInput::JobId, None), "{id}");
         }
         assert!(container_name(&"a".repeat(128)).is_ok());
     }
@@ -536,6 +565,31 @@ mod tests {
         assert_eq!(out.iter().collect::<Vec<_>>(), ["job-ok"]); // nothing of the bad one
         let err = blob_names("TaskOutput", &["a", "/abs"], Some("t"), 0, &mut out);
         assert!(err.unwrap_err().to_string().starts_with("paths[1]: "));
+    }
+
+    #[test]
+    fn errors_name_the_input_and_bulk_ones_the_index() {
+        let mut out = StrList::default();
+        let single = container_name("bad id").unwrap_err();
+        let bulk = container_names(&["ok", "bad id"], 10, &mut out).unwrap_err();
+        assert_eq!(single.index, None);
+        assert_eq!(
+            bulk,
+            NamingError {
+                index: Some(11),
+                ..single.clone()
+            }
+        );
+        assert_eq!(bulk.to_string(), format!("job_ids[11]: {single}"));
+        let input = |r: Result<String, NamingError>| r.unwrap_err().input;
+        assert_eq!(input(blob_prefix("a/b", None)), NamingInput::Kind);
+        assert_eq!(input(blob_prefix("Log", Some("a b"))), NamingInput::TaskId);
+        assert_eq!(input(destination_path("/x")), NamingInput::Path);
+        assert_eq!(input(file_path("x")), NamingInput::Path);
+        // A bad kind or task id of a bulk call is no item of its list: no index.
+        let err = blob_names("a/b", &["x"], None, 5, &mut out).unwrap_err();
+        assert_eq!((err.input, err.index), (NamingInput::Kind, None));
+        assert!(err.to_string().starts_with("output kind "), "{err}");
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The only PyO3 file: thin wrappers over the pure Rust modules. Long work runs with the GIL released.
+//! The PyO3 layer: thin wrappers over the pure Rust modules. Long work runs with the GIL released.
+//! This file holds what the library calls; `py/test_support.rs` what only tests and benchmarks call.
 //!
 //! The classes are `frozen` and keep their state behind a `Mutex` taken with `lock_py_attached`:
 //! calls from several Python threads run one at a time, a waiting thread not holding the GIL.
@@ -11,13 +12,16 @@ use std::sync::{Mutex, MutexGuard};
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::MutexExt;
-use pyo3::types::{IntoPyDict, PyBytes, PyDict, PyList, PyMemoryView, PyString};
+use pyo3::types::{PyBytes, PyList, PyMemoryView, PyString};
 
 use crate::checksum;
 use crate::chunk;
 use crate::naming::{self, NamingError, StrList};
 use crate::track::{self, Event};
 
+mod test_support;
+
+/// Every refused naming input is a `ValueError` with the error's text (`paths[3]: ...` for a bulk item).
 impl From<NamingError> for PyErr {
     fn from(err: NamingError) -> PyErr {
         PyValueError::new_err(err.to_string())
@@ -26,7 +30,7 @@ impl From<NamingError> for PyErr {
 
 /// An `OSError` for `err` on `path`. With an OS error code, Python picks the subclass
 /// (`FileNotFoundError`, `PermissionError`, `IsADirectoryError`, ...) and sets `errno`,
-/// `strerror` and `filename`; otherwise pyo3 picks it from the error kind.
+/// `strerror` and `filename`; otherwise pyo3 picks it from the `io::ErrorKind`.
 fn os_error(err: io::Error, path: &Path) -> PyErr {
     let Some(code) = err.raw_os_error() else {
         return err.into();
@@ -165,11 +169,6 @@ fn file_path(blob_name: &str) -> Result<String, NamingError> {
 }
 
 #[pyfunction]
-fn validate_job_id(job_id: &str) -> Result<(), NamingError> {
-    naming::validate_job_id(job_id)
-}
-
-#[pyfunction]
 fn validate_task_id(task_id: &str) -> Result<(), NamingError> {
     naming::validate_task_id(task_id)
 }
@@ -213,18 +212,6 @@ impl Data<'_> {
             f(data)
         }
     }
-}
-
-/// CRC-64/NVME of a bytes-like object.
-#[pyfunction]
-fn crc64(data: Data<'_>) -> u64 {
-    data.with(checksum::crc64)
-}
-
-/// The `x-ms-content-crc64` header of a bytes-like object: base64 of its CRC-64, little-endian.
-#[pyfunction]
-fn crc64_header(data: Data<'_>) -> String {
-    checksum::crc64_header(data.with(checksum::crc64))
 }
 
 /// MD5 digest (16 bytes) of a bytes-like object.
@@ -405,20 +392,6 @@ impl Tracker {
     fn offset(&self, py: Python<'_>) -> PyResult<u64> {
         Ok(lock(py, &self.tracker)?.offset())
     }
-
-    /// Running totals since the tracker was made.
-    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let stats = lock(py, &self.tracker)?.stats();
-        [
-            ("bytes_read", stats.bytes_read),
-            ("bytes_committed", stats.bytes_committed),
-            ("lost_bytes", stats.lost_bytes),
-            ("rotations", stats.rotations),
-            ("truncations", stats.truncations),
-            ("reads", stats.reads),
-        ]
-        .into_py_dict(py)
-    }
 }
 
 fn event_item(event: &Event) -> (&'static str, u64) {
@@ -440,14 +413,11 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(blob_names, m)?)?;
     m.add_function(wrap_pyfunction!(destination_path, m)?)?;
     m.add_function(wrap_pyfunction!(file_path, m)?)?;
-    m.add_function(wrap_pyfunction!(validate_job_id, m)?)?;
     m.add_function(wrap_pyfunction!(validate_task_id, m)?)?;
     m.add_function(wrap_pyfunction!(validate_kind, m)?)?;
-    m.add_function(wrap_pyfunction!(crc64, m)?)?;
-    m.add_function(wrap_pyfunction!(crc64_header, m)?)?;
     m.add_function(wrap_pyfunction!(self::md5, m)?)?; // `self::`: the md-5 dev-dependency is `md5` too
     m.add_class::<Md5>()?;
     m.add_class::<BlockReader>()?;
     m.add_class::<Tracker>()?;
-    Ok(())
+    test_support::add_to(m)
 }

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 import pytest
 import reference_naming as ref
 from batchfiles import JobOutputKind, TaskOutputKind, naming
+from batchfiles._native import test_support
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -167,6 +168,18 @@ def test_arbitrary_job_ids_are_named_or_rejected_like_the_reference(text):
             naming.container_name(text)
     else:
         assert naming.container_name(text) == expected
+
+
+@given(st.one_of(job_ids, st.text(max_size=140)))
+def test_job_id_check_refuses_exactly_what_naming_refuses(text):
+    try:
+        naming.container_name(text)
+    except ValueError as err:
+        with pytest.raises(ValueError) as info:
+            test_support.validate_job_id(text)
+        assert str(info.value) == str(err)
+    else:
+        assert test_support.validate_job_id(text) is None
 
 
 @given(paths)

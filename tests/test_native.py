@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from batchfiles import _native
+from batchfiles._native import test_support
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -74,30 +75,51 @@ def other_thread_runs_during(call: Callable[[], object]) -> bool:
         sys.setswitchinterval(interval)
 
 
+# --- layout -------------------------------------------------------------------------------------
+
+TEST_ONLY = {"crc64", "crc64_header", "validate_job_id", "tracker_stats"}
+
+
+def test_test_only_bindings_live_apart():
+    import batchfiles._native.test_support as imported
+
+    assert imported is test_support is _native.test_support
+    assert test_support.__name__ == "batchfiles._native.test_support"
+    assert {name for name in dir(test_support) if not name.startswith("_")} == TEST_ONLY
+    assert not TEST_ONLY & set(dir(_native))
+    assert not hasattr(_native.Tracker, "stats")
+
+
+def test_the_library_never_uses_the_test_only_bindings():
+    package = Path(_native.__file__).parent
+    sources = [p for p in package.rglob("*.py") if "test_support" in p.read_text()]
+    assert sources == []
+
+
 # --- hashing ------------------------------------------------------------------------------------
 
 
 def test_crc64_check_value_and_header():
-    assert _native.crc64(b"123456789") == CHECK_CRC
-    assert _native.crc64_header(b"123456789") == header_of(CHECK_CRC) == "iJh5CoYUi64="
-    assert _native.crc64(b"") == 0
-    assert _native.crc64_header(b"") == "AAAAAAAAAAA="
+    assert test_support.crc64(b"123456789") == CHECK_CRC
+    assert test_support.crc64_header(b"123456789") == header_of(CHECK_CRC) == "iJh5CoYUi64="
+    assert test_support.crc64(b"") == 0
+    assert test_support.crc64_header(b"") == "AAAAAAAAAAA="
 
 
 def test_every_bytes_like_object_hashes_its_bytes():
     data = b"123456789"
     for obj in (data, bytearray(data), memoryview(data), memoryview(b"xx" + data)[2:]):
-        assert _native.crc64(obj) == CHECK_CRC
+        assert test_support.crc64(obj) == CHECK_CRC
         assert _native.md5(obj) == hashlib.md5(data).digest()
     strided = memoryview(b"1x2x3x4x5x6x7x8x9x")[::2]  # not contiguous
-    assert _native.crc64(strided) == CHECK_CRC
+    assert test_support.crc64(strided) == CHECK_CRC
     ints = array.array("i", [1, 2, 3])  # raw bytes, like hashlib
     assert _native.md5(ints) == hashlib.md5(ints).digest()
 
 
 @pytest.mark.parametrize("bad", ["123", 123, None, [1, 2]])
 def test_non_buffers_are_type_errors(bad):
-    for function in (_native.crc64, _native.crc64_header, _native.md5, _native.Md5().update):
+    for function in (test_support.crc64, test_support.crc64_header, _native.md5, _native.Md5().update):
         with pytest.raises(TypeError):
             function(bad)
 
@@ -142,7 +164,7 @@ def test_gil_test_detects_a_call_holding_the_gil():
 
 def test_crc64_and_md5_release_the_gil_on_big_data():
     data = bytes(256 * MiB)
-    assert other_thread_runs_during(lambda: _native.crc64(data))
+    assert other_thread_runs_during(lambda: test_support.crc64(data))
     assert other_thread_runs_during(lambda: _native.md5(data[: 64 * MiB]))
 
 
@@ -161,7 +183,7 @@ def test_block_reader_returns_the_file_in_blocks(tmp_path, size):
     for i, (index, offset, chunk, header) in enumerate(blocks):
         assert (index, offset) == (i, i * BS)
         assert len(chunk) == min(BS, size - offset)
-        assert header == _native.crc64_header(chunk)
+        assert header == test_support.crc64_header(chunk)
     assert len(blocks) == -(-size // BS)
     assert reader.md5() == hashlib.md5(data).digest()
     assert reader.bytes_read == size
@@ -279,7 +301,7 @@ def test_tracker_drains_appends_once(tmp_path):
     path = write(tmp_path / "log", b"hello ")
     tracker = _native.Tracker(path)
     block, events, more = tracker.poll()
-    assert block == (b"hello ", _native.crc64_header(b"hello "), 0)
+    assert block == (b"hello ", test_support.crc64_header(b"hello "), 0)
     assert events == [("opened", 0)]
     assert more is False
     assert tracker.commit() == 6
@@ -292,7 +314,7 @@ def test_tracker_drains_appends_once(tmp_path):
     assert tracker.offset == 6
     tracker.commit()
     assert tracker.offset == 11
-    stats = tracker.stats()
+    stats = test_support.tracker_stats(tracker)
     assert (stats["bytes_read"], stats["bytes_committed"]) == (11, 11)
 
 
@@ -331,7 +353,7 @@ def test_tracker_rotation_gives_the_old_tail_first(tmp_path):
     tracker.commit()
     block, events, more = tracker.poll()
     assert (block[0], block[2], events, more) == (b"new1\n", 0, [("opened", 0)], False)
-    assert tracker.stats()["rotations"] == 1
+    assert test_support.tracker_stats(tracker)["rotations"] == 1
 
 
 def test_tracker_truncation_counts_lost_bytes(tmp_path):
@@ -344,7 +366,7 @@ def test_tracker_truncation_counts_lost_bytes(tmp_path):
     block, events, _ = tracker.poll()
     assert events == [("truncated", 6)]
     assert (block[0], block[2]) == (b"xy", 0)
-    stats = tracker.stats()
+    stats = test_support.tracker_stats(tracker)
     assert (stats["truncations"], stats["lost_bytes"]) == (1, 6)
 
 
@@ -369,7 +391,7 @@ def test_tracker_waits_for_a_missing_path(tmp_path):
     assert tracker.poll() == (None, [], False)
     assert tracker.offset == 0
     write(path, b"late")
-    assert tracker.poll()[:2] == ((b"late", _native.crc64_header(b"late"), 0), [("opened", 0)])
+    assert tracker.poll()[:2] == ((b"late", test_support.crc64_header(b"late"), 0), [("opened", 0)])
 
 
 def test_tracker_resumes_and_reads_ranges(tmp_path):
@@ -386,7 +408,7 @@ def test_tracker_resumes_and_reads_ranges(tmp_path):
 def test_tracker_stats_keys(tmp_path):
     tracker = _native.Tracker(write(tmp_path / "log", b"x"))
     tracker.poll()
-    stats = tracker.stats()
+    stats = test_support.tracker_stats(tracker)
     assert list(stats) == [
         "bytes_read",
         "bytes_committed",

@@ -2,6 +2,13 @@
 
 Long work runs with the GIL released. The classes are safe to share between threads: calls on one
 object run one at a time, a waiting thread not holding the GIL.
+
+This module holds what the library calls. Bindings that only the tests and benchmarks call live in
+the submodule :mod:`batchfiles._native.test_support` (``from batchfiles._native import test_support``).
+
+The extension is one file, ``_native.abi3.so``; these stubs sit beside it as a stub package
+(``_native/__init__.pyi``, ``_native/test_support.pyi``) so that type checkers see the submodule. The
+folder holds no ``__init__.py``, so Python still imports the extension.
 """
 
 import os
@@ -9,6 +16,8 @@ from collections.abc import Sequence
 from typing import final
 
 from typing_extensions import Buffer
+
+from . import test_support as test_support
 
 # Naming. Each raises ValueError naming the offending input, TypeError for a wrong argument type.
 
@@ -33,9 +42,6 @@ def destination_path(relative_path: str) -> str:
 def file_path(blob_name: str) -> str:
     """The path of a blob under its kind: strips ``{task}/$Kind/`` or ``$Kind/``."""
 
-def validate_job_id(job_id: str) -> None:
-    """Raises ValueError unless ``job_id`` is a Batch job id (1-128 of ``A-Za-z0-9-_:``)."""
-
 def validate_task_id(task_id: str) -> None:
     """Raises ValueError unless ``task_id`` is a Batch task id (1-64 of ``A-Za-z0-9-_``)."""
 
@@ -45,12 +51,6 @@ def validate_kind(kind: str) -> None:
 # Hashing. ``data`` is any bytes-like object: bytes is read in place; others (bytearray,
 # memoryview, mmap, array, ...) are copied first, so they may be changed by other threads safely.
 # From 64 KiB on, the hashing runs with the GIL released.
-
-def crc64(data: Buffer) -> int:
-    """CRC-64/NVME of ``data`` (the CRC Azure checks in ``x-ms-content-crc64``)."""
-
-def crc64_header(data: Buffer) -> str:
-    """The ``x-ms-content-crc64`` header value: base64 of the CRC-64's 8 little-endian bytes."""
 
 def md5(data: Buffer) -> bytes:
     """The 16-byte MD5 digest of ``data`` (the ``Content-MD5`` of a blob)."""
@@ -142,7 +142,3 @@ class Tracker:
     @property
     def offset(self) -> int:
         """Committed bytes of the file being read: the ``start_offset`` to resume with (0 if none)."""
-
-    def stats(self) -> dict[str, int]:
-        """Running totals: ``bytes_read``, ``bytes_committed``, ``lost_bytes``, ``rotations``,
-        ``truncations``, ``reads``."""
