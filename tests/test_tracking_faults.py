@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -45,37 +46,61 @@ def append(path: Path, data: bytes) -> None:
 
 
 class MemoryBlob:
-    """``_Call`` s against an append blob held in memory; appends fail as ``faults`` says, in turn:
-    "before" (not applied), "after" (applied, then the response is lost), None (fine)."""
+    """``_Call`` s against an append blob held in memory, with ETags and metadata; appends fail as
+    ``faults`` says, in turn: "before" (not applied), "after" (applied, then the response is lost), None
+    (fine). Assigning ``data`` (another writer) changes the ETag, as any write does."""
 
     refusal = "connection refused"
 
     def __init__(self, *faults: str | None) -> None:
-        self.data: bytes | None = None
+        self._data: bytes | None = None
+        self.version = 0
+        self.metadata: dict[str, str] = {}
         self.faults = list(faults)
         self.applied = 0
 
+    @property
+    def data(self) -> bytes | None:
+        return self._data
+
+    @data.setter
+    def data(self, value: bytes | None) -> None:
+        self._data = value
+        self.version += 1
+
+    @property
+    def etag(self) -> str:
+        return f'"{self.version}"'
+
     def __call__(self, call: tracking._Call) -> Any:
         if call.method == "create_append_blob":
-            self.data = b""
-            return {}
+            self.data, self.metadata = b"", dict(call.kwargs.get("metadata") or {})
+            return {"etag": self.etag}
         if self.data is None:
             raise ResourceNotFoundError("BlobNotFound")
         if call.method == "get_blob_properties":
-            return type("Props", (), {"size": len(self.data), "blob_type": "AppendBlob"})()
+            return SimpleNamespace(
+                size=len(self.data), blob_type="AppendBlob", etag=self.etag, metadata=dict(self.metadata)
+            )
+        if call.method == "download_blob":
+            assert call.kwargs["etag"] == self.etag
+            start = call.kwargs["offset"]
+            return self.data[start : start + call.kwargs["length"]]
         assert call.method == "append_block"
         fault = self.faults.pop(0) if self.faults else None
         if fault == "before":
             raise ServiceRequestError(self.refusal)
-        if call.kwargs["appendpos_condition"] != len(self.data):
-            error = HttpResponseError("412 The append position condition specified was not met.")
-            error.status_code, error.error_code = 412, "AppendPositionConditionNotMet"
+        if call.kwargs["etag"] != self.etag or call.kwargs["appendpos_condition"] != len(self.data):
+            error = HttpResponseError(
+                "412 The condition specified using HTTP conditional header(s) is not met."
+            )
+            error.status_code, error.error_code = 412, "ConditionNotMet"
             raise error
         self.data += call.kwargs["data"]
         self.applied += 1
         if fault == "after":
             raise ServiceResponseError("response lost")
-        return {}
+        return {"etag": self.etag}
 
 
 def flush_in_memory(engine: tracking._Engine, blob: MemoryBlob) -> list[tracking._Outcome]:
