@@ -220,6 +220,25 @@ def test_a_lost_append_response_is_retried_without_duplicating(
     assert proxy.counts["drop_response"] == 1
 
 
+def test_a_lost_response_to_the_claim_of_a_resume_is_not_another_writer(
+    proxied: ContainerClient, proxy: FaultProxy, service: BlobServiceClient, tmp_path: Path
+) -> None:
+    path = tmp_path / "app.log"
+    append(path, b"first\n")
+    with TrackedSave.start(proxied, LOG, path, flush_interval=3600, settle=0):
+        pass
+    append(path, b"resumed\n")
+    proxy.add_rule("drop_response", lambda request: "comp=metadata" in request.query, times=1)
+    with TrackedSave.start(proxied, LOG, path, flush_interval=3600, settle=0) as save:
+        save.flush()
+    assert proxy.counts["drop_response"] == 1
+    assert save.bytes_saved == len(b"resumed\n")
+    assert (
+        service.get_container_client(proxied.container_name).download_blob(LOG).readall()
+        == b"first\nresumed\n"
+    )
+
+
 def test_flush_times_out_while_storage_is_slow(
     proxied: ContainerClient, proxy: FaultProxy, service: BlobServiceClient, tmp_path: Path
 ) -> None:

@@ -16,10 +16,11 @@ failed append is sent again later. Any other write to the blob (another writer's
 resume by another save) changes the ETag, so the next append meets 412. Then the append counts as an
 earlier try of this very append that landed (its response lost) only if the blob still bears this save's
 writer token (metadata set by whoever created or resumed it last), its length is the committed length plus
-the block, and its last bytes are the block; anything else is a :class:`~batchfiles.errors.TrackingError`
-naming the blob, kept and raised by ``flush`` and ``close``. ``close`` also checks, last, that every part
-still has the ETag this save left it with. So with two writers on one blob, at most one save succeeds, and
-the blob then holds exactly its file.
+the block, and its last bytes are the block (only appends can change a blob that still bears our token, so
+it then holds exactly what this save sent, whoever sent the block). Anything else is a
+:class:`~batchfiles.errors.TrackingError` naming the blob, kept and raised by ``flush`` and ``close``.
+``close`` also checks, last, that every part still has the ETag this save left it with. So of two saves
+open at once on one blob, at most one succeeds, and the blob then holds exactly its file.
 """
 
 from __future__ import annotations
@@ -290,15 +291,18 @@ class _Engine:
         metadata = {**(parts[-1].metadata or {}), _WRITER_KEY: self._writer}
         condition = {"etag": parts[-1].etag, "match_condition": MatchConditions.IfNotModified}
         try:
-            claimed = yield _Call(name, "set_blob_metadata", {"metadata": metadata, **condition})
+            etag = (yield _Call(name, "set_blob_metadata", {"metadata": metadata, **condition}))["etag"]
         except HttpResponseError as err:
             if err.status_code != 412:
                 raise
-            raise TrackingError(
-                f"{name!r} in container {self.container_name!r} changed while this save was resuming it: "
-                f"another writer is writing to it; stopped saving {self.path}"
-            ) from err
-        self._etags = [props.etag for props in parts[:-1]] + [claimed["etag"]]
+            now = yield _Call(name, "get_blob_properties")  # an earlier try landed, its response lost?
+            if (now.metadata or {}).get(_WRITER_KEY) != self._writer or now.size != parts[-1].size:
+                raise TrackingError(
+                    f"{name!r} in container {self.container_name!r} changed while this save was resuming "
+                    f"it: another writer is writing to it; stopped saving {self.path}"
+                ) from err
+            etag = now.etag
+        self._etags = [props.etag for props in parts[:-1]] + [etag]
         total = sum(props.size for props in parts)
         self._part = len(parts) - 1
         self._length = parts[-1].size
@@ -764,6 +768,11 @@ class TrackedSave(_TrackedSaveBase):
     first), deletion, and truncation (bytes that could not be read are counted in :attr:`lost_bytes` and
     logged); a path that does not exist yet is waited for. One background thread serves every tracked
     save of the process; an idle save costs two ``stat`` calls every 0.25 s.
+
+    One writer per blob: a save that finds another writer's work on its blob (an append, a re-create, a
+    save that resumed it) stops with :class:`~batchfiles.errors.TrackingError`, and ``close`` checks,
+    last, that nothing was written after its final append. So of two saves open at once on one blob at
+    most one succeeds (usually the later one), and the blob then holds exactly its file.
     """
 
     @classmethod
@@ -773,8 +782,9 @@ class TrackedSave(_TrackedSaveBase):
         """Start following ``path`` into the append blob ``blob_name`` of ``container``.
 
         Options: ``flush_interval=5.0`` seconds between appends. ``if_exists="resume"`` continues a blob
-        (and its parts) that holds the start of the file, without sending those bytes again, and replaces
-        any other blob with a warning; ``"overwrite"`` always starts afresh; ``"fail"`` raises
+        (and its parts) that holds the start of the file, without sending those bytes again (a save still
+        writing to it then stops with :class:`~batchfiles.errors.TrackingError`), and replaces any other
+        blob with a warning; ``"overwrite"`` always starts afresh; ``"fail"`` raises
         :class:`~batchfiles.errors.OutputExistsError`. ``settle=1.0`` and ``linger=5.0``: see
         :meth:`close`. A directory or unreadable file raises :class:`OSError`, a bad option
         :class:`ValueError`; then nothing is left running.
