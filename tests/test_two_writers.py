@@ -11,8 +11,11 @@ import json
 import random
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from time import monotonic
+from typing import Any
 
 import pytest
 from azure.storage.blob import BlobServiceClient, ContainerClient
@@ -23,6 +26,8 @@ from batchfiles.aio._tracking import TrackedSave as AsyncTrackedSave
 from batchfiles.errors import TrackingError
 from batchfiles.testing import Azurite
 from batchfiles.tracking import TrackedSave
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from tracking_child import fast_retries
 
 CHILD = Path(__file__).with_name("tracking_child.py")
@@ -141,6 +146,70 @@ def test_a_lost_response_is_still_this_saves_append(tmp_path: Path) -> None:
         flush_in_memory(engine, blob)
     assert blob.data == b"one\ntwo\nthree\n"
     assert engine._etags == [blob.etag]
+
+
+def close_in_memory(engine: tracking._Engine, blob: Any) -> None:
+    """Run steps until the engine is closed (its last step checks the ETag); raises the kept error."""
+    engine.request_close(monotonic())
+    while not engine.closed:
+        now = max(engine.wake_at(), monotonic())  # skips the backoff
+        step = engine.begin(now)
+        assert step is not None
+        engine.end(tracking._drive(blob, step), now)
+    engine.raise_error()
+
+
+OPERATIONS = st.lists(
+    st.one_of(
+        st.tuples(st.just("write"), st.binary(min_size=1, max_size=3)),  # to the file
+        st.tuples(st.just("flush"), st.sampled_from([None, "before", "after"])),  # the append's fault
+        st.tuples(st.just("append"), st.binary(min_size=1, max_size=3)),  # another writer's
+        st.tuples(st.just("echo"), st.none()),  # another writer appends the bytes we are about to send
+        st.tuples(st.just("recreate"), st.binary(max_size=6)),  # another writer's create, then append
+        st.tuples(st.just("forge"), st.none()),  # the same, as long as the blob was
+    ),
+    max_size=10,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(OPERATIONS)
+@example([("write", b"a"), ("flush", None), ("forge", None), ("write", b"b")])  # If-Match
+@example([("write", b"a"), ("flush", None), ("write", b"b"), ("forge", None), ("echo", None)])  # the token
+@example([("write", b"a"), ("flush", None), ("append", b"b")])  # close's check
+@example([("write", b"a"), ("flush", "after"), ("write", b"b"), ("echo", None), ("flush", "after")])
+def test_a_save_that_succeeds_leaves_exactly_its_file(operations: list[tuple[str, Any]]) -> None:
+    """Whatever another writer does, and whichever responses are lost: a save either fails with a
+    TrackingError or closes with the blob equal to its file; with no other writer, it never fails."""
+    from test_tracking_faults import MemoryBlob, flush_in_memory
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "app.log"
+        path.touch()
+        engine = tracking._Engine("container", LOG, path, flush_interval=3600, settle=0, linger=0)
+        blob = MemoryBlob()
+        tracking._drive(blob, engine.opening())
+        try:
+            for operation, value in operations:
+                if operation == "write":
+                    write(path, value)
+                elif operation == "flush":
+                    blob.faults = [value]
+                    flush_in_memory(engine, blob)
+                elif operation == "append":
+                    blob.data += value
+                elif operation == "echo":
+                    blob.data += path.read_bytes()[engine._length :]
+                elif operation == "forge":
+                    blob.data, blob.metadata = b"#" * len(blob.data), {}
+                else:
+                    blob.data, blob.metadata = value, {}
+            close_in_memory(engine, blob)
+        except TrackingError as err:
+            assert engine.error is err
+            assert {operation for operation, _ in operations} - {"write", "flush"}, err  # not a lost response
+            return
+        assert blob.data == path.read_bytes()
 
 
 def test_the_aio_twin_stops_on_another_writer(
