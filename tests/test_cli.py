@@ -644,6 +644,50 @@ def test_run_on_an_unprepared_job_does_not_start_the_command(env, job_id, tmp_pa
     assert not (tmp_path / "ran").exists()
 
 
+def test_a_second_run_in_the_same_directory_is_refused(env, prepared, task_storage, tmp_path):
+    """Two runs of one task in one directory, 50 ms apart: one runs and saves its logs; the other refuses
+    at once, without running its command or touching the logs (before the lock, each emptied the other's
+    stdout.txt and both exited 0 with a blob holding either or neither)."""
+    write_script(
+        tmp_path,
+        "talk.py",
+        """\
+        import sys, time
+        from pathlib import Path
+        Path(f"ran-{sys.argv[1]}").touch()
+        for i in range(20):
+            print(f"{sys.argv[1]} says {i}", flush=True)
+            time.sleep(0.05)
+        """,
+    )
+    procs = {}
+    for name in ("first", "second"):
+        procs[name] = subprocess.Popen(
+            command("run", "--flush-interval", "0.2", "--", sys.executable, "talk.py", name),
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(0.05)
+    results = {}
+    for name, proc in procs.items():
+        out, err = proc.communicate(timeout=PATIENCE)
+        results[name] = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    (winner,) = [name for name, result in results.items() if result.returncode == 0]  # nearly always first
+    (loser,) = set(results) - {winner}
+    assert_one_line_error(
+        results[loser],
+        1,
+        f"another `batchfiles run` is writing stdout.txt in {tmp_path}: run each task in its own working",
+    )
+    assert not (tmp_path / f"ran-{loser}").exists()
+    said = "".join(f"{winner} says {i}\n" for i in range(20))
+    assert (tmp_path / "stdout.txt").read_text() == said
+    assert blob_text(task_storage, "TaskLog", "stdout.txt") == said
+
+
 # --- track --------------------------------------------------------------------------------------------------
 
 

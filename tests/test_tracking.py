@@ -450,6 +450,7 @@ def test_block_limit_rolls_over_to_parts_and_resume_continues_there(
     assert save.parts == [LOG, f"{LOG}.1", f"{LOG}.2"]
     assert [block_count(container, part) for part in save.parts] == [3, 3, 2]
     metadata = [container.get_blob_client(part).get_blob_properties().metadata for part in save.parts]
+    assert [m.pop(tracking._WRITER_KEY) for m in metadata] == [save._engine._writer] * 3  # the writer
     assert metadata == [{}, {tracking._PART_KEY: "1"}, {tracking._PART_KEY: "2"}]
     assert b"".join(blob_bytes(container, part) for part in save.parts) == log_path.read_bytes()
 

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -45,37 +46,61 @@ def append(path: Path, data: bytes) -> None:
 
 
 class MemoryBlob:
-    """``_Call`` s against an append blob held in memory; appends fail as ``faults`` says, in turn:
-    "before" (not applied), "after" (applied, then the response is lost), None (fine)."""
+    """``_Call`` s against an append blob held in memory, with ETags and metadata; appends fail as
+    ``faults`` says, in turn: "before" (not applied), "after" (applied, then the response is lost), None
+    (fine). Assigning ``data`` (another writer) changes the ETag, as any write does."""
 
     refusal = "connection refused"
 
     def __init__(self, *faults: str | None) -> None:
-        self.data: bytes | None = None
+        self._data: bytes | None = None
+        self.version = 0
+        self.metadata: dict[str, str] = {}
         self.faults = list(faults)
         self.applied = 0
 
+    @property
+    def data(self) -> bytes | None:
+        return self._data
+
+    @data.setter
+    def data(self, value: bytes | None) -> None:
+        self._data = value
+        self.version += 1
+
+    @property
+    def etag(self) -> str:
+        return f'"{self.version}"'
+
     def __call__(self, call: tracking._Call) -> Any:
         if call.method == "create_append_blob":
-            self.data = b""
-            return {}
+            self.data, self.metadata = b"", dict(call.kwargs.get("metadata") or {})
+            return {"etag": self.etag}
         if self.data is None:
             raise ResourceNotFoundError("BlobNotFound")
         if call.method == "get_blob_properties":
-            return type("Props", (), {"size": len(self.data), "blob_type": "AppendBlob"})()
+            return SimpleNamespace(
+                size=len(self.data), blob_type="AppendBlob", etag=self.etag, metadata=dict(self.metadata)
+            )
+        if call.method == "download_blob":
+            assert call.kwargs["etag"] == self.etag
+            start = call.kwargs["offset"]
+            return self.data[start : start + call.kwargs["length"]]
         assert call.method == "append_block"
         fault = self.faults.pop(0) if self.faults else None
         if fault == "before":
             raise ServiceRequestError(self.refusal)
-        if call.kwargs["appendpos_condition"] != len(self.data):
-            error = HttpResponseError("412 The append position condition specified was not met.")
-            error.status_code, error.error_code = 412, "AppendPositionConditionNotMet"
+        if call.kwargs["etag"] != self.etag or call.kwargs["appendpos_condition"] != len(self.data):
+            error = HttpResponseError(
+                "412 The condition specified using HTTP conditional header(s) is not met."
+            )
+            error.status_code, error.error_code = 412, "ConditionNotMet"
             raise error
         self.data += call.kwargs["data"]
         self.applied += 1
         if fault == "after":
             raise ServiceResponseError("response lost")
-        return {}
+        return {"etag": self.etag}
 
 
 def flush_in_memory(engine: tracking._Engine, blob: MemoryBlob) -> list[tracking._Outcome]:
@@ -193,6 +218,25 @@ def test_a_lost_append_response_is_retried_without_duplicating(
     assert blob.download_blob().readall() == b"exactly once\n"
     assert blob.get_blob_properties().append_blob_committed_block_count == 1
     assert proxy.counts["drop_response"] == 1
+
+
+def test_a_lost_response_to_the_claim_of_a_resume_is_not_another_writer(
+    proxied: ContainerClient, proxy: FaultProxy, service: BlobServiceClient, tmp_path: Path
+) -> None:
+    path = tmp_path / "app.log"
+    append(path, b"first\n")
+    with TrackedSave.start(proxied, LOG, path, flush_interval=3600, settle=0):
+        pass
+    append(path, b"resumed\n")
+    proxy.add_rule("drop_response", lambda request: "comp=metadata" in request.query, times=1)
+    with TrackedSave.start(proxied, LOG, path, flush_interval=3600, settle=0) as save:
+        save.flush()
+    assert proxy.counts["drop_response"] == 1
+    assert save.bytes_saved == len(b"resumed\n")
+    assert (
+        service.get_container_client(proxied.container_name).download_blob(LOG).readall()
+        == b"first\nresumed\n"
+    )
 
 
 def test_flush_times_out_while_storage_is_slow(

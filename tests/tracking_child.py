@@ -8,12 +8,20 @@ python tracking_child.py CONNECTION_STRING CONTAINER BLOB PATH fork LINES
     save PATH afresh and fork while another thread holds the tracking lock; the child checks that the
     inherited save raises at once on close and saves PATH.child to BLOB.child itself; the parent appends
     LINES lines and closes. Exits with the child's status.
+python tracking_child.py CONNECTION_STRING CONTAINER BLOB PATH race SEED
+    one writer of tests/test_two_writers.py, driven by lines on stdin. ``go ROUND TAG SIZE IF_EXISTS
+    DELAY PAUSE`` starts saving PATH.ROUND (created empty) to ROUND/BLOB after a random pause of up to
+    30 ms, then prints ``started ROUND`` while a thread writes records of SIZE bytes to it, the first
+    after DELAY ms, then one every PAUSE ms (0: 75 records at once); ``close ROUND`` closes the save
+    and prints the outcome as a JSON line, {"round", "ok", "error"}. Ends at the end of stdin.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import random
 import sys
 import threading
 import time
@@ -37,6 +45,9 @@ def fast_retries(policy: type = LinearRetry) -> dict[str, Any]:
 def main(conn_str: str, container_name: str, blob: str, path: str, mode: str, *args: str) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     container = ContainerClient.from_connection_string(conn_str, container_name, **fast_retries())
+    if mode == "race":
+        race(container, blob, path, random.Random(int(args[0])))
+        return
     if mode == "follow":
         TrackedSave.start(container, blob, path, flush_interval=0.01, if_exists="resume")
         print("started", flush=True)
@@ -54,6 +65,55 @@ def main(conn_str: str, container_name: str, blob: str, path: str, mode: str, *a
         save.close()
     if mode == "fork":
         sys.exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+
+
+def race(container: ContainerClient, blob: str, path: str, rng: random.Random) -> None:
+    """Rounds of one writer racing another on the same blob, as the parent says on stdin."""
+    for line in sys.stdin:
+        _, round_, tag, size, if_exists, delay, pause = line.split()
+        file_path = f"{path}.{round_}"
+        open(file_path, "wb").close()
+        time.sleep(rng.uniform(0, 0.03))
+        save, error, stop = None, None, threading.Event()
+        try:
+            save = TrackedSave.start(
+                container, f"{round_}/{blob}", file_path, flush_interval=0.002, if_exists=if_exists, settle=0
+            )
+        except TrackingError as err:
+            error = err
+        timing = (float(delay) / 1000, float(pause) / 1000)
+        writer = threading.Thread(target=write_records, args=(file_path, tag, int(size), stop, *timing))
+        writer.start()
+        print("started", round_, flush=True)
+        assert sys.stdin.readline().split() == ["close", round_]
+        stop.set()
+        writer.join()
+        if save is not None:
+            try:
+                save.close()
+            except TrackingError as err:
+                error = err
+        outcome = {"round": int(round_), "ok": error is None, "error": f"{type(error).__name__}: {error}"}
+        print(json.dumps(outcome), flush=True)
+
+
+def write_records(path: str, tag: str, size: int, stop: threading.Event, delay: float, pause: float) -> None:
+    """Records of ``size`` bytes, the first after ``delay`` s, then one every ``pause`` s or so until
+    ``stop`` (at least 5); ``pause`` 0: 75 records in one write."""
+    time.sleep(delay)
+    with open(path, "ab", buffering=0) as file:
+        if not pause:
+            file.write(b"".join(record(tag, i, size) for i in range(75)))
+            return
+        i = 0
+        while i < 5 or not stop.is_set():
+            file.write(record(tag, i, size))
+            i += 1
+            time.sleep(pause)
+
+
+def record(tag: str, i: int, size: int) -> bytes:
+    return f"{tag} {i:05d} ".encode().ljust(size - 1, b".") + b"\n"
 
 
 def fork_while_the_lock_is_held() -> int:

@@ -69,9 +69,10 @@ Each command has its own --help with examples.
 
 RUN_EPILOG = f"""\
 CMD's stdout and stderr still reach the console; they are also written to stdout.txt and stderr.txt in
-the working directory (afresh on each run) and saved live as TaskLog, {{task}}/$TaskLog/stdout.txt and
-stderr.txt: new output is in storage within --flush-interval seconds. When CMD exits, the files matching
-each --output PATTERN[=KIND][@CONDITION] are saved as KIND (default TaskOutput) if CONDITION holds:
+the working directory (afresh on each run; a second run in the same directory meanwhile is refused) and
+saved live as TaskLog, {{task}}/$TaskLog/stdout.txt and stderr.txt: new output is in storage within
+--flush-interval seconds. When CMD exits, the files matching each --output PATTERN[=KIND][@CONDITION]
+are saved as KIND (default TaskOutput) if CONDITION holds:
   success     CMD exited with 0
   failure     CMD exited with anything else, or was killed
   completion  always (the default)

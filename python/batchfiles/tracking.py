@@ -9,10 +9,18 @@ How it is built:
 - The sync driver is one daemon thread per process (:class:`_Scheduler`) serving every
   :class:`TrackedSave`; the async driver is one task per save in the caller's event loop.
 
-Exactly once: every append carries ``appendpos`` = the committed length of the blob. The Rust tracker
-returns the same pending bytes until they are committed, so a failed append is sent again later; when a
-retry meets 412 ``AppendPositionConditionNotMet``, the blob length says whether the earlier try landed
-(length + block) or another writer appended (anything else: :class:`~batchfiles.errors.TrackingError`).
+Exactly once, and one writer: every append carries ``appendpos`` = the committed length of the blob and
+``If-Match`` = the ETag this save's own last write to it returned (its create, its last append, or the
+claim of a resumed blob). The Rust tracker returns the same pending bytes until they are committed, so a
+failed append is sent again later. Any other write to the blob (another writer's append, a re-create, a
+resume by another save) changes the ETag, so the next append meets 412. Then the append counts as an
+earlier try of this very append that landed (its response lost) only if the blob still bears this save's
+writer token (metadata set by whoever created or resumed it last), its length is the committed length plus
+the block, and its last bytes are the block (only appends can change a blob that still bears our token, so
+it then holds exactly what this save sent, whoever sent the block). Anything else is a
+:class:`~batchfiles.errors.TrackingError` naming the blob, kept and raised by ``flush`` and ``close``.
+``close`` also checks, last, that every part still has the ETag this save left it with. So of two saves
+open at once on one blob, at most one succeeds, and the blob then holds exactly its file.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import itertools
 import logging
 import math
 import os
+import secrets
 import threading
 from collections.abc import Generator
 from dataclasses import dataclass, field, replace
@@ -58,6 +67,10 @@ _MAX_BLOCKS = 50_000
 #: Metadata marking part ``k >= 1`` (value ``str(k)``), so a blob that merely has a part's name (a rotated
 #: ``app.log.1`` saved on its own, another tracked save) is never counted, deleted or overwritten as one.
 _PART_KEY = "batchfiles_part"
+#: Metadata holding the token of the save writing a blob: set when a save creates a part or resumes one.
+_WRITER_KEY = "batchfiles_writer"
+#: Error codes of a 412 on append: the ETag (``If-Match``) or the append position condition failed.
+_CONDITION_CODES = ("ConditionNotMet", "AppendPositionConditionNotMet")
 #: Largest append block (Azure's classic limit, accepted by every service version).
 _MAX_BLOCK = 4 * 1024 * 1024
 #: Once half the blocks are used, regular uploads wait for this many bytes (flushes never wait)...
@@ -186,6 +199,8 @@ class _Engine:
         self._tracker = Tracker(self.path, 0, _MAX_BLOCK)  # a directory or an unreadable file fails here
         self._if_exists = if_exists
         self._interval, self._settle, self._linger = flush_interval, settle, linger
+        self._writer = secrets.token_hex(16)  # this save's token, in the metadata of the parts it writes
+        self._etags: list[str] = []  # per part, the ETag this save's last write to it returned
         self._part = 0  # index of the part being appended to
         self._length = 0  # its committed length: the next appendpos
         self._blocks = 0  # its committed block count
@@ -204,6 +219,7 @@ class _Engine:
         self._flush_asked = self._flush_done = 0
         self._close_ticket = 0  # > 0 once close was asked
         self._closing_at = self._grew_at = 0.0
+        self._confirming = False  # settled: a last step checks that no other writer touched the parts
 
     # -- names ------------------------------------------------------------------------------------------
 
@@ -221,13 +237,13 @@ class _Engine:
         """Probe the blob and its parts, then resume after them, replace them, or create the blob."""
         parts = yield from self._existing_parts()
         if not parts:
-            yield from self._create(0)
+            self._etags = [(yield from self._create(0))]
             return
         if self._if_exists == "fail":
             raise OutputExistsError(f"output {self.blob_name!r} already exists (if_exists='fail')")
         if self._if_exists == "resume":
             if (yield from self._holds_prefix(parts)):
-                self._resume(parts)
+                yield from self._resume(parts)
                 return
             logger.warning(
                 "%s does not hold the start of %s: replacing it (if_exists='resume')",
@@ -268,7 +284,25 @@ class _Engine:
         kwargs = {"offset": parts[last].size - tail, "length": tail}
         return (yield _Call(self.part_name(last), "download_blob", kwargs, read=True)) == expected
 
-    def _resume(self, parts: list[Any]) -> None:
+    def _resume(self, parts: list[Any]) -> Steps[None]:
+        """Claim the last part (our token in its metadata, if its ETag is still the one probed), then go on
+        after the parts: a save still writing to them meets 412 on its next append."""
+        name = self.part_name(len(parts) - 1)
+        metadata = {**(parts[-1].metadata or {}), _WRITER_KEY: self._writer}
+        condition = {"etag": parts[-1].etag, "match_condition": MatchConditions.IfNotModified}
+        try:
+            etag = (yield _Call(name, "set_blob_metadata", {"metadata": metadata, **condition}))["etag"]
+        except HttpResponseError as err:
+            if err.status_code != 412:
+                raise
+            now = yield _Call(name, "get_blob_properties")  # an earlier try landed, its response lost?
+            if (now.metadata or {}).get(_WRITER_KEY) != self._writer or now.size != parts[-1].size:
+                raise TrackingError(
+                    f"{name!r} in container {self.container_name!r} changed while this save was resuming "
+                    f"it: another writer is writing to it; stopped saving {self.path}"
+                ) from err
+            etag = now.etag
+        self._etags = [props.etag for props in parts[:-1]] + [etag]
         total = sum(props.size for props in parts)
         self._part = len(parts) - 1
         self._length = parts[-1].size
@@ -281,22 +315,25 @@ class _Engine:
         for index in reversed(range(1, count)):
             with contextlib.suppress(ResourceNotFoundError):
                 yield _Call(self.part_name(index), "delete_blob")
-        yield from self._create(0)
+        self._etags = [(yield from self._create(0))]
 
-    def _create(self, index: int) -> Steps[None]:
-        """Create part ``index`` empty. A part after the first is marked, and replaces only a blob marked
-        as that part (an earlier try, or a leftover of an earlier save), never another blob."""
+    def _create(self, index: int) -> Steps[str]:
+        """Create part ``index`` empty, bearing this save's token; returns its ETag. A part after the
+        first is marked, and replaces only a blob marked as that part (an earlier try, or a leftover of an
+        earlier save), never another blob."""
         name = self.part_name(index)
+        metadata = {_WRITER_KEY: self._writer}
         kwargs: dict[str, Any] = {
-            "content_settings": ContentSettings(content_type=_content_type(self.blob_name))
+            "content_settings": ContentSettings(content_type=_content_type(self.blob_name)),
+            "metadata": metadata,
         }
         if index:
-            kwargs["metadata"] = {_PART_KEY: str(index)}
+            metadata[_PART_KEY] = str(index)
             try:
-                yield _Call(
+                created = yield _Call(
                     name, "create_append_blob", {**kwargs, "match_condition": MatchConditions.IfMissing}
                 )
-                return
+                return created["etag"]
             except ResourceExistsError:
                 pass
             if not _is_part((yield _Call(name, "get_blob_properties")), index):
@@ -304,12 +341,15 @@ class _Engine:
                     f"{name!r} exists and is not part {index} of {self.blob_name!r}: stopped saving "
                     f"{self.path} rather than overwrite it"
                 )
-        yield _Call(name, "create_append_blob", kwargs)
+        return (yield _Call(name, "create_append_blob", kwargs))["etag"]
 
     # -- schedule ---------------------------------------------------------------------------------------
 
     def _plan(self) -> tuple[float, str]:
-        """When the next step is due, and its kind: "flush" (min 0), "upload" (regular) or "watch"."""
+        """When the next step is due, and its kind: "confirm" (the last one), "flush" (min 0), "upload"
+        (regular) or "watch"."""
+        if self._confirming:
+            return self._retry_at, "confirm"
         if self._flush_asked > self._flush_done:
             return self._retry_at, "flush"
         if self._close_ticket:
@@ -360,6 +400,8 @@ class _Engine:
         when, kind = self._plan()
         if self.closed or now < when:
             return None
+        if kind == "confirm":
+            return self._confirm(_Outcome(kind, self._flush_asked, now))
         min_bytes = {"flush": 0, "upload": self._min_bytes(now), "watch": _MAX_BLOCK}[kind]
         return self._step(_Outcome(kind, self._flush_asked, now), min_bytes)
 
@@ -369,6 +411,9 @@ class _Engine:
             self._failed(outcome.error, now)
             return
         self._failures, self._retry_at = 0, 0.0
+        if outcome.kind == "confirm":
+            self.closed = True
+            return
         if outcome.appended:
             self._grew_at = now
         if not outcome.caught_up:  # out of time with more to send: go on after the other saves
@@ -392,13 +437,14 @@ class _Engine:
         return _COALESCE_BYTES if self._blocks < _MAX_BLOCKS * 9 // 10 else _MAX_BLOCK
 
     def _check_settled(self, now: float) -> None:
-        """While closing: finish once the file has not grown for ``settle`` s, or ``linger`` s passed."""
+        """While closing: confirm (then close) once the file has not grown for ``settle`` s, or ``linger``
+        s passed."""
         settled = self._seen_file and now - self._grew_at >= self._settle
         if not settled and now - self._closing_at < self._linger:
             return
         if not self._seen_file:
             logger.warning("%s never appeared: nothing was saved to %s", self.path, self.blob_name)
-        self.closed = True
+        self._confirming = True
 
     def _failed(self, exc: Exception, now: float) -> None:
         """Retry a transient failure after a backoff; keep anything else, or too many in a row."""
@@ -455,7 +501,7 @@ class _Engine:
     def _append(self, data: bytes, crc: str) -> Steps[None]:
         """Append one block at the committed length, exactly once."""
         if self._blocks >= _MAX_BLOCKS:
-            yield from self._create(self._part + 1)
+            self._etags.append((yield from self._create(self._part + 1)))
             self._part, self._length, self._blocks = self._part + 1, 0, 0
             logger.info(
                 "%s is full: the tracked save of %s goes on in %s", self.blob_name, self.path, self.parts[-1]
@@ -464,30 +510,79 @@ class _Engine:
             "data": data,
             "length": len(data),
             "appendpos_condition": self._length,
+            "etag": self._etags[-1],
+            "match_condition": MatchConditions.IfNotModified,
             "headers": _core.crc_headers(crc),
         }
         try:
-            yield _Call(self.part_name(self._part), "append_block", kwargs)
+            etag = (yield _Call(self.part_name(self._part), "append_block", kwargs))["etag"]
         except HttpResponseError as err:
-            if err.error_code != "AppendPositionConditionNotMet":
+            if err.status_code != 412 or err.error_code not in _CONDITION_CODES:
                 raise
-            yield from self._check_landed(len(data), err)
+            etag = yield from self._check_landed(data, err)
+        self._etags[-1] = etag
         self._tracker.commit()
         self._length += len(data)
         self._blocks += 1
         self.bytes_saved += len(data)
         self._last_append = monotonic()
 
-    def _check_landed(self, size: int, err: HttpResponseError) -> Steps[None]:
-        """After a 412 on appendpos: fine if an earlier try of this very append landed, else an error."""
-        name = self.part_name(self._part)
-        length = (yield _Call(name, "get_blob_properties")).size
-        if length != self._length + size:
-            raise TrackingError(
-                f"{name!r} is {length} bytes long, not {self._length} (or {self._length + size} with the "
-                f"block being appended): another writer appended to it; stopped saving {self.path}"
-            ) from err
-        logger.debug("an earlier try of the append at %d to %s had landed", self._length, name)
+    def _check_landed(self, data: bytes, err: HttpResponseError) -> Steps[str]:
+        """After a 412 on append: the blob's new ETag if an earlier try of this very append landed (the
+        blob bears our token, is the committed length plus the block long, and ends with the block),
+        else :class:`TrackingError`. Only appends can have changed a blob bearing our token since our
+        last write, so it then holds exactly what this save sent."""
+        name, size = self.part_name(self._part), len(data)
+        props = yield _Call(name, "get_blob_properties")
+        if (props.metadata or {}).get(_WRITER_KEY) != self._writer:
+            problem = "was replaced or resumed by another writer"
+        elif props.size != self._length + size:
+            problem = (
+                f"is {props.size} bytes long, not {self._length} (or {self._length + size} with the block "
+                "being appended): another writer appended to it"
+            )
+        else:
+            kwargs = {
+                "offset": self._length,
+                "length": size,
+                "etag": props.etag,
+                "match_condition": MatchConditions.IfNotModified,
+            }
+            try:
+                landed = yield _Call(name, "download_blob", kwargs, read=True)
+            except HttpResponseError as read_err:
+                if read_err.status_code != 412:
+                    raise
+                landed = None  # changed again since its properties were read
+            if landed == data:
+                logger.debug("an earlier try of the append at %d to %s had landed", self._length, name)
+                return props.etag
+            problem = f"does not end with the block appended at {self._length}: another writer wrote to it"
+        raise TrackingError(
+            f"{name!r} in container {self.container_name!r} {problem}; stopped saving {self.path}"
+        ) from err
+
+    def _confirm(self, outcome: _Outcome) -> Steps[_Outcome]:
+        """The last step of a close: every part must still have the ETag this save's last write to it
+        returned, else another writer wrote to it after us (:class:`TrackingError`)."""
+        try:
+            for index, etag in enumerate(self._etags):
+                name = self.part_name(index)
+                try:
+                    props = yield _Call(name, "get_blob_properties")
+                except ResourceNotFoundError as err:
+                    if err.error_code != "BlobNotFound":
+                        raise
+                    props = None
+                if props is None or props.etag != etag:
+                    problem = "was deleted" if props is None else "was written to"
+                    raise TrackingError(
+                        f"{name!r} in container {self.container_name!r} {problem} by another writer after "
+                        f"this save's last append; {self.path} is not what it holds"
+                    )
+        except Exception as exc:  # kept or retried by end()
+            return replace(outcome, error=exc)
+        return outcome
 
     def _note(self, events: list[tuple[str, int]]) -> None:
         for name, value in events:
@@ -673,6 +768,11 @@ class TrackedSave(_TrackedSaveBase):
     first), deletion, and truncation (bytes that could not be read are counted in :attr:`lost_bytes` and
     logged); a path that does not exist yet is waited for. One background thread serves every tracked
     save of the process; an idle save costs two ``stat`` calls every 0.25 s.
+
+    One writer per blob: a save that finds another writer's work on its blob (an append, a re-create, a
+    save that resumed it) stops with :class:`~batchfiles.errors.TrackingError`, and ``close`` checks,
+    last, that nothing was written after its final append. So of two saves open at once on one blob at
+    most one succeeds (usually the later one), and the blob then holds exactly its file.
     """
 
     @classmethod
@@ -682,8 +782,9 @@ class TrackedSave(_TrackedSaveBase):
         """Start following ``path`` into the append blob ``blob_name`` of ``container``.
 
         Options: ``flush_interval=5.0`` seconds between appends. ``if_exists="resume"`` continues a blob
-        (and its parts) that holds the start of the file, without sending those bytes again, and replaces
-        any other blob with a warning; ``"overwrite"`` always starts afresh; ``"fail"`` raises
+        (and its parts) that holds the start of the file, without sending those bytes again (a save still
+        writing to it then stops with :class:`~batchfiles.errors.TrackingError`), and replaces any other
+        blob with a warning; ``"overwrite"`` always starts afresh; ``"fail"`` raises
         :class:`~batchfiles.errors.OutputExistsError`. ``settle=1.0`` and ``linger=5.0``: see
         :meth:`close`. A directory or unreadable file raises :class:`OSError`, a bad option
         :class:`ValueError`; then nothing is left running.

@@ -15,6 +15,11 @@ from typing import IO, Any
 from azure.core.exceptions import AzureError
 
 from ..errors import BatchFilesError
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no lock
+    fcntl = None  # type: ignore[assignment]
 from ..storage import JobOutputStorage, TaskOutputStorage
 from . import common, connect
 from .common import (
@@ -177,7 +182,7 @@ class _Run:
         self.problems: list[str] = []
 
     def execute(self) -> int:
-        files = [open(name, "wb", buffering=0) for name in LOGS]  # noqa: SIM115 - closed below
+        files = _open_logs()
         try:
             trackers = self._track(files)
         except BaseException:
@@ -246,16 +251,19 @@ class _Run:
         return exit_status(returncode)
 
     def _close_logs(self, files: list[IO[bytes]], trackers: list[Any]) -> None:
-        for file in files:
-            file.close()
-        for tracker in trackers:
-            try:
-                tracker.close()
-            except SAVE_ERRORS as err:
-                self.problems.append(f"live log {tracker.blob_name!r} is incomplete: {err}")
-                continue
-            if tracker.lost_bytes:
-                self.problems.append(f"live log {tracker.blob_name!r} lost {tracker.lost_bytes} bytes")
+        """Close the live saves, then the files (their locks keep another ``run`` out until then)."""
+        try:
+            for tracker in trackers:
+                try:
+                    tracker.close()
+                except SAVE_ERRORS as err:
+                    self.problems.append(f"live log {tracker.blob_name!r} is incomplete: {err}")
+                    continue
+                if tracker.lost_bytes:
+                    self.problems.append(f"live log {tracker.blob_name!r} lost {tracker.lost_bytes} bytes")
+        finally:
+            for file in files:
+                file.close()
 
     def _save_outputs(self, status: int) -> tuple[int, int]:
         """Save the outputs whose condition holds; (files, bytes) saved."""
@@ -292,6 +300,38 @@ class _Run:
         outputs = f"{saved[0]} output{'s' if saved[0] != 1 else ''} ({human_size(saved[1])})"
         info(f"the command exited with {status}; saved {logs} and {outputs}")
         return status
+
+
+def _open_logs() -> list[IO[bytes]]:
+    """The log files, emptied, once this process holds an exclusive lock on each (where ``fcntl``
+    exists): a second ``run`` in the same directory is refused before it truncates or saves anything."""
+    files: list[IO[bytes]] = []
+    try:
+        for name in LOGS:
+            files.append(open(name, "ab", buffering=0))  # noqa: SIM115 - not truncated before the lock
+            if fcntl is not None:
+                _lock(files[-1], name)
+        for file in files:
+            file.truncate(0)
+    except BaseException:
+        for file in files:
+            file.close()
+        raise
+    return files
+
+
+def _lock(file: IO[bytes], name: str) -> None:
+    """An exclusive lock on ``file`` until it is closed (not inherited by the command); a file system
+    without locks is used unlocked."""
+    try:
+        fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise BatchFilesError(
+            f"another `batchfiles run` is writing {name} in {os.getcwd()}: run each task in its own "
+            "working directory"
+        ) from None
+    except OSError:  # ENOLCK, EOPNOTSUPP: no locks here
+        pass
 
 
 def _binary(stream: Any) -> IO[bytes] | None:
