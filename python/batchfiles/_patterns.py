@@ -94,11 +94,14 @@ def parse(pattern: str) -> list[_Segment]:
     ]
 
 
-def expand(patterns: str | Iterable[str], base_dir: PathLike) -> list[tuple[str, str]]:
+def expand(
+    patterns: str | Iterable[str], base_dir: PathLike, *, warned: set[object] | None = None
+) -> list[tuple[str, str]]:
     """(local path, path relative to ``base_dir`` with ``/``) of every file the patterns match.
 
     All patterns are parsed before anything is walked. Files come in the order of the patterns, each
-    pattern's sorted by path; a file matched by several patterns is listed once.
+    pattern's sorted by path; a file matched by several patterns is listed once. Each link skipped is
+    warned of once per call, or once for all the calls sharing a ``warned`` set.
     """
     if isinstance(patterns, str):
         patterns = [patterns]
@@ -108,7 +111,7 @@ def expand(patterns: str | Iterable[str], base_dir: PathLike) -> list[tuple[str,
     if not os.path.isdir(base):
         raise FileNotFoundError(f"base_dir {base!r} is not a directory")
     found: dict[str, None] = {}
-    warned: set[object] = set()  # one warning per link, whichever patterns meet it
+    warned = set() if warned is None else warned  # one warning per link, whichever patterns meet it
     for segments in parsed:
         for rel in _Walk(base, segments, warned).run():
             found.setdefault(rel, None)

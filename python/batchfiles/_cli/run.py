@@ -267,11 +267,12 @@ class _Run:
         files is saved, the rest is. A file matched by several patterns of one kind is saved once.
         """
         planned: list[tuple[OutputSpec, list[tuple[str, str]]]] = []
+        warned: set[object] = set()  # a link skipped is warned of once
         for spec in self.specs:
             if not spec.applies(status):
                 continue
             try:
-                files = _patterns.expand(spec.pattern, ".")
+                files = _patterns.expand(spec.pattern, ".", warned=warned)
             except SAVE_ERRORS as err:
                 self.problems.append(f"--output {str(spec)!r} not saved: {err}")
                 continue
