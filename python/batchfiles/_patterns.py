@@ -207,32 +207,41 @@ class _Walk:
             if not file_match and not next_states:
                 continue
             rel = f"{visit.rel}/{entry.name}" if visit.rel else entry.name
-            kind, is_link = self._kind(entry, rel, (st.st_dev, st.st_ino, entry.name))
-            if kind == _FILE and file_match:
-                self.found.add(rel)
-            elif kind == _DIR and next_states:
-                child = _Visit(entry.path, rel, self._closure(next_states))
-                (links if is_link else children).append(child)
+            kind, is_link = self._kind(entry, rel)
+            if (kind == _FILE and file_match) or (kind == _DIR and next_states):
+                if is_link and not self._inside(entry, rel, (st.st_dev, st.st_ino, entry.name)):
+                    continue
+                if kind == _FILE:
+                    self.found.add(rel)
+                else:
+                    child = _Visit(entry.path, rel, self._closure(next_states))
+                    (links if is_link else children).append(child)
         return children
 
-    def _kind(self, entry: os.DirEntry[str], rel: str, key: object) -> tuple[str, bool]:
-        """(file, folder or skip, is a symlink) of a matched entry; warns of links leading outside (once
-        per ``key``: the folder's id and the entry's name)."""
+    @staticmethod
+    def _kind(entry: os.DirEntry[str], rel: str) -> tuple[str, bool]:
+        """(file, folder or skip; is a symlink) of an entry; a link counts as what it leads to."""
         try:
             if not entry.is_symlink():
                 if entry.is_dir(follow_symlinks=False):
                     return _DIR, False
                 return (_FILE if entry.is_file(follow_symlinks=False) else _SKIP), False
-            is_dir = entry.is_dir()  # follows the link; False for a broken one
-            if not is_dir and not entry.is_file():
-                logger.debug("skipped %s: a broken link, or not a regular file", rel)
-                return _SKIP, True
-        except OSError:
-            return _SKIP, True
-        if not _inside(os.path.realpath(entry.path), self.root):
-            self._warn(key, f"skipped {rel}: it links outside base_dir {self.base!r}")
-            return _SKIP, True
-        return (_DIR if is_dir else _FILE), True
+            if entry.is_dir():  # follows the link; False for a broken one
+                return _DIR, True
+            if entry.is_file():
+                return _FILE, True
+        except OSError:  # a loop of links, or no permission
+            pass
+        logger.debug("skipped %s: a broken link, or not a regular file", rel)
+        return _SKIP, True
+
+    def _inside(self, entry: os.DirEntry[str], rel: str, key: object) -> bool:
+        """Does the link ``entry`` lead inside the base? If not, warn (once per ``key``: the id of its
+        folder and its name)."""
+        if _inside(os.path.realpath(entry.path), self.root):
+            return True
+        self._warn(key, f"skipped {rel}: it links outside base_dir {self.base!r}")
+        return False
 
     def _warn(self, key: object, message: str) -> None:
         if key not in self.warned:
