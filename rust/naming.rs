@@ -314,11 +314,12 @@ pub fn blob_prefix(kind: &str, task_id: Option<&str>) -> Result<String, NamingEr
     }
 }
 
-/// Is `path` absolute on POSIX or Windows (`/x`, `\x`, `C:`, `C:\x`, `C:/x`)?
+/// Is `path` absolute: `/x` or `\x` everywhere, and on Windows a drive prefix too (`C:`, `C:\x`, `C:/x`)?
+/// Elsewhere `a:b` is an ordinary relative name (`:` is valid in Linux file names).
 fn is_absolute(path: &str) -> bool {
     let b = path.as_bytes();
     matches!(b.first(), Some(b'/' | b'\\'))
-        || (b.len() >= 2 && b[0].is_ascii_alphabetic() && b[1] == b':')
+        || (cfg!(windows) && b.len() >= 2 && b[0].is_ascii_alphabetic() && b[1] == b':')
 }
 
 /// The blob-relative path a local relative path is saved under.
@@ -523,10 +524,19 @@ mod tests {
         for (p, want) in ok {
             assert_eq!(destination_path(p).unwrap(), want, "{p}");
         }
-        for p in [
-            "", "/x", "\\x", "C:\\x", "C:/x", "c:x", "a\0b", "..", "./.", "a/..", "x\n",
-        ] {
+        for p in ["", "/x", "\\x", "a\0b", "..", "./.", "a/..", "x\n"] {
             assert!(destination_path(p).is_err(), "{p:?}");
+        }
+    }
+
+    #[test]
+    fn drive_prefixes_are_absolute_only_on_windows() {
+        for p in ["C:\\x", "C:/x", "c:x", "C:"] {
+            assert_eq!(destination_path(p).is_err(), cfg!(windows), "{p:?}");
+        }
+        if !cfg!(windows) {
+            assert_eq!(destination_path("a:b").unwrap(), "a:b");
+            assert_eq!(destination_path("C:\\x").unwrap(), "C:/x");
         }
     }
 

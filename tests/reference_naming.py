@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import re
+import sys
 
 _PLAIN = re.compile(r"^[a-z0-9][-a-z0-9]*$")
 _JOB_ID = re.compile(r"^[A-Za-z0-9_:-]{1,128}$")
 _TASK_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+#: Absolute: a leading separator; on Windows also a drive prefix (elsewhere ``a:b`` is a plain name).
+_ABSOLUTE = re.compile(r"^([/\\]|[A-Za-z]:)" if sys.platform == "win32" else r"^[/\\]")
 
 
 def container_name(job_id: str) -> str:
@@ -22,7 +25,7 @@ def container_name(job_id: str) -> str:
 
 
 def destination_path(path: str) -> str:
-    if not path or re.search(r"[\x00-\x1f\x7f-\x9f]", path) or re.match(r"^([/\\]|[A-Za-z]:)", path):
+    if not path or re.search(r"[\x00-\x1f\x7f-\x9f]", path) or _ABSOLUTE.match(path):
         raise ValueError(path)
     parts: list[str] = []
     for seg in re.split(r"[/\\]", path):

@@ -327,6 +327,49 @@ def test_save_files_patterns_dest_and_job_outputs(env, prepared, task_storage, a
         assert_one_line_error(result, code, needle)
 
 
+def test_save_never_loses_a_file_to_another_of_the_same_name(env, prepared, task_storage, tmp_path):
+    """``a/b.txt`` and a file named ``a\\b.txt`` (or ``../x.txt`` and ``x.txt``) are one blob: refused."""
+    work = tmp_path / "work"
+    (work / "a").mkdir(parents=True)
+    (work / "a" / "b.txt").write_text("slash")
+    (work / "a\\b.txt").write_text("backslash")
+    (work / "x.txt").write_text("x here")
+    (tmp_path / "x.txt").write_text("x above")
+    result = cli("save", "TaskOutput", "**/*.txt", "*.txt", env=env, cwd=work)
+    assert_one_line_error(result, 1, "'a/b.txt' and 'a\\\\b.txt' would both be saved as 'a/b.txt'")
+    result = cli("save", "TaskOutput", "../x.txt", "x.txt", env=env, cwd=work)
+    assert_one_line_error(result, 1, "'../x.txt' and 'x.txt' would both be saved as 'x.txt'")
+    result = cli("save", "TaskOutput", str(tmp_path / "x.txt"), "x.txt", env=env, cwd=work)
+    assert_one_line_error(result, 1, "would both be saved as 'x.txt'")
+    result = cli("save", "TaskOutput", "../*.txt", env=env, cwd=work)
+    assert_one_line_error(result, 1, "'../*.txt'", "may not climb above it")
+    assert list(task_storage.list()) == []  # nothing was saved
+
+    result = cli("save", "TaskOutput", "x.txt", "./x.txt", "x*.txt", "a/b.txt", env=env, cwd=work)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [f"{TASK}/$TaskOutput/x.txt", f"{TASK}/$TaskOutput/a/b.txt"]
+    assert "saved 2 files" in result.stderr
+    result = cli("save", "TaskLog", "../x.txt", env=env, cwd=work)  # one file: saved under x.txt
+    assert result.stdout.split() == [f"{TASK}/$TaskLog/x.txt"], result.stderr
+    assert task_storage.get("TaskLog", "x.txt").download_text() == "x above"
+
+
+def test_save_patterns_stay_in_the_working_directory(env, prepared, task_storage, tmp_path):
+    work = tmp_path / "work"
+    (tmp_path / "secret").mkdir()
+    (tmp_path / "secret" / "key.txt").write_text("key")
+    (work / "d").mkdir(parents=True)
+    (work / "d" / "x.txt").write_text("x")
+    os.symlink("../secret", work / "linkdir")
+    os.symlink("..", work / "d" / "up")
+    os.symlink("..", work / "d" / "me")
+    result = cli("save", "TaskOutput", "**/*.txt", env=env, cwd=work)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [f"{TASK}/$TaskOutput/d/x.txt"]
+    assert "batchfiles: warning: skipped linkdir: it links outside base_dir" in result.stderr
+    assert "saved 1 file" in result.stderr
+
+
 def test_list_table_and_json(env, prepared, azurite, tmp_path):
     with TaskOutputStorage.from_connection_string(azurite.connection_string, prepared, "t2") as t2:
         t2.save_bytes("TaskOutput", b"x" * 2048, "frames/1.png")
@@ -636,6 +679,33 @@ def test_run_exits_75_when_it_cannot_save(env, prepared, task_storage, tmp_path)
     assert result.returncode == 75, result.stderr
     assert "(the command exited with 0)" in result.stderr
     assert "result.bin" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_run_reports_outputs_it_cannot_save_and_saves_the_rest(env, prepared, task_storage, tmp_path):
+    """Two --output patterns of one kind give one blob to two files; another climbs out; two link loops."""
+    work = tmp_path / "work"
+    (work / "a").mkdir(parents=True)
+    (work / "a" / "b.dat").write_text("slash")
+    (work / "a\\b.dat").write_text("backslash")
+    (work / "c.dat").write_text("c")
+    (work / "d").mkdir()
+    (work / "d" / "x.dat").write_text("x")
+    os.symlink("..", work / "d" / "up")
+    os.symlink("..", work / "a" / "up")
+    (tmp_path / "above.dat").write_text("above")
+    outputs = ["--output", "a/*.dat", "--output", "*.dat", "--output", "**/x.dat=TaskPreview"]
+    outputs += ["--output", "../*.dat=TaskLog"]
+    result = cli("run", *outputs, "--", sys.executable, "-c", "pass", env=env, cwd=work)
+    assert result.returncode == 75, result.stderr
+    assert "'a/b.dat' and 'a\\\\b.dat' would both be saved as 'task-1/$TaskOutput/a/b.dat'" in result.stderr
+    assert (
+        "'../*.dat=TaskLog@completion' not saved: pattern '../*.dat' climbs above base_dir" in result.stderr
+    )
+    assert "(the command exited with 0)" in result.stderr and "Traceback" not in result.stderr
+    assert sorted(r.file_path for r in task_storage.list("TaskOutput")) == ["c.dat"]
+    preview = sorted(r.file_path for r in task_storage.list("TaskPreview"))
+    assert preview == ["d/x.dat"]  # **: each folder once, though the loops
+    assert [r.file_path for r in task_storage.list("TaskLog")] == ["stderr.txt", "stdout.txt"]
 
 
 def test_run_on_an_unprepared_job_does_not_start_the_command(env, job_id, tmp_path):

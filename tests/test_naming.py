@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import string
+import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -19,7 +20,9 @@ VECTORS = json.loads((Path(__file__).with_name("vectors.json")).read_text())
 
 job_ids = st.text(alphabet=string.ascii_letters + string.digits + "-_:", min_size=1, max_size=128)
 task_ids = st.text(alphabet=string.ascii_letters + string.digits + "-_", min_size=1, max_size=64)
-path_segments = st.sampled_from(["..", ".", "", "a", "B", "frame 1.png", "x..y", "ü", "$k", "..."])
+path_segments = st.sampled_from(
+    ["..", ".", "", "a", "B", "frame 1.png", "x..y", "ü", "$k", "...", "C:", "a:b"]
+)
 paths = st.lists(path_segments, max_size=12).flatmap(
     lambda segs: st.sampled_from(["/", "\\"]).map(lambda sep: sep.join(segs))
 )
@@ -118,10 +121,24 @@ def test_bulk_rejects_a_plain_string():
         naming.container_names("abc")
 
 
-@pytest.mark.parametrize("path", ["/x", "\\x", "C:\\x", "C:/x", "c:x", "a\x00b", "", "..", "a/..", "./."])
+@pytest.mark.parametrize("path", ["/x", "\\x", "a\x00b", "", "..", "a/..", "./."])
 def test_bad_destinations(path):
     with pytest.raises(ValueError, match="path"):
         naming.destination_path(path)
+
+
+@pytest.mark.parametrize(
+    ("path", "elsewhere"), [("C:\\x", "C:/x"), ("C:/x", "C:/x"), ("c:x", "c:x"), ("a:b", "a:b")]
+)
+def test_a_drive_prefix_is_absolute_only_on_windows(path, elsewhere):
+    """``a:b`` is a valid Linux file name: only Windows reads ``X:`` as a drive."""
+    if sys.platform == "win32":
+        with pytest.raises(ValueError, match="absolute"):
+            naming.destination_path(path)
+    else:
+        assert naming.destination_path(path) == elsewhere
+        assert naming.blob_name("TaskOutput", path, "t") == f"t/$TaskOutput/{elsewhere}"
+        assert ref.destination_path(path) == elsewhere
 
 
 def test_blob_name_limits():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import os
 from pathlib import Path
 
@@ -188,6 +189,73 @@ def test_save_many_stops_at_the_first_error(task, tmp_path):
     assert len(list(task.list(TASK_OUTPUT))) < 40  # the queued saves were cancelled
 
 
+def write_files(root: Path, *names: str) -> None:
+    for name in names:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(name)
+
+
+def test_save_many_refuses_two_files_for_one_blob_and_saves_nothing(task, tmp_path):
+    """``a/b.txt`` and a file named ``a\\b.txt`` both name blob ``a/b.txt``: one would be lost."""
+    write_files(tmp_path, "a/b.txt", "a\\b.txt", "c.txt")
+    with pytest.raises(ValueError, match="would both be saved as") as err:
+        task.save_many(TASK_OUTPUT, ["**/*.txt", "*.txt"], base_dir=tmp_path)
+    message = str(err.value)
+    assert repr(str(tmp_path / "a/b.txt")) in message and repr(str(tmp_path / "a\\b.txt")) in message
+    assert "'task-1/$TaskOutput/a/b.txt'" in message and "nothing was saved" in message
+    assert list(task.list()) == []
+    refs = task.save_many(TASK_OUTPUT, ["*.txt", "c.txt", "./c.txt"], base_dir=tmp_path)  # one file once
+    assert [r.file_path for r in refs] == ["a/b.txt", "c.txt"]
+
+
+def test_save_many_never_leaves_base_dir(task, tmp_path, caplog):
+    base = tmp_path / "base"
+    write_files(tmp_path, "outside.txt", "secret/key.txt")
+    write_files(base, "in.txt", "sub/deep.txt")
+    os.symlink("../secret", base / "linkdir")
+    os.symlink("../secret/key.txt", base / "leak.txt")
+    os.symlink("sub", base / "alias")
+    for pattern in ["../*.txt", "sub/../../*.txt"]:
+        with pytest.raises(ValueError, match="may not climb above it"):
+            task.save_many(TASK_OUTPUT, ["*.txt", pattern], base_dir=base)
+    assert list(task.list()) == []
+    with caplog.at_level(logging.WARNING, logger="batchfiles"):
+        refs = task.save_many(TASK_OUTPUT, "**", base_dir=base)
+    assert sorted(r.file_path for r in refs) == ["in.txt", "sub/deep.txt"]  # alias/ is sub/, walked once
+    assert sorted(r.file_path for r in task.list()) == ["in.txt", "sub/deep.txt"]
+    skipped = sorted(r.getMessage().split(":")[0] for r in caplog.records if r.name == "batchfiles")
+    assert skipped == ["skipped leak.txt", "skipped linkdir"]
+
+
+def test_save_many_walks_link_loops_once(task, tmp_path):
+    """``d/up -> ..`` made glob list a.txt 41 times; two loops took over a minute."""
+    write_files(tmp_path, "a.txt", "d/x.txt", "e/y.txt")
+    os.symlink("..", tmp_path / "d" / "up")
+    os.symlink("..", tmp_path / "e" / "up")
+    refs = task.save_many(TASK_OUTPUT, "**/*.txt", base_dir=tmp_path)
+    assert [r.file_path for r in refs] == ["a.txt", "d/x.txt", "e/y.txt"]
+    assert len(list(task.list())) == 3
+
+
+def test_save_many_names_every_file_before_uploading(task, tmp_path):
+    write_files(tmp_path, "a.txt", "b\x01.txt", "c.txt")
+    with pytest.raises(ValueError, match="control character") as err:
+        task.save_many(TASK_OUTPUT, "*", base_dir=tmp_path, max_concurrency=1)
+    assert "b\\x01.txt" in str(err.value) and "nothing was saved" in str(err.value)
+    (tmp_path / "b\x01.txt").unlink()
+    (Path(os.fsdecode(os.path.join(os.fsencode(tmp_path), b"\xff.txt")))).write_text("not UTF-8")
+    with pytest.raises(ValueError, match="not valid UTF-8"):
+        task.save_many(TASK_OUTPUT, "*", base_dir=tmp_path, max_concurrency=1)
+    assert list(task.list()) == []
+
+
+def test_a_colon_is_a_plain_character_in_a_linux_name(task, tmp_path):
+    write_files(tmp_path, "a:b", "C:x")
+    refs = task.save_many(TASK_OUTPUT, "*:*", base_dir=tmp_path)
+    assert [r.blob_name for r in refs] == ["task-1/$TaskOutput/C:x", "task-1/$TaskOutput/a:b"]
+    assert task.get(TASK_OUTPUT, "a:b").download_text() == "a:b"
+
+
 def test_large_file_in_blocks_with_crc_and_md5(task, tmp_path):
     data = os.urandom(3 * 1024 * 1024 + 17)
     path = tmp_path / "big.bin"
@@ -354,7 +422,6 @@ def test_200_mib_file_round_trip_with_md5(task, tmp_path):
 
 
 def test_no_sas_signature_in_logs(service, job_id, caplog):
-    import logging
     from urllib.parse import parse_qs, quote, urlsplit
 
     from batchfiles import output_storage_container_url

@@ -86,6 +86,26 @@ async def test_small_file_save_many_and_open(task, job, tmp_path):
 
 
 @run
+async def test_save_many_plans_everything_before_uploading(task, job, tmp_path):
+    """Like the sync twin: one blob for two files, a pattern climbing out, loops, links leading out."""
+    base = tmp_path / "base"
+    for name in ["a/b.txt", "a\\b.txt", "c.txt", "d/x.txt"]:
+        (base / name).parent.mkdir(parents=True, exist_ok=True)
+        (base / name).write_text(name)
+    (tmp_path / "outside.txt").write_text("outside")
+    os.symlink("..", base / "d" / "up")
+    os.symlink("../outside.txt", base / "leak.txt")
+    with pytest.raises(ValueError, match=r"would both be saved as 't1/\$TaskOutput/a/b\.txt'"):
+        await task.save_many(TASK_OUTPUT, ["c.txt", "**/*.txt"], base_dir=base)
+    with pytest.raises(ValueError, match="may not climb above it"):
+        await task.save_many(TASK_OUTPUT, ["c.txt", "../*.txt"], base_dir=base)
+    assert [r async for r in task.list()] == []
+    refs = await task.save_many(TASK_OUTPUT, ["*.txt", "d/**/*.txt"], base_dir=base)
+    assert [r.file_path for r in refs] == ["a/b.txt", "c.txt", "d/x.txt"]  # a\b.txt is saved as a/b.txt
+    assert [r.file_path async for r in task.list()] == ["a/b.txt", "c.txt", "d/x.txt"]
+
+
+@run
 async def test_errors_and_integrity(task, job, tmp_path):
     ref = await task.save_text(TASK_OUTPUT, "real", "r.txt")
     with pytest.raises(OutputExistsError):

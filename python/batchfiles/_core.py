@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import glob
 import ipaddress
 import logging
 import mimetypes
@@ -13,7 +12,7 @@ import re
 import secrets
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -30,7 +29,7 @@ from azure.core.exceptions import (
 )
 from azure.storage.blob import BlobBlock, ContainerSasPermissions, ContentSettings, generate_container_sas
 
-from . import _native, naming
+from . import _native, _patterns, naming
 from .errors import (
     AuthenticationError,
     BatchFilesError,
@@ -445,28 +444,59 @@ def check_bytes(data: Any) -> bytes:
 # --- save_many ----------------------------------------------------------------------------------------------
 
 
-def expand_patterns(patterns: str | Iterable[str], base_dir: PathLike) -> list[tuple[str, str]]:
-    """(local path, path relative to base_dir) of the files matching Batch ``OutputFiles`` patterns.
+def name_files(
+    files: Sequence[tuple[str, str]], name_of: Callable[[str], str]
+) -> tuple[list[int], list[str]]:
+    """Name every file before any is saved: (indexes of the files to save, problems).
 
-    ``*``, ``?``, ``[abc]``, ``[a-c]``, ``[!abc]`` match within a name, ``**`` any number of folders;
-    dot-files match only where the pattern names the dot explicitly. Each file is listed once.
+    ``files`` are (local path, destination) pairs; ``name_of(destination)`` is the blob name (or any name
+    unique in storage) and raises :class:`ValueError` for one that cannot be derived. The same file given
+    twice under one name is kept once. Left out, and described in ``problems``: a file whose name cannot be
+    derived, and every file of a name that two different files would share (so neither overwrites the other).
     """
-    if isinstance(patterns, str):
-        patterns = [patterns]
-    base = os.fspath(base_dir)
-    if not os.path.isdir(base):
-        raise FileNotFoundError(f"base_dir {base!r} is not a directory")
-    found: dict[str, None] = {}
-    for pattern in patterns:
-        if not isinstance(pattern, str) or not pattern:
-            raise ValueError(f"a file pattern must be a non-empty str, not {pattern!r}")
-        pattern = pattern.replace("\\", "/")
-        if os.path.isabs(pattern):
-            raise ValueError(f"pattern {pattern!r} is absolute: patterns are relative to base_dir")
-        for rel in sorted(glob.glob(pattern, root_dir=base, recursive=True)):
-            if os.path.isfile(os.path.join(base, rel)):
-                found.setdefault(rel, None)
-    return [(os.path.join(base, rel), rel) for rel in found]
+    problems: list[str] = []
+    by_name: dict[str, list[int]] = {}
+    for index, (local, destination) in enumerate(files):
+        try:
+            name = name_of(destination)
+        except UnicodeError:
+            problems.append(f"cannot save {local!r}: its name is not valid UTF-8")
+            continue
+        except ValueError as err:
+            problems.append(f"cannot save {local!r}: {err}")
+            continue
+        same = by_name.setdefault(name, [])
+        if not any(same_file(files[other][0], local) for other in same):
+            same.append(index)
+    kept: list[int] = []
+    for name, indexes in by_name.items():
+        if len(indexes) == 1:
+            kept.append(indexes[0])
+            continue
+        locals_ = [repr(files[i][0]) for i in indexes]
+        both = "both" if len(locals_) == 2 else "all"
+        problems.append(f"{', '.join(locals_[:-1])} and {locals_[-1]} would {both} be saved as {name!r}")
+    return sorted(kept), problems
+
+
+def same_file(a: str, b: str) -> bool:
+    """Are ``a`` and ``b`` one file (the same path, or the same device and inode)?"""
+    if a == b:
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def unique_names(files: Sequence[tuple[str, str]], name_of: Callable[[str], str]) -> list[tuple[str, str]]:
+    """``files`` with repeats of one file dropped, once every name is derived and found unique; otherwise
+    :class:`ValueError` naming the files (see :func:`name_files`), before anything is saved."""
+    kept, problems = name_files(files, name_of)
+    if problems:
+        more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+        raise ValueError(f"{problems[0]}{more}: nothing was saved")
+    return [files[i] for i in kept]
 
 
 def plan_many(
@@ -477,10 +507,17 @@ def plan_many(
     max_concurrency: int,
     progress: Progress | None,
 ) -> tuple[list[tuple[str, str]], ProgressCounter]:
-    """The files of a ``save_many`` and a progress counter over their total size; checks the arguments."""
+    """The files of a ``save_many`` ((local path, path under the kind) pairs) and a progress counter over
+    their total size.
+
+    Checks the arguments, expands every pattern (:mod:`batchfiles._patterns`) and derives every blob name
+    before returning: a bad pattern, a name that cannot be derived or two files that would share a blob
+    raise :class:`ValueError`, so nothing is uploaded.
+    """
     check_block_options(BLOCK_SIZE, max_concurrency)
-    scope.kind(kind)
-    files = expand_patterns(patterns, base_dir)
+    output_kind = scope.kind(kind)
+    files = _patterns.expand(patterns, base_dir)
+    files = unique_names(files, lambda path: naming.blob_name(output_kind, path, scope.task_id))
     return files, ProgressCounter(sum(os.path.getsize(path) for path, _ in files), progress)
 
 

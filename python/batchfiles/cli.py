@@ -78,6 +78,9 @@ are saved as KIND (default TaskOutput) if CONDITION holds:
   completion  always (the default)
 Patterns follow Batch's OutputFiles rules, relative to the working directory: * and ? within a name,
 ** for any folders, [abc]; the file keeps its relative path. A literal @ or = in a name: [@], [=].
+Patterns may not climb out (../*.txt); links leading out are skipped. All patterns are expanded and all
+names checked before the first upload: a pattern climbing out, or two files that would be one blob
+(a/b.txt and a file named a\\b.txt) are errors, not saved (exit 75); the rest is saved.
 
 Signals: SIGTERM, SIGINT (Ctrl-C) and SIGHUP are forwarded to CMD's process group; CMD runs in a session
 of its own, so it gets a terminal's Ctrl-C once, through batchfiles. Once CMD is over, the logs and
@@ -101,9 +104,11 @@ examples:
 
 SAVE_EPILOG = f"""\
 Each PATH is a file or a pattern (Batch's OutputFiles rules: *, ?, ** for any folders); every file keeps
-its path relative to the working directory (an absolute path is saved under its name). --dest names the
-single file in storage. JobOutput and JobPreview (or --job-output) save the job's own outputs. Prints
-the blob name of each file saved.
+its path relative to the working directory (../x.txt is saved as x.txt; an absolute path under its
+name). Patterns may not climb out of the working directory; links leading out are skipped. Two different
+files that would be one blob (x.txt and ../x.txt) are refused, exit 1, before anything is saved. --dest
+names the single file in storage. JobOutput and JobPreview (or --job-output) save the job's own
+outputs. Prints the blob name of each file saved.
 
 examples:
   batchfiles save TaskOutput result.bin

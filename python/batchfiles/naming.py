@@ -55,8 +55,9 @@ def destination_path(relative_path: str) -> str:
     """The blob-relative path a local relative path is saved under.
 
     ``\\`` separates like ``/``; ``.`` and empty segments vanish; ``a/../b`` is ``b``; a ``..`` that would
-    climb above the start is dropped (``../../x`` → ``x``). Absolute paths, control characters and paths
-    that name nothing raise :class:`ValueError`.
+    climb above the start is dropped (``../../x`` → ``x``). Absolute paths (a leading ``/`` or ``\\``; on
+    Windows also a drive, ``C:``), control characters and paths that name nothing raise :class:`ValueError`;
+    elsewhere ``a:b`` is an ordinary name.
     """
     return _native.destination_path(relative_path)
 

@@ -197,9 +197,34 @@ class _OutputStorage(StorageBase):
         progress: Progress | None = None,
     ) -> list[OutputFileReference]:
         """Save every file matching the Batch ``OutputFiles`` wildcard ``patterns`` under ``base_dir``,
-        in parallel; each keeps its path relative to ``base_dir``. ``progress(sent, total)`` counts the
-        bytes of all files. On the first error, files not started yet are not saved, and it is raised."""
+        in parallel; each keeps its path relative to ``base_dir``.
+
+        ``*``, ``?``, ``[abc]``, ``[a-c]``, ``[!abc]`` match within a name, ``**`` any number of folders;
+        dot-names match only where the pattern names the dot; ``[*]`` escapes. A pattern may not climb
+        above ``base_dir`` (``../*.txt``) nor be absolute (:class:`ValueError`). The walk never leaves
+        ``base_dir``: a folder link is followed only to a folder inside it, each folder is walked once (link
+        loops end), and a file linking outside is skipped with a warning (logger ``batchfiles``).
+
+        Every blob name is derived before anything is uploaded: a file whose name cannot be derived, or two
+        files that would share a blob (``a/b.txt`` and a file named ``a\\b.txt``), raise
+        :class:`ValueError` naming them, and nothing is saved. ``progress(sent, total)`` counts the bytes of
+        all files. On the first upload error, files not started yet are not saved, and it is raised.
+        """
         files, counter = _core.plan_many(self._scope, kind, patterns, base_dir, max_concurrency, progress)
+        return self._save_files(kind, files, counter, max_concurrency=max_concurrency, overwrite=overwrite)
+
+    def _save_files(
+        self,
+        kind: KindLike,
+        files: list[tuple[str, str]],
+        counter: _core.ProgressCounter | None = None,
+        *,
+        max_concurrency: int = 8,
+        overwrite: bool = True,
+    ) -> list[OutputFileReference]:
+        """Save (local path, destination) pairs, already checked, in parallel; on the first error the files
+        not started yet are not saved, and it is raised."""
+        counter = counter if counter is not None else _core.ProgressCounter(0, None)
         with ThreadPoolExecutor(max_concurrency) as pool:
             options = {"overwrite": overwrite, "max_concurrency": 1}
             jobs = [pool.submit(self.save, kind, p, r, progress=counter.part(), **options) for p, r in files]

@@ -14,6 +14,7 @@ from typing import IO, Any
 
 from azure.core.exceptions import AzureError
 
+from .. import _core, _patterns, naming
 from ..errors import BatchFilesError
 
 try:
@@ -266,18 +267,47 @@ class _Run:
                 file.close()
 
     def _save_outputs(self, status: int) -> tuple[int, int]:
-        """Save the outputs whose condition holds; (files, bytes) saved."""
-        count = size = 0
+        """Save the outputs whose condition holds; (files, bytes) saved.
+
+        Every applicable pattern is expanded and every blob name derived before anything is uploaded. A
+        pattern that cannot be used (it climbs above the working directory), a file that cannot be named,
+        and files that would share a blob (across patterns of one kind) are problems, named; none of those
+        files is saved, the rest is. A file matched by several patterns of one kind is saved once.
+        """
+        planned: list[tuple[OutputSpec, list[tuple[str, str]]]] = []
+        warned: set[object] = set()  # a link skipped is warned of once
         for spec in self.specs:
             if not spec.applies(status):
                 continue
             try:
-                refs = self.storage.save_many(spec.kind, spec.pattern)
+                files = _patterns.expand(spec.pattern, ".", warned=warned)
             except SAVE_ERRORS as err:
                 self.problems.append(f"--output {str(spec)!r} not saved: {err}")
                 continue
-            if not refs:
+            if not files:
                 common.warn(f"--output {str(spec)!r}: no file matches {spec.pattern!r}")
+            planned.append((spec, files))
+        saving: list[list[tuple[str, str]]] = [[] for _ in planned]  # what each spec saves
+        for kind in dict.fromkeys(spec.kind for spec, _ in planned):
+            entries = [
+                (n, file) for n, (spec, files) in enumerate(planned) if spec.kind == kind for file in files
+            ]
+            kept, problems = _core.name_files(
+                [file for _, file in entries],
+                lambda path, kind=kind: naming.blob_name(kind, path, self.storage.task_id),
+            )
+            self.problems.extend(f"--output ({kind}): {problem}: not saved" for problem in problems)
+            for i in kept:
+                saving[entries[i][0]].append(entries[i][1])
+        count = size = 0
+        for (spec, _), files in zip(planned, saving, strict=True):
+            if not files:
+                continue
+            try:
+                refs = self.storage._save_files(spec.kind, files)
+            except SAVE_ERRORS as err:
+                self.problems.append(f"--output {str(spec)!r} not saved: {err}")
+                continue
             count += len(refs)
             size += sum(ref.size for ref in refs)
         return count, size

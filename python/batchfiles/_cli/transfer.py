@@ -13,7 +13,7 @@ from pathlib import Path
 
 from azure.core.exceptions import AzureError
 
-from .. import _core, naming
+from .. import _core, _patterns, naming
 from .._core import OnInvalid
 from ..errors import BatchFilesError
 from ..storage import (
@@ -273,26 +273,25 @@ def _download_all(plan: list[tuple[OutputFileReference, Path]]) -> int:
 # --- save ---------------------------------------------------------------------------------------------------
 
 
-def _has_magic(text: str) -> bool:
-    return any(c in text for c in "*?[")
+def files_to_save(paths: list[str], dest: str | None) -> list[tuple[str, str]]:
+    """(local path, destination) of each file to save; every path checked, and every destination found
+    unique, before any upload.
 
-
-def files_to_save(paths: list[str], dest: str | None) -> list[tuple[str, str | None]]:
-    """(local path, destination or None) of each file to save; every path checked before any upload.
-
-    A file keeps its relative path (normalised by the library); an absolute one is saved under its name.
-    A pattern follows the Batch OutputFiles rules and must match something.
+    A file keeps its relative path, normalised by the library (``../x.txt`` is saved as ``x.txt``); an
+    absolute one is saved under its name. A pattern follows the Batch OutputFiles rules, relative to the
+    working directory, which it may not climb above; it must match something. The same file given twice is
+    saved once; two different files that would be saved under one name raise :class:`ValueError` naming
+    them (exit 1), and nothing is saved.
     """
-    files: dict[str, str | None] = {}
+    files: list[tuple[str, str]] = []
     for path in paths:
         if os.path.isfile(path):
-            files.setdefault(path, os.path.basename(path) if os.path.isabs(path) else None)
-        elif _has_magic(path):
-            matches = _core.expand_patterns(path, ".")
+            files.append((path, os.path.basename(path) if os.path.isabs(path) else path))
+        elif _patterns.is_pattern(path):
+            matches = _patterns.expand(path, ".")
             if not matches:
                 raise FileNotFoundError(f"no file matches {path!r}")
-            for local, relative in matches:
-                files.setdefault(local, relative)
+            files.extend(matches)
         elif os.path.isdir(path):
             raise IsADirectoryError(
                 f"{path!r} is a folder: give its files with a pattern such as '{path}/**'"
@@ -300,10 +299,14 @@ def files_to_save(paths: list[str], dest: str | None) -> list[tuple[str, str | N
         else:
             raise FileNotFoundError(f"no such file: {path!r}")
     if dest is not None:
-        if len(files) != 1:
-            raise UsageError(f"--dest names one file, but {len(files)} files were given")
-        return [(next(iter(files)), dest)]
-    return list(files.items())
+        distinct: list[str] = []
+        for local, _ in files:
+            if not any(_core.same_file(local, seen) for seen in distinct):
+                distinct.append(local)
+        if len(distinct) != 1:
+            raise UsageError(f"--dest names one file, but {len(distinct)} files were given")
+        return [(distinct[0], dest)]
+    return _core.unique_names(files, naming.destination_path)
 
 
 def save(args: argparse.Namespace) -> int:
@@ -314,19 +317,27 @@ def save(args: argparse.Namespace) -> int:
     total = sum(os.path.getsize(local) for local, _ in files)
     label = f"{len(files)} file{'s' if len(files) != 1 else ''}"
     storage: Storage = connect.job_storage(args, "save") if job_side else connect.task_storage(args, "save")
-    with storage, Progress(total, f"saving {label}") as bar:
-        if len(files) == 1:
-            local, dest = files[0]
-            refs = [storage.save(args.kind, local, dest, progress=bar.callback(local))]
-        else:
-            with ThreadPoolExecutor(8) as pool:
-                jobs = [
-                    pool.submit(
-                        storage.save, args.kind, local, dest, progress=bar.callback(local), max_concurrency=1
-                    )
-                    for local, dest in files
-                ]
-                refs = [job.result() for job in jobs]
+    with storage:
+        # every blob name derived (a name too long for storage is refused) before any upload
+        _core.unique_names(files, lambda d: naming.blob_name(args.kind, d, storage.task_id))
+        with Progress(total, f"saving {label}") as bar:
+            if len(files) == 1:
+                local, dest = files[0]
+                refs = [storage.save(args.kind, local, dest, progress=bar.callback(local))]
+            else:
+                with ThreadPoolExecutor(8) as pool:
+                    jobs = [
+                        pool.submit(
+                            storage.save,
+                            args.kind,
+                            local,
+                            dest,
+                            progress=bar.callback(local),
+                            max_concurrency=1,
+                        )
+                        for local, dest in files
+                    ]
+                    refs = [job.result() for job in jobs]
     for ref in refs:
         print(ref.blob_name)
     info(f"saved {label} ({human_size(total)}) to container {storage.container_name!r}")

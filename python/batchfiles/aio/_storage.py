@@ -200,11 +200,30 @@ class _OutputStorage(StorageBase):
         overwrite: bool = True,
         progress: Progress | None = None,
     ) -> list[OutputFileReference]:
-        """Save every file matching the Batch ``OutputFiles`` wildcard ``patterns``; see the sync twin."""
+        """Save every file matching the Batch ``OutputFiles`` wildcard ``patterns``; see the sync twin.
+
+        The walk never leaves ``base_dir``, and every blob name is derived (two files sharing one raise
+        :class:`ValueError`) before anything is uploaded.
+        """
         plan = _core.plan_many
         files, counter = await asyncio.to_thread(
             plan, self._scope, kind, patterns, base_dir, max_concurrency, progress
         )
+        return await self._save_files(
+            kind, files, counter, max_concurrency=max_concurrency, overwrite=overwrite
+        )
+
+    async def _save_files(
+        self,
+        kind: KindLike,
+        files: list[tuple[str, str]],
+        counter: _core.ProgressCounter | None = None,
+        *,
+        max_concurrency: int = 8,
+        overwrite: bool = True,
+    ) -> list[OutputFileReference]:
+        """Save (local path, destination) pairs, already checked, concurrently; see the sync twin."""
+        counter = counter if counter is not None else _core.ProgressCounter(0, None)
         slots = asyncio.Semaphore(max_concurrency)
 
         async def save_one(path: str, rel: str) -> OutputFileReference:
