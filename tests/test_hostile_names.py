@@ -12,6 +12,7 @@ import gzip
 import hashlib
 import logging
 import ntpath
+import os
 import posixpath
 import uuid
 from pathlib import Path
@@ -168,7 +169,10 @@ def shared(azurite: Azurite):
 
 
 def escapes(path: str) -> bool:
-    if posixpath.isabs(path) or ntpath.isabs(path) or ntpath.splitdrive(path)[0]:
+    """Whether ``path`` joined to a folder could land outside it here (a drive prefix only on Windows, where
+    the conventions' normalisation refuses it too; on Linux ``c:`` is a plain name)."""
+    windows_absolute = os.name == "nt" and (ntpath.isabs(path) or ntpath.splitdrive(path)[0])
+    if posixpath.isabs(path) or windows_absolute:
         return True
     for normal in (posixpath.normpath(path), ntpath.normpath(path).replace("\\", "/")):
         if normal == ".." or normal.startswith("../") or normal != path:
