@@ -26,7 +26,8 @@ from batchfiles import (
     IntegrityError,
     TaskOutputKind,
     TaskOutputStorage,
-    _core,
+    _download,
+    _scope,
     aio,
     naming,
     prepare_output_storage,
@@ -125,18 +126,18 @@ def test_get_refuses_dot_segments(sas):
 
 
 def test_no_reference_can_be_built_of_a_name_not_in_normal_form():
-    scope = _core.Scope("job-x", "t1")
+    scope = _scope.Scope("job-x", "t1")
     for name, reason in HOSTILE.items():
         props = SimpleNamespace(name=name, content_settings=None, size=1, last_modified=None)
         with pytest.raises(ValueError, match="is not an output") as err:
-            _core.reference_of(scope, f"http://127.0.0.1/job-x/{name}", props)
+            _scope.reference_of(scope, f"http://127.0.0.1/job-x/{name}", props)
         assert reason in str(err.value)
-        with pytest.raises(_core.NotAnOutput):
-            _core.reference_info(scope, f"http://127.0.0.1/job-x/{name}", props)
+        with pytest.raises(_scope.NotAnOutput):
+            _scope.reference_info(scope, f"http://127.0.0.1/job-x/{name}", props)
     with pytest.raises(ValueError, match=r"'\.\.' segment"):
-        _core.ReferenceInfo(TASK_OUTPUT, "q/../b", "t1/$TaskOutput/q/../b", "u", 1, None, None, None)
+        _scope.ReferenceInfo(TASK_OUTPUT, "q/../b", "t1/$TaskOutput/q/../b", "u", 1, None, None, None)
     with pytest.raises(ValueError, match="not the end of its blob name"):
-        _core.ReferenceInfo(TASK_OUTPUT, "b", "t1/$TaskOutput/q/../b", "u", 1, None, None, None)
+        _scope.ReferenceInfo(TASK_OUTPUT, "b", "t1/$TaskOutput/q/../b", "u", 1, None, None, None)
 
 
 @settings(max_examples=300, deadline=None)
@@ -149,7 +150,7 @@ def test_path_problem_is_exactly_the_normal_form(segments):
         normal = naming.destination_path(path) == path
     except ValueError:
         normal = False
-    problem = _core.path_problem(path)
+    problem = _scope.path_problem(path)
     assert (problem is None) == normal
     assert problem != "is not in normal form"  # every refusal says why
 
@@ -288,7 +289,7 @@ def test_aio_gzip_and_long_names(azurite, service, job_id, tmp_path):
 
 
 def test_partial_names_are_short_and_unique(tmp_path):
-    partials = [_core.open_partial(tmp_path) for _ in range(50)]
+    partials = [_download.open_partial(tmp_path) for _ in range(50)]
     for _, file in partials:
         file.close()
     names = {path.name for path, _ in partials}

@@ -1,4 +1,4 @@
-"""OutputFiles patterns and the walk (batchfiles._patterns), and the planner's name checks (_core), on disk.
+"""OutputFiles patterns and the walk (batchfiles._patterns), and the planner's name checks (_saving), on disk.
 
 No storage here: test_storage*.py and test_cli.py check that the uploads follow these plans.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import reference_naming as ref
-from batchfiles import _core, _patterns, naming
+from batchfiles import _patterns, _saving, _scope, naming
 from batchfiles._cli.transfer import files_to_save
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -280,17 +280,17 @@ def test_the_planner_refuses_iff_two_files_share_a_blob(dests):
         except ValueError:
             bad.append(i)
     shared = {name: idx for name, idx in expected.items() if len(idx) > 1}
-    scope = _core.Scope("job-x", "t1")
-    kept, problems = _core.name_files(files, lambda dest: scope.blob_name("TaskOutput", dest))
+    scope = _scope.Scope("job-x", "t1")
+    kept, problems = _saving.name_files(files, lambda dest: scope.blob_name("TaskOutput", dest))
     assert kept == sorted(idx[0] for idx in expected.values() if len(idx) == 1)
     assert len(problems) == len(bad) + len(shared)
     for name, idx in shared.items():
         assert any(name in p and all(repr(files[i][0]) in p for i in idx) for p in problems)
     if bad or shared:
         with pytest.raises(ValueError, match="nothing was saved"):
-            _core.unique_names(files, lambda dest: scope.blob_name("TaskOutput", dest))
+            _saving.unique_names(files, lambda dest: scope.blob_name("TaskOutput", dest))
     else:
-        assert _core.unique_names(files, lambda dest: scope.blob_name("TaskOutput", dest)) == files
+        assert _saving.unique_names(files, lambda dest: scope.blob_name("TaskOutput", dest)) == files
 
 
 CLI_PATHS = ["x.txt", "./x.txt", "../x.txt", "a/b.txt", "a\\b.txt", "a//b.txt", "a/../x.txt", "*.txt", "a/*"]

@@ -9,8 +9,8 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
-from . import _core, _native, naming
-from ._core import ReferenceInfo, Scope
+from . import _environment, _native, _scope, _urls, naming
+from ._scope import ReferenceInfo, Scope
 
 
 class ReferenceBase:
@@ -44,7 +44,7 @@ class StorageBase:
     def __init__(self, container: Any, task_id: str | None) -> None:
         if task_id is not None:
             _native.validate_task_id(task_id)
-        _core.check_container_url(container.url, getattr(container, "credential", None))
+        _urls.check_container_url(container.url, getattr(container, "credential", None))
         self._container = container
         self._scope = Scope(container.container_name, task_id)
 
@@ -56,8 +56,8 @@ class StorageBase:
 
     @classmethod
     def _container_from_url(cls, container_url: str, credential: Any, kwargs: dict[str, Any]) -> Any:
-        _core.check_container_url(container_url, credential)
-        options = _core.client_kwargs(kwargs)
+        _urls.check_container_url(container_url, credential)
+        options = _urls.client_kwargs(kwargs)
         return cls._clients.ContainerClient.from_container_url(container_url, credential, **options)
 
     @classmethod
@@ -66,14 +66,14 @@ class StorageBase:
 
     @classmethod
     def _from_connection_string(cls, conn_str: str, job_id: str, task_id: str | None, kwargs: dict[str, Any]):
-        name, options = naming.container_name(job_id), _core.client_kwargs(kwargs)
+        name, options = naming.container_name(job_id), _urls.client_kwargs(kwargs)
         return cls._of(
             cls._clients.ContainerClient.from_connection_string(conn_str, name, **options), task_id
         )
 
     @classmethod
     def _from_environment(cls, kwargs: dict[str, Any]):
-        config = _core.environment_config(need_task=cls._needs_task)
+        config = _environment.environment_config(need_task=cls._needs_task)
         if config.container_url:
             return cls._of(cls._container_from_url(config.container_url, None, kwargs), config.task_id)
         assert config.job_id is not None  # environment_config guarantees it without a container URL
@@ -81,15 +81,15 @@ class StorageBase:
             return cls._from_connection_string(
                 config.connection_string, config.job_id, config.task_id, kwargs
             )
-        credential = _core.default_credential(cls._clients)
+        credential = _environment.default_credential(cls._clients)
         service = cls._clients.BlobServiceClient(
-            config.account_url, credential, **_core.client_kwargs(kwargs)
+            config.account_url, credential, **_urls.client_kwargs(kwargs)
         )
         return cls._from_service(service, config.job_id, config.task_id)
 
     def _uploaded(self, blob: Any, size: int, upload: dict[str, Any], response: Any) -> Any:
         """The reference of a blob just written (no request: all is known from the upload)."""
-        return self._reference_class(_core.uploaded_info(self._scope, blob, size, upload, response), blob)
+        return self._reference_class(_scope.uploaded_info(self._scope, blob, size, upload, response), blob)
 
     @property
     def container_name(self) -> str:
@@ -102,7 +102,7 @@ class StorageBase:
     @property
     def url(self) -> str:
         """The container URL, without any SAS."""
-        return _core.public_url(self._container.url)
+        return _urls.public_url(self._container.url)
 
     def __repr__(self) -> str:
         task = f", task_id={self._scope.task_id!r}" if self._scope.task_id is not None else ""

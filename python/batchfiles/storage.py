@@ -19,9 +19,10 @@ from azure.storage.blob import (
     ContainerClient,
 )
 
-from . import _core, _native, naming
+from . import _download, _errors, _native, _progress, _saving, _scope, _types, _urls, naming
 from ._base import JobConstructors, ReferenceBase, StorageBase, TaskConstructors
-from ._core import PathLike, Progress, storage_errors
+from ._errors import storage_errors
+from ._types import PathLike, Progress
 from .kinds import KindLike
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ __all__ = [
 def prepare_output_storage(service: BlobServiceClient, job_id: str) -> ContainerClient:
     """Create the job's output container (private; an existing one is fine) and return its client."""
     container = service.get_container_client(naming.container_name(job_id))
-    with storage_errors(container.container_name), _core.already_exists_is_fine():
+    with storage_errors(container.container_name), _errors.already_exists_is_fine():
         container.create_container()
     return container
 
@@ -52,12 +53,12 @@ def output_storage_container_url(
     Signed with the account key when the client has one, otherwise with a user delegation key obtained
     through the client's Azure AD credential (valid for at most 7 days).
     """
-    key = _core.sas_signing(service, expiry)
-    start, end = _core.sas_expiry(expiry, delegated=key is None)
+    key = _urls.sas_signing(service, expiry)
+    start, end = _urls.sas_expiry(expiry, delegated=key is None)
     container = naming.container_name(job_id)
     with storage_errors(container):
         delegation = None if key else service.get_user_delegation_key(start, end)
-    return _core.task_sas_url(service, container, key or delegation, start, end)
+    return _urls.task_sas_url(service, container, key or delegation, start, end)
 
 
 class OutputFileReference(ReferenceBase):
@@ -65,8 +66,8 @@ class OutputFileReference(ReferenceBase):
 
     def _fetch(self, target: Path | None, progress: Progress | None = None) -> Any:
         with storage_errors(self._blob.container_name, self.blob_name):
-            download = self._blob.download_blob(max_concurrency=_core.MAX_CONCURRENCY, decompress=False)
-            with _core.DownloadSink(download, self.blob_name, target, progress) as sink:
+            download = self._blob.download_blob(max_concurrency=_saving.MAX_CONCURRENCY, decompress=False)
+            with _download.DownloadSink(download, self.blob_name, target, progress) as sink:
                 for chunk in download.chunks():
                     sink.write(chunk)
         return sink.result
@@ -89,7 +90,7 @@ class OutputFileReference(ReferenceBase):
         """A readable binary stream; reading it to the end verifies the Content-MD5."""
         with storage_errors(self._blob.container_name, self.blob_name):
             download = self._blob.download_blob(decompress=False)
-        check = _core.Md5Check(download, self.blob_name)
+        check = _download.Md5Check(download, self.blob_name)
         guard = functools.partial(storage_errors, self._blob.container_name, self.blob_name)
         return io.BufferedReader(_VerifyingStream(download.chunks(), check, guard))
 
@@ -99,7 +100,7 @@ class OutputFileReference(ReferenceBase):
 
 
 class _VerifyingStream(io.RawIOBase):
-    def __init__(self, chunks: Iterator[bytes], check: _core.Md5Check, guard: Callable[[], Any]) -> None:
+    def __init__(self, chunks: Iterator[bytes], check: _download.Md5Check, guard: Callable[[], Any]) -> None:
         self._chunks, self._check, self._guard, self._buffer = chunks, check, guard, b""
 
     def readable(self) -> bool:
@@ -146,8 +147,8 @@ class _OutputStorage(StorageBase):
         overwrite: bool = True,
         progress: Progress | None = None,
         content_md5: bool = True,
-        block_size: int = _core.BLOCK_SIZE,
-        max_concurrency: int = _core.MAX_CONCURRENCY,
+        block_size: int = _saving.BLOCK_SIZE,
+        max_concurrency: int = _saving.MAX_CONCURRENCY,
     ) -> OutputFileReference:
         """Save the file at ``path`` as ``kind``, streamed in blocks with checksums computed in Rust.
 
@@ -155,16 +156,16 @@ class _OutputStorage(StorageBase):
         needs ``destination``. The blob's Content-MD5 is the whole file's (``content_md5=False`` skips it);
         each block carries a CRC-64 that storage verifies. ``progress(sent, total)`` is called as it goes.
         """
-        _core.check_block_options(block_size, max_concurrency)
+        _saving.check_block_options(block_size, max_concurrency)
         blob = self._container.get_blob_client(self._scope.save_name(kind, path, destination))
         with storage_errors(self.container_name, blob.blob_name):
             if not overwrite and blob.exists():
-                raise _core.exists_error(blob.blob_name)
-            block_size = _core.fit_block_size(os.path.getsize(path), block_size)
+                raise _errors.exists_error(blob.blob_name)
+            block_size = _saving.fit_block_size(os.path.getsize(path), block_size)
             reader = _native.BlockReader(path, block_size, md5=content_md5)
-            counter = _core.ProgressCounter(reader.size, progress)
-            if reader.size <= min(block_size, _core.SINGLE_PUT_SIZE):
-                data, upload = _core.single_put(blob.blob_name, reader, overwrite)
+            counter = _progress.ProgressCounter(reader.size, progress)
+            if reader.size <= min(block_size, _saving.SINGLE_PUT_SIZE):
+                data, upload = _saving.single_put(blob.blob_name, reader, overwrite)
                 response = blob.upload_blob(data, **upload)
                 counter.add(len(data))
             else:
@@ -173,9 +174,9 @@ class _OutputStorage(StorageBase):
 
     def save_bytes(self, kind: KindLike, data: bytes, destination: str, *, overwrite: bool = True):
         """Save ``data`` as ``kind`` under ``destination``, in one request with its Content-MD5."""
-        data = _core.check_bytes(data)
+        data = _saving.check_bytes(data)
         blob = self._container.get_blob_client(self._scope.blob_name(kind, destination))
-        upload = _core.upload_kwargs(blob.blob_name, data, None, overwrite)
+        upload = _saving.upload_kwargs(blob.blob_name, data, None, overwrite)
         with storage_errors(self.container_name, blob.blob_name):
             response = blob.upload_blob(data, **upload)
         return self._uploaded(blob, len(data), upload, response)
@@ -184,7 +185,7 @@ class _OutputStorage(StorageBase):
         self, kind: KindLike, text: str, destination: str, *, encoding: str = "utf-8", overwrite: bool = True
     ) -> OutputFileReference:
         """Save ``text`` as ``kind`` under ``destination``."""
-        return self.save_bytes(kind, _core.encode_text(text, encoding), destination, overwrite=overwrite)
+        return self.save_bytes(kind, _saving.encode_text(text, encoding), destination, overwrite=overwrite)
 
     def save_many(
         self,
@@ -210,21 +211,21 @@ class _OutputStorage(StorageBase):
         :class:`ValueError` naming them, and nothing is saved. ``progress(sent, total)`` counts the bytes of
         all files. On the first upload error, files not started yet are not saved, and it is raised.
         """
-        files, counter = _core.plan_many(self._scope, kind, patterns, base_dir, max_concurrency, progress)
+        files, counter = _saving.plan_many(self._scope, kind, patterns, base_dir, max_concurrency, progress)
         return self._save_files(kind, files, counter, max_concurrency=max_concurrency, overwrite=overwrite)
 
     def _save_files(
         self,
         kind: KindLike,
         files: list[tuple[str, str]],
-        counter: _core.ProgressCounter | None = None,
+        counter: _progress.ProgressCounter | None = None,
         *,
         max_concurrency: int = 8,
         overwrite: bool = True,
     ) -> list[OutputFileReference]:
         """Save (local path, destination) pairs, already checked, in parallel; on the first error the files
         not started yet are not saved, and it is raised."""
-        counter = counter if counter is not None else _core.ProgressCounter(0, None)
+        counter = counter if counter is not None else _progress.ProgressCounter(0, None)
         with ThreadPoolExecutor(max_concurrency) as pool:
             options = {"overwrite": overwrite, "max_concurrency": 1}
             jobs = [pool.submit(self.save, kind, p, r, progress=counter.part(), **options) for p, r in files]
@@ -262,7 +263,7 @@ class _OutputStorage(StorageBase):
     # --- finding --------------------------------------------------------------------------------------------
 
     def list(
-        self, kind: KindLike | None = None, *, on_invalid: _core.OnInvalid | None = None
+        self, kind: KindLike | None = None, *, on_invalid: _types.OnInvalid | None = None
     ) -> Iterator[OutputFileReference]:
         """The outputs of one kind, or of every kind, lazily.
 
@@ -275,7 +276,7 @@ class _OutputStorage(StorageBase):
         with storage_errors(self.container_name):
             for props in self._container.list_blobs(name_starts_with=prefix):
                 blob = self._container.get_blob_client(props.name)
-                info = _core.listed_info(self._scope, blob.url, props, on_invalid)
+                info = _scope.listed_info(self._scope, blob.url, props, on_invalid)
                 if info is not None:
                     yield OutputFileReference(info, blob)
 
@@ -289,11 +290,11 @@ class _OutputStorage(StorageBase):
     def _reference(self, blob: BlobClient) -> OutputFileReference:
         with storage_errors(self.container_name, blob.blob_name):
             props = blob.get_blob_properties()
-        return OutputFileReference(_core.reference_of(self._scope, blob.url, props), blob)
+        return OutputFileReference(_scope.reference_of(self._scope, blob.url, props), blob)
 
 
 def _put_blocks(
-    blob: BlobClient, reader: Any, overwrite: bool, counter: _core.ProgressCounter, max_concurrency: int
+    blob: BlobClient, reader: Any, overwrite: bool, counter: _progress.ProgressCounter, max_concurrency: int
 ) -> tuple[dict[str, Any], Any]:
     """Stage blocks from ``max_concurrency`` threads; the reader (under a lock) cuts and hashes them.
 
@@ -302,7 +303,7 @@ def _put_blocks(
     """
     lock = threading.Lock()
     failed = threading.Event()
-    upload_id, staged = _core.new_upload_id(), []
+    upload_id, staged = _saving.new_upload_id(), []
 
     def worker() -> None:
         try:
@@ -313,7 +314,7 @@ def _put_blocks(
                     return
                 index, _, data, crc = block
                 del block  # hold one block per thread, not two, while the next is read
-                blob.stage_block(_core.block_id(upload_id, index), data, headers=_core.crc_headers(crc))
+                blob.stage_block(_saving.block_id(upload_id, index), data, headers=_saving.crc_headers(crc))
                 staged.append(index)
                 counter.add(len(data))
                 del data
@@ -329,7 +330,7 @@ def _put_blocks(
         except BaseException:
             failed.set()
             raise
-    commit = _core.commit_kwargs(blob.blob_name, reader, upload_id, staged, overwrite)
+    commit = _saving.commit_kwargs(blob.blob_name, reader, upload_id, staged, overwrite)
     return commit, blob.commit_block_list(**commit)
 
 
@@ -356,5 +357,5 @@ class JobOutputStorage(JobConstructors, _OutputStorage):
         """The tasks of the job that have saved anything."""
         with storage_errors(self.container_name):
             for item in self._container.walk_blobs(delimiter="/"):
-                if _core.is_task_folder(item.name):
+                if _scope.is_task_folder(item.name):
                     yield item.name[:-1]

@@ -44,9 +44,9 @@ from azure.core import MatchConditions
 from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import ContainerClient, ContentSettings
 
-from . import _core
-from ._core import PathLike
+from . import _errors, _saving, _urls
 from ._native import Tracker
+from ._types import PathLike
 from .errors import OutputExistsError, TrackingError
 
 if TYPE_CHECKING:
@@ -163,7 +163,7 @@ def _check_options(
 
 def _content_type(blob_name: str) -> str:
     """``text/plain`` for logs (mimetypes does not know ``.log``), otherwise from the extension."""
-    return "text/plain" if blob_name.lower().endswith((".log", ".txt")) else _core.content_type(blob_name)
+    return "text/plain" if blob_name.lower().endswith((".log", ".txt")) else _saving.content_type(blob_name)
 
 
 def _is_transient(exc: BaseException) -> bool:
@@ -392,7 +392,7 @@ class _Engine:
                 "tracked save of %s to %s stopped: %s",
                 self.path,
                 self.part_name(self._part),
-                _core.redact(str(error)),
+                _errors.redact(str(error)),
             )
 
     def begin(self, now: float) -> Steps[_Outcome] | None:
@@ -456,7 +456,7 @@ class _Engine:
                 "tracked save of %s to %s failed (%s); trying again in %.1f s",
                 self.path,
                 self.part_name(self._part),
-                _core.redact(str(exc)),
+                _errors.redact(str(exc)),
                 delay,
             )
             return
@@ -467,10 +467,10 @@ class _Engine:
         if _is_transient(exc):
             error = TrackingError(
                 f"gave up saving {self.path} to {what} after {self._failures} failures: "
-                f"{_core.redact(str(exc))}"
+                f"{_errors.redact(str(exc))}"
             )
         elif isinstance(exc, HttpResponseError):
-            error = _core.translate_error(exc, self.container_name, what)
+            error = _errors.translate_error(exc, self.container_name, what)
         else:
             return exc
         error.__cause__ = exc
@@ -512,7 +512,7 @@ class _Engine:
             "appendpos_condition": self._length,
             "etag": self._etags[-1],
             "match_condition": MatchConditions.IfNotModified,
-            "headers": _core.crc_headers(crc),
+            "headers": _saving.crc_headers(crc),
         }
         try:
             etag = (yield _Call(self.part_name(self._part), "append_block", kwargs))["etag"]
@@ -602,7 +602,7 @@ def _is_part(props: Any, index: int) -> bool:
 
 def _stopped_error(what: str, exc: BaseException) -> TrackingError:
     """The error kept by a save whose driver (thread or task) ended: ``what`` happened, because of ``exc``."""
-    error = TrackingError(f"{what}: {_core.redact(repr(exc))}")
+    error = TrackingError(f"{what}: {_errors.redact(repr(exc))}")
     error.__cause__ = exc
     return error
 
@@ -724,7 +724,7 @@ class _TrackedSaveBase:
         """Private: use ``start``."""
         self._engine = engine
         self._blob = functools.cache(container.get_blob_client)
-        self._url = _core.public_url(self._blob(engine.blob_name).url)
+        self._url = _urls.public_url(self._blob(engine.blob_name).url)
 
     @property
     def bytes_saved(self) -> int:
@@ -790,7 +790,7 @@ class TrackedSave(_TrackedSaveBase):
         :class:`ValueError`; then nothing is left running.
         """
         save = cls(container, _Engine(container.container_name, blob_name, path, **options))
-        with _core.storage_errors(save._engine.container_name, blob_name):
+        with _errors.storage_errors(save._engine.container_name, blob_name):
             _drive(save._execute, save._engine.opening())
         _scheduler.add(save)
         return save

@@ -14,15 +14,9 @@ from typing import Any, TypeVar
 
 from azure.storage.blob import BlobServiceClient
 
-from .. import _core
-from .._core import (
-    ENV_ACCOUNT_URL,
-    ENV_CONNECTION_STRING,
-    ENV_CONTAINER_URL,
-    ENV_JOB_ID,
-    ENV_TASK_ID,
-    client_kwargs,
-)
+from .. import _environment, _urls
+from .._environment import ENV_ACCOUNT_URL, ENV_CONNECTION_STRING, ENV_CONTAINER_URL, ENV_JOB_ID, ENV_TASK_ID
+from .._urls import client_kwargs
 from ..errors import ConfigurationError
 from ..storage import JobOutputStorage, TaskOutputStorage
 from .common import job_id_arg, register_secrets, task_id_arg
@@ -132,7 +126,7 @@ def _credential(account_url: str) -> Any:
     from azure.core.exceptions import ClientAuthenticationError
     from azure.identity import DefaultAzureCredential  # imported only when used: it is slow to import
 
-    _core.check_account_url(account_url)
+    _urls.check_account_url(account_url)
     credential = DefaultAzureCredential()
     try:
         credential.get_token(STORAGE_SCOPE)
@@ -166,7 +160,7 @@ def _checked(storage: S, args: argparse.Namespace, job: str | None, origin: str)
     when a job is known."""
     job_id, job_origin = _job(args, job)
     try:
-        _core.check_job_container(storage.container_name, job_id, job_origin, origin)
+        _environment.check_job_container(storage.container_name, job_id, job_origin, origin)
     except ConfigurationError:
         storage.close()
         raise

@@ -14,7 +14,7 @@ from typing import IO, Any
 
 from azure.core.exceptions import AzureError
 
-from .. import _core, _patterns, naming
+from .. import _patterns, _saving, naming
 from ..errors import BatchFilesError
 
 try:
@@ -292,7 +292,7 @@ class _Run:
             entries = [
                 (n, file) for n, (spec, files) in enumerate(planned) if spec.kind == kind for file in files
             ]
-            kept, problems = _core.name_files(
+            kept, problems = _saving.name_files(
                 [file for _, file in entries],
                 lambda path, kind=kind: naming.blob_name(kind, path, self.storage.task_id),
             )

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from azure.core.exceptions import AzureError
 
-from .. import _core, _patterns, naming
-from .._core import OnInvalid
+from .. import _patterns, _saving, naming
+from .._types import OnInvalid
 from ..errors import BatchFilesError
 from ..storage import (
     JobOutputStorage,
@@ -301,12 +301,12 @@ def files_to_save(paths: list[str], dest: str | None) -> list[tuple[str, str]]:
     if dest is not None:
         distinct: list[str] = []
         for local, _ in files:
-            if not any(_core.same_file(local, seen) for seen in distinct):
+            if not any(_saving.same_file(local, seen) for seen in distinct):
                 distinct.append(local)
         if len(distinct) != 1:
             raise UsageError(f"--dest names one file, but {len(distinct)} files were given")
         return [(distinct[0], dest)]
-    return _core.unique_names(files, naming.destination_path)
+    return _saving.unique_names(files, naming.destination_path)
 
 
 def save(args: argparse.Namespace) -> int:
@@ -319,7 +319,7 @@ def save(args: argparse.Namespace) -> int:
     storage: Storage = connect.job_storage(args, "save") if job_side else connect.task_storage(args, "save")
     with storage:
         # every blob name derived (a name too long for storage is refused) before any upload
-        _core.unique_names(files, lambda d: naming.blob_name(args.kind, d, storage.task_id))
+        _saving.unique_names(files, lambda d: naming.blob_name(args.kind, d, storage.task_id))
         with Progress(total, f"saving {label}") as bar:
             if len(files) == 1:
                 local, dest = files[0]

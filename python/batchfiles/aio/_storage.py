@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING, Any
 import azure.storage.blob.aio
 from azure.storage.blob.aio import BlobClient, BlobServiceClient, ContainerClient
 
-from .. import _core, _native, naming
+from .. import _download, _errors, _native, _progress, _saving, _scope, _types, _urls, naming
 from .._base import JobConstructors, ReferenceBase, StorageBase, TaskConstructors
-from .._core import PathLike, Progress, storage_errors
+from .._errors import storage_errors
+from .._types import PathLike, Progress
 from ..kinds import KindLike
 
 if TYPE_CHECKING:
@@ -33,7 +34,7 @@ __all__ = [
 async def prepare_output_storage(service: BlobServiceClient, job_id: str) -> ContainerClient:
     """Create the job's output container (private; an existing one is fine) and return its client."""
     container = service.get_container_client(naming.container_name(job_id))
-    with storage_errors(container.container_name), _core.already_exists_is_fine():
+    with storage_errors(container.container_name), _errors.already_exists_is_fine():
         await container.create_container()
     return container
 
@@ -42,12 +43,12 @@ async def output_storage_container_url(
     service: BlobServiceClient, job_id: str, *, expiry: timedelta = timedelta(days=7)
 ) -> str:
     """The job container's URL with a SAS for its tasks; see the sync twin for the details."""
-    key = _core.sas_signing(service, expiry)
-    start, end = _core.sas_expiry(expiry, delegated=key is None)
+    key = _urls.sas_signing(service, expiry)
+    start, end = _urls.sas_expiry(expiry, delegated=key is None)
     container = naming.container_name(job_id)
     with storage_errors(container):
         delegation = None if key else await service.get_user_delegation_key(start, end)
-    return _core.task_sas_url(service, container, key or delegation, start, end)
+    return _urls.task_sas_url(service, container, key or delegation, start, end)
 
 
 class OutputFileReference(ReferenceBase):
@@ -55,8 +56,10 @@ class OutputFileReference(ReferenceBase):
 
     async def _fetch(self, target: Path | None, progress: Progress | None = None) -> Any:
         with storage_errors(self._blob.container_name, self.blob_name):
-            download = await self._blob.download_blob(max_concurrency=_core.MAX_CONCURRENCY, decompress=False)
-            with _core.DownloadSink(download, self.blob_name, target, progress) as sink:
+            download = await self._blob.download_blob(
+                max_concurrency=_saving.MAX_CONCURRENCY, decompress=False
+            )
+            with _download.DownloadSink(download, self.blob_name, target, progress) as sink:
                 async for chunk in download.chunks():
                     sink.write(chunk)
         return sink.result
@@ -77,7 +80,7 @@ class OutputFileReference(ReferenceBase):
         with storage_errors(self._blob.container_name, self.blob_name):
             download = await self._blob.download_blob(decompress=False)
         guard = functools.partial(storage_errors, self._blob.container_name, self.blob_name)
-        return AsyncReader(download, _core.Md5Check(download, self.blob_name), guard)
+        return AsyncReader(download, _download.Md5Check(download, self.blob_name), guard)
 
     async def delete(self) -> None:
         with storage_errors(self._blob.container_name, self.blob_name):
@@ -90,7 +93,7 @@ class AsyncReader:
     ``async with`` (or ``await close()``) stops the download early.
     """
 
-    def __init__(self, download: Any, check: _core.Md5Check, guard: Callable[[], Any]) -> None:
+    def __init__(self, download: Any, check: _download.Md5Check, guard: Callable[[], Any]) -> None:
         self._chunks = download.chunks()
         self._check = check
         self._guard = guard
@@ -151,20 +154,20 @@ class _OutputStorage(StorageBase):
         overwrite: bool = True,
         progress: Progress | None = None,
         content_md5: bool = True,
-        block_size: int = _core.BLOCK_SIZE,
-        max_concurrency: int = _core.MAX_CONCURRENCY,
+        block_size: int = _saving.BLOCK_SIZE,
+        max_concurrency: int = _saving.MAX_CONCURRENCY,
     ) -> OutputFileReference:
         """Save a file; see :meth:`batchfiles.TaskOutputStorage.save`. File reads run in a thread."""
-        _core.check_block_options(block_size, max_concurrency)
+        _saving.check_block_options(block_size, max_concurrency)
         blob = self._container.get_blob_client(self._scope.save_name(kind, path, destination))
         with storage_errors(self.container_name, blob.blob_name):
             if not overwrite and await blob.exists():
-                raise _core.exists_error(blob.blob_name)
-            block_size = _core.fit_block_size(os.path.getsize(path), block_size)
+                raise _errors.exists_error(blob.blob_name)
+            block_size = _saving.fit_block_size(os.path.getsize(path), block_size)
             reader = await asyncio.to_thread(_native.BlockReader, path, block_size, md5=content_md5)
-            counter = _core.ProgressCounter(reader.size, progress)
-            if reader.size <= min(block_size, _core.SINGLE_PUT_SIZE):
-                data, upload = await asyncio.to_thread(_core.single_put, blob.blob_name, reader, overwrite)
+            counter = _progress.ProgressCounter(reader.size, progress)
+            if reader.size <= min(block_size, _saving.SINGLE_PUT_SIZE):
+                data, upload = await asyncio.to_thread(_saving.single_put, blob.blob_name, reader, overwrite)
                 response = await blob.upload_blob(data, **upload)
                 counter.add(len(data))
             else:
@@ -175,9 +178,9 @@ class _OutputStorage(StorageBase):
         self, kind: KindLike, data: bytes, destination: str, *, overwrite: bool = True
     ) -> OutputFileReference:
         """Save ``data`` as ``kind`` under ``destination``, in one request with its Content-MD5."""
-        data = _core.check_bytes(data)
+        data = _saving.check_bytes(data)
         blob = self._container.get_blob_client(self._scope.blob_name(kind, destination))
-        upload = _core.upload_kwargs(blob.blob_name, data, None, overwrite)
+        upload = _saving.upload_kwargs(blob.blob_name, data, None, overwrite)
         with storage_errors(self.container_name, blob.blob_name):
             response = await blob.upload_blob(data, **upload)
         return self._uploaded(blob, len(data), upload, response)
@@ -187,7 +190,7 @@ class _OutputStorage(StorageBase):
     ) -> OutputFileReference:
         """Save ``text`` as ``kind`` under ``destination``."""
         return await self.save_bytes(
-            kind, _core.encode_text(text, encoding), destination, overwrite=overwrite
+            kind, _saving.encode_text(text, encoding), destination, overwrite=overwrite
         )
 
     async def save_many(
@@ -205,7 +208,7 @@ class _OutputStorage(StorageBase):
         The walk never leaves ``base_dir``, and every blob name is derived (two files sharing one raise
         :class:`ValueError`) before anything is uploaded.
         """
-        plan = _core.plan_many
+        plan = _saving.plan_many
         files, counter = await asyncio.to_thread(
             plan, self._scope, kind, patterns, base_dir, max_concurrency, progress
         )
@@ -217,13 +220,13 @@ class _OutputStorage(StorageBase):
         self,
         kind: KindLike,
         files: list[tuple[str, str]],
-        counter: _core.ProgressCounter | None = None,
+        counter: _progress.ProgressCounter | None = None,
         *,
         max_concurrency: int = 8,
         overwrite: bool = True,
     ) -> list[OutputFileReference]:
         """Save (local path, destination) pairs, already checked, concurrently; see the sync twin."""
-        counter = counter if counter is not None else _core.ProgressCounter(0, None)
+        counter = counter if counter is not None else _progress.ProgressCounter(0, None)
         slots = asyncio.Semaphore(max_concurrency)
 
         async def save_one(path: str, rel: str) -> OutputFileReference:
@@ -257,7 +260,7 @@ class _OutputStorage(StorageBase):
         return await TrackedSave.start(self._container, blob_name, path, **options)
 
     async def list(
-        self, kind: KindLike | None = None, *, on_invalid: _core.OnInvalid | None = None
+        self, kind: KindLike | None = None, *, on_invalid: _types.OnInvalid | None = None
     ) -> AsyncIterator[OutputFileReference]:
         """The outputs of one kind, or of every kind, lazily (``async for``); a blob that is not an output
         is skipped and reported to ``on_invalid(blob_name, reason)``, see the sync twin."""
@@ -265,7 +268,7 @@ class _OutputStorage(StorageBase):
         with storage_errors(self.container_name):
             async for props in self._container.list_blobs(name_starts_with=prefix):
                 blob = self._container.get_blob_client(props.name)
-                info = _core.listed_info(self._scope, blob.url, props, on_invalid)
+                info = _scope.listed_info(self._scope, blob.url, props, on_invalid)
                 if info is not None:
                     yield OutputFileReference(info, blob)
 
@@ -277,15 +280,15 @@ class _OutputStorage(StorageBase):
     async def _reference(self, blob: BlobClient) -> OutputFileReference:
         with storage_errors(self.container_name, blob.blob_name):
             props = await blob.get_blob_properties()
-        return OutputFileReference(_core.reference_of(self._scope, blob.url, props), blob)
+        return OutputFileReference(_scope.reference_of(self._scope, blob.url, props), blob)
 
 
 async def _put_blocks(
-    blob: BlobClient, reader: Any, overwrite: bool, counter: _core.ProgressCounter, max_concurrency: int
+    blob: BlobClient, reader: Any, overwrite: bool, counter: _progress.ProgressCounter, max_concurrency: int
 ) -> tuple[dict[str, Any], Any]:
     """Stage blocks from ``max_concurrency`` tasks; the reader cuts and hashes them in a thread."""
     lock = asyncio.Lock()
-    upload_id, staged = _core.new_upload_id(), []
+    upload_id, staged = _saving.new_upload_id(), []
 
     async def worker() -> None:
         while True:
@@ -295,7 +298,7 @@ async def _put_blocks(
                 return
             index, _, data, crc = block
             del block  # hold one block per task, not two, while the next is read
-            await blob.stage_block(_core.block_id(upload_id, index), data, headers=_core.crc_headers(crc))
+            await blob.stage_block(_saving.block_id(upload_id, index), data, headers=_saving.crc_headers(crc))
             staged.append(index)
             counter.add(len(data))
             del data
@@ -306,7 +309,7 @@ async def _put_blocks(
     finally:
         for task in workers:
             task.cancel()
-    commit = _core.commit_kwargs(blob.blob_name, reader, upload_id, staged, overwrite)
+    commit = _saving.commit_kwargs(blob.blob_name, reader, upload_id, staged, overwrite)
     return commit, await blob.commit_block_list(**commit)
 
 
@@ -325,5 +328,5 @@ class JobOutputStorage(JobConstructors, _OutputStorage):
         """The tasks of the job that have saved anything."""
         with storage_errors(self.container_name):
             async for item in self._container.walk_blobs(delimiter="/"):
-                if _core.is_task_folder(item.name):
+                if _scope.is_task_folder(item.name):
                     yield item.name[:-1]

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from azure.storage.blob.aio import ContainerClient
 
-from .. import _core
-from .._core import PathLike
+from .. import _errors
+from .._types import PathLike
 from ..tracking import Steps, T, TrackOptions, _Call, _Engine, _Run, _stopped_error, _TrackedSaveBase
 
 if TYPE_CHECKING:
@@ -55,7 +55,7 @@ class TrackedSave(_TrackedSaveBase):
     ) -> TrackedSave:
         """Start following ``path`` into the append blob ``blob_name``; options as in the sync twin."""
         save = cls(container, _Engine(container.container_name, blob_name, path, **options))
-        with _core.storage_errors(save._engine.container_name, blob_name):
+        with _errors.storage_errors(save._engine.container_name, blob_name):
             await _drive(save._execute, save._engine.opening())
         save._task = asyncio.get_running_loop().create_task(
             save._run(), name=f"batchfiles-tracking {blob_name}"

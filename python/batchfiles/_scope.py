@@ -1,0 +1,223 @@
+"""Whose outputs and what they are called: a task's or the job's scope, its kinds and blob names, and
+the references built from listed or saved blobs (only for names in the conventions' normal form)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from . import _native, naming
+from ._types import OnInvalid, PathLike
+from ._urls import public_url
+from .kinds import JobOutputKind, KindLike, OutputKind, TaskOutputKind, kind_text
+
+logger = logging.getLogger("batchfiles")
+
+_TASK_KINDS = frozenset(str(k) for k in TaskOutputKind.BUILTIN)
+
+_JOB_KINDS = frozenset(str(k) for k in JobOutputKind.BUILTIN)
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Whose outputs: a task's (``task_id``) or the job's own (``task_id is None``)."""
+
+    container: str
+    task_id: str | None = None
+
+    @property
+    def kind_class(self) -> type[OutputKind]:
+        return TaskOutputKind if self.task_id is not None else JobOutputKind
+
+    def kind(self, kind: KindLike) -> OutputKind:
+        """The kind object of ``kind``; a built-in kind of the other side (job vs task) is refused."""
+        text = kind_text(kind)
+        wrong, side = (_JOB_KINDS, "task") if self.task_id is not None else (_TASK_KINDS, "job")
+        if isinstance(kind, OutputKind) and not isinstance(kind, self.kind_class):
+            raise ValueError(f"{kind!r} is not a {side} output kind; use {self.kind_class.__name__}")
+        if isinstance(kind, str) and text in wrong:
+            raise ValueError(
+                f"{text!r} is a {'job' if side == 'task' else 'task'} output kind, not a {side} output kind"
+            )
+        return self.kind_class(text)
+
+    def blob_name(self, kind: KindLike, path: str) -> str:
+        """The blob name of ``path`` (a path under the kind) saved as ``kind``."""
+        return naming.blob_name(self.kind(kind), path, self.task_id)
+
+    def save_name(self, kind: KindLike, path: PathLike, destination: str | None) -> str:
+        """The blob name a local file is saved under: ``destination``, or ``path`` if it is relative."""
+        if destination is not None:
+            return self.blob_name(kind, destination)
+        path = os.fspath(path)
+        if os.path.isabs(path):
+            raise ValueError(f"path {path!r} is absolute: pass destination= to name it in storage")
+        return self.blob_name(kind, path)
+
+    def tracked_name(self, kind: KindLike | None, path: PathLike, destination: str | None) -> str:
+        """The blob of a tracked file: a task's default kind is ``TaskLog``; a job must name one."""
+        if kind is None:
+            if self.task_id is None:
+                raise TypeError("save_tracked on job storage needs kind= (e.g. JobOutputKind.custom('Logs'))")
+            kind = TaskOutputKind.TASK_LOG
+        return self.save_name(kind, path, destination)
+
+    def list_prefix(self, kind: KindLike | None) -> str:
+        """The listing prefix; it ends with ``/`` so ``$TaskOutput`` never matches ``$TaskOutputX``."""
+        if kind is None:
+            return f"{self.task_id}/$" if self.task_id is not None else "$"
+        return naming.blob_prefix(self.kind(kind), self.task_id) + "/"
+
+    def get_name(self, kind: KindLike, path: str) -> str:
+        """The blob name ``get(kind, path)`` reads: a ``.`` or ``..`` segment is refused, not resolved, so
+        ``q/../b`` never silently stands for ``b``."""
+        if isinstance(path, str) and any(seg in (".", "..") for seg in re.split(r"[/\\]", path)):
+            raise ValueError(f"path {path!r} has a '.' or '..' segment: give the file path list() shows")
+        return self.blob_name(kind, path)
+
+    def parse(self, blob_name: str) -> tuple[OutputKind, str]:
+        """(kind, file path) of an output blob of this scope; :class:`NotAnOutput` says why another is not.
+
+        An output's file path is in the conventions' normal form (see :func:`path_problem`).
+        """
+        rest = blob_name
+        if self.task_id is not None:
+            task, _, rest = blob_name.partition("/")
+            if task != self.task_id:
+                raise NotAnOutput(f"it is not under {self.task_id}/")
+        kind, slash, path = rest.partition("/")
+        if not kind.startswith("$"):
+            raise NotAnOutput("it has no $Kind segment")
+        try:
+            parsed = self.kind_class(kind[1:])
+        except ValueError as err:
+            raise NotAnOutput(str(err)) from None
+        if not slash or not path:
+            raise NotAnOutput("it has no file path after its kind")
+        problem = path_problem(path)
+        if problem is not None:
+            raise NotAnOutput(f"its file path {problem}")
+        return parsed, path
+
+
+class NotAnOutput(ValueError):
+    """A blob name that is not an output of a scope; ``str()`` is the reason."""
+
+
+def path_problem(path: str) -> str | None:
+    """Why ``path`` is not a file path in the conventions' normal form (``destination_path(p) == p``: no
+    ``.``, ``..`` or empty segments, no ``\\``, no control characters, not absolute), or None if it is."""
+    try:
+        if naming.destination_path(path) == path:
+            return None
+    except ValueError:
+        pass
+    if not path:
+        return "is empty"
+    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in path):  # Unicode Cc, as in Rust's is_control
+        return "has a control character"
+    if "\\" in path:
+        return "has a '\\'"
+    if path.startswith("/") or re.match(r"[A-Za-z]:", path):
+        return "is absolute"
+    segments = path.split("/")
+    for segment, what in (("..", "a '..' segment"), (".", "a '.' segment"), ("", "an empty segment")):
+        if segment in segments:
+            return f"has {what}"
+    return "is not in normal form"
+
+
+def is_task_folder(prefix: str) -> bool:
+    """Is a top-level ``walk_blobs`` prefix (``"t1/"``) the folder of a task's outputs?"""
+    if not prefix.endswith("/"):
+        return False
+    try:
+        _native.validate_task_id(prefix[:-1])
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class ReferenceInfo:
+    """What is known of a saved output without reading it; only an output in normal form has one."""
+
+    kind: OutputKind
+    file_path: str
+    blob_name: str
+    url: str
+    size: int
+    content_md5: bytes | None
+    content_type: str | None
+    last_modified: datetime | None
+
+    def __post_init__(self) -> None:
+        problem = path_problem(self.file_path)
+        if problem is None and not self.blob_name.endswith(f"${self.kind}/{self.file_path}"):
+            problem = "is not the end of its blob name"
+        if problem is not None:
+            raise ValueError(f"{self.blob_name!r} is not an output: its file path {problem}")
+
+
+def reference_info(scope: Scope, blob_url: str, props: Any) -> ReferenceInfo:
+    """The info of a listed or fetched blob (``BlobProperties``); :class:`NotAnOutput` if it is not an
+    output of ``scope`` (outside the conventions, or a file path not in normal form)."""
+    kind, file_path = scope.parse(props.name)
+    settings = props.content_settings
+    md5 = settings.content_md5 if settings else None
+    return ReferenceInfo(
+        kind=kind,
+        file_path=file_path,
+        blob_name=props.name,
+        url=public_url(blob_url),
+        size=props.size or 0,
+        content_md5=bytes(md5) if md5 else None,
+        content_type=settings.content_type if settings else None,
+        last_modified=props.last_modified,
+    )
+
+
+def listed_info(
+    scope: Scope, blob_url: str, props: Any, on_invalid: OnInvalid | None
+) -> ReferenceInfo | None:
+    """The info of a listed blob, or None for a blob that is not an output: ``on_invalid(name, reason)``
+    is told of it, or else a warning is logged on the ``batchfiles`` logger."""
+    try:
+        return reference_info(scope, blob_url, props)
+    except NotAnOutput as err:
+        if on_invalid is not None:
+            on_invalid(props.name, str(err))
+        else:
+            logger.warning("skipped blob %r: %s", props.name, err)
+        return None
+
+
+def uploaded_info(scope: Scope, blob: Any, size: int, upload: dict[str, Any], response: Any) -> ReferenceInfo:
+    """The info of a blob just written with the ``upload`` options, without asking storage again."""
+    try:
+        kind, file_path = scope.parse(blob.blob_name)
+    except NotAnOutput as err:
+        raise ValueError(f"{blob.blob_name!r} is not an output blob of {scope}: {err}") from None
+    settings = upload["content_settings"]
+    return ReferenceInfo(
+        kind=kind,
+        file_path=file_path,
+        blob_name=blob.blob_name,
+        url=public_url(blob.url),
+        size=size,
+        content_md5=bytes(settings.content_md5) if settings.content_md5 else None,
+        content_type=settings.content_type,
+        last_modified=response.get("last_modified"),
+    )
+
+
+def reference_of(scope: Scope, blob_url: str, props: Any) -> ReferenceInfo:
+    """The info of a blob whose name this scope derived; ValueError if it is not an output."""
+    try:
+        return reference_info(scope, blob_url, props)
+    except NotAnOutput as err:
+        raise ValueError(f"{props.name!r} is not an output blob of {scope}: {err}") from None

@@ -1,0 +1,137 @@
+"""Storage URLs and task SAS: container and account URL checks (never a SAS in clear text to
+another machine), SAS signing and expiry, and the client options batchfiles uses."""
+
+from __future__ import annotations
+
+import ipaddress
+from datetime import datetime, timedelta, timezone
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from azure.core.credentials import AzureSasCredential
+from azure.storage.blob import ContainerSasPermissions, generate_container_sas
+
+from ._errors import redact
+
+#: azure-storage-blob waits 15 s before its first retry by default (then 18, 24, ...): output and logs
+#: want faster ones. Storage's ExponentialRetry waits initial_backoff + increment_base ** n before retry n:
+#: here about 1.8, 2.6, 3.7, 5.4 and 7.9 s (±0.3), some 21 s in all before an error is raised.
+RETRY_DEFAULTS: dict[str, Any] = {
+    "retry_total": 5,
+    "initial_backoff": 0.3,
+    "increment_base": 1.5,
+    "random_jitter_range": 0.3,
+}
+
+#: The permissions of the container SAS handed to tasks: read, add, create, write, list; never delete.
+TASK_SAS_PERMISSIONS = ContainerSasPermissions(read=True, add=True, create=True, write=True, list=True)
+
+
+def client_kwargs(user: dict[str, Any]) -> dict[str, Any]:
+    """Client options: the fast retry defaults, overridden by what the caller passed."""
+    return {**RETRY_DEFAULTS, **user}
+
+
+def public_url(url: str) -> str:
+    """``url`` without its query or anything that looks like a secret, so a SAS signature never reaches a
+    message, log or ``repr``; a text that is not a URL at all (a bare SAS token) says only that."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # "Invalid IPv6 URL": keep only what comes before any query
+        return redact(url.partition("?")[0])
+    if not parts.scheme and "=" in parts.path:  # a bare query string ("sv=...&sig=..."), not a URL
+        return "(a SAS token, not a URL)"
+    return redact(urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")))
+
+
+def _is_loopback(host: str) -> bool:
+    if host.rstrip(".").lower() == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:127.0.0.1
+    return address.is_loopback or bool(mapped and mapped.is_loopback)
+
+
+def check_account_url(url: str) -> None:
+    """Refuse an account URL that is not ``http(s)://host...`` before any credential is asked for it."""
+    try:
+        parts = urlsplit(url)
+        hostname = parts.hostname
+    except ValueError:
+        hostname = None
+    if hostname is None or parts.scheme not in ("http", "https"):
+        raise ValueError(f"not a storage account URL: {public_url(url)!r}")
+
+
+def check_container_url(url: str, credential: Any = None) -> None:
+    """Refuse URLs that cannot be a container, and SAS tokens sent in clear text to another machine."""
+    if not isinstance(url, str):
+        raise TypeError(f"container_url must be a str, not {type(url).__name__}")
+    try:
+        check_account_url(url)
+    except ValueError:
+        raise ValueError(f"not a container URL: {public_url(url)!r}") from None
+    parts = urlsplit(url)
+    hostname = parts.hostname or ""
+    sas = "sig=" in parts.query.lower() or isinstance(credential, (str, AzureSasCredential))
+    if parts.scheme == "http" and sas and not _is_loopback(hostname):
+        raise ValueError(
+            f"refusing to send a SAS over plain http to {hostname}: use https "
+            "(plain http is accepted only for loopback emulators such as Azurite)"
+        )
+
+
+#: Azure signs user delegation keys for at most 7 days.
+MAX_DELEGATION_EXPIRY = timedelta(days=7)
+
+
+def sas_signing(service: Any, expiry: timedelta) -> str | None:
+    """The account key to sign a SAS with, or None to use a user delegation key; checks ``expiry``."""
+    if not isinstance(expiry, timedelta):
+        raise TypeError(f"expiry must be a timedelta, not {type(expiry).__name__}")
+    if expiry <= timedelta(0):
+        raise ValueError(f"expiry must be positive, not {expiry}")
+    if expiry > datetime.max.replace(tzinfo=timezone.utc) - datetime.now(timezone.utc) - timedelta(days=1):
+        raise ValueError(f"expiry {expiry} would end after the year 9999")
+    key = getattr(service.credential, "account_key", None)
+    if key:
+        return key
+    if service.credential is None or isinstance(service.credential, (str, AzureSasCredential)):
+        raise ValueError(
+            "a task SAS is signed with the account key or an Azure AD credential; this client has a SAS: "
+            "create it with a connection string, an account key or a token credential"
+        )
+    if expiry > MAX_DELEGATION_EXPIRY:
+        raise ValueError(f"a user delegation SAS lasts at most 7 days, not {expiry}")
+    return None
+
+
+def task_sas_url(service: Any, container: str, signing_key: Any, start: datetime, end: datetime) -> str:
+    """The container URL with a task SAS signed by an account key (str) or a user delegation key."""
+    by_account = isinstance(signing_key, str)
+    sas = generate_container_sas(
+        service.account_name,
+        container,
+        account_key=signing_key if by_account else None,
+        user_delegation_key=None if by_account else signing_key,
+        permission=TASK_SAS_PERMISSIONS,
+        start=start,
+        expiry=end,
+    )
+    return f"{service.url.rstrip('/')}/{container}?{sas}"
+
+
+def sas_expiry(expiry: timedelta, *, delegated: bool = False) -> tuple[datetime, datetime]:
+    """(start, expiry) of a SAS valid for ``expiry`` from now; the start allows 5 minutes of clock skew.
+
+    A user delegation key may last 7 days from the server's now: a delegated SAS ends 10 minutes early
+    rather than be refused for a clock a little ahead.
+    """
+    now = datetime.now(timezone.utc)
+    end = now + expiry
+    if delegated:
+        end = min(end, now + MAX_DELEGATION_EXPIRY - timedelta(minutes=10))
+    return now - timedelta(minutes=5), end
