@@ -1,6 +1,7 @@
 //! Azure Batch File Conventions: container names, blob names and path normalisation.
 //!
-//! Pure Rust, no Python: every function returns `Result<_, NamingError>` and never panics.
+//! Pure Rust, no Python: every function returns `Result<_, NamingError>` (or, for [`path_problem`], the
+//! reason as text) and never panics.
 
 use sha1::{Digest, Sha1};
 use std::fmt;
@@ -27,6 +28,8 @@ pub enum NamingInput {
     /// The text of an output kind.
     Kind,
     Path,
+    /// A blob name read back from storage ([`parse_output_name`]).
+    BlobName,
 }
 
 impl NamingInput {
@@ -37,6 +40,7 @@ impl NamingInput {
             Self::TaskId => "task_ids",
             Self::Kind => "kinds",
             Self::Path => "paths",
+            Self::BlobName => "blob_names",
         }
     }
 }
@@ -463,6 +467,80 @@ pub fn file_path(blob_name: &str) -> Result<String, NamingError> {
     }
 }
 
+/// Why `path` is not a file path in the conventions' normal form (`destination_path(p) == p`), or
+/// `None` if it is. The first that applies of: "is empty", "has a control character", "has a '\\'",
+/// "is absolute", "has a '..' segment", "has a '.' segment", "has an empty segment".
+pub fn path_problem(path: &str) -> Option<&'static str> {
+    if path.is_empty() {
+        return Some("is empty");
+    }
+    if path.chars().any(char::is_control) {
+        return Some("has a control character");
+    }
+    if path.contains('\\') {
+        return Some("has a '\\'");
+    }
+    if is_absolute(path) {
+        return Some("is absolute");
+    }
+    let (mut parent, mut current, mut empty) = (false, false, false);
+    for segment in path.split('/') {
+        match segment {
+            ".." => parent = true,
+            "." => current = true,
+            "" => empty = true,
+            _ => {}
+        }
+    }
+    if parent {
+        Some("has a '..' segment")
+    } else if current {
+        Some("has a '.' segment")
+    } else if empty {
+        Some("has an empty segment")
+    } else {
+        None
+    }
+}
+
+/// The kind text (without `$`) and file path of an output blob: `{task_id}/$Kind/{path}` of a task,
+/// `$Kind/{path}` of the job (`task_id` is `None`), with the file path in normal form ([`path_problem`]).
+///
+/// A refusal is a [`NamingInput::BlobName`] error whose message is the reason alone: "it is not under
+/// t1/", "it has no $Kind segment", the kind's own refusal, "it has no file path after its kind", or
+/// "its file path " and the path's problem. `task_id` is compared, not validated.
+pub fn parse_output_name<'a>(
+    blob_name: &'a str,
+    task_id: Option<&str>,
+) -> Result<(&'a str, &'a str), NamingError> {
+    let refuse = |why: String| Err(NamingError::new(NamingInput::BlobName, why));
+    let mut rest = blob_name;
+    if let Some(task) = task_id {
+        let (first, after) = blob_name.split_once('/').unwrap_or((blob_name, ""));
+        if first != task {
+            return refuse(format!("it is not under {task}/"));
+        }
+        rest = after;
+    }
+    let (kind, path) = match rest.split_once('/') {
+        Some((kind, path)) => (kind, path),
+        None => (rest, ""),
+    };
+    let Some(kind) = kind.strip_prefix('$') else {
+        return refuse("it has no $Kind segment".into());
+    };
+    if let Err(err) = validate_kind(kind) {
+        return refuse(err.message);
+    }
+    if path.is_empty() {
+        return refuse("it has no file path after its kind".into());
+    }
+    if let Some(problem) = path_problem(path) {
+        return refuse(format!("its file path {problem}"));
+    }
+    Ok((kind, path))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -644,6 +722,139 @@ mod tests {
             "$/x",
         ] {
             assert!(file_path(b).is_err(), "{b:?}");
+        }
+    }
+
+    #[test]
+    fn path_problems_name_the_first_reason() {
+        let cases = [
+            ("", "is empty"),
+            ("a\tb", "has a control character"),
+            ("a\u{85}b", "has a control character"),
+            ("a\\b", "has a '\\'"),
+            ("/x", "is absolute"),
+            ("/x/../y", "is absolute"),
+            ("a/../b", "has a '..' segment"),
+            ("..", "has a '..' segment"),
+            ("a/./b/", "has a '.' segment"),
+            ("a//b", "has an empty segment"),
+            ("a/", "has an empty segment"),
+        ];
+        for (path, want) in cases {
+            assert_eq!(path_problem(path), Some(want), "{path:?}");
+        }
+        for path in ["a", "a/b.txt", "%2E%2E/x", "...", "x..y/ü", "$x/y"] {
+            assert_eq!(path_problem(path), None, "{path:?}");
+        }
+        // A drive prefix is absolute only on Windows.
+        let drive = if cfg!(windows) {
+            Some("is absolute")
+        } else {
+            None
+        };
+        assert_eq!(path_problem("C:/x"), drive);
+        assert_eq!(path_problem("c:"), drive);
+    }
+
+    #[test]
+    fn path_problem_is_none_exactly_for_the_normal_form() {
+        let parts = ["", ".", "..", "a", "\\", "c:", " ", "\t"];
+        let n = parts.len();
+        for code in 0..n * n * n * n {
+            let path: Vec<&str> = (0..4).map(|i| parts[code / n.pow(i) % n]).collect();
+            for k in 1..=4 {
+                let p = path[..k].join("/");
+                let normal = destination_path(&p).is_ok_and(|d| d == p);
+                assert_eq!(path_problem(&p).is_none(), normal, "{p:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn output_names_parse_into_kind_and_path() {
+        let task = Some("t1");
+        assert_eq!(
+            parse_output_name("t1/$TaskOutput/a/b.txt", task).unwrap(),
+            ("TaskOutput", "a/b.txt")
+        );
+        assert_eq!(
+            parse_output_name("$JobOutput/movie.mp4", None).unwrap(),
+            ("JobOutput", "movie.mp4")
+        );
+        assert_eq!(
+            parse_output_name("t1/$Custom/$x/y", task).unwrap(),
+            ("Custom", "$x/y")
+        );
+    }
+
+    #[test]
+    fn output_name_refusals_say_why() {
+        let task = Some("t1");
+        let cases = [
+            ("t2/$TaskOutput/x", task, "it is not under t1/"),
+            ("t1", task, "it has no $Kind segment"),
+            ("$TaskOutput/x", task, "it is not under t1/"),
+            ("t1/TaskOutput/x", task, "it has no $Kind segment"),
+            ("t1/$TaskOutput/x", None, "it has no $Kind segment"),
+            ("t1/$/x", task, "output kind must not be empty"),
+            (
+                "t1/$$x/y",
+                task,
+                "output kind \"$x\" must not start with '$' (it is added by the conventions)",
+            ),
+            (
+                "$..",
+                None,
+                "output kind \"..\" is not a valid path segment",
+            ),
+            (
+                "$a\\b/c",
+                None,
+                "output kind \"a\\\\b\" has an invalid character '\\\\'",
+            ),
+            ("t1/$TaskOutput", task, "it has no file path after its kind"),
+            (
+                "t1/$TaskOutput/",
+                task,
+                "it has no file path after its kind",
+            ),
+            ("$JobOutput/", None, "it has no file path after its kind"),
+            (
+                "t1/$TaskOutput/a\tb",
+                task,
+                "its file path has a control character",
+            ),
+            ("t1/$TaskOutput/a\\b", task, "its file path has a '\\'"),
+            ("t1/$TaskOutput//lead", task, "its file path is absolute"),
+            (
+                "t1/$TaskOutput/q/../b",
+                task,
+                "its file path has a '..' segment",
+            ),
+            ("$JobOutput/q/./z", None, "its file path has a '.' segment"),
+            ("$JobOutput/x/", None, "its file path has an empty segment"),
+        ];
+        for (name, task_id, why) in cases {
+            let err = parse_output_name(name, task_id).unwrap_err();
+            assert_eq!(
+                err,
+                NamingError::new(NamingInput::BlobName, why.to_string()),
+                "{name:?}"
+            );
+            assert_eq!(err.to_string(), why);
+        }
+    }
+
+    #[test]
+    fn parsed_names_are_the_ones_derived() {
+        for (kind, path, task_id) in [
+            ("TaskLog", "stdout.txt", Some("Task_1")),
+            ("JobOutput", "a/b/c.png", None),
+            ("Custom", "%2E%2E/ü x", Some("t")),
+        ] {
+            let name = blob_name(kind, path, task_id).unwrap();
+            assert_eq!(parse_output_name(&name, task_id).unwrap(), (kind, path));
+            assert_eq!(file_path(&name).unwrap(), path);
         }
     }
 }
