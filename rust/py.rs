@@ -169,6 +169,20 @@ fn file_path(blob_name: &str) -> Result<String, NamingError> {
 }
 
 #[pyfunction]
+#[pyo3(signature = (blob_name, task_id=None))]
+fn parse_output_name<'a>(
+    blob_name: &'a str,
+    task_id: Option<&str>,
+) -> Result<(&'a str, &'a str), NamingError> {
+    naming::parse_output_name(blob_name, task_id)
+}
+
+#[pyfunction]
+fn path_problem(path: &str) -> Option<&'static str> {
+    naming::path_problem(path)
+}
+
+#[pyfunction]
 fn validate_task_id(task_id: &str) -> Result<(), NamingError> {
     naming::validate_task_id(task_id)
 }
@@ -413,6 +427,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(blob_names, m)?)?;
     m.add_function(wrap_pyfunction!(destination_path, m)?)?;
     m.add_function(wrap_pyfunction!(file_path, m)?)?;
+    m.add_function(wrap_pyfunction!(parse_output_name, m)?)?;
+    m.add_function(wrap_pyfunction!(path_problem, m)?)?;
     m.add_function(wrap_pyfunction!(validate_task_id, m)?)?;
     m.add_function(wrap_pyfunction!(validate_kind, m)?)?;
     m.add_function(wrap_pyfunction!(self::md5, m)?)?; // `self::`: the md-5 dev-dependency is `md5` too

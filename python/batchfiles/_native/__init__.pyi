@@ -42,6 +42,17 @@ def destination_path(relative_path: str) -> str:
 def file_path(blob_name: str) -> str:
     """The path of a blob under its kind: strips ``{task}/$Kind/`` or ``$Kind/``."""
 
+def parse_output_name(blob_name: str, task_id: str | None = None) -> tuple[str, str]:
+    """``(kind, file_path)`` of an output blob: ``{task_id}/$Kind/{path}`` of a task, ``$Kind/{path}`` of
+    the job, the path in normal form (:func:`path_problem`): ``("TaskLog", "a/b.txt")``. The kind has no
+    ``$``; ``task_id`` is compared, not validated. ValueError otherwise, whose text is the reason alone
+    (``"it is not under t1/"``, ``"its file path has a '..' segment"``)."""
+
+def path_problem(path: str) -> str | None:
+    """Why ``path`` is not a file path in the conventions' normal form (``destination_path(p) == p``), or
+    None if it is: ``"is empty"``, ``"has a control character"``, ``"has a '\\'"``, ``"is absolute"``,
+    ``"has a '..' segment"``, ``"has a '.' segment"`` or ``"has an empty segment"`` (the first that applies)."""
+
 def validate_task_id(task_id: str) -> None:
     """Raises ValueError unless ``task_id`` is a Batch task id (1-64 of ``A-Za-z0-9-_``)."""
 
