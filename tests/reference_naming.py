@@ -47,3 +47,43 @@ def blob_name(kind: str, path: str, task_id: str | None = None) -> str:
     if len(name) > 1024 or name.count("/") + 1 > 254:
         raise ValueError(path)
     return name
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # Unicode Cc, as Rust's char::is_control
+
+
+def path_problem(path: str) -> str | None:
+    """The first reason ``path`` is not in normal form (``destination_path(p) == p``), or None."""
+    segments = path.split("/")
+    checks = [
+        (not path, "is empty"),
+        (_CONTROL.search(path), "has a control character"),
+        ("\\" in path, "has a '\\'"),
+        (_ABSOLUTE.match(path), "is absolute"),
+        (".." in segments, "has a '..' segment"),
+        ("." in segments, "has a '.' segment"),
+        ("" in segments, "has an empty segment"),
+    ]
+    return next((why for failed, why in checks if failed), None)
+
+
+def parse_output_name(blob_name: str, task_id: str | None = None) -> tuple[str, str]:
+    """(kind, file path) of an output blob; ValueError(reason) otherwise. An invalid kind's reason is
+    just ``"output kind"`` (the core's reason starts so and names the problem too)."""
+    rest = blob_name
+    if task_id is not None:
+        task, _, rest = blob_name.partition("/")
+        if task != task_id:
+            raise ValueError(f"it is not under {task_id}/")
+    kind, _, path = rest.partition("/")
+    if not kind.startswith("$"):
+        raise ValueError("it has no $Kind segment")
+    kind = kind[1:]
+    if kind in ("", ".", "..") or kind.startswith("$") or re.search(r"[/\\\x00-\x1f\x7f-\x9f]", kind):
+        raise ValueError("output kind")
+    if not path:
+        raise ValueError("it has no file path after its kind")
+    problem = path_problem(path)
+    if problem is not None:
+        raise ValueError(f"its file path {problem}")
+    return kind, path

@@ -11,9 +11,9 @@ from urllib.parse import urlsplit
 
 import pytest
 import reference_naming as ref
-from batchfiles import JobOutputKind, TaskOutputKind, naming
+from batchfiles import JobOutputKind, TaskOutputKind, _native, _scope, naming
 from batchfiles._native import test_support
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 VECTORS = json.loads((Path(__file__).with_name("vectors.json")).read_text())
@@ -247,3 +247,94 @@ def test_file_path_never_fails_oddly(text):
     except ValueError:
         return
     assert text.endswith(result) and result
+
+
+# --- reading names back: output blob names parsed by the core, against the reference ---------------------
+
+name_segments = st.sampled_from(
+    [
+        *["", ".", "..", "a", "x.txt", "t1", "T1", "$TaskOutput", "$JobOutput", "$", "$$x", "$.", "$a\\b"],
+        *["\\", "c:", " ", "\t", "\x85", "ü", "%2E"],
+    ]
+)
+blob_names = st.one_of(st.lists(name_segments, max_size=6).map("/".join), st.text(max_size=24))
+scope_tasks = st.sampled_from([None, "t1", "T1", "t/1"])
+
+
+def native_parse(blob_name: str, task_id: str | None) -> tuple[str, str] | str:
+    try:
+        return _native.parse_output_name(blob_name, task_id)
+    except ValueError as err:
+        return str(err)
+
+
+@settings(max_examples=400)
+@given(blob_names, scope_tasks)
+def test_parse_output_name_matches_the_reference(blob_name, task_id):
+    got = native_parse(blob_name, task_id)
+    try:
+        expected = ref.parse_output_name(blob_name, task_id)
+    except ValueError as err:
+        assert isinstance(got, str), got
+        reason = str(err)  # the reference words a bad kind only as "output kind"
+        assert got == reason or (reason == "output kind" and got.startswith("output kind ")), (got, reason)
+        with pytest.raises(_scope.NotAnOutput) as info:
+            _scope.Scope("c", task_id).parse(blob_name)
+        assert str(info.value) == got
+        return
+    assert got == expected
+    kind, path = _scope.Scope("c", task_id).parse(blob_name)
+    assert (type(kind), str(kind), path) == (
+        JobOutputKind if task_id is None else TaskOutputKind,
+        expected[0],
+        expected[1],
+    )
+    assert naming.destination_path(path) == path
+
+
+@settings(max_examples=400)
+@given(st.one_of(st.lists(name_segments, max_size=6).map("/".join), st.text(max_size=24)))
+def test_path_problem_matches_the_reference(path):
+    assert _native.path_problem(path) == _scope.path_problem(path) == ref.path_problem(path)
+
+
+@given(st.sampled_from(["TaskOutput", "TaskLog", "Custom"]), paths, st.one_of(st.none(), task_ids))
+def test_derived_names_parse_back(kind, path, task_id):
+    try:
+        name = naming.blob_name(kind, path, task_id)
+    except ValueError:
+        return
+    assert _native.parse_output_name(name, task_id) == (kind, naming.destination_path(path))
+
+
+@pytest.mark.parametrize(
+    ("blob_name", "task_id", "reason"),
+    [
+        ("t2/$TaskOutput/x", "t1", "it is not under t1/"),
+        ("$TaskOutput/x", "t1", "it is not under t1/"),
+        ("t1/TaskOutput/x", "t1", "it has no $Kind segment"),
+        ("t1/$TaskOutput/x", None, "it has no $Kind segment"),
+        ("t1/$/x", "t1", "output kind must not be empty"),
+        ("t1/$$x/y", "t1", "output kind \"$x\" must not start with '$' (it is added by the conventions)"),
+        ("t1/$TaskOutput", "t1", "it has no file path after its kind"),
+        ("$JobOutput/", None, "it has no file path after its kind"),
+        ("t1/$TaskOutput/a\tb", "t1", "its file path has a control character"),
+        ("t1/$TaskOutput/a\\b", "t1", "its file path has a '\\'"),
+        ("t1/$TaskOutput//lead", "t1", "its file path is absolute"),
+        ("$JobOutput/q/../b", None, "its file path has a '..' segment"),
+        ("$JobOutput/q/./b", None, "its file path has a '.' segment"),
+        ("$JobOutput/q//b", None, "its file path has an empty segment"),
+    ],
+)
+def test_parse_refusals_say_why(blob_name, task_id, reason):
+    with pytest.raises(_scope.NotAnOutput) as info:
+        _scope.Scope("c", task_id).parse(blob_name)
+    assert str(info.value) == reason
+
+
+def test_a_drive_prefix_in_a_listed_name_is_absolute_only_on_windows():
+    reason = "its file path is absolute" if sys.platform == "win32" else "its file path has a '..' segment"
+    assert native_parse("$JobOutput/c:/../x", None) == reason
+    assert native_parse("$JobOutput/c:/x", None) == (
+        "its file path is absolute" if sys.platform == "win32" else ("JobOutput", "c:/x")
+    )

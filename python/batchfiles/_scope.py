@@ -82,26 +82,14 @@ class Scope:
     def parse(self, blob_name: str) -> tuple[OutputKind, str]:
         """(kind, file path) of an output blob of this scope; :class:`NotAnOutput` says why another is not.
 
-        An output's file path is in the conventions' normal form (see :func:`path_problem`).
+        An output's file path is in the conventions' normal form (see :func:`path_problem`); the rule is
+        the native ``parse_output_name``.
         """
-        rest = blob_name
-        if self.task_id is not None:
-            task, _, rest = blob_name.partition("/")
-            if task != self.task_id:
-                raise NotAnOutput(f"it is not under {self.task_id}/")
-        kind, slash, path = rest.partition("/")
-        if not kind.startswith("$"):
-            raise NotAnOutput("it has no $Kind segment")
         try:
-            parsed = self.kind_class(kind[1:])
+            kind, path = _native.parse_output_name(blob_name, self.task_id)
         except ValueError as err:
             raise NotAnOutput(str(err)) from None
-        if not slash or not path:
-            raise NotAnOutput("it has no file path after its kind")
-        problem = path_problem(path)
-        if problem is not None:
-            raise NotAnOutput(f"its file path {problem}")
-        return parsed, path
+        return self.kind_class(kind), path
 
 
 class NotAnOutput(ValueError):
@@ -111,24 +99,7 @@ class NotAnOutput(ValueError):
 def path_problem(path: str) -> str | None:
     """Why ``path`` is not a file path in the conventions' normal form (``destination_path(p) == p``: no
     ``.``, ``..`` or empty segments, no ``\\``, no control characters, not absolute), or None if it is."""
-    try:
-        if naming.destination_path(path) == path:
-            return None
-    except ValueError:
-        pass
-    if not path:
-        return "is empty"
-    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in path):  # Unicode Cc, as in Rust's is_control
-        return "has a control character"
-    if "\\" in path:
-        return "has a '\\'"
-    if path.startswith("/") or re.match(r"[A-Za-z]:", path):
-        return "is absolute"
-    segments = path.split("/")
-    for segment, what in (("..", "a '..' segment"), (".", "a '.' segment"), ("", "an empty segment")):
-        if segment in segments:
-            return f"has {what}"
-    return "is not in normal form"
+    return _native.path_problem(path)
 
 
 def is_task_folder(prefix: str) -> bool:

@@ -51,7 +51,8 @@ def parse_output_name(blob_name: str, task_id: str | None = None) -> tuple[str, 
 def path_problem(path: str) -> str | None:
     """Why ``path`` is not a file path in the conventions' normal form (``destination_path(p) == p``), or
     None if it is: ``"is empty"``, ``"has a control character"``, ``"has a '\\'"``, ``"is absolute"``,
-    ``"has a '..' segment"``, ``"has a '.' segment"`` or ``"has an empty segment"`` (the first that applies)."""
+    ``"has a '..' segment"``, ``"has a '.' segment"`` or ``"has an empty segment"``, the first that
+    applies."""
 
 def validate_task_id(task_id: str) -> None:
     """Raises ValueError unless ``task_id`` is a Batch task id (1-64 of ``A-Za-z0-9-_``)."""
