@@ -7,7 +7,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -126,10 +125,9 @@ def silent_port() -> Iterator[int]:
 
 
 def test_cli_list_against_a_silent_endpoint_ends_within_seconds(silent_port: int, tmp_path: Path) -> None:
-    """`batchfiles list` waits 4 x 60 s (the SDK's read timeout, retried) before it says anything."""
+    """`batchfiles list` waited 4 x 60 s (the SDK's read timeout, retried) before it said anything."""
     url = f"http://127.0.0.1:{silent_port}/{ACCOUNT_NAME}/job-x?sv=2021-08-06&sig=abc"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AZ_BATCH_", "BATCHFILES_", "AZURE_"))}
-    started = time.monotonic()
     try:
         result = subprocess.run(
             [sys.executable, "-m", "batchfiles", "list", "x", "--container-url", url],
@@ -138,11 +136,12 @@ def test_cli_list_against_a_silent_endpoint_ends_within_seconds(silent_port: int
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
-            timeout=45,
+            timeout=90,  # a bound against a hang (the SDK alone would wait 4 x 60 s), not a speed target
         )
     except subprocess.TimeoutExpired:
-        pytest.fail("`batchfiles list` against a silent endpoint was still waiting after 45 s")
-    assert result.returncode == 1 and time.monotonic() - started < 45
+        pytest.fail("`batchfiles list` against a silent endpoint was still waiting after 90 s")
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.startswith("batchfiles: error: ") and len(result.stderr.splitlines()) == 1
 
 
 # --- a container URL with more path than a container ---

@@ -198,3 +198,36 @@ def commit_kwargs(
 def crc_headers(crc: str) -> dict[str, str]:
     """The per-block CRC-64/NVME header that storage validates."""
     return {"x-ms-content-crc64": crc}
+
+
+# --- a write refused because the blob exists: another's, or this upload's own earlier try? -----------------
+
+#: Error codes of a write with ``overwrite=False`` refused because the blob exists.
+_EXISTS_CODES = frozenset({"BlobAlreadyExists", "ConditionNotMet"})
+
+
+def may_be_own_write(err: Exception, overwrite: bool) -> bool:
+    """Whether a write refused for an existing blob may be this upload's own earlier try, which landed while
+    its answer was lost (the SDK then retries into its own blob): worth comparing the blob with what was sent.
+
+    Only with ``overwrite=False``, where the save checked first that no blob was there.
+    """
+    code = getattr(err, "error_code", None)
+    return not overwrite and str(getattr(code, "value", code)) in _EXISTS_CODES
+
+
+def put_landed(props: Any, size: int, upload: dict[str, Any]) -> bool:
+    """Whether the blob (its properties) holds what a single put with ``upload`` options sent."""
+    stored = props.content_settings.content_md5 if props.content_settings else None
+    sent = upload["content_settings"].content_md5
+    return props.size == size and bool(stored) and bool(sent) and bytes(stored) == bytes(sent)
+
+
+def commit_landed(committed: Sequence[Any], commit: dict[str, Any]) -> bool:
+    """Whether the blob's committed blocks are exactly those of ``commit`` (their ids are this upload's)."""
+    return [block.id for block in committed] == [block.id for block in commit["block_list"]]
+
+
+def landed_response(props: Any) -> dict[str, Any]:
+    """What an upload's response tells, from the properties of a blob found to hold it."""
+    return {"etag": props.etag, "last_modified": props.last_modified}

@@ -4,9 +4,10 @@ another machine), SAS signing and expiry, and the client options batchfiles uses
 from __future__ import annotations
 
 import ipaddress
+import re
 from datetime import datetime, timedelta, timezone
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from azure.core.credentials import AzureSasCredential
 from azure.storage.blob import ContainerSasPermissions, generate_container_sas
@@ -66,6 +67,10 @@ def check_account_url(url: str) -> None:
         raise ValueError(f"not a storage account URL: {public_url(url)!r}")
 
 
+#: A container name: 3 to 63 lowercase letters, digits and single hyphens, starting and ending with either.
+_CONTAINER_NAME = re.compile(r"(?=.{3,63}\Z)[a-z0-9]+(?:-[a-z0-9]+)*")
+
+
 def check_container_url(url: str, credential: Any = None) -> None:
     """Refuse URLs that cannot be a container, and SAS tokens sent in clear text to another machine."""
     if not isinstance(url, str):
@@ -76,6 +81,14 @@ def check_container_url(url: str, credential: Any = None) -> None:
         raise ValueError(f"not a container URL: {public_url(url)!r}") from None
     parts = urlsplit(url)
     hostname = parts.hostname or ""
+    segments = [unquote(segment) for segment in parts.path.strip("/").split("/")]
+    # Azure's own endpoints name the account in the host; emulators and custom endpoints in the path.
+    most = 1 if ".blob.core." in hostname.lower() else 2
+    if not _CONTAINER_NAME.fullmatch(segments[-1]) or len(segments) > most:
+        raise ValueError(
+            f"not a container URL: {public_url(url)!r} (its path must end with the container's name, "
+            "such as job-..., and hold nothing after it: not a blob's URL)"
+        )
     sas = "sig=" in parts.query.lower() or isinstance(credential, (str, AzureSasCredential))
     if parts.scheme == "http" and sas and not _is_loopback(hostname):
         raise ValueError(

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import azure.storage.blob
+from azure.core.exceptions import HttpResponseError
 from azure.storage.blob import (
     BlobClient,
     BlobServiceClient,
@@ -166,7 +167,7 @@ class _OutputStorage(StorageBase):
             counter = _progress.ProgressCounter(reader.size, progress)
             if reader.size <= min(block_size, _saving.SINGLE_PUT_SIZE):
                 data, upload = _saving.single_put(blob.blob_name, reader, overwrite)
-                response = blob.upload_blob(data, **upload)
+                response = _put(blob, data, upload, overwrite)
                 counter.add(len(data))
             else:
                 upload, response = _put_blocks(blob, reader, overwrite, counter, max_concurrency)
@@ -178,7 +179,9 @@ class _OutputStorage(StorageBase):
         blob = self._container.get_blob_client(self._scope.blob_name(kind, destination))
         upload = _saving.upload_kwargs(blob.blob_name, data, None, overwrite)
         with storage_errors(self.container_name, blob.blob_name):
-            response = blob.upload_blob(data, **upload)
+            if not overwrite and blob.exists():
+                raise _errors.exists_error(blob.blob_name)
+            response = _put(blob, data, upload, overwrite)
         return self._uploaded(blob, len(data), upload, response)
 
     def save_text(
@@ -331,7 +334,29 @@ def _put_blocks(
             failed.set()
             raise
     commit = _saving.commit_kwargs(blob.blob_name, reader, upload_id, staged, overwrite)
-    return commit, blob.commit_block_list(**commit)
+    try:
+        return commit, blob.commit_block_list(**commit)
+    except HttpResponseError as err:
+        if not _saving.may_be_own_write(err, overwrite):
+            raise
+        committed, _ = blob.get_block_list("committed")
+        if not _saving.commit_landed(committed, commit):
+            raise
+        return commit, _saving.landed_response(blob.get_blob_properties())
+
+
+def _put(blob: BlobClient, data: bytes, upload: dict[str, Any], overwrite: bool) -> Any:
+    """``upload_blob``; with ``overwrite=False``, a refusal because the blob exists is checked against what
+    was sent, so an earlier try of this very put (its answer lost) is not taken for another's blob."""
+    try:
+        return blob.upload_blob(data, **upload)
+    except HttpResponseError as err:
+        if not _saving.may_be_own_write(err, overwrite):
+            raise
+        props = blob.get_blob_properties()
+        if not _saving.put_landed(props, len(data), upload):
+            raise
+        return _saving.landed_response(props)
 
 
 class TaskOutputStorage(TaskConstructors, _OutputStorage):

@@ -108,8 +108,9 @@ def _need_job(job: str | None, kind: str) -> str:
 
 
 #: Client commands (list, get, prepare, url) give up sooner than the library's retry defaults, which
-#: are tuned for tasks on nodes that must not lose data; commands run on nodes keep those.
-INTERACTIVE_RETRY: dict[str, Any] = {"retry_total": 3}
+#: are tuned for tasks on nodes that must not lose data; commands run on nodes keep those. A storage
+#: endpoint that accepts connections but never answers costs some 35 s, not the SDK's 4 x 60 s.
+INTERACTIVE_RETRY: dict[str, Any] = {"retry_total": 2, "connection_timeout": 10, "read_timeout": 10}
 #: The OAuth scope of Azure Storage, in every cloud.
 STORAGE_SCOPE = "https://storage.azure.com/.default"
 

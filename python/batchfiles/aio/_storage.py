@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import azure.storage.blob.aio
+from azure.core.exceptions import HttpResponseError
 from azure.storage.blob.aio import BlobClient, BlobServiceClient, ContainerClient
 
 from .. import _download, _errors, _native, _progress, _saving, _scope, _types, _urls, naming
@@ -168,7 +169,7 @@ class _OutputStorage(StorageBase):
             counter = _progress.ProgressCounter(reader.size, progress)
             if reader.size <= min(block_size, _saving.SINGLE_PUT_SIZE):
                 data, upload = await asyncio.to_thread(_saving.single_put, blob.blob_name, reader, overwrite)
-                response = await blob.upload_blob(data, **upload)
+                response = await _put(blob, data, upload, overwrite)
                 counter.add(len(data))
             else:
                 upload, response = await _put_blocks(blob, reader, overwrite, counter, max_concurrency)
@@ -182,7 +183,9 @@ class _OutputStorage(StorageBase):
         blob = self._container.get_blob_client(self._scope.blob_name(kind, destination))
         upload = _saving.upload_kwargs(blob.blob_name, data, None, overwrite)
         with storage_errors(self.container_name, blob.blob_name):
-            response = await blob.upload_blob(data, **upload)
+            if not overwrite and await blob.exists():
+                raise _errors.exists_error(blob.blob_name)
+            response = await _put(blob, data, upload, overwrite)
         return self._uploaded(blob, len(data), upload, response)
 
     async def save_text(
@@ -310,7 +313,29 @@ async def _put_blocks(
         for task in workers:
             task.cancel()
     commit = _saving.commit_kwargs(blob.blob_name, reader, upload_id, staged, overwrite)
-    return commit, await blob.commit_block_list(**commit)
+    try:
+        return commit, await blob.commit_block_list(**commit)
+    except HttpResponseError as err:
+        if not _saving.may_be_own_write(err, overwrite):
+            raise
+        committed, _ = await blob.get_block_list("committed")
+        if not _saving.commit_landed(committed, commit):
+            raise
+        return commit, _saving.landed_response(await blob.get_blob_properties())
+
+
+async def _put(blob: BlobClient, data: bytes, upload: dict[str, Any], overwrite: bool) -> Any:
+    """``upload_blob``; with ``overwrite=False``, a refusal because the blob exists is checked against what
+    was sent, so an earlier try of this very put (its answer lost) is not taken for another's blob."""
+    try:
+        return await blob.upload_blob(data, **upload)
+    except HttpResponseError as err:
+        if not _saving.may_be_own_write(err, overwrite):
+            raise
+        props = await blob.get_blob_properties()
+        if not _saving.put_landed(props, len(data), upload):
+            raise
+        return _saving.landed_response(props)
 
 
 class TaskOutputStorage(TaskConstructors, _OutputStorage):
