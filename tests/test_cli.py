@@ -34,6 +34,7 @@ from batchfiles import (
     TaskOutputKind,
     TaskOutputStorage,
     __version__,
+    _errors,
     naming,
     prepare_output_storage,
 )
@@ -224,10 +225,10 @@ def test_bad_durations(text):
 
 def test_redact_removes_keys_and_signatures():
     url = "https://acct.blob.core.windows.net/job-x?sv=2024&sr=c&sig=c2VjcmV0c2lnbmF0dXJlMTIz%3D"
-    common.register_secrets(f"AccountName=a;AccountKey={ACCOUNT_KEY};", url)
-    text = common.redact(f"key {ACCOUNT_KEY} in AccountKey={ACCOUNT_KEY}; url {url}")
+    _errors.register_secrets(f"AccountName=a;AccountKey={ACCOUNT_KEY};", url)
+    text = _errors.redact(f"key {ACCOUNT_KEY} in AccountKey={ACCOUNT_KEY}; url {url}")
     assert ACCOUNT_KEY not in text and "c2VjcmV0c2lnbmF0dXJlMTIz" not in text
-    assert "sv=2024" in common.redact("x?sv=2024&sig=abc")
+    assert "sv=2024" in _errors.redact("x?sv=2024&sig=abc")
 
 
 def test_downloads_never_leave_their_folder(tmp_path):

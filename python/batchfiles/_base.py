@@ -7,9 +7,10 @@ module and add the I/O methods.
 from __future__ import annotations
 
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
 from . import _environment, _native, _scope, _urls, naming
+from ._environment import EnvironmentConfig
 from ._scope import ReferenceInfo, Scope
 
 
@@ -39,53 +40,39 @@ class StorageBase:
 
     _clients: ModuleType  # azure.storage.blob or azure.storage.blob.aio
     _reference_class: type[ReferenceBase]  # the OutputFileReference of the same flavour
-    _needs_task: bool
 
-    def __init__(self, container: Any, task_id: str | None) -> None:
+    def _init(self, container_url: str, task_id: str | None, credential: Any, kwargs: dict[str, Any]) -> None:
+        """The one initialiser: a new client for ``container_url``, or the client passed as the private
+        keyword ``_container`` (a service's or another storage's, whose connection is then shared, as
+        azure-storage-blob's own ``get_container_client`` hands its pipeline over)."""
         if task_id is not None:
             _native.validate_task_id(task_id)
+        container = kwargs.pop("_container", None)
+        if container is None:
+            _urls.check_container_url(container_url, credential)
+            options = _urls.client_kwargs(kwargs)
+            container = self._clients.ContainerClient.from_container_url(container_url, credential, **options)
         _urls.check_container_url(container.url, getattr(container, "credential", None))
         self._container = container
         self._scope = Scope(container.container_name, task_id)
 
     @classmethod
-    def _of(cls, container: Any, task_id: str | None = None):
-        self = cls.__new__(cls)
-        StorageBase.__init__(self, container, task_id if cls._needs_task else None)
-        return self
-
-    @classmethod
-    def _container_from_url(cls, container_url: str, credential: Any, kwargs: dict[str, Any]) -> Any:
-        _urls.check_container_url(container_url, credential)
-        options = _urls.client_kwargs(kwargs)
-        return cls._clients.ContainerClient.from_container_url(container_url, credential, **options)
-
-    @classmethod
-    def _from_service(cls, service: Any, job_id: str, task_id: str | None = None):
-        return cls._of(service.get_container_client(naming.container_name(job_id)), task_id)
-
-    @classmethod
-    def _from_connection_string(cls, conn_str: str, job_id: str, task_id: str | None, kwargs: dict[str, Any]):
+    def _connection_string_container(cls, conn_str: str, job_id: str, kwargs: dict[str, Any]) -> Any:
         name, options = naming.container_name(job_id), _urls.client_kwargs(kwargs)
-        return cls._of(
-            cls._clients.ContainerClient.from_connection_string(conn_str, name, **options), task_id
-        )
+        return cls._clients.ContainerClient.from_connection_string(conn_str, name, **options)
 
     @classmethod
-    def _from_environment(cls, kwargs: dict[str, Any]):
-        config = _environment.environment_config(need_task=cls._needs_task)
+    def _environment_container(cls, config: EnvironmentConfig, kwargs: dict[str, Any]) -> Any:
+        """The container client of the storage that the environment names (see ``from_environment``)."""
+        options = _urls.client_kwargs(kwargs)
         if config.container_url:
-            return cls._of(cls._container_from_url(config.container_url, None, kwargs), config.task_id)
+            return cls._clients.ContainerClient.from_container_url(config.container_url, **options)
         assert config.job_id is not None  # environment_config guarantees it without a container URL
         if config.connection_string:
-            return cls._from_connection_string(
-                config.connection_string, config.job_id, config.task_id, kwargs
-            )
+            return cls._connection_string_container(config.connection_string, config.job_id, kwargs)
         credential = _environment.default_credential(cls._clients)
-        service = cls._clients.BlobServiceClient(
-            config.account_url, credential, **_urls.client_kwargs(kwargs)
-        )
-        return cls._from_service(service, config.job_id, config.task_id)
+        service = cls._clients.BlobServiceClient(config.account_url, credential, **options)
+        return service.get_container_client(naming.container_name(config.job_id))
 
     def _uploaded(self, blob: Any, size: int, upload: dict[str, Any], response: Any) -> Any:
         """The reference of a blob just written (no request: all is known from the upload)."""
@@ -109,55 +96,68 @@ class StorageBase:
         return f"{type(self).__name__}({self.url!r}{task})"
 
 
-class TaskConstructors:
-    """The constructors of ``TaskOutputStorage``, sync and async alike."""
+_Task = TypeVar("_Task", bound="TaskConstructors")
+_Job = TypeVar("_Job", bound="JobConstructors")
 
-    _needs_task = True
+
+class TaskConstructors(StorageBase):
+    """The constructors of ``TaskOutputStorage``, sync and async alike."""
 
     def __init__(self, container_url: str, task_id: str, *, credential: Any = None, **kwargs: Any) -> None:
         """From a container URL with a SAS (or with ``credential``) and the task id."""
-        container = self._container_from_url(container_url, credential, kwargs)  # type: ignore[attr-defined]
-        StorageBase.__init__(self, container, task_id)  # type: ignore[arg-type]
+        self._init(container_url, task_id, credential, kwargs)
 
     @classmethod
-    def from_service(cls, service: Any, job_id: str, task_id: str):
+    def _from_container(cls: type[_Task], container: Any, task_id: str) -> _Task:
+        """Over an existing container client (its connection shared)."""
+        return cls(container.url, task_id, _container=container)
+
+    @classmethod
+    def from_service(cls: type[_Task], service: Any, job_id: str, task_id: str) -> _Task:
         """From a ``BlobServiceClient`` of the job's storage account."""
-        return cls._from_service(service, job_id, task_id)  # type: ignore[attr-defined]
+        return cls._from_container(service.get_container_client(naming.container_name(job_id)), task_id)
 
     @classmethod
-    def from_connection_string(cls, conn_str: str, job_id: str, task_id: str, **kwargs: Any):
+    def from_connection_string(
+        cls: type[_Task], conn_str: str, job_id: str, task_id: str, **kwargs: Any
+    ) -> _Task:
         """From a storage connection string; ``kwargs`` go to the blob client (e.g. retry options)."""
-        return cls._from_connection_string(conn_str, job_id, task_id, kwargs)  # type: ignore[attr-defined]
+        return cls._from_container(cls._connection_string_container(conn_str, job_id, kwargs), task_id)
 
     @classmethod
-    def from_environment(cls, **kwargs: Any):
+    def from_environment(cls: type[_Task], **kwargs: Any) -> _Task:
         """For code on a Batch node: ids from ``AZ_BATCH_JOB_ID`` and ``AZ_BATCH_TASK_ID``, storage from
         ``BATCHFILES_CONTAINER_URL``, ``AZURE_STORAGE_CONNECTION_STRING`` or ``AZURE_STORAGE_ACCOUNT_URL``
         (with ``DefaultAzureCredential``, e.g. the node's managed identity)."""
-        return cls._from_environment(kwargs)  # type: ignore[attr-defined]
+        config = _environment.environment_config(need_task=True)
+        assert config.task_id is not None  # need_task: environment_config guarantees it
+        return cls._from_container(cls._environment_container(config, kwargs), config.task_id)
 
 
-class JobConstructors:
+class JobConstructors(StorageBase):
     """The constructors of ``JobOutputStorage``, sync and async alike."""
-
-    _needs_task = False
 
     def __init__(self, container_url: str, *, credential: Any = None, **kwargs: Any) -> None:
         """From a container URL with a SAS (or with ``credential``)."""
-        container = self._container_from_url(container_url, credential, kwargs)  # type: ignore[attr-defined]
-        StorageBase.__init__(self, container, None)  # type: ignore[arg-type]
+        self._init(container_url, None, credential, kwargs)
 
     @classmethod
-    def from_service(cls, service: Any, job_id: str):
+    def _from_container(cls: type[_Job], container: Any) -> _Job:
+        """Over an existing container client (its connection shared)."""
+        return cls(container.url, _container=container)
+
+    @classmethod
+    def from_service(cls: type[_Job], service: Any, job_id: str) -> _Job:
         """From a ``BlobServiceClient`` of the job's storage account."""
-        return cls._from_service(service, job_id)  # type: ignore[attr-defined]
+        return cls._from_container(service.get_container_client(naming.container_name(job_id)))
 
     @classmethod
-    def from_connection_string(cls, conn_str: str, job_id: str, **kwargs: Any):
+    def from_connection_string(cls: type[_Job], conn_str: str, job_id: str, **kwargs: Any) -> _Job:
         """From a storage connection string; ``kwargs`` go to the blob client (e.g. retry options)."""
-        return cls._from_connection_string(conn_str, job_id, None, kwargs)  # type: ignore[attr-defined]
+        return cls._from_container(cls._connection_string_container(conn_str, job_id, kwargs))
 
     @classmethod
-    def from_environment(cls, **kwargs: Any):
+    def from_environment(cls: type[_Job], **kwargs: Any) -> _Job:
         """Like ``TaskOutputStorage.from_environment``, without the task."""
-        return cls._from_environment(kwargs)  # type: ignore[attr-defined]
+        config = _environment.environment_config(need_task=False)
+        return cls._from_container(cls._environment_container(config, kwargs))

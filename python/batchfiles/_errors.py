@@ -1,5 +1,6 @@
-"""The one place errors are shaped: secrets redacted from text and logs, azure-core errors translated
-into the :mod:`batchfiles.errors` tree with a message that says what to do."""
+"""The one place errors are shaped: every secret redacted from text and logs, azure-core errors (storage
+and credential) translated into the :mod:`batchfiles.errors` tree with a message that says what to do,
+and the one-line description a command line prints. Callers only format what this gives them."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import contextlib
 import logging
 import re
 from collections.abc import Iterator
+from urllib.parse import parse_qs
 
 from azure.core.exceptions import (
     AzureError,
@@ -14,37 +16,84 @@ from azure.core.exceptions import (
     HttpResponseError,
     ResourceExistsError,
     ResourceNotFoundError,
+    ServiceRequestError,
 )
 
 from .errors import (
     AuthenticationError,
     BatchFilesError,
+    ConfigurationError,
     ContainerNotFoundError,
     IntegrityError,
     OutputExistsError,
     OutputNotFoundError,
 )
 
-_SAS_SIGNATURE = re.compile(r"(?i)(sig=)[^&\s\"']+")
+#: Secrets that follow a keyword: a SAS signature in a URL or token, a connection string's key or SAS.
+_SECRET_PATTERNS = (
+    re.compile(r"(?i)(sig=)[^&\s'\"]+"),
+    re.compile(r"(?i)(AccountKey=)[^;\s'\"]+"),
+    re.compile(r"(?i)(SharedAccessSignature=)[^;\s'\"]+"),
+)
+#: A registered secret shorter than this is removed only where a pattern finds it (a short one would
+#: blank out ordinary words).
+_MIN_SECRET = 8
+_secrets: set[str] = set()
+_by_length: tuple[str, ...] = ()  # _secrets, longest first, so a secret's part never hides the rest
+
+
+def register_secrets(*values: str | None) -> None:
+    """Remember the secrets in connection strings, URLs and SAS tokens (account keys, SAS signatures, whole
+    SAS queries) so that :func:`redact` removes them wherever they appear, keyword or not."""
+    global _by_length
+    for value in values:
+        if not value:
+            continue
+        for part in value.split(";"):
+            key, _, secret = part.partition("=")
+            if key.strip().lower() in ("accountkey", "sharedaccesssignature") and secret:
+                _secrets.add(secret.strip())
+        query = value.partition("?")[2] if "?" in value else value  # a URL, or a bare SAS token
+        signatures = parse_qs(query).get("sig", []) + re.findall(r"(?:^|[&?])sig=([^&#\s]+)", query)
+        _secrets.update(signatures)
+        if signatures:
+            _secrets.add(query)
+    _by_length = tuple(sorted((s for s in _secrets if len(s) >= _MIN_SECRET), key=len, reverse=True))
 
 
 def redact(text: str) -> str:
-    """``text`` with any SAS signature replaced."""
-    return _SAS_SIGNATURE.sub(r"\1REDACTED", text)
+    """``text`` without any SAS signature, account key or registered secret (each becomes ``REDACTED``).
+
+    The keyword patterns go first: a registered secret that ends where ``sig=`` begins cannot then break
+    the keyword and leave the signature behind; ``REDACTED`` itself never forms a keyword or a secret.
+    """
+    for pattern in _SECRET_PATTERNS:
+        text = pattern.sub(r"\1REDACTED", text)
+    for secret in _by_length:
+        text = text.replace(secret, "REDACTED")
+    return text
 
 
-class RedactSasFilter(logging.Filter):
-    """Replaces SAS signatures in log records; urllib3 logs full request URLs at DEBUG level."""
+class RedactSecretsFilter(logging.Filter):
+    """Redacts log records, arguments included (an exception's ``%r`` can hold a URL); urllib3 logs full
+    request URLs at DEBUG level."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.msg, str):
-            record.msg = redact(record.msg)
-        if isinstance(record.args, tuple):
-            record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken format: logging reports it later; keep no argument unredacted
+            message = f"{record.msg} {record.args}"
+        record.msg, record.args = redact(message), None
         return True
 
 
-logging.getLogger("urllib3.connectionpool").addFilter(RedactSasFilter())
+logging.getLogger("urllib3.connectionpool").addFilter(RedactSecretsFilter())
+
+
+def first_line(message: object) -> str:
+    """The first non-empty line of ``message``, redacted (the type's name when there is none)."""
+    lines = (line.strip() for line in str(message).splitlines())
+    return redact(next((line for line in lines if line), type(message).__name__))
 
 
 @contextlib.contextmanager
@@ -83,6 +132,28 @@ def translate_error(err: HttpResponseError, container: str, what: str) -> BatchF
     if code in ("Md5Mismatch", "Crc64Mismatch", "InvalidMd5"):
         return IntegrityError(f"storage rejected {what}: the data did not match its checksum ({code})")
     return BatchFilesError(f"storage error on {what}: {code or err.status_code} {err.reason or ''}".strip())
+
+
+def sign_in_error(account_url: str, err: ClientAuthenticationError) -> ConfigurationError:
+    """A credential that could not get a token before any request was made, said with where to sign in."""
+    return ConfigurationError(
+        f"no Azure sign-in for {redact(account_url)}: {first_line(err)} (use a managed identity, `az login`, "
+        "AZURE_CLIENT_ID/AZURE_TENANT_ID/AZURE_CLIENT_SECRET, or a connection string or container URL)"
+    )
+
+
+def describe(err: BaseException) -> str:
+    """What went wrong, in one redacted line: a request that reached no storage says so, and a credential
+    that failed before any request (the context of ``err``, not its cause) adds its own first line."""
+    if isinstance(err, ServiceRequestError):
+        return first_line(f"cannot reach storage: {err}")
+    line = first_line(err)
+    context = err.__context__
+    if isinstance(context, ClientAuthenticationError) and context.status_code is None and not err.__cause__:
+        reason = first_line(context)
+        if reason not in line:
+            line = f"{line} [{reason}]"
+    return line
 
 
 @contextlib.contextmanager

@@ -13,9 +13,9 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from azure.core.exceptions import AzureError, ClientAuthenticationError, ServiceRequestError
+from azure.core.exceptions import AzureError
 
-from . import __version__
+from . import __version__, _errors
 from ._cli import common, connect, run, transfer
 from ._cli.common import (
     EXIT_ERROR,
@@ -341,8 +341,8 @@ class _LogFormatter(logging.Formatter):
         self._debug = debug
 
     def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record) if self._debug else common.one_line(record.getMessage())
-        return common.redact(f"{common.PROG}: {record.levelname.lower()}: {text}")
+        text = super().format(record) if self._debug else _errors.first_line(record.getMessage())
+        return _errors.redact(f"{common.PROG}: {record.levelname.lower()}: {text}")
 
 
 _handlers: list[tuple[logging.Logger, logging.Handler]] = []
@@ -366,16 +366,6 @@ def _configure_logging(debug: bool) -> None:
     _handlers.extend([(library, handler), (azure, handler if debug else logging.NullHandler())])
     for logger, h in _handlers:
         logger.addHandler(h)
-
-
-def _message(err: BaseException) -> str:
-    """A one-line message; a credential that failed before any request adds its own first line."""
-    if isinstance(err, ServiceRequestError):
-        return f"cannot reach storage: {err}"
-    context = err.__context__
-    if isinstance(context, ClientAuthenticationError) and context.status_code is None and not err.__cause__:
-        return f"{err} [{common.one_line(context)}]"
-    return str(err)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -404,14 +394,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BROKEN_PIPE
     except (BatchFilesError, OSError, ValueError, AzureError) as err:
         _traceback(args)
-        common.error(_message(err))
+        common.error(_errors.describe(err))
     except Exception as err:
         _traceback(args)
         hint = "" if args.debug else " (run with --debug for the traceback)"
-        common.error(f"unexpected {type(err).__name__}: {common.one_line(err)}{hint}")
+        common.error(f"unexpected {type(err).__name__}: {_errors.first_line(err)}{hint}")
     return EXIT_ERROR
 
 
 def _traceback(args: argparse.Namespace) -> None:
     if args.debug:
-        sys.stderr.write(common.redact(traceback.format_exc()))
+        sys.stderr.write(_errors.redact(traceback.format_exc()))

@@ -376,7 +376,7 @@ class JobOutputStorage(JobConstructors, _OutputStorage):
 
     def task(self, task_id: str) -> TaskOutputStorage:
         """The storage of one task of this job, on this storage's connection (close this one, not it)."""
-        return TaskOutputStorage._of(self._container, task_id)
+        return TaskOutputStorage._from_container(self._container, task_id)
 
     def task_ids(self) -> Iterator[str]:
         """The tasks of the job that have saved anything."""

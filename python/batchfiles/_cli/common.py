@@ -1,4 +1,5 @@
-"""Exit codes, messages on stderr (secrets redacted), and the argument types of the command line."""
+"""Exit codes, messages on stderr (redacted by :mod:`batchfiles._errors`), and the argument types of the
+command line."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ import re
 import sys
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from urllib.parse import parse_qs
 
 from .. import naming
+from .._errors import first_line, redact
 from ..kinds import JobOutputKind, OutputKind, TaskOutputKind
 
 # --- exit codes ---------------------------------------------------------------------------------------------
@@ -37,52 +38,15 @@ class UsageError(Exception):
 
 PROG = "batchfiles"
 quiet = False  # set by main from --quiet
-_secrets: set[str] = set()
-_SECRET_PATTERNS = [
-    re.compile(r"(?i)(\bsig=)[^&\s'\"]+"),
-    re.compile(r"(?i)(\bAccountKey=)[^;\s'\"]+"),
-    re.compile(r"(?i)(\bSharedAccessSignature=)[^;\s'\"]+"),
-]
-
-
-def register_secrets(*values: str | None) -> None:
-    """Remember secrets (account keys, SAS signatures) so that no message ever shows them."""
-    for value in values:
-        if not value:
-            continue
-        for part in value.split(";"):
-            key, _, secret = part.partition("=")
-            if key.strip().lower() in ("accountkey", "sharedaccesssignature") and secret:
-                _secrets.add(secret.strip())
-        query = value.partition("?")[2] if "?" in value else value  # a URL, or a bare SAS token
-        signatures = parse_qs(query).get("sig", []) + re.findall(r"(?:^|[&?])sig=([^&#\s]+)", query)
-        _secrets.update(signatures)
-        if signatures:
-            _secrets.add(query)
-
-
-def redact(text: str) -> str:
-    """``text`` without any registered secret, SAS signature or account key."""
-    for secret in sorted(_secrets, key=len, reverse=True):
-        if len(secret) >= 8:
-            text = text.replace(secret, "REDACTED")
-    for pattern in _SECRET_PATTERNS:
-        text = pattern.sub(r"\1REDACTED", text)
-    return text
-
-
-def one_line(message: object) -> str:
-    """The first non-empty line of a message, redacted: errors print as one line."""
-    lines = [line.strip() for line in str(message).splitlines() if line.strip()]
-    return redact(lines[0] if lines else type(message).__name__)
 
 
 def error(message: object) -> None:
-    print(f"{PROG}: error: {one_line(message)}", file=sys.stderr, flush=True)
+    """``batchfiles: error: ...``: the first line of ``message``, redacted."""
+    print(f"{PROG}: error: {first_line(message)}", file=sys.stderr, flush=True)
 
 
 def warn(message: object) -> None:
-    print(f"{PROG}: warning: {one_line(message)}", file=sys.stderr, flush=True)
+    print(f"{PROG}: warning: {first_line(message)}", file=sys.stderr, flush=True)
 
 
 def info(message: str) -> None:

@@ -14,12 +14,12 @@ from typing import Any, TypeVar
 
 from azure.storage.blob import BlobServiceClient
 
-from .. import _environment, _urls
+from .. import _environment, _errors, _urls
 from .._environment import ENV_ACCOUNT_URL, ENV_CONNECTION_STRING, ENV_CONTAINER_URL, ENV_JOB_ID, ENV_TASK_ID
 from .._urls import client_kwargs
 from ..errors import ConfigurationError
 from ..storage import JobOutputStorage, TaskOutputStorage
-from .common import job_id_arg, register_secrets, task_id_arg
+from .common import job_id_arg, task_id_arg
 
 S = TypeVar("S", JobOutputStorage, TaskOutputStorage)
 CONTAINER_URL, CONNECTION_STRING, ACCOUNT_URL = "container_url", "connection_string", "account_url"
@@ -69,7 +69,7 @@ def add_id_options(parser: argparse.ArgumentParser, *, task: bool = True) -> Non
 def register_all_secrets(args: argparse.Namespace) -> None:
     """Every secret the options and variables hold, used or not, so that no message can show one."""
     for name, env, _ in _SOURCES:
-        register_secrets(getattr(args, name, None), os.environ.get(env))
+        _errors.register_secrets(getattr(args, name, None), os.environ.get(env))
 
 
 def _source(args: argparse.Namespace, allowed: tuple[str, ...], what: str) -> tuple[str, str, str]:
@@ -132,11 +132,7 @@ def _credential(account_url: str) -> Any:
     try:
         credential.get_token(STORAGE_SCOPE)
     except ClientAuthenticationError as err:
-        first = next((line.strip() for line in str(err).splitlines() if line.strip()), "")
-        raise ConfigurationError(
-            f"no Azure sign-in for {account_url}: {first} (use a managed identity, `az login`, "
-            f"AZURE_CLIENT_ID/AZURE_TENANT_ID/AZURE_CLIENT_SECRET, or a connection string or container URL)"
-        ) from err
+        raise _errors.sign_in_error(account_url, err) from err
     return credential
 
 
