@@ -41,7 +41,7 @@ from time import monotonic
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 from azure.core import MatchConditions
-from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import ContainerClient, ContentSettings
 
 from . import _errors, _saving, _urls
@@ -99,8 +99,6 @@ _EVENT_LOGS = {
     "truncated": (logging.WARNING, "%s was truncated or rewritten: %d bytes not yet saved are lost"),
     "skipped": (logging.WARNING, "%s was rotated too often: %d bytes of a rotated file are lost"),
 }
-#: Error codes of failures worth retrying although their status is 4xx (bytes damaged on the way).
-_RETRIED_CODES = frozenset({"Crc64Mismatch", "Md5Mismatch"})
 
 
 @dataclass(frozen=True)
@@ -164,13 +162,6 @@ def _check_options(
 def _content_type(blob_name: str) -> str:
     """``text/plain`` for logs (mimetypes does not know ``.log``), otherwise from the extension."""
     return "text/plain" if blob_name.lower().endswith((".log", ".txt")) else _saving.content_type(blob_name)
-
-
-def _is_transient(exc: BaseException) -> bool:
-    """Whether a failed step is worth trying again: connection errors, 408, 429, 5xx, damaged bytes."""
-    if isinstance(exc, HttpResponseError) and exc.status_code is not None:
-        return exc.status_code in (408, 429) or exc.status_code >= 500 or exc.error_code in _RETRIED_CODES
-    return isinstance(exc, AzureError)
 
 
 class _Engine:
@@ -449,7 +440,7 @@ class _Engine:
     def _failed(self, exc: Exception, now: float) -> None:
         """Retry a transient failure after a backoff; keep anything else, or too many in a row."""
         self._failures += 1
-        if _is_transient(exc) and self._failures < _MAX_FAILED_STEPS:
+        if _errors.is_transient(exc) and self._failures < _MAX_FAILED_STEPS:
             delay = min(_BACKOFF[0] * 2 ** (self._failures - 1), _BACKOFF[1])
             self._retry_at = now + delay
             logger.warning(
@@ -464,17 +455,8 @@ class _Engine:
 
     def _kept_error(self, exc: Exception) -> BaseException:
         what = f"{self.part_name(self._part)!r} in container {self.container_name!r}"
-        if _is_transient(exc):
-            error = TrackingError(
-                f"gave up saving {self.path} to {what} after {self._failures} failures: "
-                f"{_errors.redact(str(exc))}"
-            )
-        elif isinstance(exc, HttpResponseError):
-            error = _errors.translate_error(exc, self.container_name, what)
-        else:
-            return exc
-        error.__cause__ = exc
-        return error
+        gave_up = f"gave up saving {self.path} to {what} after {self._failures} failures"
+        return _errors.kept_error(exc, self.container_name, what, gave_up=gave_up)
 
     # -- sending ----------------------------------------------------------------------------------------
 
@@ -600,13 +582,6 @@ def _is_part(props: Any, index: int) -> bool:
     return (props.metadata or {}).get(_PART_KEY) == str(index)
 
 
-def _stopped_error(what: str, exc: BaseException) -> TrackingError:
-    """The error kept by a save whose driver (thread or task) ended: ``what`` happened, because of ``exc``."""
-    error = TrackingError(f"{what}: {_errors.redact(repr(exc))}")
-    error.__cause__ = exc
-    return error
-
-
 def _drive(execute: Any, steps: Steps[T]) -> T:
     """Run ``steps``, making each call with ``execute`` and handing back its result or error."""
     run = _Run(steps)
@@ -668,7 +643,7 @@ class _Scheduler:
                         self._run(save, step)
             except BaseException as exc:  # a bug: fail the open saves, so flush and close raise it
                 for save in self._open:
-                    save._engine.stop(_stopped_error("the tracking thread stopped", exc))
+                    save._engine.stop(_errors.stopped_error("the tracking thread stopped", exc))
             finally:  # the next save starts a new thread
                 self._open.clear()
                 self._queue.clear()

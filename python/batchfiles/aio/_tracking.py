@@ -16,7 +16,7 @@ from azure.storage.blob.aio import ContainerClient
 
 from .. import _errors
 from .._types import PathLike
-from ..tracking import Steps, T, TrackOptions, _Call, _Engine, _Run, _stopped_error, _TrackedSaveBase
+from ..tracking import Steps, T, TrackOptions, _Call, _Engine, _Run, _TrackedSaveBase
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -108,7 +108,7 @@ class TrackedSave(_TrackedSaveBase):
             return
         exc = asyncio.CancelledError("cancelled") if task.cancelled() else task.exception()
         if exc is not None:
-            self._engine.stop(_stopped_error(f"the task saving {self._engine.path} ended", exc))
+            self._engine.stop(_errors.stopped_error(f"the task saving {self._engine.path} ended", exc))
 
     async def flush(self, timeout: float | None = None) -> None:
         """Return once everything written so far is in the blob; raises the kept :attr:`error`, or
