@@ -17,7 +17,8 @@ import pytest
 from azure.storage.blob import BlobServiceClient, ContainerClient
 from azure.storage.blob.aio import ContainerClient as AsyncContainerClient
 from azure.storage.blob.aio import LinearRetry as AsyncLinearRetry
-from batchfiles import naming, tracking
+from batchfiles import naming
+from batchfiles._tracking import Engine, Outcome, limits
 from batchfiles.aio._tracking import TrackedSave as AsyncTrackedSave
 from batchfiles.errors import OutputExistsError, TrackingError
 from batchfiles.kinds import TaskOutputKind
@@ -41,7 +42,7 @@ def container(azurite: Azurite, service: BlobServiceClient, job_id: str) -> Iter
 @pytest.fixture(autouse=True)
 def quick_watch(monkeypatch: pytest.MonkeyPatch) -> None:
     """Poll every 20 ms, so tests that wait for the tracker to see a change are quick."""
-    monkeypatch.setattr(tracking, "_WATCH_INTERVAL", 0.02)
+    monkeypatch.setattr(limits, "WATCH_INTERVAL", 0.02)
 
 
 @pytest.fixture
@@ -73,8 +74,8 @@ def wait_until(done: Callable[[], bool], what: str, timeout: float = 20.0) -> No
 
 def wait_polled(save: TrackedSave) -> None:
     """Wait until a poll of the file has started (and ended) after this call."""
-    seen = save._engine.polls
-    wait_until(lambda: save._engine.polls >= seen + 2, "a poll")
+    seen = save.stats.polls
+    wait_until(lambda: save.stats.polls >= seen + 2, "a poll")
 
 
 def tracking_threads() -> list[threading.Thread]:
@@ -220,16 +221,16 @@ def test_a_dead_tracking_thread_fails_the_open_saves_and_the_next_save_starts_an
 ) -> None:
     caplog.set_level(logging.ERROR, "batchfiles")
     wait_no_tracking_thread()
-    end, broken = tracking._Engine.end, []
+    end, broken = Engine.end, []
 
-    def end_broken_once(engine: tracking._Engine, outcome: tracking._Outcome, now: float) -> None:
+    def end_broken_once(engine: Engine, outcome: Outcome, now: float) -> None:
         if not broken:
             broken.append(engine)
             raise RuntimeError("a bug near https://acct.blob.core.windows.net/c/b?sv=1&sig=SECRET")
         end(engine, outcome, now)
 
     saves = [TrackedSave.start(container, f"logs/{i}.log", tmp_path / f"{i}.log") for i in range(2)]
-    monkeypatch.setattr(tracking._Engine, "end", end_broken_once)  # the next step of either save
+    monkeypatch.setattr(Engine, "end", end_broken_once)  # the next step of either save
     with pytest.raises(TrackingError, match="the tracking thread stopped"):
         saves[0].flush(timeout=10)  # not a TimeoutError: the error is kept at once
     for save in saves:
@@ -437,7 +438,7 @@ def test_another_writer_is_an_error_never_an_overwrite(container: ContainerClien
 def test_block_limit_rolls_over_to_parts_and_resume_continues_there(
     container: ContainerClient, log_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(tracking, "_MAX_BLOCKS", 3)
+    monkeypatch.setattr(limits, "MAX_BLOCKS", 3)
 
     def save_lines(first: int, count: int, **options: str) -> TrackedSave:
         with TrackedSave.start(container, LOG, log_path, flush_interval=3600, settle=0, **options) as save:
@@ -450,8 +451,8 @@ def test_block_limit_rolls_over_to_parts_and_resume_continues_there(
     assert save.parts == [LOG, f"{LOG}.1", f"{LOG}.2"]
     assert [block_count(container, part) for part in save.parts] == [3, 3, 2]
     metadata = [container.get_blob_client(part).get_blob_properties().metadata for part in save.parts]
-    assert [m.pop(tracking._WRITER_KEY) for m in metadata] == [save._engine._writer] * 3  # the writer
-    assert metadata == [{}, {tracking._PART_KEY: "1"}, {tracking._PART_KEY: "2"}]
+    assert [m.pop(limits.WRITER_KEY) for m in metadata] == [save.stats.writer] * 3  # the writer
+    assert metadata == [{}, {limits.PART_KEY: "1"}, {limits.PART_KEY: "2"}]
     assert b"".join(blob_bytes(container, part) for part in save.parts) == log_path.read_bytes()
 
     resumed = save_lines(8, 2)
@@ -519,8 +520,8 @@ def test_a_log_tracked_as_name_dot_1_is_not_a_part_of_name(
 def test_roll_over_replaces_only_a_leftover_part(
     container: ContainerClient, log_path: Path, monkeypatch: pytest.MonkeyPatch, marked: bool
 ) -> None:
-    monkeypatch.setattr(tracking, "_MAX_BLOCKS", 1)
-    metadata = {tracking._PART_KEY: "1"} if marked else None
+    monkeypatch.setattr(limits, "MAX_BLOCKS", 1)
+    metadata = {limits.PART_KEY: "1"} if marked else None
     container.upload_blob(f"{LOG}.1", b"not this save's\n", metadata=metadata)  # with no part 0: not found
     save = TrackedSave.start(container, LOG, log_path, flush_interval=3600, settle=0)
     append(log_path, b"line 0\n")
@@ -536,17 +537,6 @@ def test_roll_over_replaces_only_a_leftover_part(
     with pytest.raises(TrackingError):
         save.close()
     assert blob_bytes(container, f"{LOG}.1") == b"not this save's\n"
-
-
-def test_regular_uploads_coalesce_as_the_blocks_run_out(tmp_path: Path) -> None:
-    engine = tracking._Engine("container", "blob", tmp_path / "app.log", flush_interval=5)
-    now = time.monotonic()
-    assert engine._min_bytes(now) == 0
-    engine._blocks = tracking._MAX_BLOCKS // 2
-    assert engine._min_bytes(now) == tracking._COALESCE_BYTES
-    engine._blocks = tracking._MAX_BLOCKS - 1
-    assert engine._min_bytes(now) == tracking._MAX_BLOCK
-    assert engine._min_bytes(now + 5 * tracking._STALE_INTERVALS) == 0  # nothing sent for long: send anyway
 
 
 # --- bad input ----------------------------------------------------------------------------------------------
@@ -654,9 +644,9 @@ def test_aio_twin_raises_the_kept_error(azurite: Azurite, container: ContainerCl
 
 @pytest.mark.parametrize("end", ["cancelled", "failed"])
 def test_aio_flush_and_close_raise_once_the_task_ended(
-    azurite: Azurite, container: ContainerClient, log_path: Path, end: str
+    azurite: Azurite, container: ContainerClient, log_path: Path, end: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(now: float) -> None:
+    def broken(engine: Engine, now: float) -> None:
         raise RuntimeError("a bug")
 
     async def scenario() -> None:
@@ -664,10 +654,11 @@ def test_aio_flush_and_close_raise_once_the_task_ended(
             azurite.connection_string, container.container_name, **fast_retries(AsyncLinearRetry)
         ) as aio_container:
             save = await AsyncTrackedSave.start(aio_container, LOG, log_path, flush_interval=3600, settle=0)
-            if end == "cancelled":
-                save._task.cancel()  # before it even started
+            if end == "cancelled":  # before it even started
+                (task,) = [t for t in asyncio.all_tasks() if t.get_name() == f"batchfiles-tracking {LOG}"]
+                task.cancel()
             else:
-                save._engine.begin = broken  # its next step
+                monkeypatch.setattr(Engine, "begin", broken)  # its next step
             append(log_path, b"never saved\n")
             with pytest.raises(TrackingError, match="ended"):
                 await save.flush(timeout=10)  # not a TimeoutError

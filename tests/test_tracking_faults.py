@@ -26,7 +26,8 @@ from azure.core.exceptions import (
     ServiceResponseError,
 )
 from azure.storage.blob import BlobServiceClient, ContainerClient
-from batchfiles import naming, tracking
+from batchfiles import naming
+from batchfiles._tracking import BlobMethod, Call, Engine, Outcome, drive, limits
 from batchfiles.errors import TrackingError
 from batchfiles.testing import ACCOUNT_NAME, Azurite
 from batchfiles.tracking import TrackedSave
@@ -72,21 +73,21 @@ class MemoryBlob:
     def etag(self) -> str:
         return f'"{self.version}"'
 
-    def __call__(self, call: tracking._Call) -> Any:
-        if call.method == "create_append_blob":
+    def __call__(self, call: Call) -> Any:
+        if call.method is BlobMethod.CREATE:
             self.data, self.metadata = b"", dict(call.kwargs.get("metadata") or {})
             return {"etag": self.etag}
         if self.data is None:
             raise ResourceNotFoundError("BlobNotFound")
-        if call.method == "get_blob_properties":
+        if call.method is BlobMethod.GET_PROPERTIES:
             return SimpleNamespace(
                 size=len(self.data), blob_type="AppendBlob", etag=self.etag, metadata=dict(self.metadata)
             )
-        if call.method == "download_blob":
+        if call.method is BlobMethod.DOWNLOAD:
             assert call.kwargs["etag"] == self.etag
             start = call.kwargs["offset"]
             return self.data[start : start + call.kwargs["length"]]
-        assert call.method == "append_block"
+        assert call.method is BlobMethod.APPEND
         fault = self.faults.pop(0) if self.faults else None
         if fault == "before":
             raise ServiceRequestError(self.refusal)
@@ -103,28 +104,28 @@ class MemoryBlob:
         return {"etag": self.etag}
 
 
-def flush_in_memory(engine: tracking._Engine, blob: MemoryBlob) -> list[tracking._Outcome]:
+def flush_in_memory(engine: Engine, blob: MemoryBlob) -> list[Outcome]:
     """Run flush steps (skipping the backoff) until the flush is done or the engine stops."""
     ticket = engine.request_flush()
     outcomes = []
     while not engine.flushed(ticket):
         step = engine.begin(engine.wake_at())
         assert step is not None
-        outcomes.append(tracking._drive(blob, step))
+        outcomes.append(drive(blob, step))
         engine.end(outcomes[-1], engine.wake_at())
     return outcomes
 
 
 @pytest.fixture
-def memory_engine(tmp_path: Path) -> tracking._Engine:
+def memory_engine(tmp_path: Path) -> Engine:
     path = tmp_path / "app.log"
     path.touch()
-    return tracking._Engine("container", LOG, path, flush_interval=3600)
+    return Engine("container", LOG, path, flush_interval=3600)
 
 
-def test_an_append_whose_response_was_lost_is_not_sent_again(memory_engine: tracking._Engine) -> None:
+def test_an_append_whose_response_was_lost_is_not_sent_again(memory_engine: Engine) -> None:
     blob = MemoryBlob(None, "after", "before")
-    tracking._drive(blob, memory_engine.opening())
+    drive(blob, memory_engine.opening())
     append(Path(memory_engine.path), b"one\n")
     flush_in_memory(memory_engine, blob)
     append(Path(memory_engine.path), b"two\n")
@@ -133,12 +134,12 @@ def test_an_append_whose_response_was_lost_is_not_sent_again(memory_engine: trac
     assert [type(o.error) for o in outcomes] == [ServiceResponseError, ServiceRequestError, type(None)]
     assert blob.data == b"one\ntwo\n"
     assert blob.applied == 2
-    assert memory_engine.bytes_saved == 8
+    assert memory_engine.stats.bytes_saved == 8
 
 
-def test_a_412_with_any_other_length_is_another_writer(memory_engine: tracking._Engine) -> None:
+def test_a_412_with_any_other_length_is_another_writer(memory_engine: Engine) -> None:
     blob = MemoryBlob()
-    tracking._drive(blob, memory_engine.opening())
+    drive(blob, memory_engine.opening())
     blob.data = b"someone else\n"
     append(Path(memory_engine.path), b"mine\n")
     with pytest.raises(TrackingError, match="another writer"):
@@ -148,13 +149,13 @@ def test_a_412_with_any_other_length_is_another_writer(memory_engine: tracking._
 
 
 def test_transient_failures_back_off_then_the_error_is_kept(
-    memory_engine: tracking._Engine, caplog: pytest.LogCaptureFixture
+    memory_engine: Engine, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, "batchfiles")
-    blob = MemoryBlob(*["before"] * tracking._MAX_FAILED_STEPS)
-    tracking._drive(blob, memory_engine.opening())
+    blob = MemoryBlob(*["before"] * limits.MAX_FAILED_STEPS)
+    drive(blob, memory_engine.opening())
     append(Path(memory_engine.path), b"never saved\n")
-    with pytest.raises(TrackingError, match=f"after {tracking._MAX_FAILED_STEPS} failures"):
+    with pytest.raises(TrackingError, match=f"after {limits.MAX_FAILED_STEPS} failures"):
         flush_in_memory(memory_engine, blob)
     retries = [r for r in caplog.records if "trying again" in r.message]
     assert [r.message.rsplit(" in ", 1)[1] for r in retries] == ["0.5 s", "1.0 s", "2.0 s", "4.0 s", "8.0 s"]
@@ -163,14 +164,14 @@ def test_transient_failures_back_off_then_the_error_is_kept(
 
 
 def test_sas_signatures_are_kept_out_of_logs_and_errors(
-    memory_engine: tracking._Engine, caplog: pytest.LogCaptureFixture
+    memory_engine: Engine, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, "batchfiles")
-    blob = MemoryBlob(*["before"] * tracking._MAX_FAILED_STEPS)
+    blob = MemoryBlob(*["before"] * limits.MAX_FAILED_STEPS)
     blob.refusal = (
         "Max retries exceeded with url: /c/app.log?comp=appendblock&sv=2024&sig=SECRET%3D (refused)"
     )
-    tracking._drive(blob, memory_engine.opening())
+    drive(blob, memory_engine.opening())
     append(Path(memory_engine.path), b"never saved\n")
     with pytest.raises(TrackingError) as raised:
         flush_in_memory(memory_engine, blob)
@@ -255,7 +256,7 @@ def test_flush_times_out_while_storage_is_slow(
 def test_a_dead_storage_is_an_error_raised_by_flush_and_close(
     proxied: ContainerClient, proxy: FaultProxy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(tracking, "_BACKOFF", (0.01, 0.01))
+    monkeypatch.setattr(limits, "BACKOFF", (0.01, 0.01))
     path = tmp_path / "app.log"
     save = TrackedSave.start(proxied, LOG, path, flush_interval=0.05, settle=0)
     proxy.add_rule("status", status=503)

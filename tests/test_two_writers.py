@@ -21,7 +21,8 @@ import pytest
 from azure.storage.blob import BlobServiceClient, ContainerClient
 from azure.storage.blob.aio import ContainerClient as AsyncContainerClient
 from azure.storage.blob.aio import LinearRetry as AsyncLinearRetry
-from batchfiles import naming, tracking
+from batchfiles import naming
+from batchfiles._tracking import Engine, drive
 from batchfiles.aio._tracking import TrackedSave as AsyncTrackedSave
 from batchfiles.errors import TrackingError
 from batchfiles.testing import Azurite
@@ -113,23 +114,31 @@ def test_a_deleted_blob_fails_close(container: ContainerClient, tmp_path: Path) 
 
 
 def test_a_resume_raced_by_an_append_is_refused(
-    container: ContainerClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    azurite: Azurite, container: ContainerClient, tmp_path: Path
 ) -> None:
     """The blob changes between the probe and the claim of a resume: the resume stops there."""
     path = tmp_path / "app.log"
     write(path, b"one\n")
     with TrackedSave.start(container, LOG, path, **QUIET):
         pass
-    holds_prefix = tracking._Engine._holds_prefix
+    raced: list[str] = []
 
-    def then_another_append(self: tracking._Engine, parts: list) -> tracking.Steps[bool]:
-        held = yield from holds_prefix(self, parts)
-        container.get_blob_client(LOG).append_block(b"someone else's\n")
-        return held
+    def another_append_before_the_claim(request: Any) -> None:  # the claim sets the blob's metadata
+        if "comp=metadata" in request.http_request.url and not raced:
+            raced.append(request.http_request.url)
+            container.get_blob_client(LOG).append_block(b"someone else's\n")
 
-    monkeypatch.setattr(tracking._Engine, "_holds_prefix", then_another_append)
-    with pytest.raises(TrackingError, match="changed while this save was resuming it"):
-        TrackedSave.start(container, LOG, path, **QUIET)
+    with (
+        ContainerClient.from_connection_string(
+            azurite.connection_string,
+            container.container_name,
+            raw_request_hook=another_append_before_the_claim,
+            **fast_retries(),
+        ) as hooked,
+        pytest.raises(TrackingError, match="changed while this save was resuming it"),
+    ):
+        TrackedSave.start(hooked, LOG, path, **QUIET)
+    assert raced
 
 
 def test_a_lost_response_is_still_this_saves_append(tmp_path: Path) -> None:
@@ -138,24 +147,24 @@ def test_a_lost_response_is_still_this_saves_append(tmp_path: Path) -> None:
 
     path = tmp_path / "app.log"
     path.touch()
-    engine = tracking._Engine("container", LOG, path, flush_interval=3600)
+    engine = Engine("container", LOG, path, flush_interval=3600)
     blob = MemoryBlob(None, "after", None)
-    tracking._drive(blob, engine.opening())
+    drive(blob, engine.opening())
     for line in (b"one\n", b"two\n", b"three\n"):
         write(path, line)
         flush_in_memory(engine, blob)
     assert blob.data == b"one\ntwo\nthree\n"
-    assert engine._etags == [blob.etag]
+    assert engine.stats.etags == (blob.etag,)
 
 
-def close_in_memory(engine: tracking._Engine, blob: Any) -> None:
+def close_in_memory(engine: Engine, blob: Any) -> None:
     """Run steps until the engine is closed (its last step checks the ETag); raises the kept error."""
     engine.request_close(monotonic())
     while not engine.closed:
         now = max(engine.wake_at(), monotonic())  # skips the backoff
         step = engine.begin(now)
         assert step is not None
-        engine.end(tracking._drive(blob, step), now)
+        engine.end(drive(blob, step), now)
     engine.raise_error()
 
 
@@ -186,9 +195,9 @@ def test_a_save_that_succeeds_leaves_exactly_its_file(operations: list[tuple[str
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "app.log"
         path.touch()
-        engine = tracking._Engine("container", LOG, path, flush_interval=3600, settle=0, linger=0)
+        engine = Engine("container", LOG, path, flush_interval=3600, settle=0, linger=0)
         blob = MemoryBlob()
-        tracking._drive(blob, engine.opening())
+        drive(blob, engine.opening())
         try:
             for operation, value in operations:
                 if operation == "write":
@@ -199,7 +208,7 @@ def test_a_save_that_succeeds_leaves_exactly_its_file(operations: list[tuple[str
                 elif operation == "append":
                     blob.data += value
                 elif operation == "echo":
-                    blob.data += path.read_bytes()[engine._length :]
+                    blob.data += path.read_bytes()[engine.stats.bytes_saved :]  # one part, not resumed
                 elif operation == "forge":
                     blob.data, blob.metadata = b"#" * len(blob.data), {}
                 else:

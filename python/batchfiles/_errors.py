@@ -168,3 +168,40 @@ def already_exists_is_fine() -> Iterator[None]:
 
 def exists_error(blob_name: str) -> OutputExistsError:
     return OutputExistsError(f"output {blob_name!r} already exists (overwrite=False)")
+
+
+# Background operations (tracked saves). This import joins the ones above once the concurrent edits of this
+# file are merged.
+from .errors import TrackingError  # noqa: E402
+
+#: Error codes of failures worth retrying although their status is 4xx (bytes damaged on the way).
+RETRIED_CODES = frozenset({"Crc64Mismatch", "Md5Mismatch"})
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a failed storage call is worth another try: connection errors, 408, 429, 5xx, damaged bytes."""
+    if isinstance(exc, HttpResponseError) and exc.status_code is not None:
+        return exc.status_code in (408, 429) or exc.status_code >= 500 or exc.error_code in RETRIED_CODES
+    return isinstance(exc, AzureError)
+
+
+def kept_error(exc: Exception, container: str, what: str, *, gave_up: str) -> BaseException:
+    """The error an operation that retries in the background keeps for its failure ``exc`` on ``what``: a
+    transient one (retried until it gave up) as :class:`TrackingError` ``"{gave_up}: {exc}"``, an HTTP
+    error translated, anything else (already a batchfiles error, an :class:`OSError`) as it is."""
+    if is_transient(exc):
+        error: BaseException = TrackingError(f"{gave_up}: {redact(str(exc))}")
+    elif isinstance(exc, HttpResponseError):
+        error = translate_error(exc, container, what)
+    else:
+        return exc
+    error.__cause__ = exc
+    return error
+
+
+def stopped_error(what: str, exc: BaseException) -> TrackingError:
+    """The error kept by a background operation whose thread or task ended: ``what`` happened, because of
+    ``exc`` (a bug or a cancellation)."""
+    error = TrackingError(f"{what}: {redact(repr(exc))}")
+    error.__cause__ = exc
+    return error

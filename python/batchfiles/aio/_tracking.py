@@ -10,23 +10,26 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from time import monotonic
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from azure.storage.blob.aio import ContainerClient
 
 from .. import _errors
+from .._tracking import Call, Engine, StepRunner, Steps, TrackedSaveBase
 from .._types import PathLike
-from ..tracking import Steps, T, TrackOptions, _Call, _Engine, _Run, _stopped_error, _TrackedSaveBase
+from ..tracking import TrackOptions
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
 __all__ = ["TrackedSave"]
 
+T = TypeVar("T")
 
-async def _drive(execute: Callable[[_Call], Any], steps: Steps[T]) -> T:
+
+async def _drive(execute: Callable[[Call], Any], steps: Steps[T]) -> T:
     """Run ``steps``, awaiting each call made with ``execute`` and handing back its result or error."""
-    run = _Run(steps)
+    run = StepRunner(steps)
     while (call := run.next()) is not None:
         try:
             run.result = await execute(call)
@@ -35,14 +38,14 @@ async def _drive(execute: Callable[[_Call], Any], steps: Steps[T]) -> T:
     return run.value
 
 
-class TrackedSave(_TrackedSaveBase):
+class TrackedSave(TrackedSaveBase):
     """A file followed and appended to an append blob exactly once; ``async with``.
 
     See :class:`batchfiles.tracking.TrackedSave`: the same behaviour, with ``await`` on ``start``,
     ``flush`` and ``close``.
     """
 
-    def __init__(self, container: ContainerClient, engine: _Engine) -> None:
+    def __init__(self, container: ContainerClient, engine: Engine) -> None:
         """Private: use :meth:`start`."""
         super().__init__(container, engine)
         self._wake = asyncio.Event()
@@ -54,7 +57,7 @@ class TrackedSave(_TrackedSaveBase):
         cls, container: ContainerClient, blob_name: str, path: PathLike, **options: Unpack[TrackOptions]
     ) -> TrackedSave:
         """Start following ``path`` into the append blob ``blob_name``; options as in the sync twin."""
-        save = cls(container, _Engine(container.container_name, blob_name, path, **options))
+        save = cls(container, Engine(container.container_name, blob_name, path, **options))
         with _errors.storage_errors(save._engine.container_name, blob_name):
             await _drive(save._execute, save._engine.opening())
         save._task = asyncio.get_running_loop().create_task(
@@ -62,9 +65,9 @@ class TrackedSave(_TrackedSaveBase):
         )
         return save
 
-    async def _execute(self, call: _Call) -> Any:
-        result = await getattr(self._blob(call.blob), call.method)(**call.kwargs)
-        return await result.readall() if call.read else result
+    async def _execute(self, call: Call) -> Any:
+        result = await self._method(call)(**call.kwargs)
+        return await result.readall() if call.reads else result
 
     async def _run(self) -> None:
         """Sleep until the next step is due or a request comes, run it, tell the waiters; until closed."""
@@ -108,7 +111,7 @@ class TrackedSave(_TrackedSaveBase):
             return
         exc = asyncio.CancelledError("cancelled") if task.cancelled() else task.exception()
         if exc is not None:
-            self._engine.stop(_stopped_error(f"the task saving {self._engine.path} ended", exc))
+            self._engine.stop(_errors.stopped_error(f"the task saving {self._engine.path} ended", exc))
 
     async def flush(self, timeout: float | None = None) -> None:
         """Return once everything written so far is in the blob; raises the kept :attr:`error`, or

@@ -1,0 +1,34 @@
+"""The numbers and metadata keys of tracked saves, in one place.
+
+The other modules read them as ``limits.NAME`` when they use them, so a test may patch one here (a shorter
+watch interval, fewer blocks per part) and every module sees it.
+"""
+
+from __future__ import annotations
+
+#: Committed blocks an append blob holds (Azure's limit); past it the save goes on in ``{name}.1``, ...
+MAX_BLOCKS = 50_000
+#: Largest append block (Azure's classic limit, accepted by every service version).
+MAX_BLOCK = 4 * 1024 * 1024
+#: Metadata marking part ``k >= 1`` (value ``str(k)``), so a blob that merely has a part's name (a rotated
+#: ``app.log.1`` saved on its own, another tracked save) is never counted, deleted or overwritten as one.
+PART_KEY = "batchfiles_part"
+#: Metadata holding the token of the save writing a blob: set when a save creates a part or resumes one.
+WRITER_KEY = "batchfiles_writer"
+#: How many last bytes of an existing blob are compared with the file before resuming.
+RESUME_CHECK = 64 * 1024
+
+#: Every save is polled this often (2 ``stat`` calls when idle) to see rotations and send full blocks.
+WATCH_INTERVAL = 0.25
+#: Once half the blocks are used, regular uploads wait for this many bytes (flushes never wait)...
+COALESCE_BYTES = 1024 * 1024
+#: ... unless nothing was appended for this many flush intervals.
+STALE_INTERVALS = 10
+#: While closing, the file is polled this often until it settles or the linger time is over.
+SETTLE_POLL = 0.05
+#: One step sends for at most this long before other saves get their turn.
+STEP_BUDGET = 0.5
+#: A storage error is kept (and the save stopped) after this many failed steps in a row...
+MAX_FAILED_STEPS = 6
+#: ... retried after a backoff doubling from the first value up to the second (seconds).
+BACKOFF = (0.5, 30.0)

@@ -1,0 +1,255 @@
+"""The schedule of a tracked save, alone with a fake clock: due times, flush tickets, close, backoff."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import pytest
+from batchfiles._tracking import Outcome, Schedule, Step, limits
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+START = 1000.0
+INTERVAL = 5.0
+
+
+def schedule(**options: float) -> Schedule:
+    return Schedule(START, **{"flush_interval": INTERVAL, "settle": 1.0, "linger": 5.0, **options})
+
+
+def run(sched: Schedule, now: float, *, appended: int = 0, file_seen: bool = True) -> Outcome:
+    """Begin the step due at ``now`` and let it succeed, caught up."""
+    outcome = sched.begin(now)
+    assert outcome is not None, f"nothing due at {now}"
+    done = replace(outcome, appended=appended, caught_up=True)
+    sched.succeeded(done, now, file_seen=file_seen)
+    return outcome
+
+
+def test_watches_come_every_interval_aligned_and_uploads_every_flush_interval() -> None:
+    sched = schedule()
+    assert sched.wake_at() == START + limits.WATCH_INTERVAL
+    assert sched.begin(START + 0.1) is None
+    assert run(sched, START + 0.3).step is Step.WATCH
+    assert sched.wake_at() == START + 0.5  # on the grid, so one wake-up serves every save
+    now = START + 0.5
+    while sched.wake_at() < START + INTERVAL:
+        now = sched.wake_at()
+        assert run(sched, now).step is Step.WATCH
+    assert sched.wake_at() == START + INTERVAL
+    upload = run(sched, START + INTERVAL + 0.2)  # a late start: the next one still counts from its start
+    assert upload.step is Step.UPLOAD
+    assert run(sched, START + INTERVAL + 0.3).step is Step.WATCH  # the watch that was due meanwhile
+    while sched.wake_at() < START + 2 * INTERVAL + 0.2:
+        assert run(sched, sched.wake_at()).step is Step.WATCH
+    assert sched.wake_at() == START + 2 * INTERVAL + 0.2
+    assert sched.begin(START + 2 * INTERVAL + 0.2).step is Step.UPLOAD
+
+
+def test_a_step_out_of_time_goes_on_at_once() -> None:
+    sched = schedule()
+    outcome = sched.begin(START + 1.0)
+    assert outcome is not None
+    assert outcome.step is Step.WATCH
+    sched.succeeded(replace(outcome, appended=10, caught_up=False), START + 1.5, file_seen=True)
+    assert sched.wake_at() <= START + 1.5
+    assert run(sched, START + 1.5).step is Step.WATCH  # full blocks first
+    assert sched.wake_at() == START + 1.5
+    assert sched.begin(START + 1.5).step is Step.UPLOAD  # then the rest, whatever its size
+
+
+def test_a_flush_step_completes_the_tickets_taken_before_it_began() -> None:
+    sched = schedule()
+    first, second = sched.request_flush(), sched.request_flush()
+    assert (first, second) == (1, 2)
+    assert sched.wake_at() <= START  # due at once
+    outcome = sched.begin(START)
+    assert outcome is not None
+    assert (outcome.step, outcome.ticket) == (Step.FLUSH, 2)
+    third = sched.request_flush()  # asked while the step runs: the step may miss its bytes
+    sched.succeeded(replace(outcome, caught_up=True), START + 0.1, file_seen=True)
+    assert sched.flushed(first)
+    assert sched.flushed(second)
+    assert not sched.flushed(third)
+    assert run(sched, START + 0.1).step is Step.FLUSH
+    assert sched.flushed(third)
+    assert sched.wake_at() == START + limits.WATCH_INTERVAL  # back to the regular steps
+
+
+def test_close_flushes_then_waits_until_the_file_settles() -> None:
+    sched = schedule(settle=1.0, linger=5.0)
+    sched.request_close(START)
+    sched.request_close(START + 0.01)  # idempotent
+    assert run(sched, START, appended=100).step is Step.FLUSH
+    assert not sched.closed
+    now = START
+    for _ in range(5):  # still growing: polled every SETTLE_POLL
+        assert sched.wake_at() == pytest.approx(now + limits.SETTLE_POLL)
+        now = sched.wake_at()
+        assert run(sched, now, appended=1).step is Step.FLUSH
+    grew = now
+    while sched.wake_at() < grew + 1.0:
+        now = sched.wake_at()
+        assert run(sched, now).step is Step.FLUSH
+    now = sched.wake_at()
+    outcome = sched.begin(now)
+    assert outcome is not None
+    assert sched.succeeded(replace(outcome, caught_up=True), now, file_seen=True)  # settled
+    assert now - grew == pytest.approx(1.0, abs=limits.SETTLE_POLL)
+    assert run(sched, sched.wake_at()).step is Step.CONFIRM
+    assert sched.closed
+    assert sched.wake_at() == math.inf
+    assert sched.begin(math.inf) is None
+    assert sched.flushed(10**6)
+
+
+def test_close_gives_up_after_linger_when_the_file_keeps_growing_or_never_appears() -> None:
+    for file_seen, appended in ((True, 1), (False, 0)):
+        sched = schedule(settle=1.0, linger=0.5)
+        sched.request_close(START)
+        now = START
+        while True:
+            outcome = sched.begin(now)
+            assert outcome is not None
+            assert outcome.step is Step.FLUSH
+            done = replace(outcome, appended=appended, caught_up=True)
+            if sched.succeeded(done, now, file_seen=file_seen):
+                break
+            now = sched.wake_at()
+        assert now - START == pytest.approx(0.5, abs=limits.SETTLE_POLL)
+        confirm = sched.begin(now)
+        assert confirm is not None
+        assert confirm.step is Step.CONFIRM
+
+
+def test_a_final_close_skips_settle_and_linger_even_once_closing() -> None:
+    sched = schedule(settle=60.0, linger=600.0)
+    sched.request_close(START)
+    run(sched, START, appended=1)
+    sched.request_close(START + 0.05, final=True)  # at interpreter exit
+    now = sched.wake_at()
+    outcome = sched.begin(now)
+    assert outcome is not None
+    assert sched.succeeded(replace(outcome, caught_up=True), now, file_seen=True)
+    assert run(sched, sched.wake_at()).step is Step.CONFIRM
+    assert sched.closed
+
+
+def test_failures_back_off_doubling_then_the_error_is_kept() -> None:
+    sched = schedule()
+    sched.request_flush()
+    now, delays = START, []
+    while True:
+        outcome = sched.begin(now)
+        assert outcome is not None
+        assert outcome.step is Step.FLUSH
+        delay = sched.failed(replace(outcome, error=OSError("refused")), now, retry=True)
+        if delay is None:
+            break
+        delays.append(delay)
+        assert sched.wake_at() == now + delay
+        assert sched.begin(now + delay / 2) is None  # a flush waits for the backoff too
+        now += delay
+    assert delays == [0.5, 1.0, 2.0, 4.0, 8.0]
+    assert sched.failures == limits.MAX_FAILED_STEPS
+
+
+def test_backoff_is_capped_and_a_success_resets_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(limits, "BACKOFF", (1.0, 3.0))
+    monkeypatch.setattr(limits, "MAX_FAILED_STEPS", 10)
+    sched = schedule()
+    now, delays = START + INTERVAL, []
+    for _ in range(4):
+        outcome = sched.begin(now)
+        assert outcome is not None
+        delays.append(sched.failed(outcome, now, retry=True))
+        now = sched.wake_at()
+    assert delays == [1.0, 2.0, 3.0, 3.0]
+    run(sched, now)
+    assert sched.failures == 0
+    outcome = sched.begin(sched.wake_at())
+    assert outcome is not None
+    assert sched.failed(outcome, now, retry=True) == 1.0
+
+
+def test_an_error_not_worth_retrying_is_kept_at_once() -> None:
+    sched = schedule()
+    outcome = sched.begin(START + INTERVAL)
+    assert outcome is not None
+    assert sched.failed(outcome, START + INTERVAL, retry=False) is None
+    assert sched.failures == 1
+
+
+def test_regular_uploads_coalesce_as_the_blocks_run_out() -> None:
+    sched = schedule(flush_interval=5)
+    now = START
+    assert sched.min_bytes(Step.UPLOAD, now, 0) == 0
+    assert sched.min_bytes(Step.UPLOAD, now, limits.MAX_BLOCKS // 2) == limits.COALESCE_BYTES
+    assert sched.min_bytes(Step.UPLOAD, now, limits.MAX_BLOCKS - 1) == limits.MAX_BLOCK
+    # nothing sent for long: send anyway
+    assert sched.min_bytes(Step.UPLOAD, now + 5 * limits.STALE_INTERVALS, limits.MAX_BLOCKS - 1) == 0
+    assert sched.min_bytes(Step.FLUSH, now, limits.MAX_BLOCKS - 1) == 0  # flushes never wait
+    assert sched.min_bytes(Step.WATCH, now, 0) == limits.MAX_BLOCK  # watches send full blocks only
+
+
+EVENTS = st.lists(
+    st.one_of(
+        st.tuples(st.just("sleep"), st.floats(0, 3)),
+        st.tuples(st.just("flush"), st.none()),
+        st.tuples(st.just("close"), st.booleans()),  # final or not
+        st.tuples(st.just("step"), st.sampled_from(["ok", "grew", "slow", "retry", "fail"])),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(EVENTS, st.floats(0, 2), st.floats(0, 2))
+def test_any_run_keeps_the_schedule_consistent_and_a_close_ends(
+    events: list[tuple[str, object]], settle: float, linger: float
+) -> None:
+    """Whatever happens: a step is due exactly from wake_at on; a flushed ticket stays flushed, and every
+    ticket taken before a flush step began is flushed once it succeeds; once closed, nothing is due. A
+    close whose steps succeed ends within linger and a few polls."""
+    sched = schedule(settle=settle, linger=linger)
+    now, tickets, flushed, kept = START, [], set(), False
+    for event, value in events:
+        if event == "sleep":
+            now += value
+        elif event == "flush":
+            tickets.append(sched.request_flush())
+        elif event == "close":
+            sched.request_close(now, final=bool(value))
+        else:
+            due = sched.begin(now)
+            assert (due is None) == (now < sched.wake_at())
+            if due is None:
+                continue
+            if value in ("retry", "fail"):
+                kept = sched.failed(replace(due, error=OSError()), now, retry=value == "retry") is None
+                if kept:
+                    sched.close()
+                    break
+                continue
+            done = replace(due, appended=int(value == "grew"), caught_up=value != "slow")
+            sched.succeeded(done, now, file_seen=True)
+            if due.step is Step.FLUSH and done.caught_up:
+                assert all(sched.flushed(t) for t in tickets if t <= due.ticket)
+        flushed |= {t for t in tickets if sched.flushed(t)}
+        assert all(sched.flushed(t) for t in flushed)
+    if kept:
+        assert sched.closed
+        assert sched.wake_at() == math.inf
+        return
+    closing_at = now
+    sched.request_close(now)
+    for _ in range(int((linger + 1) / limits.SETTLE_POLL) + 10):
+        if sched.closed:
+            break
+        now = max(now, sched.wake_at())
+        run(sched, now)
+    assert sched.closed
+    assert now - closing_at <= linger + limits.SETTLE_POLL + limits.BACKOFF[1] + INTERVAL
+    assert sched.begin(math.inf) is None
+    assert all(sched.flushed(t) for t in tickets)
