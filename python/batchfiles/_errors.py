@@ -1,6 +1,7 @@
 """The one place errors are shaped: every secret redacted from text and logs, azure-core errors (storage
 and credential) translated into the :mod:`batchfiles.errors` tree with a message that says what to do,
-and the one-line description a command line prints. Callers only format what this gives them."""
+the one-line description a command line prints, and which failures are worth trying again. Callers only
+format what this gives them."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from .errors import (
     IntegrityError,
     OutputExistsError,
     OutputNotFoundError,
+    TrackingError,
 )
 
 #: Secrets that follow a keyword: a SAS signature in a URL or token, a connection string's key or SAS.
@@ -172,7 +174,6 @@ def exists_error(blob_name: str) -> OutputExistsError:
 
 # Background operations (tracked saves). This import joins the ones above once the concurrent edits of this
 # file are merged.
-from .errors import TrackingError  # noqa: E402
 
 #: Error codes of failures worth retrying although their status is 4xx (bytes damaged on the way).
 RETRIED_CODES = frozenset({"Crc64Mismatch", "Md5Mismatch"})
