@@ -172,8 +172,7 @@ def exists_error(blob_name: str) -> OutputExistsError:
     return OutputExistsError(f"output {blob_name!r} already exists (overwrite=False)")
 
 
-# Background operations (tracked saves). This import joins the ones above once the concurrent edits of this
-# file are merged.
+# --- failures of background work (tracked saves): worth another try, or kept ------------------------------
 
 #: Error codes of failures worth retrying although their status is 4xx (bytes damaged on the way).
 RETRIED_CODES = frozenset({"Crc64Mismatch", "Md5Mismatch"})
