@@ -38,7 +38,7 @@ from batchfiles import (
     prepare_output_storage,
 )
 from batchfiles._cli import common
-from batchfiles._cli.transfer import local_target
+from batchfiles._cli.get import local_target
 from batchfiles.cli import main
 from batchfiles.testing import ACCOUNT_KEY, Azurite
 

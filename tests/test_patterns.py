@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import reference_naming as ref
 from batchfiles import _patterns, _saving, _scope, naming
-from batchfiles._cli.transfer import files_to_save
+from batchfiles._cli.save import files_to_save
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -54,6 +54,16 @@ def add_storage_options(parser: argparse.ArgumentParser, *, container_url: bool 
     )
 
 
+def add_job_argument(parser: argparse.ArgumentParser) -> None:
+    """The JOB_ID positional of the commands run on a client (prepare, url, list, get)."""
+    parser.add_argument(
+        "job_id",
+        type=job_id_arg,
+        metavar="JOB_ID",
+        help="the Batch job's id (its container is named after it: see `batchfiles names`)",
+    )
+
+
 def add_id_options(parser: argparse.ArgumentParser, *, task: bool = True) -> None:
     group = parser.add_argument_group("ids")
     group.add_argument(
@@ -64,6 +74,13 @@ def add_id_options(parser: argparse.ArgumentParser, *, task: bool = True) -> Non
     )
     if task:
         group.add_argument("--task", metavar="TASK_ID", type=task_id_arg, help=f"the task [${ENV_TASK_ID}]")
+
+
+def add_saving_options(parser: argparse.ArgumentParser, job_output_help: str) -> None:
+    """``--job-output``, the ids and the storage: the options of the commands that save (save, track)."""
+    parser.add_argument("--job-output", action="store_true", help=job_output_help)
+    add_id_options(parser)
+    add_storage_options(parser)
 
 
 def register_all_secrets(args: argparse.Namespace) -> None:
@@ -194,3 +211,10 @@ def task_storage(args: argparse.Namespace, what: str) -> TaskOutputStorage:
     if source == CONNECTION_STRING:
         return TaskOutputStorage.from_connection_string(value, job, task)
     return TaskOutputStorage.from_service(_service(source, value, {}), job, task)
+
+
+def saving_storage(
+    args: argparse.Namespace, what: str, job_side: bool
+) -> JobOutputStorage | TaskOutputStorage:
+    """The job's storage for its own outputs (``job_side``: see ``common.job_side``), else the task's."""
+    return job_storage(args, what) if job_side else task_storage(args, what)
