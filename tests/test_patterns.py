@@ -1,6 +1,6 @@
 """OutputFiles patterns and the walk (batchfiles._patterns), and the planner's name checks (_saving), on disk.
 
-No storage here: test_storage*.py and test_cli.py check that the uploads follow these plans.
+No storage here: test_storage*.py and test_cli_transfer.py check that the uploads follow these plans.
 """
 
 from __future__ import annotations
