@@ -72,6 +72,20 @@ def cli(*args: str, env: dict[str, str], cwd: Path | None = None, stdin: str | N
     )
 
 
+def start(*args: str, env: dict[str, str], cwd: Path) -> subprocess.Popen[str]:
+    """Start the command line in the background, its stdout and stderr piped as text."""
+    return subprocess.Popen(
+        command(*args), env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def slash_and_backslash(work: Path, suffix: str) -> None:
+    """``a/b{suffix}`` and a file named ``a\\b{suffix}``: two files, one blob name."""
+    (work / "a").mkdir(parents=True)
+    (work / "a" / f"b{suffix}").write_text("slash")
+    (work / f"a\\b{suffix}").write_text("backslash")
+
+
 def wait_for(condition: Callable[[], object], what: str) -> object:
     deadline = time.monotonic() + PATIENCE
     while time.monotonic() < deadline:

@@ -20,6 +20,8 @@ from cli_helpers import (
     cli,
     command,
     read_or_empty,
+    slash_and_backslash,
+    start,
     wait_for,
     write_script,
 )
@@ -137,13 +139,8 @@ time.sleep(60)
 )
 def test_run_forwards_signals(env, prepared, task_storage, tmp_path, signum, mode, code):
     write_script(tmp_path, "child.py", TRAPPING_CHILD)
-    proc = subprocess.Popen(
-        command("run", "--output", "marker@failure", "--", sys.executable, "child.py", mode),
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    proc = start(
+        "run", "--output", "marker@failure", "--", sys.executable, "child.py", mode, env=env, cwd=tmp_path
     )
     try:
         wait_for(lambda: "ready" in read_or_empty(tmp_path / "stdout.txt"), "the child to be ready")
@@ -187,9 +184,7 @@ def test_run_exits_75_when_it_cannot_save(env, prepared, task_storage, tmp_path)
 def test_run_reports_outputs_it_cannot_save_and_saves_the_rest(env, prepared, task_storage, tmp_path):
     """Two --output patterns of one kind give one blob to two files; another climbs out; two link loops."""
     work = tmp_path / "work"
-    (work / "a").mkdir(parents=True)
-    (work / "a" / "b.dat").write_text("slash")
-    (work / "a\\b.dat").write_text("backslash")
+    slash_and_backslash(work, ".dat")
     (work / "c.dat").write_text("c")
     (work / "d").mkdir()
     (work / "d" / "x.dat").write_text("x")
@@ -235,13 +230,8 @@ def test_a_second_run_in_the_same_directory_is_refused(env, prepared, task_stora
     )
     procs = {}
     for name in ("first", "second"):
-        procs[name] = subprocess.Popen(
-            command("run", "--flush-interval", "0.2", "--", sys.executable, "talk.py", name),
-            env=env,
-            cwd=tmp_path,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+        procs[name] = start(
+            "run", "--flush-interval", "0.2", "--", sys.executable, "talk.py", name, env=env, cwd=tmp_path
         )
         time.sleep(0.05)
     results = {}
@@ -267,14 +257,7 @@ def test_a_second_run_in_the_same_directory_is_refused(env, prepared, task_stora
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_track_saves_live_until_interrupted(env, prepared, task_storage, tmp_path, signum):
     log = tmp_path / "app.log"
-    proc = subprocess.Popen(
-        command("track", "app.log", "--flush-interval", "0.2"),
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start("track", "app.log", "--flush-interval", "0.2", env=env, cwd=tmp_path)
     try:
         with open(log, "a") as file:
             file.write("one\n")

@@ -21,7 +21,7 @@ import pytest
 from azure.storage.blob import ContentSettings
 from batchfiles import JobOutputStorage, TaskOutputStorage, naming
 from batchfiles.testing import ACCOUNT_KEY
-from cli_helpers import PATIENCE, TASK, assert_one_line_error, cli, command
+from cli_helpers import PATIENCE, TASK, assert_one_line_error, cli, command, slash_and_backslash
 
 # --- prepare, url, names ------------------------------------------------------------------------------------
 
@@ -107,9 +107,7 @@ def test_save_files_patterns_dest_and_job_outputs(env, prepared, task_storage, a
 def test_save_never_loses_a_file_to_another_of_the_same_name(env, prepared, task_storage, tmp_path):
     """``a/b.txt`` and a file named ``a\\b.txt`` (or ``../x.txt`` and ``x.txt``) are one blob: refused."""
     work = tmp_path / "work"
-    (work / "a").mkdir(parents=True)
-    (work / "a" / "b.txt").write_text("slash")
-    (work / "a\\b.txt").write_text("backslash")
+    slash_and_backslash(work, ".txt")
     (work / "x.txt").write_text("x here")
     (tmp_path / "x.txt").write_text("x above")
     result = cli("save", "TaskOutput", "**/*.txt", "*.txt", env=env, cwd=work)
