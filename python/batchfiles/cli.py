@@ -1,7 +1,9 @@
 """The ``batchfiles`` command line (also ``python -m batchfiles``): run a task with live logs and
 conditional outputs, save and track files, prepare a job, list and fetch its outputs.
 
-``main(argv)`` returns the exit code; ``batchfiles --help`` and ``batchfiles COMMAND --help`` say the rest.
+This module builds the parser from the command modules in ``COMMANDS`` (each owns its options, help and
+handler: see :mod:`batchfiles._cli`) and dispatches; ``main(argv)`` returns the exit code.
+``batchfiles --help`` and ``batchfiles COMMAND --help`` say the rest.
 """
 
 from __future__ import annotations
