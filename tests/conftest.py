@@ -21,6 +21,8 @@ from azure.storage.blob import BlobServiceClient
 from batchfiles.testing import Azurite
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests' own helper modules
+#: Fixtures of the command line's end-to-end tests (env, bare_env, prepared, task_storage).
+pytest_plugins = ["cli_helpers"]
 
 #: A loopback port nothing listens on, as the managed-identity endpoint of every process of the tests.
 os.environ.update(IDENTITY_ENDPOINT="http://127.0.0.1:9/msi/token", IDENTITY_HEADER="batchfiles-tests")

@@ -1,6 +1,6 @@
 """OutputFiles patterns and the walk (batchfiles._patterns), and the planner's name checks (_saving), on disk.
 
-No storage here: test_storage*.py and test_cli.py check that the uploads follow these plans.
+No storage here: test_storage*.py and test_cli_transfer.py check that the uploads follow these plans.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import reference_naming as ref
 from batchfiles import _patterns, _saving, _scope, naming
-from batchfiles._cli.transfer import files_to_save
+from batchfiles._cli.save import files_to_save
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

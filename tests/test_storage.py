@@ -208,6 +208,25 @@ def test_save_many_refuses_two_files_for_one_blob_and_saves_nothing(task, tmp_pa
     assert [r.file_path for r in refs] == ["a/b.txt", "c.txt"]
 
 
+def test_given_files_are_checked_like_save_many(task, tmp_path):
+    """(local, destination) pairs, as the command line's save gives them: every blob name is derived and
+    every collision refused before the first upload; a file given twice goes up once; progress counts all."""
+    write_files(tmp_path, "a.txt", "bb.txt")
+    a, b = str(tmp_path / "a.txt"), str(tmp_path / "bb.txt")
+    with pytest.raises(ValueError, match=r"would both be saved as 'task-1/\$TaskOutput/x\.txt'"):
+        task._save_files(TASK_OUTPUT, [(a, "x.txt"), (b, "./x.txt")])
+    with pytest.raises(ValueError, match="Azure allows 1024"):
+        task._save_files(TASK_OUTPUT, [(a, "a.txt"), (b, "n" * 1100)])
+    with pytest.raises(ValueError, match="job output kind"):
+        task._save_files("JobOutput", [(a, "a.txt")])
+    assert list(task.list()) == []
+    seen: list[tuple[int, int]] = []
+    files = [(a, "x/a.txt"), (b, "bb.txt"), (a, "x/a.txt")]
+    refs = task._save_files(TASK_OUTPUT, files, progress=lambda s, t: seen.append((s, t)))
+    assert [r.blob_name for r in refs] == ["task-1/$TaskOutput/x/a.txt", "task-1/$TaskOutput/bb.txt"]
+    assert seen[-1] == (len("a.txt") + len("bb.txt"),) * 2
+
+
 def test_save_many_never_leaves_base_dir(task, tmp_path, caplog):
     base = tmp_path / "base"
     write_files(tmp_path, "outside.txt", "secret/key.txt")

@@ -137,26 +137,40 @@ def unique_names(files: Sequence[tuple[str, str]], name_of: Callable[[str], str]
     return [files[i] for i in kept]
 
 
-def plan_many(
+def expand_many(
+    scope: Scope, kind: KindLike, patterns: str | Iterable[str], base_dir: PathLike, max_concurrency: int
+) -> list[tuple[str, str]]:
+    """The files of a ``save_many``: (local path, path under the kind) of each match of the ``patterns``
+    (:mod:`batchfiles._patterns`), once the kind and concurrency are checked (before the walk)."""
+    check_block_options(BLOCK_SIZE, max_concurrency)
+    scope.kind(kind)
+    return _patterns.expand(patterns, base_dir)
+
+
+def plan_files(
     scope: Scope,
     kind: KindLike,
-    patterns: str | Iterable[str],
-    base_dir: PathLike,
+    files: Sequence[tuple[str, str]],
     max_concurrency: int,
     progress: Progress | None,
 ) -> tuple[list[tuple[str, str]], ProgressCounter]:
-    """The files of a ``save_many`` ((local path, path under the kind) pairs) and a progress counter over
-    their total size.
+    """The files of a multi-file save ((local path, destination) pairs, each file once) and a progress
+    counter over their total size.
 
-    Checks the arguments, expands every pattern (:mod:`batchfiles._patterns`) and derives every blob name
-    before returning: a bad pattern, a name that cannot be derived or two files that would share a blob
-    raise :class:`ValueError`, so nothing is uploaded.
+    Checks the arguments and derives every blob name before returning: a name that cannot be derived or
+    two files that would share a blob raise :class:`ValueError` (see :func:`unique_names`), so nothing is
+    uploaded.
     """
     check_block_options(BLOCK_SIZE, max_concurrency)
     output_kind = scope.kind(kind)
-    files = _patterns.expand(patterns, base_dir)
     files = unique_names(files, lambda path: naming.blob_name(output_kind, path, scope.task_id))
     return files, ProgressCounter(sum(os.path.getsize(path) for path, _ in files), progress)
+
+
+def blocks_per_file(files: int, max_concurrency: int) -> int:
+    """Parallel block uploads of each file of a multi-file save: a lone file's blocks go up in parallel,
+    as in ``save``; many files go up in parallel, one block at a time each."""
+    return min(max_concurrency, MAX_CONCURRENCY) if files == 1 else 1
 
 
 def single_put(blob_name: str, reader: Any, overwrite: bool) -> tuple[bytes, dict[str, Any]]:

@@ -13,13 +13,9 @@ from typing import Any
 from . import _native, naming
 from ._types import OnInvalid, PathLike
 from ._urls import public_url
-from .kinds import JobOutputKind, KindLike, OutputKind, TaskOutputKind, kind_text
+from .kinds import JobOutputKind, KindLike, OutputKind, TaskOutputKind, builtin_side, kind_text
 
 logger = logging.getLogger("batchfiles")
-
-_TASK_KINDS = frozenset(str(k) for k in TaskOutputKind.BUILTIN)
-
-_JOB_KINDS = frozenset(str(k) for k in JobOutputKind.BUILTIN)
 
 
 @dataclass(frozen=True)
@@ -36,13 +32,12 @@ class Scope:
     def kind(self, kind: KindLike) -> OutputKind:
         """The kind object of ``kind``; a built-in kind of the other side (job vs task) is refused."""
         text = kind_text(kind)
-        wrong, side = (_JOB_KINDS, "task") if self.task_id is not None else (_TASK_KINDS, "job")
+        side = "task" if self.task_id is not None else "job"
         if isinstance(kind, OutputKind) and not isinstance(kind, self.kind_class):
             raise ValueError(f"{kind!r} is not a {side} output kind; use {self.kind_class.__name__}")
-        if isinstance(kind, str) and text in wrong:
-            raise ValueError(
-                f"{text!r} is a {'job' if side == 'task' else 'task'} output kind, not a {side} output kind"
-            )
+        other = builtin_side(text) if isinstance(kind, str) else None
+        if other not in (None, side):
+            raise ValueError(f"{text!r} is a {other} output kind, not a {side} output kind")
         return self.kind_class(text)
 
     def blob_name(self, kind: KindLike, path: str) -> str:

@@ -89,6 +89,17 @@ JobOutputKind.BUILTIN = (JobOutputKind.JOB_OUTPUT, JobOutputKind.JOB_PREVIEW)
 
 KindLike = OutputKind | str
 
+_BUILTIN_SIDES = {
+    **{kind.text: "task" for kind in TaskOutputKind.BUILTIN},
+    **{kind.text: "job" for kind in JobOutputKind.BUILTIN},
+}
+
+
+def builtin_side(text: str | None) -> str | None:
+    """``"task"`` or ``"job"`` when ``text`` is a built-in kind of that side (case-sensitive: ``TaskLog``,
+    not ``tasklog``); None for any other text (a custom kind, usable on either side) or None."""
+    return _BUILTIN_SIDES.get(text) if isinstance(text, str) else None
+
 
 def kind_text(kind: KindLike) -> str:
     """The text of a kind given as a kind object or as its text."""

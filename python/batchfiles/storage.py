@@ -6,7 +6,7 @@ import functools
 import io
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
@@ -214,23 +214,29 @@ class _OutputStorage(StorageBase):
         :class:`ValueError` naming them, and nothing is saved. ``progress(sent, total)`` counts the bytes of
         all files. On the first upload error, files not started yet are not saved, and it is raised.
         """
-        files, counter = _saving.plan_many(self._scope, kind, patterns, base_dir, max_concurrency, progress)
-        return self._save_files(kind, files, counter, max_concurrency=max_concurrency, overwrite=overwrite)
+        files = _saving.expand_many(self._scope, kind, patterns, base_dir, max_concurrency)
+        return self._save_files(
+            kind, files, max_concurrency=max_concurrency, overwrite=overwrite, progress=progress
+        )
 
     def _save_files(
         self,
         kind: KindLike,
-        files: list[tuple[str, str]],
-        counter: _progress.ProgressCounter | None = None,
+        files: Sequence[tuple[str, str]],
         *,
         max_concurrency: int = 8,
         overwrite: bool = True,
+        progress: Progress | None = None,
     ) -> list[OutputFileReference]:
-        """Save (local path, destination) pairs, already checked, in parallel; on the first error the files
-        not started yet are not saved, and it is raised."""
-        counter = counter if counter is not None else _progress.ProgressCounter(0, None)
+        """Save (local path, destination) pairs in parallel, as ``save_many`` does (the command line's
+        ``save`` and ``run`` too): every blob name is derived first, two files that would share a blob raise
+        :class:`ValueError` and nothing is saved; a file given twice is saved once. ``progress(sent, total)``
+        counts the bytes of all files. On the first upload error, files not started are not saved, and it
+        is raised."""
+        files, counter = _saving.plan_files(self._scope, kind, files, max_concurrency, progress)
+        blocks = _saving.blocks_per_file(len(files), max_concurrency)
         with ThreadPoolExecutor(max_concurrency) as pool:
-            options = {"overwrite": overwrite, "max_concurrency": 1}
+            options = {"overwrite": overwrite, "max_concurrency": blocks}
             jobs = [pool.submit(self.save, kind, p, r, progress=counter.part(), **options) for p, r in files]
             try:
                 return [job.result() for job in jobs]

@@ -1,6 +1,8 @@
-"""The parts of the ``batchfiles`` command line (:mod:`batchfiles.cli` is its entry point).
+"""The parts of the ``batchfiles`` command line (:mod:`batchfiles.cli` builds the parser and dispatches).
 
-``common``: exit codes, messages, argument types · ``connect``: storage from options and environment
-· ``progress``: optional tqdm bars · ``transfer``: prepare, url, names, list, get, save · ``run``: run
-and track.
+One module a command, each with its ``NAME``, ``SUMMARY``, ``EPILOG`` (help and examples),
+``add_arguments(parser)`` and ``run(args) -> int``: ``run``, ``save``, ``track``, ``prepare``, ``url``,
+``list_`` (``list``), ``get``, ``names``. What they share: ``common`` (exit codes, messages, argument
+types), ``connect`` (storage from options and environment), ``selection`` (the outputs list and get look
+at), ``signals`` (forwarded by run, stopping run and track), ``progress`` (optional tqdm bars).
 """

@@ -1,5 +1,5 @@
-"""Exit codes, messages on stderr (redacted by :mod:`batchfiles._errors`), and the argument types of the
-command line."""
+"""What every command shares: the shape of a command module, exit codes, messages on stderr (redacted by
+:mod:`batchfiles._errors`), and the argument types of the command line."""
 
 from __future__ import annotations
 
@@ -9,10 +9,32 @@ import re
 import sys
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from typing import Protocol
+
+from azure.core.exceptions import AzureError
 
 from .. import naming
 from .._errors import first_line, redact
-from ..kinds import JobOutputKind, OutputKind, TaskOutputKind
+from ..errors import BatchFilesError
+from ..kinds import JobOutputKind, OutputKind, TaskOutputKind, builtin_side
+
+
+class Command(Protocol):
+    """A command of the command line: a module of :mod:`batchfiles._cli` listed in ``cli.COMMANDS``."""
+
+    #: The command's name, as typed (``batchfiles NAME``).
+    NAME: str
+    #: One line: the command's description, and its line in ``batchfiles --help``.
+    SUMMARY: str
+    #: What ``batchfiles NAME --help`` shows after the options: the details and ``examples:``.
+    EPILOG: str
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Its options and positionals (``--quiet`` and ``--debug`` are added for every command)."""
+
+    def run(self, args: argparse.Namespace) -> int:
+        """Do it; the exit code. Errors are raised (``UsageError`` for a usage error) and reported by main."""
+
 
 # --- exit codes ---------------------------------------------------------------------------------------------
 
@@ -28,6 +50,10 @@ EXIT_CANNOT_EXECUTE = 126
 EXIT_NOT_FOUND = 127
 #: Interrupted by Ctrl-C (SIGINT) or SIGTERM before the work was done: 128 + SIGINT.
 EXIT_INTERRUPTED = 130
+
+
+#: Errors of one transfer (a file saved or downloaded) that a command reports and counts rather than stops on.
+TRANSFER_ERRORS = (BatchFilesError, OSError, ValueError, AzureError)
 
 
 class UsageError(Exception):
@@ -74,9 +100,6 @@ def utc_text(when: datetime | None) -> str:
 
 # --- argument types -----------------------------------------------------------------------------------------
 
-TASK_KINDS = frozenset(str(k) for k in TaskOutputKind.BUILTIN)
-JOB_KINDS = frozenset(str(k) for k in JobOutputKind.BUILTIN)
-
 
 def job_id_arg(text: str) -> str:
     try:
@@ -104,10 +127,19 @@ def kind_arg(text: str) -> str:
         OutputKind(text)
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
-    for builtin in TASK_KINDS | JOB_KINDS:
-        if text != builtin and text.lower() == builtin.lower():
-            raise argparse.ArgumentTypeError(f"kinds are case-sensitive: did you mean {builtin!r}?")
+    for builtin in (*TaskOutputKind.BUILTIN, *JobOutputKind.BUILTIN):
+        if text != builtin.text and text.lower() == builtin.text.lower():
+            raise argparse.ArgumentTypeError(f"kinds are case-sensitive: did you mean {builtin.text!r}?")
     return text
+
+
+def job_side(kind: str | None, job_output: bool) -> bool:
+    """Whether ``save`` or ``track`` saves the job's own outputs: with ``--job-output`` or a built-in job
+    kind. A built-in task kind with ``--job-output`` is a :class:`UsageError`."""
+    side = builtin_side(kind)
+    if job_output and side == "task":
+        raise UsageError(f"{kind!r} is a task output kind; drop --job-output")
+    return job_output or side == "job"
 
 
 _DURATION_PART = re.compile(r"(\d+)([smhdw])")
@@ -183,7 +215,7 @@ def output_spec_arg(text: str) -> OutputSpec:
     equals = _last_outside_brackets(rest, "=")
     if equals >= 0:
         rest, kind = rest[:equals], kind_arg(rest[equals + 1 :])
-        if kind in JOB_KINDS:
+        if builtin_side(kind) == "job":
             raise argparse.ArgumentTypeError(
                 f"{kind!r} is a job output kind; run saves the task's outputs "
                 f"(save job outputs with `batchfiles save {kind} PATH`)"

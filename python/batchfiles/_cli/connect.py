@@ -54,6 +54,16 @@ def add_storage_options(parser: argparse.ArgumentParser, *, container_url: bool 
     )
 
 
+def add_job_argument(parser: argparse.ArgumentParser) -> None:
+    """The JOB_ID positional of the commands run on a client (prepare, url, list, get)."""
+    parser.add_argument(
+        "job_id",
+        type=job_id_arg,
+        metavar="JOB_ID",
+        help="the Batch job's id (its container is named after it: see `batchfiles names`)",
+    )
+
+
 def add_id_options(parser: argparse.ArgumentParser, *, task: bool = True) -> None:
     group = parser.add_argument_group("ids")
     group.add_argument(
@@ -66,6 +76,13 @@ def add_id_options(parser: argparse.ArgumentParser, *, task: bool = True) -> Non
         group.add_argument("--task", metavar="TASK_ID", type=task_id_arg, help=f"the task [${ENV_TASK_ID}]")
 
 
+def add_saving_options(parser: argparse.ArgumentParser, job_output_help: str) -> None:
+    """``--job-output``, the ids and the storage: the options of the commands that save (save, track)."""
+    parser.add_argument("--job-output", action="store_true", help=job_output_help)
+    add_id_options(parser)
+    add_storage_options(parser)
+
+
 def register_all_secrets(args: argparse.Namespace) -> None:
     """Every secret the options and variables hold, used or not, so that no message can show one."""
     for name, env, _ in _SOURCES:
@@ -73,7 +90,8 @@ def register_all_secrets(args: argparse.Namespace) -> None:
 
 
 def _source(args: argparse.Namespace, allowed: tuple[str, ...], what: str) -> tuple[str, str, str]:
-    """(which source, its value, the option or variable it came from)."""
+    """(which source: CONTAINER_URL, CONNECTION_STRING or ACCOUNT_URL; its value; the option or variable it
+    came from)."""
     for name, _, flag in _SOURCES:
         if name in allowed and getattr(args, name, None):
             return name, getattr(args, name), flag
@@ -97,12 +115,12 @@ def task_id(args: argparse.Namespace) -> str:
     return task
 
 
-def _need_job(job: str | None, kind: str) -> str:
+def _need_job(job: str | None, source: str) -> str:
     if not job:
-        source = "--connection-string" if kind == CONNECTION_STRING else "--account-url"
+        option = "--connection-string" if source == CONNECTION_STRING else "--account-url"
         raise ConfigurationError(
             f"no job id: pass --job or set {ENV_JOB_ID} (Batch sets it on its nodes); "
-            f"it names the job's container in the account of {source}"
+            f"it names the job's container in the account of {option}"
         )
     return job
 
@@ -115,8 +133,8 @@ INTERACTIVE_RETRY: dict[str, Any] = {"retry_total": 2, "connection_timeout": 10,
 STORAGE_SCOPE = "https://storage.azure.com/.default"
 
 
-def _service(kind: str, value: str, options: dict[str, Any]) -> BlobServiceClient:
-    if kind == CONNECTION_STRING:
+def _service(source: str, value: str, options: dict[str, Any]) -> BlobServiceClient:
+    if source == CONNECTION_STRING:
         return BlobServiceClient.from_connection_string(value, **client_kwargs(options))
     return BlobServiceClient(value, _credential(value), **client_kwargs(options))
 
@@ -138,8 +156,8 @@ def _credential(account_url: str) -> Any:
 
 def service_client(args: argparse.Namespace, what: str) -> BlobServiceClient:
     """The account's service client, for what needs the whole account (prepare, url)."""
-    kind, value, _ = _source(args, (CONNECTION_STRING, ACCOUNT_URL), what)
-    return _service(kind, value, INTERACTIVE_RETRY)
+    source, value, _ = _source(args, (CONNECTION_STRING, ACCOUNT_URL), what)
+    return _service(source, value, INTERACTIVE_RETRY)
 
 
 def _job(args: argparse.Namespace, job: str | None) -> tuple[str | None, str]:
@@ -171,22 +189,29 @@ def job_storage(
     one whose container a container URL is of. ``interactive``: retry less (:data:`INTERACTIVE_RETRY`).
     """
     options = INTERACTIVE_RETRY if interactive else {}
-    kind, value, origin = _source(args, (CONTAINER_URL, CONNECTION_STRING, ACCOUNT_URL), what)
-    if kind == CONTAINER_URL:
+    source, value, origin = _source(args, (CONTAINER_URL, CONNECTION_STRING, ACCOUNT_URL), what)
+    if source == CONTAINER_URL:
         return _checked(JobOutputStorage(value, **options), args, job, origin)
-    job = _need_job(_job(args, job)[0], kind)
-    if kind == CONNECTION_STRING:
+    job = _need_job(_job(args, job)[0], source)
+    if source == CONNECTION_STRING:
         return JobOutputStorage.from_connection_string(value, job, **options)
-    return JobOutputStorage.from_service(_service(kind, value, options), job)
+    return JobOutputStorage.from_service(_service(source, value, options), job)
 
 
 def task_storage(args: argparse.Namespace, what: str) -> TaskOutputStorage:
     """The task's storage: task from ``--task`` or ``AZ_BATCH_TASK_ID``; job as for :func:`job_storage`."""
-    kind, value, origin = _source(args, (CONTAINER_URL, CONNECTION_STRING, ACCOUNT_URL), what)
+    source, value, origin = _source(args, (CONTAINER_URL, CONNECTION_STRING, ACCOUNT_URL), what)
     task = task_id(args)
-    if kind == CONTAINER_URL:
+    if source == CONTAINER_URL:
         return _checked(TaskOutputStorage(value, task), args, None, origin)
-    job = _need_job(_job(args, None)[0], kind)
-    if kind == CONNECTION_STRING:
+    job = _need_job(_job(args, None)[0], source)
+    if source == CONNECTION_STRING:
         return TaskOutputStorage.from_connection_string(value, job, task)
-    return TaskOutputStorage.from_service(_service(kind, value, {}), job, task)
+    return TaskOutputStorage.from_service(_service(source, value, {}), job, task)
+
+
+def saving_storage(
+    args: argparse.Namespace, what: str, job_side: bool
+) -> JobOutputStorage | TaskOutputStorage:
+    """The job's storage for its own outputs (``job_side``: see ``common.job_side``), else the task's."""
+    return job_storage(args, what) if job_side else task_storage(args, what)

@@ -18,36 +18,28 @@ MIN_BYTES = 4 * 1024 * 1024
 
 
 class Progress:
-    """A bar over ``total`` bytes, fed from any thread; does nothing when no bar is drawn."""
+    """A bar over ``total`` bytes, fed from any thread, drawn from the first bytes on (so a transfer
+    refused before it starts shows none); does nothing when no bar is drawn."""
 
     def __init__(self, total: int, description: str) -> None:
         self._bar: Any = None
         self._lock = threading.Lock()
         self._sent: dict[object, int] = {}
-        if common.quiet or total < MIN_BYTES or not _stderr_is_terminal():
-            return
-        try:
-            from tqdm import tqdm
-        except ImportError:
-            return
-        self._bar = tqdm(
-            total=total,
-            desc=description,
-            unit="B",
-            unit_scale=True,
-            unit_divisor=1024,
-            file=sys.stderr,
-            dynamic_ncols=True,
-            leave=True,
-        )
+        self._total, self._description = total, description
+        self._wanted = not common.quiet and total >= MIN_BYTES and _stderr_is_terminal()
 
     @property
     def drawn(self) -> bool:
         return self._bar is not None
 
     def advance(self, n: int) -> None:
-        if self._bar is not None and n:
-            with self._lock:
+        if not n or not self._wanted:
+            return
+        with self._lock:
+            if self._bar is None and self._wanted:
+                self._bar = _bar(self._total, self._description)
+                self._wanted = self._bar is not None
+            if self._bar is not None:
                 self._bar.update(n)
 
     def callback(self, key: object) -> Callable[[int, int], None]:
@@ -62,15 +54,35 @@ class Progress:
         return progress
 
     def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
+        with self._lock:
+            self._wanted = False
+            if self._bar is not None:
+                self._bar.close()
+                self._bar = None
 
     def __enter__(self) -> Progress:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _bar(total: int, description: str) -> Any:
+    """A tqdm bar on stderr, or None without tqdm."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(
+        total=total,
+        desc=description,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        file=sys.stderr,
+        dynamic_ncols=True,
+        leave=True,
+    )
 
 
 def _stderr_is_terminal() -> bool:

@@ -1,18 +1,16 @@
-"""``run``: a command with live logs and conditional outputs; ``track``: one growing file until stopped."""
+"""``batchfiles run``: a command with its logs saved live and its outputs saved when it exits, by
+condition."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import threading
 import time
 from typing import IO, Any
-
-from azure.core.exceptions import AzureError
 
 from .. import _patterns, _saving, naming
 from ..errors import BatchFilesError
@@ -21,32 +19,84 @@ try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows: no lock
     fcntl = None  # type: ignore[assignment]
-from ..storage import JobOutputStorage, TaskOutputStorage
+from ..storage import TaskOutputStorage
 from . import common, connect
 from .common import (
     EXIT_CANNOT_EXECUTE,
     EXIT_NOT_FOUND,
     EXIT_NOT_SAVED,
-    EXIT_OK,
+    TRANSFER_ERRORS,
     OutputSpec,
     UsageError,
     human_size,
     info,
+    output_spec_arg,
+    seconds_arg,
 )
+from .signals import Forwarding, Interrupted
+
+NAME = "run"
+SUMMARY = "run a command, saving its logs live and its outputs when it exits"
+EPILOG = f"""\
+CMD's stdout and stderr still reach the console; they are also written to stdout.txt and stderr.txt in
+the working directory (afresh on each run; a second run in the same directory meanwhile is refused) and
+saved live as TaskLog, {{task}}/$TaskLog/stdout.txt and stderr.txt: new output is in storage within
+--flush-interval seconds. When CMD exits, the files matching each --output PATTERN[=KIND][@CONDITION]
+are saved as KIND (default TaskOutput) if CONDITION holds:
+  success     CMD exited with 0
+  failure     CMD exited with anything else, or was killed
+  completion  always (the default)
+Patterns follow Batch's OutputFiles rules, relative to the working directory: * and ? within a name,
+** for any folders, [abc]; the file keeps its relative path. A literal @ or = in a name: [@], [=].
+Patterns may not climb out (../*.txt); links leading out are skipped. All patterns are expanded and all
+names checked before the first upload: a pattern climbing out, or two files that would be one blob
+(a/b.txt and a file named a\\b.txt) are errors, not saved (exit 75); the rest is saved.
+
+Signals: SIGTERM, SIGINT (Ctrl-C) and SIGHUP are forwarded to CMD's process group; CMD runs in a session
+of its own, so it gets a terminal's Ctrl-C once, through batchfiles. Once CMD is over, the logs and
+outputs are saved even if it was stopped by a signal. If batchfiles itself is killed with SIGKILL, CMD
+is not signalled. Output that background processes left behind by CMD write more than 2 s after CMD
+exits is not captured.
+
+Exit code: CMD's (128 + N if signal N killed it), or 75 if a log or an output could not be saved
+(CMD's code is then printed on stderr): never 0 after lost data. 127/126: CMD not found / not runnable.
+
+Programs that buffer their output when it is not a terminal (C stdio, Python) show it in bursts: make
+them flush (python -u or PYTHONUNBUFFERED=1, stdbuf -oL CMD).
+
+examples:
+  batchfiles run -- python -u render.py --frames 1-50
+  batchfiles run --output 'frames/*.png' --output 'thumbs/**/*.jpg=TaskPreview' -- ./render.sh
+  batchfiles run --output 'core.*=TaskLog@failure' --output 'result.bin@success' -- ./solve input.dat
+  batchfiles run --flush-interval 1 --task local-test -- sh -c 'echo hello; sleep 5; echo bye'
+
+{connect.STORAGE_HELP}"""
 
 #: The log files ``run`` writes in the working directory and saves live as TaskLog.
 LOGS = ("stdout.txt", "stderr.txt")
-#: Signals ``run`` forwards to the command (SIGHUP where it exists).
-FORWARDED = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGHUP") if hasattr(signal, name))
 #: After the command exits, how long its output pipes are still read (a background process it left
 #: behind may hold them open).
 DRAIN_SECONDS = 2.0
-#: Errors of saving that are reported (and counted) rather than raised.
-SAVE_ERRORS = (BatchFilesError, OSError, ValueError, AzureError)
 
 
-class _Interrupted(Exception):
-    """A signal arrived once the command was over: stop saving."""
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.usage = "batchfiles run [--output PATTERN[=KIND][@CONDITION]]... [options] -- CMD [ARGS...]"
+    parser.add_argument(
+        "--output",
+        dest="outputs",
+        action="append",
+        type=output_spec_arg,
+        metavar="PATTERN[=KIND][@CONDITION]",
+        help="files to save when CMD exits (repeatable); CONDITION: success, failure, completion (default)",
+    )
+    parser.add_argument(
+        "--flush-interval", type=seconds_arg, default=5.0, metavar="S", help="seconds between log saves (5)"
+    )
+    connect.add_id_options(parser)
+    connect.add_storage_options(parser)
+    parser.add_argument(
+        "command", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]", help="the command to run"
+    )
 
 
 # --- the tee ------------------------------------------------------------------------------------------------
@@ -102,61 +152,6 @@ class _Tee(threading.Thread):
             self._detached = True
 
 
-# --- signals ------------------------------------------------------------------------------------------------
-
-
-class _Signals:
-    """While the command runs, SIGTERM, SIGINT and SIGHUP go to its process group; afterwards they stop
-    the saving (``_Interrupted``). The command runs in a session of its own, so a terminal's Ctrl-C
-    reaches it once, through us, and not twice."""
-
-    def __init__(self) -> None:
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.command_done = False
-        self.received: list[int] = []
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> _Signals:
-        for signum in _handled_signals():
-            self._previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-
-    def started(self, proc: subprocess.Popen[bytes]) -> None:
-        self.proc = proc
-        for signum in self.received:  # arrived while it was being started
-            self._forward(signum)
-
-    def _handle(self, signum: int, frame: object) -> None:
-        self.received.append(signum)
-        if self.command_done:
-            raise _Interrupted(signal.Signals(signum).name)
-        if self.proc is not None:
-            self._forward(signum)
-
-    def _forward(self, signum: int) -> None:
-        assert self.proc is not None
-        if self.proc.returncode is not None:
-            return
-        try:
-            if hasattr(os, "killpg"):
-                os.killpg(self.proc.pid, signum)
-            else:  # pragma: no cover - Windows
-                self.proc.send_signal(signum)
-        except (ProcessLookupError, PermissionError):
-            with contextlib.suppress(OSError):
-                self.proc.send_signal(signum)
-
-
-def _handled_signals() -> list[int]:
-    """The forwarded signals not ignored by whoever started us (``nohup`` ignores SIGHUP: so do we, and
-    CMD inherits that)."""
-    return [signum for signum in FORWARDED if signal.getsignal(signum) != signal.SIG_IGN]
-
-
 # --- run ----------------------------------------------------------------------------------------------------
 
 
@@ -190,13 +185,13 @@ class _Run:
             for file in files:
                 file.close()
             raise
-        with _Signals() as signals:
+        with Forwarding() as signals:
             status = self._run_command(files, signals)
             try:
                 signals.command_done = True
                 self._close_logs(files, trackers)
                 saved = self._save_outputs(status)
-            except _Interrupted as signal_name:
+            except Interrupted as signal_name:
                 return self._abandon(f"interrupted by {signal_name} while saving", status)
             except KeyboardInterrupt:
                 return self._abandon("interrupted while saving", status)
@@ -218,7 +213,7 @@ class _Run:
             raise
         return trackers
 
-    def _run_command(self, files: list[IO[bytes]], signals: _Signals) -> int:
+    def _run_command(self, files: list[IO[bytes]], signals: Forwarding) -> int:
         """Run the command, teeing its output; its exit status (127/126 if it could not be started)."""
         try:
             proc = subprocess.Popen(
@@ -257,7 +252,7 @@ class _Run:
             for tracker in trackers:
                 try:
                     tracker.close()
-                except SAVE_ERRORS as err:
+                except TRANSFER_ERRORS as err:
                     self.problems.append(f"live log {tracker.blob_name!r} is incomplete: {err}")
                     continue
                 if tracker.lost_bytes:
@@ -281,7 +276,7 @@ class _Run:
                 continue
             try:
                 files = _patterns.expand(spec.pattern, ".", warned=warned)
-            except SAVE_ERRORS as err:
+            except TRANSFER_ERRORS as err:
                 self.problems.append(f"--output {str(spec)!r} not saved: {err}")
                 continue
             if not files:
@@ -305,7 +300,7 @@ class _Run:
                 continue
             try:
                 refs = self.storage._save_files(spec.kind, files)
-            except SAVE_ERRORS as err:
+            except TRANSFER_ERRORS as err:
                 self.problems.append(f"--output {str(spec)!r} not saved: {err}")
                 continue
             count += len(refs)
@@ -366,60 +361,3 @@ def _lock(file: IO[bytes], name: str) -> None:
 
 def _binary(stream: Any) -> IO[bytes] | None:
     return getattr(stream, "buffer", None) if stream is not None else None
-
-
-# --- track --------------------------------------------------------------------------------------------------
-
-
-def track(args: argparse.Namespace) -> int:
-    job_side = args.job_output or (args.kind in common.JOB_KINDS)
-    if job_side and args.kind is None:
-        raise UsageError("--job-output needs --kind: a job has no default log kind")
-    if args.job_output and args.kind in common.TASK_KINDS:
-        raise UsageError(f"{args.kind!r} is a task output kind; drop --job-output")
-    dest = args.dest
-    if dest is None and os.path.isabs(args.path):
-        dest = os.path.basename(args.path)
-    storage: TaskOutputStorage | JobOutputStorage = (
-        connect.job_storage(args, "track") if job_side else connect.task_storage(args, "track")
-    )
-    stop = threading.Event()
-
-    def handle(signum: int, frame: object) -> None:
-        if stop.is_set():  # a second signal: stop waiting for the last flush
-            raise _Interrupted(signal.Signals(signum).name)
-        stop.set()
-
-    previous = {signum: signal.signal(signum, handle) for signum in _handled_signals()}
-    try:
-        with storage:
-            tracker = storage.save_tracked(
-                args.path, dest, kind=args.kind, flush_interval=args.flush_interval, if_exists=args.if_exists
-            )
-            info(
-                f"saving {args.path} live to {tracker.blob_name}; Ctrl-C or SIGTERM stops after a last flush"
-            )
-            while not stop.wait(0.5) and tracker.error is None:
-                pass
-            try:
-                tracker.close()  # raises the error that stopped the save, if any
-            except SAVE_ERRORS as err:
-                common.error(f"{args.path} was not saved completely: {err}")
-                return EXIT_NOT_SAVED
-    except _Interrupted as signal_name:
-        common.error(
-            f"interrupted by {signal_name} during the last flush: {args.path} may not be saved completely"
-        )
-        sys.stderr.flush()
-        os._exit(EXIT_NOT_SAVED)  # the save's thread would otherwise flush at exit, for up to 30 s
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-    if tracker.lost_bytes:
-        common.error(
-            f"{tracker.lost_bytes} bytes of {args.path} were lost (the file was truncated or rotated "
-            "before they could be read)"
-        )
-        return EXIT_NOT_SAVED
-    info(f"saved {human_size(tracker.bytes_saved)} of {args.path} to {tracker.blob_name}")
-    return EXIT_OK

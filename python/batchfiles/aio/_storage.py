@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -211,31 +211,34 @@ class _OutputStorage(StorageBase):
         The walk never leaves ``base_dir``, and every blob name is derived (two files sharing one raise
         :class:`ValueError`) before anything is uploaded.
         """
-        plan = _saving.plan_many
-        files, counter = await asyncio.to_thread(
-            plan, self._scope, kind, patterns, base_dir, max_concurrency, progress
-        )
+        expand = _saving.expand_many
+        files = await asyncio.to_thread(expand, self._scope, kind, patterns, base_dir, max_concurrency)
         return await self._save_files(
-            kind, files, counter, max_concurrency=max_concurrency, overwrite=overwrite
+            kind, files, max_concurrency=max_concurrency, overwrite=overwrite, progress=progress
         )
 
     async def _save_files(
         self,
         kind: KindLike,
-        files: list[tuple[str, str]],
-        counter: _progress.ProgressCounter | None = None,
+        files: Sequence[tuple[str, str]],
         *,
         max_concurrency: int = 8,
         overwrite: bool = True,
+        progress: Progress | None = None,
     ) -> list[OutputFileReference]:
-        """Save (local path, destination) pairs, already checked, concurrently; see the sync twin."""
-        counter = counter if counter is not None else _progress.ProgressCounter(0, None)
+        """Save (local path, destination) pairs concurrently, every blob name checked first; see the sync
+        twin."""
+        plan = _saving.plan_files
+        files, counter = await asyncio.to_thread(plan, self._scope, kind, files, max_concurrency, progress)
         slots = asyncio.Semaphore(max_concurrency)
+        blocks = _saving.blocks_per_file(len(files), max_concurrency)
 
         async def save_one(path: str, rel: str) -> OutputFileReference:
             async with slots:
                 part = counter.part()
-                return await self.save(kind, path, rel, overwrite=overwrite, max_concurrency=1, progress=part)
+                return await self.save(
+                    kind, path, rel, overwrite=overwrite, max_concurrency=blocks, progress=part
+                )
 
         jobs = [asyncio.ensure_future(save_one(path, rel)) for path, rel in files]
         try:

@@ -1,251 +1,27 @@
-"""The ``batchfiles`` command line, run as a subprocess (``python -m batchfiles``) against Azurite.
-
-Exit codes and @success/@failure/@completion outputs, live logs while the command runs, signal
-forwarding, JSON listing, download layout and MD5 check, one-line errors without secrets, and progress
-bars drawn on a pseudo-terminal but not in a pipe. Argument parsing details are tested in-process.
+"""The commands that move or show things once, run as ``python -m batchfiles`` against Azurite: prepare,
+url, names, save, list, get; one-line errors without secrets; progress bars on a pseudo-terminal only.
 """
 
 from __future__ import annotations
 
-import argparse
 import base64
 import hashlib
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import textwrap
-import time
-from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
-from types import SimpleNamespace
 from urllib.parse import parse_qs, quote, urlsplit
 
 import hostile
 import pytest
-from azure.storage.blob import BlobServiceClient, ContentSettings
-from batchfiles import (
-    JobOutputKind,
-    JobOutputStorage,
-    OutputNotFoundError,
-    TaskOutputKind,
-    TaskOutputStorage,
-    __version__,
-    _errors,
-    naming,
-    prepare_output_storage,
-)
-from batchfiles._cli import common
-from batchfiles._cli.transfer import local_target
-from batchfiles.cli import main
-from batchfiles.testing import ACCOUNT_KEY, Azurite
-
-TASK = "task-1"
-#: Upper bound of any wait in these tests; never asserted as a duration.
-PATIENCE = 30.0
-ENV_PREFIXES = ("AZ_BATCH_", "BATCHFILES_", "AZURE_STORAGE_", "AZURE_CLIENT_", "AZURE_TENANT_")
-
-
-# --- helpers ------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def env(azurite: Azurite, job_id: str) -> dict[str, str]:
-    """A Batch node's environment: job and task ids, and storage through a connection string."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIXES)}
-    return {
-        **clean,
-        "AZURE_STORAGE_CONNECTION_STRING": azurite.connection_string,
-        "AZ_BATCH_JOB_ID": job_id,
-        "AZ_BATCH_TASK_ID": TASK,
-    }
-
-
-@pytest.fixture
-def bare_env() -> dict[str, str]:
-    """No storage and no ids at all."""
-    return {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIXES)}
-
-
-@pytest.fixture
-def prepared(service: BlobServiceClient, job_id: str) -> str:
-    prepare_output_storage(service, job_id)
-    return job_id
-
-
-@pytest.fixture
-def task_storage(azurite: Azurite, prepared: str):
-    with TaskOutputStorage.from_connection_string(azurite.connection_string, prepared, TASK) as storage:
-        yield storage
-
-
-def command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "batchfiles", *args]
-
-
-def cli(*args: str, env: dict[str, str], cwd: Path | None = None, stdin: str | None = None):
-    """Run the command line to its end; stdout and stderr as text."""
-    return subprocess.run(
-        command(*args),
-        env=env,
-        cwd=cwd,
-        input=stdin,
-        stdin=None if stdin is not None else subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
-def wait_for(condition: Callable[[], object], what: str) -> object:
-    deadline = time.monotonic() + PATIENCE
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def blob_text(storage: TaskOutputStorage, kind: str, path: str) -> str:
-    try:
-        return storage.get(kind, path).download_text()
-    except OutputNotFoundError:
-        return ""
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess, code: int, *needles: str) -> str:
-    assert result.returncode == code, (result.returncode, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("batchfiles: error: "), lines[0]
-    assert "Traceback" not in result.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
-
-
-def read_or_empty(path: Path) -> str:
-    return path.read_text() if path.exists() else ""
-
-
-def write_script(folder: Path, name: str, body: str) -> Path:
-    path = folder / name
-    path.write_text(textwrap.dedent(body))
-    return path
-
-
-# --- help, version, parsing ---------------------------------------------------------------------------------
-
-COMMANDS = ["run", "save", "track", "prepare", "url", "list", "get", "names"]
-
-
-@pytest.mark.parametrize("name", COMMANDS)
-def test_every_command_has_help_with_examples(name, capsys):
-    with pytest.raises(SystemExit) as exit_:
-        main([name, "--help"])
-    assert exit_.value.code == 0
-    out = capsys.readouterr().out
-    assert f"usage: batchfiles {name}" in out
-    assert "examples:" in out
-
-
-def test_main_help_and_version(bare_env):
-    result = cli("--help", env=bare_env)
-    assert result.returncode == 0
-    for name in COMMANDS:
-        assert name in result.stdout
-    assert "exit codes:" in result.stdout and "75" in result.stdout
-    version = cli("--version", env=bare_env)
-    assert (version.returncode, version.stdout.strip()) == (0, f"batchfiles {__version__}")
-
-
-def test_no_command_prints_help_and_exits_2(bare_env):
-    result = cli(env=bare_env)
-    assert result.returncode == 2
-    assert "usage: batchfiles" in result.stderr
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("*.png", ("*.png", "TaskOutput", "completion")),
-        ("out/**/*.png=TaskPreview", ("out/**/*.png", "TaskPreview", "completion")),
-        ("core.*=TaskLog@failure", ("core.*", "TaskLog", "failure")),
-        ("result.bin@success", ("result.bin", "TaskOutput", "success")),
-        ("x@Completion", ("x", "TaskOutput", "completion")),
-        ("thumbs/*=$Thumbnails", ("thumbs/*", "Thumbnails", "completion")),
-        ("a[@]b.txt", ("a[@]b.txt", "TaskOutput", "completion")),
-    ],
-)
-def test_output_spec_parsing(text, expected):
-    spec = common.output_spec_arg(text)
-    assert (spec.pattern, spec.kind, spec.condition) == expected
-
-
-@pytest.mark.parametrize(
-    ("text", "message"),
-    [
-        ("frame@2x.png", "unknown condition '2x.png'"),
-        ("*.png=JobOutput", "job output kind"),
-        ("*.png=taskpreview", "did you mean 'TaskPreview'"),
-        ("=TaskLog", "no file pattern"),
-        ("/abs/*.png", "absolute"),
-    ],
-)
-def test_output_spec_errors(text, message):
-    with pytest.raises(argparse.ArgumentTypeError) as err:
-        common.output_spec_arg(text)
-    assert message in str(err.value)
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("30m", timedelta(minutes=30)),
-        ("12h", timedelta(hours=12)),
-        ("7d", timedelta(days=7)),
-        ("1w", timedelta(weeks=1)),
-        ("90s", timedelta(seconds=90)),
-        ("1d12h", timedelta(days=1, hours=12)),
-    ],
-)
-def test_durations(text, expected):
-    assert common.duration_arg(text) == expected
-
-
-@pytest.mark.parametrize("text", ["7", "", "d", "7x", "-1d", "0h", "1.5h"])
-def test_bad_durations(text):
-    with pytest.raises(argparse.ArgumentTypeError, match="duration"):
-        common.duration_arg(text)
-
-
-def test_redact_removes_keys_and_signatures():
-    url = "https://acct.blob.core.windows.net/job-x?sv=2024&sr=c&sig=c2VjcmV0c2lnbmF0dXJlMTIz%3D"
-    _errors.register_secrets(f"AccountName=a;AccountKey={ACCOUNT_KEY};", url)
-    text = _errors.redact(f"key {ACCOUNT_KEY} in AccountKey={ACCOUNT_KEY}; url {url}")
-    assert ACCOUNT_KEY not in text and "c2VjcmV0c2lnbmF0dXJlMTIz" not in text
-    assert "sv=2024" in _errors.redact("x?sv=2024&sig=abc")
-
-
-def test_downloads_never_leave_their_folder(tmp_path):
-    def ref(path: str) -> SimpleNamespace:
-        return SimpleNamespace(
-            file_path=path, blob_name=f"t/$TaskOutput/{path}", kind=TaskOutputKind.TASK_OUTPUT
-        )
-
-    assert local_target(tmp_path, "t", ref("a/b.png")) == tmp_path / "t" / "TaskOutput" / "a" / "b.png"
-    assert local_target(tmp_path, "t", ref("../../../etc/x")) == tmp_path / "t" / "TaskOutput" / "etc" / "x"
-    job_ref = SimpleNamespace(
-        file_path="sheet.png", blob_name="$JobOutput/sheet.png", kind=JobOutputKind.JOB_OUTPUT
-    )
-    assert local_target(tmp_path, None, job_ref) == tmp_path / "JobOutput" / "sheet.png"
-    with pytest.raises(ValueError, match="refusing"):
-        local_target(tmp_path, "t", ref("/etc/passwd"))
-
+from azure.storage.blob import ContentSettings
+from batchfiles import JobOutputStorage, TaskOutputStorage, naming
+from batchfiles.testing import ACCOUNT_KEY
+from cli_helpers import PATIENCE, TASK, assert_one_line_error, cli, command, slash_and_backslash
 
 # --- prepare, url, names ------------------------------------------------------------------------------------
 
@@ -331,9 +107,7 @@ def test_save_files_patterns_dest_and_job_outputs(env, prepared, task_storage, a
 def test_save_never_loses_a_file_to_another_of_the_same_name(env, prepared, task_storage, tmp_path):
     """``a/b.txt`` and a file named ``a\\b.txt`` (or ``../x.txt`` and ``x.txt``) are one blob: refused."""
     work = tmp_path / "work"
-    (work / "a").mkdir(parents=True)
-    (work / "a" / "b.txt").write_text("slash")
-    (work / "a\\b.txt").write_text("backslash")
+    slash_and_backslash(work, ".txt")
     (work / "x.txt").write_text("x here")
     (tmp_path / "x.txt").write_text("x above")
     result = cli("save", "TaskOutput", "**/*.txt", "*.txt", env=env, cwd=work)
@@ -369,6 +143,44 @@ def test_save_patterns_stay_in_the_working_directory(env, prepared, task_storage
     assert result.stdout.split() == [f"{TASK}/$TaskOutput/d/x.txt"]
     assert "batchfiles: warning: skipped linkdir: it links outside base_dir" in result.stderr
     assert "saved 1 file" in result.stderr
+
+
+FAILING_SAVE = """\
+import sys, time
+import batchfiles.storage as storage
+save = storage.TaskOutputStorage.save
+def failing(self, kind, path, *args, **kwargs):
+    if str(path).endswith("f00.txt"):
+        raise OSError("cannot read f00.txt")
+    time.sleep(0.5)  # the others are still going up when f00.txt fails
+    return save(self, kind, path, *args, **kwargs)
+storage.TaskOutputStorage.save = failing
+from batchfiles.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_save_stops_at_the_first_error(env, prepared, task_storage, tmp_path):
+    """save goes through the library's multi-file save: when one file fails, the files not started yet are
+    not saved (its own thread pool used to save all the others and then report the error)."""
+    for i in range(30):
+        (tmp_path / f"f{i:02d}.txt").write_text("x")
+    args = [sys.executable, "-c", FAILING_SAVE, "save", "TaskOutput", "f*.txt"]
+    result = subprocess.run(args, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=PATIENCE)
+    assert_one_line_error(result, 1, "cannot read f00.txt")
+    assert result.stdout == ""
+    assert len(list(task_storage.list())) < 29  # the queued saves were cancelled
+
+
+def test_save_names_every_file_before_uploading(env, prepared, task_storage, tmp_path):
+    """A name too long for storage is refused, with the rest: nothing is saved."""
+    (tmp_path / "a.txt").write_text("a")
+    long_name = "/".join(c * 250 for c in "nmopq")
+    (tmp_path / long_name).parent.mkdir(parents=True)
+    (tmp_path / long_name).write_text("q")
+    result = cli("save", "TaskOutput", "a.txt", long_name, env=env, cwd=tmp_path)
+    assert_one_line_error(result, 1, "Azure allows 1024", "nothing was saved")
+    assert list(task_storage.list()) == []
 
 
 def test_list_table_and_json(env, prepared, azurite, tmp_path):
@@ -520,273 +332,6 @@ def test_get_skips_blobs_that_are_not_outputs_and_downloads_the_rest(env, prepar
     # One output named exactly: a dot segment is refused, not resolved to another blob.
     one = cli("get", prepared, "q/../b", "--task", "t1", "--kind", "TaskOutput", "-o", str(out), env=env)
     assert_one_line_error(one, 1, "'.' or '..' segment")
-
-
-# --- run ----------------------------------------------------------------------------------------------------
-
-CHILD = """\
-import sys
-from pathlib import Path
-Path("result.bin").write_text("result")
-Path("core.1").write_text("core dump")
-Path("report.txt").write_text("report")
-print("to stdout")
-print("to stderr", file=sys.stderr)
-sys.exit(int(sys.argv[1]))
-"""
-
-
-@pytest.mark.parametrize(
-    ("code", "saved"), [(0, {"result.bin", "report.txt"}), (3, {"core.1", "report.txt"})]
-)
-def test_run_saves_logs_and_the_outputs_whose_condition_holds(
-    env, prepared, task_storage, tmp_path, code, saved
-):
-    write_script(tmp_path, "child.py", CHILD)
-    outputs = [
-        "--output",
-        "result.bin@success",
-        "--output",
-        "core.*=Diagnostics@failure",
-        "--output",
-        "report.txt",
-    ]
-    result = cli("run", *outputs, "--", sys.executable, "child.py", str(code), env=env, cwd=tmp_path)
-
-    assert result.returncode == code, result.stderr
-    assert result.stdout == "to stdout\n"  # the console still gets the command's output
-    assert result.stderr.startswith("to stderr\n")
-    assert (tmp_path / "stdout.txt").read_text() == "to stdout\n"
-    assert blob_text(task_storage, "TaskLog", "stdout.txt") == "to stdout\n"
-    assert blob_text(task_storage, "TaskLog", "stderr.txt") == "to stderr\n"
-    found = {ref.file_path for kind in ("TaskOutput", "Diagnostics") for ref in task_storage.list(kind)}
-    assert found == saved
-    assert f"the command exited with {code}" in result.stderr
-
-
-def test_run_without_dashes_and_a_missing_command(env, prepared, task_storage, tmp_path):
-    result = cli("run", sys.executable, "-c", "print('plain')", env=env, cwd=tmp_path)
-    assert (result.returncode, result.stdout) == (0, "plain\n"), result.stderr
-
-    result = cli("run", "--output", "*.txt@failure", "--", "no-such-command-xyz", env=env, cwd=tmp_path)
-    assert result.returncode == 127
-    assert "cannot run 'no-such-command-xyz'" in result.stderr
-    assert "cannot run" in blob_text(task_storage, "TaskLog", "stderr.txt")  # why, in the task's log
-
-    assert_one_line_error(cli("run", env=env, cwd=tmp_path), 2, "no command to run")
-    assert_one_line_error(
-        cli("run", "--output", "x@sometimes", "--", "true", env=env), 2, "unknown condition"
-    )
-
-
-def test_run_log_is_live_while_the_command_runs(env, prepared, task_storage, tmp_path):
-    write_script(
-        tmp_path,
-        "slow.py",
-        """\
-        import os, sys, time
-        print("first line", flush=True)
-        deadline = time.monotonic() + 60
-        while not os.path.exists("go") and time.monotonic() < deadline:
-            time.sleep(0.05)
-        print("last line", flush=True)
-        """,
-    )
-    proc = subprocess.Popen(
-        command("run", "--flush-interval", "0.2", "--", sys.executable, "slow.py"),
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        wait_for(lambda: "first line" in blob_text(task_storage, "TaskLog", "stdout.txt"), "the live log")
-        assert proc.poll() is None  # still running: the log was saved live
-        (tmp_path / "go").touch()
-        assert proc.wait(timeout=PATIENCE) == 0
-    finally:
-        proc.kill()
-        proc.wait()
-    assert blob_text(task_storage, "TaskLog", "stdout.txt") == "first line\nlast line\n"
-
-
-TRAPPING_CHILD = """\
-import signal, sys, time
-from pathlib import Path
-def stop(signum, frame):
-    Path("marker").write_text(signal.Signals(signum).name)
-    print("stopping on", signal.Signals(signum).name, flush=True)
-    sys.exit(42)
-if sys.argv[1] == "trap":
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-print("ready", flush=True)
-time.sleep(60)
-"""
-
-
-@pytest.mark.parametrize(
-    ("signum", "mode", "code"),
-    [
-        (signal.SIGTERM, "trap", 42),
-        (signal.SIGINT, "trap", 42),
-        (signal.SIGTERM, "die", 128 + signal.SIGTERM),
-    ],
-)
-def test_run_forwards_signals(env, prepared, task_storage, tmp_path, signum, mode, code):
-    write_script(tmp_path, "child.py", TRAPPING_CHILD)
-    proc = subprocess.Popen(
-        command("run", "--output", "marker@failure", "--", sys.executable, "child.py", mode),
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        wait_for(lambda: "ready" in read_or_empty(tmp_path / "stdout.txt"), "the child to be ready")
-        proc.send_signal(signum)
-        _, err = proc.communicate(timeout=PATIENCE)
-    finally:
-        proc.kill()
-        proc.wait()
-    assert proc.returncode == code, err
-    if mode == "trap":
-        assert (tmp_path / "marker").read_text() == signal.Signals(signum).name
-        assert "stopping on" in blob_text(
-            task_storage, "TaskLog", "stdout.txt"
-        )  # logs saved after the signal
-        assert task_storage.get("TaskOutput", "marker").download_text() == signal.Signals(signum).name
-    else:
-        assert f"the command exited with {code}" in err
-
-
-def test_run_exits_75_when_it_cannot_save(env, prepared, task_storage, tmp_path):
-    """The command succeeds but the container is gone by the time it ends: never a silent 0."""
-    write_script(
-        tmp_path,
-        "vandal.py",
-        f"""\
-        import os
-        from azure.storage.blob import ContainerClient
-        open("result.bin", "w").write("result")
-        print("deleting the container", flush=True)
-        ContainerClient.from_connection_string(
-            os.environ["AZURE_STORAGE_CONNECTION_STRING"], {naming.container_name(prepared)!r}
-        ).delete_container()
-        """,
-    )
-    result = cli("run", "--output", "result.bin", "--", sys.executable, "vandal.py", env=env, cwd=tmp_path)
-    assert result.returncode == 75, result.stderr
-    assert "(the command exited with 0)" in result.stderr
-    assert "result.bin" in result.stderr and "Traceback" not in result.stderr
-
-
-def test_run_reports_outputs_it_cannot_save_and_saves_the_rest(env, prepared, task_storage, tmp_path):
-    """Two --output patterns of one kind give one blob to two files; another climbs out; two link loops."""
-    work = tmp_path / "work"
-    (work / "a").mkdir(parents=True)
-    (work / "a" / "b.dat").write_text("slash")
-    (work / "a\\b.dat").write_text("backslash")
-    (work / "c.dat").write_text("c")
-    (work / "d").mkdir()
-    (work / "d" / "x.dat").write_text("x")
-    os.symlink("..", work / "d" / "up")
-    os.symlink("..", work / "a" / "up")
-    (tmp_path / "above.dat").write_text("above")
-    outputs = ["--output", "a/*.dat", "--output", "*.dat", "--output", "**/x.dat=TaskPreview"]
-    outputs += ["--output", "../*.dat=TaskLog"]
-    result = cli("run", *outputs, "--", sys.executable, "-c", "pass", env=env, cwd=work)
-    assert result.returncode == 75, result.stderr
-    assert "'a/b.dat' and 'a\\\\b.dat' would both be saved as 'task-1/$TaskOutput/a/b.dat'" in result.stderr
-    assert (
-        "'../*.dat=TaskLog@completion' not saved: pattern '../*.dat' climbs above base_dir" in result.stderr
-    )
-    assert "(the command exited with 0)" in result.stderr and "Traceback" not in result.stderr
-    assert sorted(r.file_path for r in task_storage.list("TaskOutput")) == ["c.dat"]
-    preview = sorted(r.file_path for r in task_storage.list("TaskPreview"))
-    assert preview == ["d/x.dat"]  # **: each folder once, though the loops
-    assert [r.file_path for r in task_storage.list("TaskLog")] == ["stderr.txt", "stdout.txt"]
-
-
-def test_run_on_an_unprepared_job_does_not_start_the_command(env, job_id, tmp_path):
-    result = cli("run", "--", sys.executable, "-c", "open('ran', 'w')", env=env, cwd=tmp_path)
-    assert_one_line_error(result, 1, "does not exist", "batchfiles prepare")
-    assert not (tmp_path / "ran").exists()
-
-
-def test_a_second_run_in_the_same_directory_is_refused(env, prepared, task_storage, tmp_path):
-    """Two runs of one task in one directory, 50 ms apart: one runs and saves its logs; the other refuses
-    at once, without running its command or touching the logs (before the lock, each emptied the other's
-    stdout.txt and both exited 0 with a blob holding either or neither)."""
-    write_script(
-        tmp_path,
-        "talk.py",
-        """\
-        import sys, time
-        from pathlib import Path
-        Path(f"ran-{sys.argv[1]}").touch()
-        for i in range(20):
-            print(f"{sys.argv[1]} says {i}", flush=True)
-            time.sleep(0.05)
-        """,
-    )
-    procs = {}
-    for name in ("first", "second"):
-        procs[name] = subprocess.Popen(
-            command("run", "--flush-interval", "0.2", "--", sys.executable, "talk.py", name),
-            env=env,
-            cwd=tmp_path,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        time.sleep(0.05)
-    results = {}
-    for name, proc in procs.items():
-        out, err = proc.communicate(timeout=PATIENCE)
-        results[name] = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
-    (winner,) = [name for name, result in results.items() if result.returncode == 0]  # nearly always first
-    (loser,) = set(results) - {winner}
-    assert_one_line_error(
-        results[loser],
-        1,
-        f"another `batchfiles run` is writing stdout.txt in {tmp_path}: run each task in its own working",
-    )
-    assert not (tmp_path / f"ran-{loser}").exists()
-    said = "".join(f"{winner} says {i}\n" for i in range(20))
-    assert (tmp_path / "stdout.txt").read_text() == said
-    assert blob_text(task_storage, "TaskLog", "stdout.txt") == said
-
-
-# --- track --------------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_track_saves_live_until_interrupted(env, prepared, task_storage, tmp_path, signum):
-    log = tmp_path / "app.log"
-    proc = subprocess.Popen(
-        command("track", "app.log", "--flush-interval", "0.2"),
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        with open(log, "a") as file:
-            file.write("one\n")
-            file.flush()
-            wait_for(lambda: blob_text(task_storage, "TaskLog", "app.log") == "one\n", "the first line")
-            file.write("two\n")
-        proc.send_signal(signum)
-        _, err = proc.communicate(timeout=PATIENCE)
-    finally:
-        proc.kill()
-        proc.wait()
-    assert proc.returncode == 0, err
-    assert blob_text(task_storage, "TaskLog", "app.log") == "one\ntwo\n"  # the last flush on the way out
-    assert "Traceback" not in err
 
 
 # --- errors and secrets -------------------------------------------------------------------------------------

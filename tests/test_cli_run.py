@@ -1,0 +1,274 @@
+"""``batchfiles run`` and ``batchfiles track``, run as ``python -m batchfiles`` against Azurite: exit codes
+and @success/@failure/@completion outputs, live logs while the command runs, signal forwarding, a second
+run in one directory refused, and a tracked file saved until interrupted.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from batchfiles import naming
+from cli_helpers import (
+    PATIENCE,
+    assert_one_line_error,
+    blob_text,
+    cli,
+    command,
+    read_or_empty,
+    slash_and_backslash,
+    start,
+    wait_for,
+    write_script,
+)
+
+# --- run ----------------------------------------------------------------------------------------------------
+
+CHILD = """\
+import sys
+from pathlib import Path
+Path("result.bin").write_text("result")
+Path("core.1").write_text("core dump")
+Path("report.txt").write_text("report")
+print("to stdout")
+print("to stderr", file=sys.stderr)
+sys.exit(int(sys.argv[1]))
+"""
+
+
+@pytest.mark.parametrize(
+    ("code", "saved"), [(0, {"result.bin", "report.txt"}), (3, {"core.1", "report.txt"})]
+)
+def test_run_saves_logs_and_the_outputs_whose_condition_holds(
+    env, prepared, task_storage, tmp_path, code, saved
+):
+    write_script(tmp_path, "child.py", CHILD)
+    outputs = [
+        "--output",
+        "result.bin@success",
+        "--output",
+        "core.*=Diagnostics@failure",
+        "--output",
+        "report.txt",
+    ]
+    result = cli("run", *outputs, "--", sys.executable, "child.py", str(code), env=env, cwd=tmp_path)
+
+    assert result.returncode == code, result.stderr
+    assert result.stdout == "to stdout\n"  # the console still gets the command's output
+    assert result.stderr.startswith("to stderr\n")
+    assert (tmp_path / "stdout.txt").read_text() == "to stdout\n"
+    assert blob_text(task_storage, "TaskLog", "stdout.txt") == "to stdout\n"
+    assert blob_text(task_storage, "TaskLog", "stderr.txt") == "to stderr\n"
+    found = {ref.file_path for kind in ("TaskOutput", "Diagnostics") for ref in task_storage.list(kind)}
+    assert found == saved
+    assert f"the command exited with {code}" in result.stderr
+
+
+def test_run_without_dashes_and_a_missing_command(env, prepared, task_storage, tmp_path):
+    result = cli("run", sys.executable, "-c", "print('plain')", env=env, cwd=tmp_path)
+    assert (result.returncode, result.stdout) == (0, "plain\n"), result.stderr
+
+    result = cli("run", "--output", "*.txt@failure", "--", "no-such-command-xyz", env=env, cwd=tmp_path)
+    assert result.returncode == 127
+    assert "cannot run 'no-such-command-xyz'" in result.stderr
+    assert "cannot run" in blob_text(task_storage, "TaskLog", "stderr.txt")  # why, in the task's log
+
+    assert_one_line_error(cli("run", env=env, cwd=tmp_path), 2, "no command to run")
+    assert_one_line_error(
+        cli("run", "--output", "x@sometimes", "--", "true", env=env), 2, "unknown condition"
+    )
+
+
+def test_run_log_is_live_while_the_command_runs(env, prepared, task_storage, tmp_path):
+    write_script(
+        tmp_path,
+        "slow.py",
+        """\
+        import os, sys, time
+        print("first line", flush=True)
+        deadline = time.monotonic() + 60
+        while not os.path.exists("go") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        print("last line", flush=True)
+        """,
+    )
+    proc = subprocess.Popen(
+        command("run", "--flush-interval", "0.2", "--", sys.executable, "slow.py"),
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for(lambda: "first line" in blob_text(task_storage, "TaskLog", "stdout.txt"), "the live log")
+        assert proc.poll() is None  # still running: the log was saved live
+        (tmp_path / "go").touch()
+        assert proc.wait(timeout=PATIENCE) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+    assert blob_text(task_storage, "TaskLog", "stdout.txt") == "first line\nlast line\n"
+
+
+TRAPPING_CHILD = """\
+import signal, sys, time
+from pathlib import Path
+def stop(signum, frame):
+    Path("marker").write_text(signal.Signals(signum).name)
+    print("stopping on", signal.Signals(signum).name, flush=True)
+    sys.exit(42)
+if sys.argv[1] == "trap":
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize(
+    ("signum", "mode", "code"),
+    [
+        (signal.SIGTERM, "trap", 42),
+        (signal.SIGINT, "trap", 42),
+        (signal.SIGTERM, "die", 128 + signal.SIGTERM),
+    ],
+)
+def test_run_forwards_signals(env, prepared, task_storage, tmp_path, signum, mode, code):
+    write_script(tmp_path, "child.py", TRAPPING_CHILD)
+    proc = start(
+        "run", "--output", "marker@failure", "--", sys.executable, "child.py", mode, env=env, cwd=tmp_path
+    )
+    try:
+        wait_for(lambda: "ready" in read_or_empty(tmp_path / "stdout.txt"), "the child to be ready")
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=PATIENCE)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == code, err
+    if mode == "trap":
+        assert (tmp_path / "marker").read_text() == signal.Signals(signum).name
+        assert "stopping on" in blob_text(
+            task_storage, "TaskLog", "stdout.txt"
+        )  # logs saved after the signal
+        assert task_storage.get("TaskOutput", "marker").download_text() == signal.Signals(signum).name
+    else:
+        assert f"the command exited with {code}" in err
+
+
+def test_run_exits_75_when_it_cannot_save(env, prepared, task_storage, tmp_path):
+    """The command succeeds but the container is gone by the time it ends: never a silent 0."""
+    write_script(
+        tmp_path,
+        "vandal.py",
+        f"""\
+        import os
+        from azure.storage.blob import ContainerClient
+        open("result.bin", "w").write("result")
+        print("deleting the container", flush=True)
+        ContainerClient.from_connection_string(
+            os.environ["AZURE_STORAGE_CONNECTION_STRING"], {naming.container_name(prepared)!r}
+        ).delete_container()
+        """,
+    )
+    result = cli("run", "--output", "result.bin", "--", sys.executable, "vandal.py", env=env, cwd=tmp_path)
+    assert result.returncode == 75, result.stderr
+    assert "(the command exited with 0)" in result.stderr
+    assert "result.bin" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_run_reports_outputs_it_cannot_save_and_saves_the_rest(env, prepared, task_storage, tmp_path):
+    """Two --output patterns of one kind give one blob to two files; another climbs out; two link loops."""
+    work = tmp_path / "work"
+    slash_and_backslash(work, ".dat")
+    (work / "c.dat").write_text("c")
+    (work / "d").mkdir()
+    (work / "d" / "x.dat").write_text("x")
+    os.symlink("..", work / "d" / "up")
+    os.symlink("..", work / "a" / "up")
+    (tmp_path / "above.dat").write_text("above")
+    outputs = ["--output", "a/*.dat", "--output", "*.dat", "--output", "**/x.dat=TaskPreview"]
+    outputs += ["--output", "../*.dat=TaskLog"]
+    result = cli("run", *outputs, "--", sys.executable, "-c", "pass", env=env, cwd=work)
+    assert result.returncode == 75, result.stderr
+    assert "'a/b.dat' and 'a\\\\b.dat' would both be saved as 'task-1/$TaskOutput/a/b.dat'" in result.stderr
+    assert (
+        "'../*.dat=TaskLog@completion' not saved: pattern '../*.dat' climbs above base_dir" in result.stderr
+    )
+    assert "(the command exited with 0)" in result.stderr and "Traceback" not in result.stderr
+    assert sorted(r.file_path for r in task_storage.list("TaskOutput")) == ["c.dat"]
+    preview = sorted(r.file_path for r in task_storage.list("TaskPreview"))
+    assert preview == ["d/x.dat"]  # **: each folder once, though the loops
+    assert [r.file_path for r in task_storage.list("TaskLog")] == ["stderr.txt", "stdout.txt"]
+
+
+def test_run_on_an_unprepared_job_does_not_start_the_command(env, job_id, tmp_path):
+    result = cli("run", "--", sys.executable, "-c", "open('ran', 'w')", env=env, cwd=tmp_path)
+    assert_one_line_error(result, 1, "does not exist", "batchfiles prepare")
+    assert not (tmp_path / "ran").exists()
+
+
+def test_a_second_run_in_the_same_directory_is_refused(env, prepared, task_storage, tmp_path):
+    """Two runs of one task in one directory, 50 ms apart: one runs and saves its logs; the other refuses
+    at once, without running its command or touching the logs (before the lock, each emptied the other's
+    stdout.txt and both exited 0 with a blob holding either or neither)."""
+    write_script(
+        tmp_path,
+        "talk.py",
+        """\
+        import sys, time
+        from pathlib import Path
+        Path(f"ran-{sys.argv[1]}").touch()
+        for i in range(20):
+            print(f"{sys.argv[1]} says {i}", flush=True)
+            time.sleep(0.05)
+        """,
+    )
+    procs = {}
+    for name in ("first", "second"):
+        procs[name] = start(
+            "run", "--flush-interval", "0.2", "--", sys.executable, "talk.py", name, env=env, cwd=tmp_path
+        )
+        time.sleep(0.05)
+    results = {}
+    for name, proc in procs.items():
+        out, err = proc.communicate(timeout=PATIENCE)
+        results[name] = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    (winner,) = [name for name, result in results.items() if result.returncode == 0]  # nearly always first
+    (loser,) = set(results) - {winner}
+    assert_one_line_error(
+        results[loser],
+        1,
+        f"another `batchfiles run` is writing stdout.txt in {tmp_path}: run each task in its own working",
+    )
+    assert not (tmp_path / f"ran-{loser}").exists()
+    said = "".join(f"{winner} says {i}\n" for i in range(20))
+    assert (tmp_path / "stdout.txt").read_text() == said
+    assert blob_text(task_storage, "TaskLog", "stdout.txt") == said
+
+
+# --- track --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_track_saves_live_until_interrupted(env, prepared, task_storage, tmp_path, signum):
+    log = tmp_path / "app.log"
+    proc = start("track", "app.log", "--flush-interval", "0.2", env=env, cwd=tmp_path)
+    try:
+        with open(log, "a") as file:
+            file.write("one\n")
+            file.flush()
+            wait_for(lambda: blob_text(task_storage, "TaskLog", "app.log") == "one\n", "the first line")
+            file.write("two\n")
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=PATIENCE)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 0, err
+    assert blob_text(task_storage, "TaskLog", "app.log") == "one\ntwo\n"  # the last flush on the way out
+    assert "Traceback" not in err
