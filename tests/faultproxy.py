@@ -419,7 +419,9 @@ class FaultProxy:
     def timeline(self, bucket_s: float = 1.0) -> list[dict[str, float]]:
         """Counts per ``bucket_s`` seconds (a whole number of ``slot_s``) since ``start()``, up to the
         last busy slot: ``{"t": start of the bucket in s, "requests", "forwarded", "throttled",
-        "bytes_up", "bytes_down"}``, so ``forwarded / bucket_s`` is the served request rate."""
+        "bytes_up", "bytes_down"}``. A request is counted when it arrives (``requests``, ``throttled``) and
+        again when upstream has answered it (``forwarded`` and the bytes), so ``forwarded / bucket_s`` is
+        the served request rate and ``requests / bucket_s`` the rate the account is asked for."""
         per = max(1, round(bucket_s / self._slot_s))
         with self._lock:
             slots = {k: list(v) for k, v in self._slots.items()}
