@@ -12,13 +12,22 @@ Faults come from rules (first match wins, optionally limited to ``times`` uses),
 random draw per request (reproducible when requests are sequential). Messages are buffered whole in memory
 and ``Expect: 100-continue`` is not supported: fine for tests, not for multi-GiB bodies. Each client
 connection gets its own upstream connection.
+
+Throttling (:class:`Throttle`): a token bucket for the whole account, in requests per second and/or MiB per
+second, checked before any fault. A request beyond it is answered as Azure answers at its scalability
+targets, ``503 ServerBusy`` with ``Retry-After`` (or, for a share of them, ``500 OperationTimedOut``),
+after its whole body has been read, so the client sees an answer, not a reset. The proxy counts requests,
+throttled answers, forwarded requests and body bytes, also per time slot (:meth:`FaultProxy.timeline`),
+so a test can check the request rate over time.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import ipaddress
+import math
 import random
 import socket
 import struct
@@ -31,10 +40,37 @@ from datetime import datetime, timezone
 from email.utils import formatdate
 
 FAULTS = ("reset", "status", "delay", "drop_response")
+#: Counted per time slot (:meth:`FaultProxy.timeline`).
+TIMELINE = ("requests", "forwarded", "throttled", "bytes_up", "bytes_down")
+#: Counters (:attr:`FaultProxy.counts`).
+COUNTS = (
+    *TIMELINE[:2],
+    *FAULTS,
+    "throttled",
+    "server_busy",
+    "timed_out",
+    "bytes_up",
+    "bytes_down",
+    "bytes_throttled",
+    "first_attempts",
+    "first_attempts_throttled",
+    "retries",
+)
 _ERRORS = {  # status -> (reason phrase, x-ms-error-code, message)
     500: ("Internal Server Error", "InternalError", "The server encountered an internal error."),
     503: ("Service Unavailable", "ServerBusy", "The server is currently unable to receive requests."),
 }
+#: Throttled answers: status -> (reason phrase, x-ms-error-code, message), as Azure words them.
+_THROTTLED = {
+    503: ("Service Unavailable", "ServerBusy", "The server is busy."),
+    500: (
+        "Internal Server Error",
+        "OperationTimedOut",
+        "Operation could not be completed within the specified time.",
+    ),
+}
+MIB = 1 << 20
+_MAX_PENDING = 100_000  # throttled requests remembered to tell a retry from a first attempt
 _MAX_LINE = 65536
 _MAX_HEADERS = 256
 _POLL_S = 0.05
@@ -76,6 +112,105 @@ class Rule:
             raise ValueError(f"unknown fault {self.fault!r}; expected one of {FAULTS}")
         if self.status not in _ERRORS:
             raise ValueError(f"status must be one of {tuple(_ERRORS)}")
+
+
+def _positive(name: str, value: float | None, *, minimum: float = 0.0) -> None:
+    if value is not None and not (math.isfinite(value) and value > minimum):
+        raise ValueError(f"{name} must be a finite number > {minimum:g}, not {value!r}")
+
+
+@dataclass(frozen=True)
+class Throttle:
+    """A token bucket for the whole account: ``requests_per_s`` and/or ``mib_per_s`` (None: no limit).
+
+    The request bucket holds ``burst_requests`` tokens (default: one second's worth, at least 1) and a
+    request takes one. The byte bucket holds ``burst_mib`` MiB (default: one second's worth) and may go
+    into debt: a request is let through while it is not in debt, then its body's bytes are taken, and
+    after forwarding the response body's, so bodies larger than the burst still pass, at the rate on
+    average. A request finding either bucket short is refused with ``503 ServerBusy`` and ``Retry-After:
+    retry_after_s`` (None: no header; fractions are for scaled-down tests, Azure sends whole seconds), or
+    with ``500 OperationTimedOut`` (no ``Retry-After``) for a ``timeout_share`` of the refusals (a seeded
+    draw). A refused request takes no tokens.
+    """
+
+    requests_per_s: float | None = None
+    mib_per_s: float | None = None
+    burst_requests: float | None = None
+    burst_mib: float | None = None
+    retry_after_s: float | None = 1.0
+    timeout_share: float = 0.0
+
+    def __post_init__(self) -> None:
+        _positive("requests_per_s", self.requests_per_s)
+        _positive("mib_per_s", self.mib_per_s)
+        _positive("burst_requests", self.burst_requests, minimum=1.0 - 1e-9)
+        _positive("burst_mib", self.burst_mib)
+        if self.retry_after_s is not None and not (
+            math.isfinite(self.retry_after_s) and self.retry_after_s >= 0
+        ):
+            raise ValueError(
+                f"retry_after_s must be a finite number >= 0 or None, not {self.retry_after_s!r}"
+            )
+        if not 0 <= self.timeout_share <= 1:
+            raise ValueError(f"timeout_share must be within [0, 1], not {self.timeout_share!r}")
+
+
+class _Bucket:
+    """Tokens refilled at ``rate`` per second up to ``capacity``, starting full."""
+
+    def __init__(self, rate: float, capacity: float, now: float) -> None:
+        self.rate, self.capacity = rate, capacity
+        self.tokens, self._at = capacity, now
+
+    def refill(self, now: float) -> float:
+        self.tokens = min(self.capacity, self.tokens + (now - self._at) * self.rate)
+        self._at = now
+        return self.tokens
+
+
+class _Buckets:
+    """The buckets of one :class:`Throttle`; callers hold the proxy's lock."""
+
+    def __init__(self, throttle: Throttle, now: float) -> None:
+        self.throttle = throttle
+        self.requests = self.bytes = None
+        if throttle.requests_per_s is not None:
+            burst = throttle.burst_requests or max(1.0, throttle.requests_per_s)
+            self.requests = _Bucket(throttle.requests_per_s, burst, now)
+        if throttle.mib_per_s is not None:
+            burst = (throttle.burst_mib or throttle.mib_per_s) * MIB
+            self.bytes = _Bucket(throttle.mib_per_s * MIB, burst, now)
+
+    def admit(self, body_bytes: int, now: float) -> bool:
+        """Take a request's tokens if both buckets allow it; False (nothing taken) otherwise."""
+        if self.requests is not None and self.requests.refill(now) < 1:
+            return False
+        if self.bytes is not None and self.bytes.refill(now) <= 0:
+            return False
+        if self.requests is not None:
+            self.requests.tokens -= 1
+        self.charge(body_bytes, now)
+        return True
+
+    def charge(self, body_bytes: int, now: float) -> None:
+        if self.bytes is not None:
+            self.bytes.refill(now)
+            self.bytes.tokens -= body_bytes
+
+
+def _attempt_key(req: Request) -> bytes:
+    """What a retry of ``req`` repeats (method, target, conditions, body), to tell it from a first attempt.
+
+    azure-core sends every attempt with a fresh date, signature and client request id, so those are left
+    out; two identical requests in flight at once (rare for writes) count as one operation.
+    """
+    digest = hashlib.blake2b(digest_size=16)
+    for part in (req.method, req.path, req.query):
+        digest.update(part.encode("latin-1") + b"\0")
+    for name in ("x-ms-blob-condition-appendpos", "if-match", "if-none-match", "x-ms-range", "range"):
+        digest.update(req.headers.get(name, "").encode("latin-1") + b"\0")
+    digest.update(req.body)
+    return digest.digest()
 
 
 def _read_line(reader: io.BufferedReader) -> bytes:
@@ -152,9 +287,12 @@ def _wants_close(req: Request) -> bool:
     return req.version != "HTTP/1.1" or "close" in req.headers.get("connection", "").lower()
 
 
-def _error_response(status: int, req: Request) -> bytes:
-    """An Azure Storage style error response (XML body, ``x-ms-error-code``)."""
-    reason, code, message = _ERRORS[status]
+def _error_response(
+    status: int, req: Request, error: tuple[str, str, str] | None = None, extra_headers: str = ""
+) -> bytes:
+    """An Azure Storage style error response (XML body, ``x-ms-error-code``); ``error`` is (reason phrase,
+    code, message), by default the one of ``status``; ``extra_headers`` are "Name: value\\r\\n" lines."""
+    reason, code, message = error or _ERRORS[status]
     request_id = uuid.uuid4()
     now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     body = (
@@ -165,7 +303,8 @@ def _error_response(status: int, req: Request) -> bytes:
         body = b""
     head = (
         f"HTTP/1.1 {status} {reason}\r\nContent-Length: {len(body)}\r\nContent-Type: application/xml\r\n"
-        f"x-ms-error-code: {code}\r\nx-ms-request-id: {request_id}\r\nDate: {formatdate(usegmt=True)}\r\n\r\n"
+        f"x-ms-error-code: {code}\r\nx-ms-request-id: {request_id}\r\nDate: {formatdate(usegmt=True)}\r\n"
+        f"{extra_headers}\r\n"
     )
     return head.encode("latin-1") + body
 
@@ -179,7 +318,8 @@ class FaultProxy:
     """Fault-injecting HTTP/1.1 proxy on ``127.0.0.1:<free port>`` in front of a loopback upstream.
 
     Runs on background threads from ``start()`` (or ``with``) until ``stop()`` or ``deadline_s`` seconds,
-    whichever comes first; once stopped, no proxy thread is left running.
+    whichever comes first; once stopped, no proxy thread is left running. ``throttle`` limits the account
+    (see :class:`Throttle`); ``slot_s`` is the time resolution of :meth:`timeline`.
     """
 
     def __init__(
@@ -192,6 +332,8 @@ class FaultProxy:
         delay_ms: int = 100,
         deadline_s: float = 600.0,
         upstream_host: str = "127.0.0.1",
+        throttle: Throttle | None = None,
+        slot_s: float = 0.1,
     ) -> None:
         if upstream_host != "localhost" and not ipaddress.ip_address(upstream_host).is_loopback:
             raise ValueError(f"upstream {upstream_host!r} is not loopback")
@@ -203,12 +345,19 @@ class FaultProxy:
         self._lock = threading.RLock()  # reentrant: rule predicates may read ``counts``
         self._rules = list(rules)
         self._random: dict[str, float] = {}
-        self._counts = dict.fromkeys(("requests", "forwarded", *FAULTS), 0)
+        self._counts = dict.fromkeys(COUNTS, 0)
+        _positive("slot_s", slot_s)
+        self._slot_s = slot_s
+        self._t0 = time.monotonic()
+        self._slots: dict[int, list[int]] = {}  # slot -> counts of TIMELINE
+        self._buckets: _Buckets | None = None
+        self._pending: set[bytes] = set()  # attempt keys of throttled requests not served since
         self._stopping = threading.Event()
         self._socks: set[socket.socket] = set()
         self._threads: list[threading.Thread] = []
         self._thread: threading.Thread | None = None
         self.set_random(random_faults or {})
+        self.set_throttle(throttle)
 
     # -- public API -------------------------------------------------------------------------------------
 
@@ -245,11 +394,47 @@ class FaultProxy:
             self._rules.clear()
             self._random = {}
 
+    def set_throttle(self, throttle: Throttle | None) -> None:
+        """Limit the account by ``throttle`` from now on, with full buckets (None: no limit)."""
+        with self._lock:
+            self._buckets = None if throttle is None else _Buckets(throttle, time.monotonic())
+            self._pending.clear()
+
+    @property
+    def throttle(self) -> Throttle | None:
+        """The throttle in force, if any."""
+        with self._lock:
+            return None if self._buckets is None else self._buckets.throttle
+
     @property
     def counts(self) -> dict[str, int]:
-        """Snapshot of counters: ``requests``, ``forwarded`` and one per fault kind."""
+        """Snapshot of counters (see ``COUNTS``): ``requests`` received; ``forwarded`` upstream; one per fault
+        kind; ``throttled`` answers, of which ``server_busy`` (503) and ``timed_out`` (500); body bytes
+        ``bytes_up`` (requests forwarded), ``bytes_down`` (responses forwarded), ``bytes_throttled``
+        (requests refused); and, while throttling, ``retries`` (requests repeating one refused earlier and
+        not served since), ``first_attempts`` (the others) and ``first_attempts_throttled``."""
         with self._lock:
             return dict(self._counts)
+
+    def timeline(self, bucket_s: float = 1.0) -> list[dict[str, float]]:
+        """Counts per ``bucket_s`` seconds (a whole number of ``slot_s``) since ``start()``, up to the
+        last busy slot: ``{"t": start of the bucket in s, "requests", "forwarded", "throttled",
+        "bytes_up", "bytes_down"}``. A request is counted when it arrives (``requests``, ``throttled``) and
+        again when upstream has answered it (``forwarded`` and the bytes), so ``forwarded / bucket_s`` is
+        the served request rate and ``requests / bucket_s`` the rate the account is asked for."""
+        per = max(1, round(bucket_s / self._slot_s))
+        with self._lock:
+            slots = {k: list(v) for k, v in self._slots.items()}
+        if not slots:
+            return []
+        buckets = [[0] * len(TIMELINE) for _ in range(max(slots) // per + 1)]
+        for slot, values in slots.items():
+            for i, value in enumerate(values):
+                buckets[slot // per][i] += value
+        width = per * self._slot_s
+        return [
+            {"t": round(n * width, 6), **dict(zip(TIMELINE, b, strict=True))} for n, b in enumerate(buckets)
+        ]
 
     @property
     def running(self) -> bool:
@@ -263,7 +448,10 @@ class FaultProxy:
         listener = socket.create_server(("127.0.0.1", 0), backlog=128)
         listener.settimeout(_POLL_S)
         self.port = listener.getsockname()[1]
-        deadline = time.monotonic() + self._deadline_s
+        with self._lock:
+            self._t0 = time.monotonic()
+            self._slots.clear()
+        deadline = self._t0 + self._deadline_s
         self._thread = threading.Thread(
             target=self._accept_loop, args=(listener, deadline), name="faultproxy-accept"
         )
@@ -340,10 +528,44 @@ class FaultProxy:
             upstream.close()
             self._untrack(client, reader)
 
+    def _tally(self, now: float, **counts: int) -> None:
+        """Add ``counts`` to the counters and to the time slot of ``now`` (lock held)."""
+        values = self._slots.setdefault(int((now - self._t0) / self._slot_s), [0] * len(TIMELINE))
+        for name, n in counts.items():
+            self._counts[name] += n
+            if name in TIMELINE:
+                values[TIMELINE.index(name)] += n
+
+    def _throttled(self, req: Request) -> bytes | None:
+        """Count ``req``; when the throttle refuses it, the answer to send instead."""
+        key = _attempt_key(req) if self._buckets is not None else None
+        with self._lock:
+            now = time.monotonic()
+            self._tally(now, requests=1)
+            buckets = self._buckets
+            if buckets is None or key is None:
+                return None
+            retry = key in self._pending
+            self._tally(now, **({"retries": 1} if retry else {"first_attempts": 1}))
+            if buckets.admit(len(req.body), now):
+                self._pending.discard(key)
+                return None
+            if len(self._pending) >= _MAX_PENDING:
+                self._pending.clear()
+            self._pending.add(key)
+            throttle = buckets.throttle
+            timed_out = throttle.timeout_share > 0 and self._rng.random() < throttle.timeout_share
+            first = {} if retry else {"first_attempts_throttled": 1}
+            kind = {"timed_out": 1} if timed_out else {"server_busy": 1}
+            self._tally(now, throttled=1, bytes_throttled=len(req.body), **first, **kind)
+        if timed_out:
+            return _error_response(500, req, _THROTTLED[500])
+        header = "" if throttle.retry_after_s is None else f"Retry-After: {throttle.retry_after_s:g}\r\n"
+        return _error_response(503, req, _THROTTLED[503], header)
+
     def _choose(self, req: Request) -> Rule | None:
         """Pick the fault for ``req`` (first matching rule, else the random draw) and count it."""
         with self._lock:
-            self._counts["requests"] += 1
             draw = self._rng.random()
             rule = next((r for r in self._rules if r.times != 0 and (r.match is None or r.match(req))), None)
             if rule is None:
@@ -364,6 +586,10 @@ class FaultProxy:
 
     def _handle(self, client: socket.socket, upstream: _Upstream, req: Request) -> bool:
         """Serve one request; False when the client connection must be closed."""
+        busy = self._throttled(req)
+        if busy is not None:
+            client.sendall(busy)
+            return not _wants_close(req)
         rule = self._choose(req)
         if rule is not None:
             if rule.fault == "reset":
@@ -374,9 +600,12 @@ class FaultProxy:
                 return not _wants_close(req)
             if rule.fault == "delay" and self._stopping.wait(rule.delay_ms / 1000):
                 return False
-        response, upstream_closed = upstream.exchange(req)
+        response, body_bytes, upstream_closed = upstream.exchange(req)
         with self._lock:
-            self._counts["forwarded"] += 1
+            now = time.monotonic()
+            self._tally(now, forwarded=1, bytes_up=len(req.body), bytes_down=body_bytes)
+            if self._buckets is not None:
+                self._buckets.charge(body_bytes, now)
         if rule is not None and rule.fault == "drop_response":
             _arm_reset(client)
             return False
@@ -391,8 +620,8 @@ class _Upstream:
         self._proxy = proxy
         self._conn: tuple[socket.socket, io.BufferedReader] | None = None
 
-    def exchange(self, req: Request) -> tuple[bytes, bool]:
-        """Send ``req``; return (raw response, whether upstream closed the connection)."""
+    def exchange(self, req: Request) -> tuple[bytes, int, bool]:
+        """Send ``req``; return (raw response, its body's length, whether upstream closed the connection)."""
         fresh = self._conn is None
         if self._conn is None:
             sock = socket.create_connection(self._proxy.upstream, timeout=10)
@@ -418,7 +647,7 @@ class _Upstream:
         closed = "close" in headers.get("connection", "").lower() or not (bodyless or _is_framed(headers))
         if closed:
             self.close()
-        return raw + body, closed
+        return raw + body, len(body), closed
 
     def close(self) -> None:
         if self._conn is not None:

@@ -9,7 +9,9 @@ from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from faultproxy import FaultProxy, Rule
+from faultproxy import MIB, FaultProxy, Rule, Throttle, _Buckets
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 
 class _Upstream(ThreadingHTTPServer):
@@ -141,8 +143,16 @@ def test_forwards_requests_on_kept_alive_connections(
         ("GET", "/acct/c/b", b""),
     ]
     assert len({s[3] for s in upstream.seen}) == 1  # upstream side kept alive
-    faults = {"reset": 0, "status": 0, "delay": 0, "drop_response": 0}
-    assert proxy.counts == {"requests": 2, "forwarded": 2, **faults}
+    counts = proxy.counts
+    assert {k: counts[k] for k in ("requests", "forwarded", "bytes_up", "bytes_down")} == {
+        "requests": 2,
+        "forwarded": 2,
+        "bytes_up": 300_000,
+        "bytes_down": len(b"300000") + len(b"got /acct/c/b"),
+    }
+    assert all(
+        v == 0 for k, v in counts.items() if k not in ("requests", "forwarded", "bytes_up", "bytes_down")
+    )
     assert proxy.url_for("devstoreaccount1") == f"http://127.0.0.1:{proxy.port}/devstoreaccount1"
 
 
@@ -345,3 +355,206 @@ def test_stop_aborts_busy_connections_and_leaves_no_thread(upstream: _Upstream, 
         t.join()
     assert len(errors) == 2
     proxy.stop()  # idempotent
+
+
+# --- throttling ---------------------------------------------------------------------------------------------
+
+
+def _throttled(upstream: _Upstream, **options: float | None) -> FaultProxy:
+    return FaultProxy(upstream.server_port, seed=3, throttle=Throttle(**options), deadline_s=60)  # type: ignore[arg-type]
+
+
+def test_request_bucket_burst_then_rate(upstream: _Upstream, connect: Connect) -> None:
+    with _throttled(upstream, requests_per_s=2, burst_requests=3, retry_after_s=2) as proxy:
+        conn = connect(proxy)
+        answers = [_call(conn, "PUT", f"/acct/c/{i}", b"x" * 1000) for i in range(5)]
+        assert [r.status for r, _ in answers] == [201, 201, 201, 503, 503]
+        busy, body = answers[3]
+        assert busy.reason == "Service Unavailable"
+        assert busy.getheader("x-ms-error-code") == "ServerBusy"
+        assert busy.getheader("Retry-After") == "2"
+        assert b"<Code>ServerBusy</Code><Message>The server is busy." in body
+        assert [s[1] for s in upstream.seen] == ["/acct/c/0", "/acct/c/1", "/acct/c/2"]
+        time.sleep(0.6)  # one token back at 2 per second
+        assert [_call(conn, "GET", "/again")[0].status for _ in range(2)] == [200, 503]
+        sock = conn.sock
+    counts = proxy.counts
+    assert conn.sock is sock  # a throttled answer keeps the connection
+    assert {k: counts[k] for k in ("requests", "forwarded", "throttled", "server_busy", "timed_out")} == {
+        "requests": 7,
+        "forwarded": 4,
+        "throttled": 3,
+        "server_busy": 3,
+        "timed_out": 0,
+    }
+    assert (counts["bytes_up"], counts["bytes_throttled"]) == (3000, 2000)
+
+
+def test_throttled_request_body_is_read_before_the_answer(upstream: _Upstream, connect: Connect) -> None:
+    """A refused 4 MiB upload gets its 503 after the proxy has read all of it: no reset, the connection
+    carries on."""
+    with _throttled(upstream, requests_per_s=5, burst_requests=1) as proxy:
+        conn = connect(proxy)
+        assert _call(conn, "GET", "/first")[0].status == 200
+        resp, _ = _call(conn, "PUT", "/acct/c/big", b"b" * (4 * MIB))
+        assert resp.status == 503
+        sock = conn.sock
+        time.sleep(0.25)
+        assert _call(conn, "PUT", "/acct/c/big", b"b" * (4 * MIB))[1] == str(4 * MIB).encode()
+        assert conn.sock is sock
+    assert proxy.counts["bytes_throttled"] == proxy.counts["bytes_up"] == 4 * MIB
+
+
+def test_byte_bucket_lets_a_large_body_through_then_waits(upstream: _Upstream, connect: Connect) -> None:
+    with _throttled(upstream, mib_per_s=4, burst_mib=0.5) as proxy:
+        conn = connect(proxy)
+        assert _call(conn, "PUT", "/acct/c/a", b"a" * (2 * MIB))[0].status == 201  # debt: -1.5 MiB
+        assert _call(conn, "PUT", "/acct/c/b", b"b")[0].status == 503
+        time.sleep(0.5)  # 2 MiB back: out of debt
+        assert _call(conn, "PUT", "/acct/c/b", b"b")[0].status == 201
+    assert proxy.counts["bytes_up"] == 2 * MIB + 1
+    assert proxy.counts["throttled"] == 1
+
+
+def test_retry_after_options_and_head(upstream: _Upstream, connect: Connect) -> None:
+    with _throttled(upstream, requests_per_s=1, burst_requests=1, retry_after_s=0.5) as proxy:
+        conn = connect(proxy)
+        _call(conn, "GET", "/take-the-token")
+        resp, body = _call(conn, "HEAD", "/blob")
+        assert (resp.status, resp.getheader("Retry-After"), body) == (503, "0.5", b"")
+        proxy.set_throttle(Throttle(requests_per_s=1, burst_requests=1, retry_after_s=None))
+        assert proxy.throttle == Throttle(requests_per_s=1, burst_requests=1, retry_after_s=None)
+        _call(conn, "GET", "/take-the-token")
+        resp, _ = _call(conn, "GET", "/blob")
+        assert (resp.status, resp.getheader("Retry-After")) == (503, None)
+        proxy.set_throttle(None)
+        assert [_call(conn, "GET", "/free")[0].status for _ in range(5)] == [200] * 5
+
+
+def test_timeout_share_answers_500_operation_timed_out(upstream: _Upstream, connect: Connect) -> None:
+    with _throttled(upstream, requests_per_s=0.1, burst_requests=1, timeout_share=1.0) as proxy:
+        conn = connect(proxy)
+        _call(conn, "GET", "/take-the-token")
+        resp, body = _call(conn, "PUT", "/acct/c/b", b"data")
+        assert (resp.status, resp.reason) == (500, "Internal Server Error")
+        assert resp.getheader("x-ms-error-code") == "OperationTimedOut"
+        assert resp.getheader("Retry-After") is None
+        assert b"<Code>OperationTimedOut</Code>" in body
+        proxy.set_throttle(Throttle(requests_per_s=0.1, burst_requests=1, timeout_share=0.3))
+        _call(conn, "GET", "/take-the-token")
+        statuses = [_call(conn, "GET", f"/{i}")[0].status for i in range(60)]
+    counts = proxy.counts
+    assert counts["timed_out"] == 1 + statuses.count(500)
+    assert counts["server_busy"] == statuses.count(503)
+    assert 6 <= statuses.count(500) <= 30  # a 0.3 share of 60, seeded
+    assert counts["throttled"] == counts["timed_out"] + counts["server_busy"] == 61
+
+
+def test_retries_are_told_from_first_attempts(upstream: _Upstream, connect: Connect) -> None:
+    with _throttled(upstream, requests_per_s=2, burst_requests=1) as proxy:
+        conn = connect(proxy)
+        assert _call(conn, "PUT", "/acct/c/a?comp=block", b"x")[0].status == 201  # first, served
+        assert _call(conn, "PUT", "/acct/c/a?comp=block", b"x")[0].status == 503  # first (a new write)
+        assert _call(conn, "PUT", "/acct/c/a?comp=block", b"x")[0].status == 503  # retry
+        assert _call(conn, "PUT", "/acct/c/a?comp=block", b"y")[0].status == 503  # other body: first
+        time.sleep(0.6)
+        assert _call(conn, "PUT", "/acct/c/a?comp=block", b"x")[0].status == 201  # retry, served
+        assert _call(conn, "PUT", "/acct/c/a?comp=block", b"x")[0].status == 503  # first again
+    counts = proxy.counts
+    assert (counts["first_attempts"], counts["first_attempts_throttled"], counts["retries"]) == (4, 3, 2)
+    assert counts["first_attempts"] + counts["retries"] == counts["requests"] == 6
+
+
+def test_concurrent_clients_are_held_to_the_rate(upstream: _Upstream, connect: Connect) -> None:
+    """Six clients asking as fast as they can for 1.5 s: about 20 per second get through, the rest are
+    refused, and the timeline shows the served rate per half second."""
+    rate, burst, run_s = 20, 2, 1.5
+    with _throttled(upstream, requests_per_s=rate, burst_requests=burst) as proxy:
+        stop = time.monotonic() + run_s
+        statuses: list[int] = []
+
+        def client() -> None:
+            conn = connect(proxy)
+            while time.monotonic() < stop:
+                statuses.append(_call(conn, "GET", "/x")[0].status)
+                time.sleep(0.005)
+
+        threads = [threading.Thread(target=client) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        elapsed = time.monotonic() - (stop - run_s)
+        timeline = proxy.timeline(0.5)
+    counts = proxy.counts
+    assert statuses.count(200) == counts["forwarded"] <= burst + rate * elapsed + 1
+    assert counts["forwarded"] >= rate * run_s * 0.7  # the bucket is used, not starved
+    assert statuses.count(503) == counts["throttled"] > counts["forwarded"]
+    assert sum(b["requests"] for b in timeline) == counts["requests"]
+    assert sum(b["throttled"] for b in timeline) == counts["throttled"]
+    assert [b["t"] for b in timeline] == [0.5 * i for i in range(len(timeline))]
+    assert all(b["forwarded"] <= burst + rate * 0.5 + 1 for b in timeline)
+
+
+def test_timeline_of_an_idle_proxy_is_empty(upstream: _Upstream) -> None:
+    with FaultProxy(upstream.server_port) as proxy:
+        assert proxy.timeline() == []
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"requests_per_s": 0},
+        {"requests_per_s": -1},
+        {"mib_per_s": float("nan")},
+        {"mib_per_s": float("inf")},
+        {"requests_per_s": 5, "burst_requests": 0.5},
+        {"mib_per_s": 1, "burst_mib": 0},
+        {"retry_after_s": -1},
+        {"timeout_share": 1.5},
+    ],
+)
+def test_rejects_bad_throttle(options: dict[str, float]) -> None:
+    with pytest.raises(ValueError):
+        Throttle(**options)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    rate=st.floats(0.5, 1000),
+    burst=st.floats(1, 50),
+    gaps=st.lists(st.floats(0, 0.5), min_size=1, max_size=200),
+)
+def test_request_bucket_never_exceeds_burst_plus_rate(rate: float, burst: float, gaps: list[float]) -> None:
+    """Over any stretch of time, the admitted requests are at most the burst plus the rate times its length;
+    and a request finding the bucket refilled is always admitted."""
+    buckets = _Buckets(Throttle(requests_per_s=rate, burst_requests=burst), 0.0)
+    now, admitted = 0.0, []
+    for gap in gaps:
+        now += gap
+        full = buckets.requests.refill(now) >= 1  # type: ignore[union-attr]
+        ok = buckets.admit(0, now)
+        assert ok == full
+        if ok:
+            admitted.append(now)
+    for i, start in enumerate(admitted):
+        for j in range(i, len(admitted)):
+            assert j - i + 1 <= burst + rate * (admitted[j] - start) + 1e-6
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    rate=st.floats(0.1, 100),
+    burst=st.floats(0.01, 10),
+    arrivals=st.lists(st.tuples(st.floats(0, 1), st.integers(0, 4 * MIB)), min_size=1, max_size=100),
+)
+def test_byte_bucket_holds_the_average(rate: float, burst: float, arrivals: list[tuple[float, int]]) -> None:
+    """Bytes admitted by time t never exceed the burst plus rate x t plus one body (the debt)."""
+    buckets = _Buckets(Throttle(mib_per_s=rate, burst_mib=burst), 0.0)
+    now, total, largest = 0.0, 0, 0
+    for gap, size in arrivals:
+        now += gap
+        if buckets.admit(size, now):
+            total += size
+            largest = max(largest, size)
+            assert total <= (burst + rate * now) * MIB + largest + 1e-3
