@@ -36,6 +36,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))  # the proxy and the simulated tasks
 
 from faultproxy import MIB, FaultProxy, Throttle
+from procstat import process_tree_cpu
 from scale_tasks import (
     KIB,
     LogWatcher,
@@ -126,25 +127,6 @@ class SimConfig:
 # --- the driver (this process: the proxy) ------------------------------------------------------------------
 
 
-def _process_tree_cpu(pid: int) -> float:
-    """User + system CPU seconds of ``pid`` and its live descendants, from /proc (0 where unavailable)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total, todo, seen = 0.0, [pid], set()
-    while todo:
-        p = todo.pop()
-        if p in seen:
-            continue
-        seen.add(p)
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / tick
-            for task in os.listdir(f"/proc/{p}/task"):
-                todo += [int(c) for c in Path(f"/proc/{p}/task/{task}/children").read_text().split()]
-        except (OSError, IndexError, ValueError):
-            pass
-    return total
-
-
 def simulate(azurite: Any, config: SimConfig, *, throttled: bool = True) -> dict[str, Any]:
     """Run one job through the proxy (throttling unless ``throttled`` is False) and return its figures."""
     from azure.storage.blob import BlobServiceClient
@@ -201,7 +183,7 @@ def simulate(azurite: Any, config: SimConfig, *, throttled: bool = True) -> dict
 
 
 def _cpu_of(proc: Any) -> float:
-    return _process_tree_cpu(proc.pid) if proc is not None else 0.0
+    return process_tree_cpu(proc.pid) if proc is not None else 0.0
 
 
 def _spawn(spec: dict[str, Any]) -> subprocess.Popen[str]:

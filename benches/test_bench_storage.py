@@ -40,6 +40,7 @@ import pytest
 from azure.storage.blob import BlobServiceClient, ContainerClient
 from batchfiles import TaskOutputStorage, prepare_output_storage
 from batchfiles.testing import Azurite
+from procstat import process_tree_cpu
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -54,25 +55,6 @@ RSS_TARGET_MIB = 64 + BLOCK_SIZE * CONCURRENCY / MIB
 pytestmark = pytest.mark.timeout(1800)
 
 # --- Azurite -----------------------------------------------------------------------------------------------
-
-
-def _process_tree_cpu(pid: int) -> float:
-    """User + system CPU seconds of ``pid`` and its live descendants, from /proc (0 where unavailable)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total, todo, seen = 0.0, [pid], set()
-    while todo:
-        p = todo.pop()
-        if p in seen:
-            continue
-        seen.add(p)
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / tick
-            for task in os.listdir(f"/proc/{p}/task"):
-                todo += [int(c) for c in Path(f"/proc/{p}/task/{task}/children").read_text().split()]
-        except (OSError, IndexError, ValueError):
-            pass
-    return total
 
 
 class Server:
@@ -91,7 +73,7 @@ class Server:
 
     def cpu(self) -> float:
         proc = getattr(self.azurite, "_proc", None)
-        return _process_tree_cpu(proc.pid) if proc is not None else 0.0
+        return process_tree_cpu(proc.pid) if proc is not None else 0.0
 
     def container(self) -> ContainerClient:
         service = BlobServiceClient.from_connection_string(self.connection_string)
