@@ -253,16 +253,31 @@ def test_flush_times_out_while_storage_is_slow(
     assert service.get_container_client(proxied.container_name).download_blob(LOG).readall() == b"slow\n"
 
 
+@pytest.mark.parametrize(
+    ("status", "gave_up"), [(500, "after 6 failures"), (503, "storage throttled every try for")]
+)
 def test_a_dead_storage_is_an_error_raised_by_flush_and_close(
-    proxied: ContainerClient, proxy: FaultProxy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    proxied: ContainerClient,
+    proxy: FaultProxy,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    status: int,
+    gave_up: str,
 ) -> None:
+    """A fault (500 InternalError) is kept after 6 failed steps; throttling (503 ServerBusy, as storage
+    answers forever here) once every step failed for the throttling patience."""
     monkeypatch.setattr(limits, "BACKOFF", (0.01, 0.01))
+    monkeypatch.setattr(limits, "THROTTLED_BACKOFF", (0.01, 0.05))
+    monkeypatch.setattr(limits, "THROTTLED_PATIENCE", 1.0)
     path = tmp_path / "app.log"
     save = TrackedSave.start(proxied, LOG, path, flush_interval=0.05, settle=0)
-    proxy.add_rule("status", status=503)
+    proxy.add_rule("status", status=status)
     append(path, b"cannot be saved\n")
-    with pytest.raises(TrackingError, match="gave up"):
+    started = time.monotonic()
+    with pytest.raises(TrackingError, match=gave_up):
         save.flush()
+    if status == 503:
+        assert time.monotonic() - started >= limits.THROTTLED_PATIENCE
     assert isinstance(save.error.__cause__, HttpResponseError)
     with pytest.raises(TrackingError):
         save.close()

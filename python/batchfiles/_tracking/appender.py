@@ -46,6 +46,7 @@ class Appender:
         self.bytes_saved = 0
         self.lost_bytes = 0
         self.polls = 0
+        self.appends = 0  # append requests that stored a block (this save's, or an earlier try's)
         self.file_seen = False
 
     def send(self, min_bytes: int, started: float) -> Steps[tuple[int, bool]]:
@@ -88,6 +89,7 @@ class Appender:
         parts.appended(etag, len(data))
         self.tracker.commit()
         self.bytes_saved += len(data)
+        self.appends += 1
 
     def _check_landed(self, data: bytes, err: HttpResponseError) -> Steps[str]:
         """After a 412 on append: the part's new ETag if an earlier try of this very append landed (the
