@@ -210,8 +210,9 @@ class Engine:
     def _send(self, outcome: Outcome, min_bytes: int) -> Steps[Outcome]:
         """Send ready blocks (of at least ``min_bytes``) until caught up or out of time."""
         before = self._appender.bytes_saved
+        retries = limits.THROTTLED_CLIENT_RETRIES if self._schedule.pressure else None
         try:
-            appended, caught_up = yield from self._appender.send(min_bytes, outcome.started)
+            appended, caught_up = yield from self._appender.send(min_bytes, outcome.started, retries)
         except Exception as exc:  # kept or retried by end(); the block stays pending in the tracker
             return replace(outcome, appended=self._appender.bytes_saved - before, error=exc)
         return replace(outcome, appended=appended, caught_up=caught_up)

@@ -43,5 +43,8 @@ THROTTLED_BACKOFF = (1.0, 60.0)
 #: for ``THROTTLED_BYTES << (level - 1)`` bytes (at most ``MAX_BLOCK``), so fewer appends carry the bytes...
 THROTTLED_BYTES = 256 * 1024
 MAX_PRESSURE = 5
-#: ... and it falls back one level per this many seconds of appends without throttling.
+#: ... and it falls back one level per this many seconds of appends without throttling. While the level
+#: is up, appends get this many azure-core retries: the schedule paces them (after ``Retry-After``, with
+#: jitter), and the sync driver's one thread is not held up for every other save by retries in a step.
 PRESSURE_RELIEF = 30.0
+THROTTLED_CLIENT_RETRIES = 0
