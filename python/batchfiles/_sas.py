@@ -11,6 +11,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import parse_qs
 
+from .errors import ConfigurationError
+
 logger = logging.getLogger("batchfiles")
 
 #: The variable that sets the margin when no ``sas_margin=`` (or ``--sas-margin``) is given.
@@ -77,14 +79,21 @@ def credential_sas(url: str, credential: Any = None) -> str | None:
     return url if isinstance(url, str) and "?" in url else None
 
 
+def check_margin(value: timedelta | None) -> None:
+    """Raise for a ``sas_margin=`` that is not None or a timedelta >= 0."""
+    if value is None:
+        return
+    if not isinstance(value, timedelta):
+        raise TypeError(f"sas_margin must be a timedelta, not {type(value).__name__}")
+    if value < timedelta(0):
+        raise ValueError(f"sas_margin must not be negative, not {value}")
+
+
 def margin(value: timedelta | None = None) -> timedelta:
     """The margin: ``value`` if given, else ``BATCHFILES_SAS_MARGIN`` (a duration, ``0`` for none), else
-    :data:`DEFAULT_MARGIN`. :class:`ValueError` for a bad value, naming where it came from."""
+    :data:`DEFAULT_MARGIN`. A bad variable is a :class:`~batchfiles.errors.ConfigurationError`."""
+    check_margin(value)
     if value is not None:
-        if isinstance(value, bool) or not isinstance(value, timedelta):
-            raise TypeError(f"sas_margin must be a timedelta, not {type(value).__name__}")
-        if value < timedelta(0):
-            raise ValueError(f"sas_margin must not be negative, not {value}")
         return value
     text = os.environ.get(ENV_SAS_MARGIN, "").strip()
     if not text:
@@ -92,7 +101,7 @@ def margin(value: timedelta | None = None) -> timedelta:
     try:
         return parse_duration(text, zero=True)
     except ValueError as err:
-        raise ValueError(f"{ENV_SAS_MARGIN}: {err}") from None
+        raise ConfigurationError(f"{ENV_SAS_MARGIN}: {err}") from None
 
 
 def utc_text(when: datetime) -> str:
@@ -122,7 +131,8 @@ def expiry_warning(what: str, expires: datetime, within: timedelta, now: datetim
 
 
 def warn_if_expiring(what: str, url: str, credential: Any = None, within: timedelta | None = None) -> None:
-    """Log a warning when the SAS of ``url`` (or the SAS token ``credential``) expires within the margin."""
+    """Log a warning when the SAS of ``url`` (or the SAS token ``credential``) expires within the margin
+    (``within``, else the variable, else an hour); nothing for a client without a SAS."""
     expires = sas_expiry(credential_sas(url, credential))
     if expires is None:
         return
