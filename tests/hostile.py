@@ -23,7 +23,7 @@ def sas_url(service: BlobServiceClient, job_id: str) -> str:
         container,
         account_key=ACCOUNT_KEY,
         permission=ContainerSasPermissions(read=True, add=True, create=True, write=True, list=True),
-        expiry=datetime.now(timezone.utc) + timedelta(hours=1),
+        expiry=datetime.now(timezone.utc) + timedelta(days=2),
     )
     return f"{service.url.rstrip('/')}/{container}?{sas}"
 

@@ -62,7 +62,7 @@ def two_jobs(azurite: Azurite, service: BlobServiceClient, job_id: str) -> tuple
     job_a, job_b = f"{job_id}-a", f"{job_id}-b"
     for job in (job_a, job_b):
         prepare_output_storage(service, job)
-    return job_a, job_b, output_storage_container_url(service, job_a, expiry=timedelta(hours=1))
+    return job_a, job_b, output_storage_container_url(service, job_a, expiry=timedelta(days=2))
 
 
 def test_cli_refuses_a_container_url_of_another_job_in_the_environment(two_jobs, service, tmp_path):

@@ -109,15 +109,16 @@ def test_the_public_signatures_stay():
         ("kwargs", "VAR_KEYWORD", inspect.Parameter.empty),
     )
     credential = ("credential", "KEYWORD_ONLY", None)
+    margin = ("sas_margin", "KEYWORD_ONLY", None)  # every constructor warns of a SAS about to expire
     for module in FLAVOURS.values():
         task, job = module.TaskOutputStorage, module.JobOutputStorage
-        assert parameters(task) == [url, task_id, credential, kwargs]
-        assert parameters(job) == [url, credential, kwargs]
-        assert parameters(task.from_service) == [service, job_id, task_id]
-        assert parameters(job.from_service) == [service, job_id]
-        assert parameters(task.from_connection_string) == [conn, job_id, task_id, kwargs]
-        assert parameters(job.from_connection_string) == [conn, job_id, kwargs]
-        assert parameters(task.from_environment) == parameters(job.from_environment) == [kwargs]
+        assert parameters(task) == [url, task_id, credential, margin, kwargs]
+        assert parameters(job) == [url, credential, margin, kwargs]
+        assert parameters(task.from_service) == [service, job_id, task_id, margin]
+        assert parameters(job.from_service) == [service, job_id, margin]
+        assert parameters(task.from_connection_string) == [conn, job_id, task_id, margin, kwargs]
+        assert parameters(job.from_connection_string) == [conn, job_id, margin, kwargs]
+        assert parameters(task.from_environment) == parameters(job.from_environment) == [margin, kwargs]
         assert parameters(job.task)[1:] == [task_id]  # after self
 
 

@@ -7,9 +7,12 @@ import contextlib
 import logging
 import string
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
+from types import SimpleNamespace
 
 import pytest
-from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError
+from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ServiceRequestError
 from batchfiles import AuthenticationError, BatchFilesError, ConfigurationError, _errors
 from hypothesis import assume, given
 from hypothesis import strategies as st
@@ -138,3 +141,57 @@ def test_sign_in_error_says_where_to_sign_in():
         "no Azure sign-in for https://acct.blob.core.windows.net/?sig=REDACTED: no credential"
     )
     assert "az login" in text and "more" not in text and "\n" not in text
+
+
+# --- throttling: told apart from faults, and how long it asks to wait ---------------------------------------
+
+
+def http_error(
+    status: int, code: str | None = None, headers: dict[str, str] | None = None
+) -> HttpResponseError:
+    err = HttpResponseError(f"{status} {code}")
+    err.status_code, err.error_code = status, code
+    err.response = SimpleNamespace(headers=headers or {})  # what is read of a response: its headers
+    return err
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "throttling"),
+    [
+        (503, "ServerBusy", True),
+        (503, None, True),
+        (500, "OperationTimedOut", True),
+        (429, None, True),
+        (500, "InternalError", False),
+        (502, None, False),
+        (412, "ConditionNotMet", False),
+        (403, "AuthenticationFailed", False),
+    ],
+)
+def test_throttling_is_told_apart_from_faults(status: int, code: str | None, throttling: bool) -> None:
+    err = http_error(status, code)
+    assert _errors.is_throttling(err) is throttling
+    assert _errors.is_transient(err) is (status >= 500 or status == 429)  # throttling is transient too
+    assert not _errors.is_throttling(ServiceRequestError("refused"))
+
+
+def test_retry_after_in_seconds_or_as_a_date_capped_and_never_negative() -> None:
+    def after(value: str) -> float | None:
+        return _errors.retry_after(http_error(503, "ServerBusy", {"Retry-After": value}))
+
+    assert after("1") == 1.0
+    assert after(" 0.25 ") == 0.25
+    assert after("-3") == 0.0
+    assert after("86400") == _errors.MAX_RETRY_AFTER
+    assert after("soon") is None and after("") is None and after("inf") is None and after("nan") is None
+    in_ten = datetime.now(timezone.utc) + timedelta(seconds=10)
+    assert 8 <= (after(format_datetime(in_ten, usegmt=True)) or 0) <= 10
+    assert after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # past
+    assert _errors.retry_after(http_error(503)) is None  # no header
+    assert _errors.retry_after(ServiceRequestError("refused")) is None  # no response
+
+
+@given(st.text(max_size=40))
+def test_any_retry_after_header_is_read_within_bounds_or_ignored(value: str) -> None:
+    seconds = _errors.retry_after(http_error(503, "ServerBusy", {"Retry-After": value}))
+    assert seconds is None or 0.0 <= seconds <= _errors.MAX_RETRY_AFTER

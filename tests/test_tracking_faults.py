@@ -6,6 +6,7 @@ tests/faultproxy.py, then in a subprocess killed at random moments while the fil
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import signal
@@ -31,7 +32,7 @@ from batchfiles._tracking import BlobMethod, Call, Engine, Outcome, drive, limit
 from batchfiles.errors import TrackingError
 from batchfiles.testing import ACCOUNT_NAME, Azurite
 from batchfiles.tracking import TrackedSave
-from faultproxy import FaultProxy, Request
+from faultproxy import FaultProxy, Request, Throttle
 from tracking_child import fast_retries
 
 CHILD = Path(__file__).with_name("tracking_child.py")
@@ -253,19 +254,103 @@ def test_flush_times_out_while_storage_is_slow(
     assert service.get_container_client(proxied.container_name).download_blob(LOG).readall() == b"slow\n"
 
 
+@pytest.mark.parametrize(
+    ("status", "gave_up"), [(500, "after 6 failures"), (503, "storage throttled every try for")]
+)
 def test_a_dead_storage_is_an_error_raised_by_flush_and_close(
-    proxied: ContainerClient, proxy: FaultProxy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    proxied: ContainerClient,
+    proxy: FaultProxy,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    status: int,
+    gave_up: str,
 ) -> None:
+    """A fault (500 InternalError) is kept after 6 failed steps; throttling (503 ServerBusy, as storage
+    answers forever here) once every step failed for the throttling patience."""
     monkeypatch.setattr(limits, "BACKOFF", (0.01, 0.01))
+    monkeypatch.setattr(limits, "THROTTLED_BACKOFF", (0.01, 0.05))
+    monkeypatch.setattr(limits, "THROTTLED_PATIENCE", 1.0)
     path = tmp_path / "app.log"
     save = TrackedSave.start(proxied, LOG, path, flush_interval=0.05, settle=0)
-    proxy.add_rule("status", status=503)
+    proxy.add_rule("status", status=status)
     append(path, b"cannot be saved\n")
-    with pytest.raises(TrackingError, match="gave up"):
+    started = time.monotonic()
+    with pytest.raises(TrackingError, match=gave_up):
         save.flush()
+    if status == 503:
+        assert time.monotonic() - started >= limits.THROTTLED_PATIENCE
     assert isinstance(save.error.__cause__, HttpResponseError)
     with pytest.raises(TrackingError):
         save.close()
+
+
+@pytest.mark.timeout(60)
+def test_under_heavy_throttling_a_tracked_save_coalesces_and_never_gives_up(
+    azurite: Azurite,
+    container_name: str,
+    service: BlobServiceClient,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Another client takes most of a small account's requests, so most appends meet 503 ServerBusy
+    (``Retry-After``) or 500 OperationTimedOut, more than azure-core's retries absorb: the save backs off,
+    sends fewer, larger appends than it has flush intervals, keeps going, and the blob equals the file."""
+    caplog.set_level(logging.WARNING, "batchfiles")
+    monkeypatch.setattr(limits, "THROTTLED_BACKOFF", (0.2, 1.0))  # the schedule's numbers, scaled down:
+    monkeypatch.setattr(limits, "BACKOFF", (0.05, 0.2))  # a fault would be given up on within a second
+    throttle = Throttle(requests_per_s=4, burst_requests=1, retry_after_s=0.2, timeout_share=0.2)
+    interval, seconds = 0.1, 6.0
+    path = tmp_path / "app.log"
+    stop = threading.Event()
+    with FaultProxy(azurite.port, seed=14, deadline_s=50) as proxy:
+        url = proxy.url_for(ACCOUNT_NAME)
+        credential = azurite.credential
+        with (
+            ContainerClient(url, container_name, credential=credential, **fast_retries()) as client,
+            ContainerClient(url, container_name, credential=credential, retry_total=0) as other,
+        ):
+            save = TrackedSave.start(client, LOG, path, flush_interval=interval, settle=0)
+            proxy.set_throttle(throttle)  # from here on: a task opening its save got in before the rush
+
+            def other_task() -> None:  # asks for more than the account serves
+                while not stop.is_set():
+                    with contextlib.suppress(HttpResponseError):
+                        other.get_container_properties()
+                    time.sleep(0.1)
+
+            hog = threading.Thread(target=other_task)
+            hog.start()
+            pressure = 0
+            try:
+                started = time.monotonic()
+                i = 0
+                while time.monotonic() - started < seconds:
+                    append(path, f"{i:05d} {'z' * (i % 40)}\n".encode())
+                    i += 1
+                    pressure = max(pressure, save.stats.pressure)
+                    assert save.error is None, save.error
+                    time.sleep(0.02)
+                saved_while_throttled = save.bytes_saved
+                stop.set()  # the account eases: the last flush goes through
+                hog.join()
+                save.close()
+            finally:
+                stop.set()
+                hog.join()
+        counts = proxy.counts
+    blob = service.get_container_client(container_name).get_blob_client(LOG)
+    assert blob.download_blob().readall() == path.read_bytes()
+    appends = blob.get_blob_properties().append_blob_committed_block_count
+    figures = {"appends": appends, "lines": i, "pressure": pressure, "saved": saved_while_throttled, **counts}
+    print(f"\nheavy throttling: {figures}")
+    assert appends == save.stats.appends, figures
+    assert appends < seconds / interval / 2, figures  # fewer, larger appends than flush intervals
+    assert pressure >= 2, figures
+    assert counts["server_busy"] and counts["timed_out"], figures
+    assert save.error is None
+    warnings = [r.message for r in caplog.records if "throttling" in r.message]
+    assert warnings, caplog.text
 
 
 @pytest.mark.slow

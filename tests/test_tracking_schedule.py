@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from typing import Any
 
 import pytest
 from batchfiles._tracking import Outcome, Schedule, Step, limits
@@ -14,7 +15,7 @@ START = 1000.0
 INTERVAL = 5.0
 
 
-def schedule(**options: float) -> Schedule:
+def schedule(**options: Any) -> Schedule:
     return Schedule(START, **{"flush_interval": INTERVAL, "settle": 1.0, "linger": 5.0, **options})
 
 
@@ -193,12 +194,155 @@ def test_regular_uploads_coalesce_as_the_blocks_run_out() -> None:
     assert sched.min_bytes(Step.WATCH, now, 0) == limits.MAX_BLOCK  # watches send full blocks only
 
 
+# --- throttling: patience in time, Retry-After and jitter, coalescing that eases off ---------------------
+
+
+def fail_throttled(sched: Schedule, now: float, retry_after: float | None = 1.0) -> float | None:
+    outcome = sched.begin(now)
+    assert outcome is not None, f"nothing due at {now}"
+    return sched.failed(outcome, now, retry=True, throttled=True, retry_after=retry_after)
+
+
+def test_throttling_is_retried_after_retry_after_plus_jitter_until_the_patience_runs_out() -> None:
+    sched = schedule(jitter=lambda: 0.5)
+    sched.request_flush()
+    now, delays = START, []
+    while (delay := fail_throttled(sched, now, retry_after=2.0)) is not None:
+        delays.append(delay)
+        assert sched.wake_at() == now + delay
+        now += delay
+    first, most = limits.THROTTLED_BACKOFF
+    assert delays[:4] == [2.0 + 0.5 * first * 2**n for n in range(4)]  # the answer's wait, then jitter
+    assert max(delays) == 2.0 + 0.5 * most
+    assert len(delays) > 3 * limits.MAX_FAILED_STEPS  # far more patient than with faults...
+    assert limits.THROTTLED_PATIENCE <= now - START < limits.THROTTLED_PATIENCE + 2.0 + most  # ... in time
+    assert sched.failing_for(now) == now - START
+
+
+def test_without_retry_after_throttling_waits_the_first_backoff_and_a_long_one_is_capped() -> None:
+    first, most = limits.THROTTLED_BACKOFF
+    for retry_after, floor in ((None, first), (0.0, 0.0), (10**6, most)):
+        sched = schedule(jitter=lambda: 0.0)
+        sched.request_flush()
+        assert fail_throttled(sched, START, retry_after) == floor
+
+
+def test_full_jitter_spreads_the_retries_of_saves_throttled_at_once() -> None:
+    import random
+
+    rng = random.Random(14)
+    delays = []
+    for _ in range(200):
+        sched = schedule(jitter=rng.random)
+        sched.request_flush()
+        for n in range(3):
+            delay = fail_throttled(sched, START + 10 * n, retry_after=1.0)
+        delays.append(delay)
+    assert min(delays) >= 1.0
+    assert max(delays) <= 1.0 + 4 * limits.THROTTLED_BACKOFF[0]
+    assert len({round(d, 1) for d in delays}) > 20  # not in lockstep
+
+
+def test_a_fault_among_throttling_counts_apart_and_a_success_resets_both() -> None:
+    sched = schedule(jitter=lambda: 0.0)
+    sched.request_flush()
+    now = START
+    for _ in range(limits.MAX_FAILED_STEPS + 3):  # throttled steps do not use up the faults' count
+        now += fail_throttled(sched, now)
+    outcome = sched.begin(now)
+    assert outcome is not None
+    assert sched.failed(outcome, now, retry=True) == limits.BACKOFF[0]  # the first fault of the run
+    now = sched.wake_at()
+    run(sched, now)
+    assert sched.failures == 0
+    assert sched.failing_for(now) == 0.0
+    sched.request_flush()
+    for n in range(limits.MAX_FAILED_STEPS - 1):
+        outcome = sched.begin(sched.wake_at())
+        assert outcome is not None
+        assert sched.failed(outcome, sched.wake_at(), retry=True) == limits.BACKOFF[0] * 2**n
+    outcome = sched.begin(sched.wake_at())
+    assert outcome is not None
+    assert sched.failed(outcome, sched.wake_at(), retry=True) is None
+
+
+def test_throttling_makes_regular_uploads_coalesce_more_up_to_a_full_block() -> None:
+    sched = schedule(jitter=lambda: 0.0)
+    now = START + INTERVAL
+    assert sched.min_bytes(Step.UPLOAD, now, 0) == 0
+    wanted = []
+    for _ in range(limits.MAX_PRESSURE + 2):
+        outcome = sched.begin(sched.wake_at())
+        assert outcome is not None
+        now = sched.wake_at()
+        sched.failed(replace(outcome, appended=1), now, retry=True, throttled=True, retry_after=0.0)
+        wanted.append(sched.min_bytes(Step.UPLOAD, now, 0))
+    assert wanted[:3] == [limits.THROTTLED_BYTES, 2 * limits.THROTTLED_BYTES, 4 * limits.THROTTLED_BYTES]
+    assert wanted[-1] == limits.MAX_BLOCK  # never more than a block
+    assert wanted == sorted(wanted)
+    assert sched.pressure == limits.MAX_PRESSURE
+    assert sched.min_bytes(Step.FLUSH, now, 0) == 0  # a flush still sends everything
+    assert sched.min_bytes(Step.WATCH, now, 0) == limits.MAX_BLOCK
+    stale = now + limits.STALE_INTERVALS * INTERVAL
+    assert sched.min_bytes(Step.UPLOAD, stale, 0) == 0  # nothing sent for long: sent anyway
+
+
+def test_coalescing_eases_off_one_level_per_relief_time_of_appends_without_throttling() -> None:
+    sched = schedule(jitter=lambda: 0.0)
+    now = START
+    for _ in range(3):
+        now = sched.wake_at()
+        fail_throttled(sched, now, retry_after=0.0)
+    assert sched.pressure == 3
+    throttled_at = now
+    levels = []
+    while sched.pressure and now < throttled_at + 10 * limits.PRESSURE_RELIEF:
+        now = sched.wake_at()
+        run(sched, now, appended=100)
+        levels.append((now - throttled_at, sched.pressure))
+    first_fall = next(t for t, level in levels if level < 3)
+    assert limits.PRESSURE_RELIEF <= first_fall < limits.PRESSURE_RELIEF + INTERVAL
+    assert sched.pressure == 0
+    assert levels[-1][0] < 3 * limits.PRESSURE_RELIEF + INTERVAL
+    # steps that append nothing are no evidence: the level stays
+    sched = schedule(jitter=lambda: 0.0)
+    fail_throttled(sched, sched.wake_at(), retry_after=0.0)
+    for _ in range(int(3 * limits.PRESSURE_RELIEF / INTERVAL)):
+        run(sched, sched.wake_at())
+    assert sched.pressure == 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.one_of(st.none(), st.floats(0, 10**4)), st.floats(0, 0.999)), min_size=1),
+)
+def test_any_throttled_run_waits_at_least_what_was_asked_and_gives_up_only_after_the_patience(
+    answers: list[tuple[float | None, float]],
+) -> None:
+    first, most = limits.THROTTLED_BACKOFF
+    draws = iter([j for _, j in answers])
+    sched = schedule(jitter=lambda: next(draws))
+    sched.request_flush()
+    now = START
+    for retry_after, jitter in answers:
+        delay = fail_throttled(sched, now, retry_after)
+        if delay is None:
+            assert now - START >= limits.THROTTLED_PATIENCE
+            return
+        floor = first if retry_after is None else min(retry_after, most)
+        assert floor <= delay <= floor + jitter * most + 1e-9
+        assert sched.wake_at() == now + delay
+        assert 1 <= sched.pressure <= limits.MAX_PRESSURE
+        now += delay
+    assert now - START - delay < limits.THROTTLED_PATIENCE
+
+
 EVENTS = st.lists(
     st.one_of(
         st.tuples(st.just("sleep"), st.floats(0, 3)),
         st.tuples(st.just("flush"), st.none()),
         st.tuples(st.just("close"), st.booleans()),  # final or not
-        st.tuples(st.just("step"), st.sampled_from(["ok", "grew", "slow", "retry", "fail"])),
+        st.tuples(st.just("step"), st.sampled_from(["ok", "grew", "slow", "retry", "fail", "throttled"])),
     ),
     max_size=40,
 )
@@ -226,8 +370,10 @@ def test_any_run_keeps_the_schedule_consistent_and_a_close_ends(
             assert (due is None) == (now < sched.wake_at())
             if due is None:
                 continue
-            if value in ("retry", "fail"):
-                kept = sched.failed(replace(due, error=OSError()), now, retry=value == "retry") is None
+            if value in ("retry", "fail", "throttled"):
+                failed = replace(due, error=OSError())
+                throttled = value == "throttled"
+                kept = sched.failed(failed, now, retry=value != "fail", throttled=throttled) is None
                 if kept:
                     sched.close()
                     break
@@ -250,6 +396,7 @@ def test_any_run_keeps_the_schedule_consistent_and_a_close_ends(
         now = max(now, sched.wake_at())
         run(sched, now)
     assert sched.closed
-    assert now - closing_at <= linger + limits.SETTLE_POLL + limits.BACKOFF[1] + INTERVAL
+    longest_backoff = max(limits.BACKOFF[1], limits.THROTTLED_BACKOFF[0] + limits.THROTTLED_BACKOFF[1])
+    assert now - closing_at <= linger + limits.SETTLE_POLL + longest_backoff + INTERVAL
     assert sched.begin(math.inf) is None
     assert all(sched.flushed(t) for t in tickets)

@@ -6,10 +6,11 @@ module and add the I/O methods.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from types import ModuleType
 from typing import Any, TypeVar
 
-from . import _environment, _native, _scope, _urls, naming
+from . import _environment, _native, _sas, _scope, _urls, naming
 from ._environment import EnvironmentConfig
 from ._scope import ReferenceInfo, Scope
 
@@ -41,20 +42,34 @@ class StorageBase:
     _clients: ModuleType  # azure.storage.blob or azure.storage.blob.aio
     _reference_class: type[ReferenceBase]  # the OutputFileReference of the same flavour
 
-    def _init(self, container_url: str, task_id: str | None, credential: Any, kwargs: dict[str, Any]) -> None:
+    def _init(
+        self,
+        container_url: str,
+        task_id: str | None,
+        credential: Any,
+        sas_margin: timedelta | None,
+        kwargs: dict[str, Any],
+    ) -> None:
         """The one initialiser: a new client for ``container_url``, or the client passed as the private
         keyword ``_container`` (a service's or another storage's, whose connection is then shared, as
-        azure-storage-blob's own ``get_container_client`` hands its pipeline over)."""
+        azure-storage-blob's own ``get_container_client`` hands its pipeline over). Warns when the
+        client's SAS expires within ``sas_margin`` (see :func:`batchfiles._sas.margin`)."""
         if task_id is not None:
             _native.validate_task_id(task_id)
+        _sas.check_margin(sas_margin)
         container = kwargs.pop("_container", None)
+        check_sas = kwargs.pop("_check_sas", True)  # False: a storage derived from one that checked
         if container is None:
             _urls.check_container_url(container_url, credential)
             options = _urls.client_kwargs(kwargs)
             container = self._clients.ContainerClient.from_container_url(container_url, credential, **options)
-        _urls.check_container_url(container.url, getattr(container, "credential", None))
+        credential = getattr(container, "credential", None)
+        _urls.check_container_url(container.url, credential)
         self._container = container
         self._scope = Scope(container.container_name, task_id)
+        if check_sas:
+            what = f"container {container.container_name!r}"
+            _sas.warn_if_expiring(what, container.url, credential, sas_margin)
 
     @classmethod
     def _connection_string_container(cls, conn_str: str, job_id: str, kwargs: dict[str, Any]) -> Any:
@@ -103,61 +118,113 @@ _Job = TypeVar("_Job", bound="JobConstructors")
 class TaskConstructors(StorageBase):
     """The constructors of ``TaskOutputStorage``, sync and async alike."""
 
-    def __init__(self, container_url: str, task_id: str, *, credential: Any = None, **kwargs: Any) -> None:
-        """From a container URL with a SAS (or with ``credential``) and the task id."""
-        self._init(container_url, task_id, credential, kwargs)
+    def __init__(
+        self,
+        container_url: str,
+        task_id: str,
+        *,
+        credential: Any = None,
+        sas_margin: timedelta | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """From a container URL with a SAS (or with ``credential``) and the task id.
+
+        Every constructor logs a warning (logger ``"batchfiles"``) when the SAS expires within
+        ``sas_margin`` (default: ``BATCHFILES_SAS_MARGIN``, else 1 hour; ``timedelta(0)``: only when it
+        has expired already): saves after that would fail."""
+        self._init(container_url, task_id, credential, sas_margin, kwargs)
 
     @classmethod
-    def _from_container(cls: type[_Task], container: Any, task_id: str) -> _Task:
-        """Over an existing container client (its connection shared)."""
-        return cls(container.url, task_id, _container=container)
+    def _from_container(
+        cls: type[_Task],
+        container: Any,
+        task_id: str,
+        sas_margin: timedelta | None = None,
+        *,
+        check: bool = False,
+    ) -> _Task:
+        """Over an existing container client (its connection shared); ``check``: warn of its SAS's expiry
+        (not for a storage derived from one that did)."""
+        return cls(container.url, task_id, _container=container, sas_margin=sas_margin, _check_sas=check)
 
     @classmethod
-    def from_service(cls: type[_Task], service: Any, job_id: str, task_id: str) -> _Task:
+    def from_service(
+        cls: type[_Task], service: Any, job_id: str, task_id: str, *, sas_margin: timedelta | None = None
+    ) -> _Task:
         """From a ``BlobServiceClient`` of the job's storage account."""
-        return cls._from_container(service.get_container_client(naming.container_name(job_id)), task_id)
+        container = service.get_container_client(naming.container_name(job_id))
+        return cls._from_container(container, task_id, sas_margin, check=True)
 
     @classmethod
     def from_connection_string(
-        cls: type[_Task], conn_str: str, job_id: str, task_id: str, **kwargs: Any
+        cls: type[_Task],
+        conn_str: str,
+        job_id: str,
+        task_id: str,
+        *,
+        sas_margin: timedelta | None = None,
+        **kwargs: Any,
     ) -> _Task:
         """From a storage connection string; ``kwargs`` go to the blob client (e.g. retry options)."""
-        return cls._from_container(cls._connection_string_container(conn_str, job_id, kwargs), task_id)
+        _sas.check_margin(sas_margin)
+        container = cls._connection_string_container(conn_str, job_id, kwargs)
+        return cls._from_container(container, task_id, sas_margin, check=True)
 
     @classmethod
-    def from_environment(cls: type[_Task], **kwargs: Any) -> _Task:
+    def from_environment(cls: type[_Task], *, sas_margin: timedelta | None = None, **kwargs: Any) -> _Task:
         """For code on a Batch node: ids from ``AZ_BATCH_JOB_ID`` and ``AZ_BATCH_TASK_ID``, storage from
         ``BATCHFILES_CONTAINER_URL``, ``AZURE_STORAGE_CONNECTION_STRING`` or ``AZURE_STORAGE_ACCOUNT_URL``
-        (with ``DefaultAzureCredential``, e.g. the node's managed identity)."""
+        (with ``DefaultAzureCredential``, e.g. the node's managed identity). Warns when the SAS expires
+        within ``sas_margin`` (see the constructor)."""
+        _sas.check_margin(sas_margin)
         config = _environment.environment_config(need_task=True)
         assert config.task_id is not None  # need_task: environment_config guarantees it
-        return cls._from_container(cls._environment_container(config, kwargs), config.task_id)
+        container = cls._environment_container(config, kwargs)
+        return cls._from_container(container, config.task_id, sas_margin, check=True)
 
 
 class JobConstructors(StorageBase):
     """The constructors of ``JobOutputStorage``, sync and async alike."""
 
-    def __init__(self, container_url: str, *, credential: Any = None, **kwargs: Any) -> None:
-        """From a container URL with a SAS (or with ``credential``)."""
-        self._init(container_url, None, credential, kwargs)
+    def __init__(
+        self,
+        container_url: str,
+        *,
+        credential: Any = None,
+        sas_margin: timedelta | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """From a container URL with a SAS (or with ``credential``); ``sas_margin``: as for
+        ``TaskOutputStorage``."""
+        self._init(container_url, None, credential, sas_margin, kwargs)
 
     @classmethod
-    def _from_container(cls: type[_Job], container: Any) -> _Job:
-        """Over an existing container client (its connection shared)."""
-        return cls(container.url, _container=container)
+    def _from_container(
+        cls: type[_Job], container: Any, sas_margin: timedelta | None = None, *, check: bool = False
+    ) -> _Job:
+        """Over an existing container client (its connection shared); ``check``: as for the task's."""
+        return cls(container.url, _container=container, sas_margin=sas_margin, _check_sas=check)
 
     @classmethod
-    def from_service(cls: type[_Job], service: Any, job_id: str) -> _Job:
+    def from_service(
+        cls: type[_Job], service: Any, job_id: str, *, sas_margin: timedelta | None = None
+    ) -> _Job:
         """From a ``BlobServiceClient`` of the job's storage account."""
-        return cls._from_container(service.get_container_client(naming.container_name(job_id)))
+        container = service.get_container_client(naming.container_name(job_id))
+        return cls._from_container(container, sas_margin, check=True)
 
     @classmethod
-    def from_connection_string(cls: type[_Job], conn_str: str, job_id: str, **kwargs: Any) -> _Job:
+    def from_connection_string(
+        cls: type[_Job], conn_str: str, job_id: str, *, sas_margin: timedelta | None = None, **kwargs: Any
+    ) -> _Job:
         """From a storage connection string; ``kwargs`` go to the blob client (e.g. retry options)."""
-        return cls._from_container(cls._connection_string_container(conn_str, job_id, kwargs))
+        _sas.check_margin(sas_margin)
+        container = cls._connection_string_container(conn_str, job_id, kwargs)
+        return cls._from_container(container, sas_margin, check=True)
 
     @classmethod
-    def from_environment(cls: type[_Job], **kwargs: Any) -> _Job:
+    def from_environment(cls: type[_Job], *, sas_margin: timedelta | None = None, **kwargs: Any) -> _Job:
         """Like ``TaskOutputStorage.from_environment``, without the task."""
+        _sas.check_margin(sas_margin)
         config = _environment.environment_config(need_task=False)
-        return cls._from_container(cls._environment_container(config, kwargs))
+        return cls._from_container(cls._environment_container(config, kwargs), sas_margin, check=True)

@@ -6,9 +6,12 @@ format what this gives them."""
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import logging
+import math
 import re
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from urllib.parse import parse_qs
 
 from azure.core.exceptions import (
@@ -20,6 +23,7 @@ from azure.core.exceptions import (
     ServiceRequestError,
 )
 
+from . import _sas
 from .errors import (
     AuthenticationError,
     BatchFilesError,
@@ -127,6 +131,12 @@ def translate_error(err: HttpResponseError, container: str, what: str) -> BatchF
     if isinstance(err, ClientAuthenticationError) and err.status_code is None:  # from the credential
         return AuthenticationError(f"could not get a token for {what}: {redact(err.message or str(err))}")
     if isinstance(err, ClientAuthenticationError) or err.status_code in (401, 403):
+        expires = _sas.expired(_request_url(err))
+        if expires is not None:
+            return AuthenticationError(
+                f"the SAS for {what} expired at {_sas.utc_text(expires)}: storage refused it "
+                f"({code or err.status_code}); {_sas.ADVICE}"
+            )
         return AuthenticationError(
             f"storage refused access to {what} ({code or err.status_code}): check that the SAS or credential "
             "is valid, not expired, and allows this operation"
@@ -134,6 +144,12 @@ def translate_error(err: HttpResponseError, container: str, what: str) -> BatchF
     if code in ("Md5Mismatch", "Crc64Mismatch", "InvalidMd5"):
         return IntegrityError(f"storage rejected {what}: the data did not match its checksum ({code})")
     return BatchFilesError(f"storage error on {what}: {code or err.status_code} {err.reason or ''}".strip())
+
+
+def _request_url(err: HttpResponseError) -> str | None:
+    """The URL of the request ``err`` answers (its query holds the SAS, if one was used)."""
+    url = getattr(getattr(getattr(err, "response", None), "request", None), "url", None)
+    return url if isinstance(url, str) else None
 
 
 def sign_in_error(account_url: str, err: ClientAuthenticationError) -> ConfigurationError:
@@ -183,6 +199,46 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, HttpResponseError) and exc.status_code is not None:
         return exc.status_code in (408, 429) or exc.status_code >= 500 or exc.error_code in RETRIED_CODES
     return isinstance(exc, AzureError)
+
+
+#: Error codes of a 500 that is throttling, not a fault (Azure at its scalability targets).
+THROTTLING_CODES = frozenset({"OperationTimedOut"})
+#: The longest ``Retry-After`` taken as it is (seconds); a longer one is taken as this.
+MAX_RETRY_AFTER = 60.0
+
+
+def is_throttling(exc: BaseException) -> bool:
+    """Whether a failed storage call is the service asking to slow down, not a fault: 429, 503 (ServerBusy,
+    "the service is unavailable"), and 500 OperationTimedOut. Worth many more tries, further apart."""
+    if not isinstance(exc, HttpResponseError) or exc.status_code is None:
+        return False
+    code = str(getattr(exc.error_code, "value", exc.error_code) or "")
+    return exc.status_code in (429, 503) or (exc.status_code == 500 and code in THROTTLING_CODES)
+
+
+def retry_after(exc: BaseException) -> float | None:
+    """The seconds a throttling answer's ``Retry-After`` asks to wait (seconds or an HTTP date; at most
+    :data:`MAX_RETRY_AFTER`), or None when it has none or it cannot be read."""
+    headers = getattr(getattr(exc, "response", None), "headers", None)
+    try:
+        value = headers.get("Retry-After") if headers is not None else None
+    except Exception:  # a headers object that is not a mapping
+        return None
+    if not isinstance(value, str) or not value.strip():
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value.strip())
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        seconds = (when - datetime.now(timezone.utc)).total_seconds()
+    if not math.isfinite(seconds):
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
 
 
 def kept_error(exc: Exception, container: str, what: str, *, gave_up: str) -> BaseException:

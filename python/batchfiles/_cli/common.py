@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -13,7 +12,7 @@ from typing import Protocol
 
 from azure.core.exceptions import AzureError
 
-from .. import naming
+from .. import _sas, naming
 from .._errors import first_line, redact
 from ..errors import BatchFilesError
 from ..kinds import JobOutputKind, OutputKind, TaskOutputKind, builtin_side
@@ -142,26 +141,20 @@ def job_side(kind: str | None, job_output: bool) -> bool:
     return job_output or side == "job"
 
 
-_DURATION_PART = re.compile(r"(\d+)([smhdw])")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
-
 def duration_arg(text: str) -> timedelta:
     """``90s``, ``30m``, ``12h``, ``7d``, ``1w``, or a sum such as ``1d12h``."""
-    compact = text.strip().lower().replace(" ", "")
-    if not compact or not re.fullmatch(r"(?:\d+[smhdw])+", compact):
-        raise argparse.ArgumentTypeError(
-            f"not a duration: {text!r} (a number and a unit s, m, h, d or w, e.g. 30m, 12h, 7d, 1d12h)"
-        )
-    total = timedelta()
     try:
-        for number, unit in _DURATION_PART.findall(compact):
-            total += timedelta(**{_UNITS[unit]: int(number)})
-    except OverflowError:
-        raise argparse.ArgumentTypeError(f"the duration is too long: {text!r}") from None
-    if total <= timedelta(0):
-        raise argparse.ArgumentTypeError(f"the duration must be positive, not {text!r}")
-    return total
+        return _sas.parse_duration(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def margin_arg(text: str) -> timedelta:
+    """A duration as :func:`duration_arg`, or ``0`` for none."""
+    try:
+        return _sas.parse_duration(text, zero=True)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def seconds_arg(text: str) -> float:

@@ -14,12 +14,12 @@ from typing import Any, TypeVar
 
 from azure.storage.blob import BlobServiceClient
 
-from .. import _environment, _errors, _urls
+from .. import _environment, _errors, _sas, _urls
 from .._environment import ENV_ACCOUNT_URL, ENV_CONNECTION_STRING, ENV_CONTAINER_URL, ENV_JOB_ID, ENV_TASK_ID
 from .._urls import client_kwargs
 from ..errors import ConfigurationError
 from ..storage import JobOutputStorage, TaskOutputStorage
-from .common import job_id_arg, task_id_arg
+from .common import job_id_arg, margin_arg, task_id_arg
 
 S = TypeVar("S", JobOutputStorage, TaskOutputStorage)
 CONTAINER_URL, CONNECTION_STRING, ACCOUNT_URL = "container_url", "connection_string", "account_url"
@@ -52,6 +52,23 @@ def add_storage_options(parser: argparse.ArgumentParser, *, container_url: bool 
     group.add_argument(
         "--account-url", metavar="URL", help=f"account URL, Azure sign-in [${ENV_ACCOUNT_URL}]"
     )
+
+
+def add_sas_margin_option(parser: argparse.ArgumentParser) -> None:
+    """``--sas-margin``, of the commands that save for long (run, track)."""
+    parser.add_argument(
+        "--sas-margin",
+        type=margin_arg,
+        metavar="DURATION",
+        help=f"warn at start if the SAS expires within DURATION (1h) [${_sas.ENV_SAS_MARGIN}]",
+    )
+
+
+SAS_MARGIN_HELP = f"""\
+SAS expiry: a SAS that expires within --sas-margin (default ${_sas.ENV_SAS_MARGIN}, else 1h; 0: only
+one already expired) is warned of at start, as saves after it expires fail (exit 75): make one that
+outlasts the task (`batchfiles url JOB_ID --expiry 2d`) or use a managed identity (--account-url).
+"""
 
 
 def add_job_argument(parser: argparse.ArgumentParser) -> None:
@@ -189,25 +206,26 @@ def job_storage(
     one whose container a container URL is of. ``interactive``: retry less (:data:`INTERACTIVE_RETRY`).
     """
     options = INTERACTIVE_RETRY if interactive else {}
+    margin = getattr(args, "sas_margin", None)
     source, value, origin = _source(args, (CONTAINER_URL, CONNECTION_STRING, ACCOUNT_URL), what)
     if source == CONTAINER_URL:
-        return _checked(JobOutputStorage(value, **options), args, job, origin)
+        return _checked(JobOutputStorage(value, sas_margin=margin, **options), args, job, origin)
     job = _need_job(_job(args, job)[0], source)
     if source == CONNECTION_STRING:
-        return JobOutputStorage.from_connection_string(value, job, **options)
-    return JobOutputStorage.from_service(_service(source, value, options), job)
+        return JobOutputStorage.from_connection_string(value, job, sas_margin=margin, **options)
+    return JobOutputStorage.from_service(_service(source, value, options), job, sas_margin=margin)
 
 
 def task_storage(args: argparse.Namespace, what: str) -> TaskOutputStorage:
     """The task's storage: task from ``--task`` or ``AZ_BATCH_TASK_ID``; job as for :func:`job_storage`."""
     source, value, origin = _source(args, (CONTAINER_URL, CONNECTION_STRING, ACCOUNT_URL), what)
-    task = task_id(args)
+    task, margin = task_id(args), getattr(args, "sas_margin", None)
     if source == CONTAINER_URL:
-        return _checked(TaskOutputStorage(value, task), args, None, origin)
+        return _checked(TaskOutputStorage(value, task, sas_margin=margin), args, None, origin)
     job = _need_job(_job(args, None)[0], source)
     if source == CONNECTION_STRING:
-        return TaskOutputStorage.from_connection_string(value, job, task)
-    return TaskOutputStorage.from_service(_service(source, value, {}), job, task)
+        return TaskOutputStorage.from_connection_string(value, job, task, sas_margin=margin)
+    return TaskOutputStorage.from_service(_service(source, value, {}), job, task, sas_margin=margin)
 
 
 def saving_storage(

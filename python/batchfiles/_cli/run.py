@@ -70,6 +70,7 @@ examples:
   batchfiles run --output 'core.*=TaskLog@failure' --output 'result.bin@success' -- ./solve input.dat
   batchfiles run --flush-interval 1 --task local-test -- sh -c 'echo hello; sleep 5; echo bye'
 
+{connect.SAS_MARGIN_HELP}
 {connect.STORAGE_HELP}"""
 
 #: The log files ``run`` writes in the working directory and saves live as TaskLog.
@@ -92,6 +93,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--flush-interval", type=seconds_arg, default=5.0, metavar="S", help="seconds between log saves (5)"
     )
+    connect.add_sas_margin_option(parser)
     connect.add_id_options(parser)
     connect.add_storage_options(parser)
     parser.add_argument(

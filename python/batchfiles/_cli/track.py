@@ -34,6 +34,7 @@ examples:
   batchfiles track /var/log/solver.log --kind TaskLog --dest solver.log
   batchfiles track --job-output --kind Logs merge.log
 
+{connect.SAS_MARGIN_HELP}
 {connect.STORAGE_HELP}"""
 
 
@@ -51,6 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a blob already there: resume after what it holds of the file (default), overwrite, or fail",
     )
     connect.add_saving_options(parser, "save as the job's own output (needs --kind)")
+    connect.add_sas_margin_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -46,12 +46,14 @@ class Appender:
         self.bytes_saved = 0
         self.lost_bytes = 0
         self.polls = 0
+        self.appends = 0  # append requests that stored a block (this save's, or an earlier try's)
         self.file_seen = False
 
-    def send(self, min_bytes: int, started: float) -> Steps[tuple[int, bool]]:
+    def send(self, min_bytes: int, started: float, retries: int | None = None) -> Steps[tuple[int, bool]]:
         """Append ready blocks (of at least ``min_bytes``) until caught up, or ``STEP_BUDGET`` s after
         ``started``. Returns the bytes appended and whether it caught up. On an error the block stays
-        pending in the tracker; the bytes appended before it are in ``bytes_saved``."""
+        pending in the tracker; the bytes appended before it are in ``bytes_saved``. ``retries``: the
+        client's retries of each append (None: the client's own setting)."""
         appended = 0
         while True:
             block, events, more = self.tracker.poll(min_bytes)
@@ -59,14 +61,14 @@ class Appender:
             self._note(events)
             if block is None:
                 return appended, True
-            yield from self.append(block[0], block[1])
+            yield from self.append(block[0], block[1], retries)
             appended += len(block[0])
             if not more:
                 return appended, True
             if monotonic() - started >= limits.STEP_BUDGET:
                 return appended, False
 
-    def append(self, data: bytes, crc: str) -> Steps[None]:
+    def append(self, data: bytes, crc: str, retries: int | None = None) -> Steps[None]:
         """Append one block at the committed length, exactly once, then commit it to the tracker."""
         parts = self.parts
         if parts.full:
@@ -79,6 +81,8 @@ class Appender:
             "match_condition": MatchConditions.IfNotModified,
             "headers": _saving.crc_headers(crc),
         }
+        if retries is not None:
+            kwargs["retry_total"] = retries
         try:
             etag = (yield Call(parts.last, BlobMethod.APPEND, kwargs))["etag"]
         except HttpResponseError as err:
@@ -88,6 +92,7 @@ class Appender:
         parts.appended(etag, len(data))
         self.tracker.commit()
         self.bytes_saved += len(data)
+        self.appends += 1
 
     def _check_landed(self, data: bytes, err: HttpResponseError) -> Steps[str]:
         """After a 412 on append: the part's new ETag if an earlier try of this very append landed (the

@@ -50,6 +50,8 @@ class Stats:
     failures: int  # failed steps in a row, retried so far
     writer: str  # this save's token, in the metadata of the parts it created or resumed
     etags: tuple[str, ...]  # per part, the ETag this save's last write to it returned
+    appends: int = 0  # append requests that stored a block
+    pressure: int = 0  # the coalescing level while storage throttles (0: none)
 
 
 class Engine:
@@ -94,8 +96,17 @@ class Engine:
     @property
     def stats(self) -> Stats:
         """A snapshot of the counts and of the ETag chain."""
-        sent, parts, failed = self._appender, self._parts, self._schedule.failures
-        return Stats(sent.bytes_saved, sent.lost_bytes, sent.polls, failed, parts.writer, tuple(parts.etags))
+        sent, parts, sched = self._appender, self._parts, self._schedule
+        return Stats(
+            sent.bytes_saved,
+            sent.lost_bytes,
+            sent.polls,
+            sched.failures,
+            parts.writer,
+            tuple(parts.etags),
+            sent.appends,
+            sched.pressure,
+        )
 
     def opening(self) -> Steps[None]:
         """Probe the blob and its parts, then resume after them, replace them, or create the blob."""
@@ -160,8 +171,23 @@ class Engine:
             if self._schedule.succeeded(outcome, now, file_seen=file_seen) and not file_seen:
                 logger.warning("%s never appeared: nothing was saved to %s", self.path, self.blob_name)
             return
-        transient = _errors.is_transient(exc)
-        delay = self._schedule.failed(outcome, now, retry=transient)
+        sched, transient = self._schedule, _errors.is_transient(exc)
+        throttled = transient and _errors.is_throttling(exc)
+        calm = not sched.pressure
+        wait = _errors.retry_after(exc) if throttled else None
+        delay = sched.failed(outcome, now, retry=transient, throttled=throttled, retry_after=wait)
+        if delay is not None and throttled:  # said once per episode: a throttled account answers often
+            logger.log(
+                logging.WARNING if calm else logging.DEBUG,
+                "storage is throttling the tracked save of %s to %s (%s): appending less often, in larger "
+                "blocks, and trying again for up to %.0f s (next in %.1f s)",
+                self.path,
+                self._parts.last,
+                _errors.first_line(exc),
+                limits.THROTTLED_PATIENCE,
+                delay,
+            )
+            return
         if delay is not None:
             logger.warning(
                 "tracked save of %s to %s failed (%s); trying again in %.1f s",
@@ -172,14 +198,21 @@ class Engine:
             )
             return
         what = self._parts.describe()
-        gave_up = f"gave up saving {self.path} to {what} after {self._schedule.failures} failures"
+        if throttled:
+            gave_up = (
+                f"gave up saving {self.path} to {what}: storage throttled every try for "
+                f"{sched.failing_for(now):.0f} s ({sched.failures} failures)"
+            )
+        else:
+            gave_up = f"gave up saving {self.path} to {what} after {sched.failures} failures"
         self.stop(_errors.kept_error(exc, self.container_name, what, gave_up=gave_up))
 
     def _send(self, outcome: Outcome, min_bytes: int) -> Steps[Outcome]:
         """Send ready blocks (of at least ``min_bytes``) until caught up or out of time."""
         before = self._appender.bytes_saved
+        retries = limits.THROTTLED_CLIENT_RETRIES if self._schedule.pressure else None
         try:
-            appended, caught_up = yield from self._appender.send(min_bytes, outcome.started)
+            appended, caught_up = yield from self._appender.send(min_bytes, outcome.started, retries)
         except Exception as exc:  # kept or retried by end(); the block stays pending in the tracker
             return replace(outcome, appended=self._appender.bytes_saved - before, error=exc)
         return replace(outcome, appended=appended, caught_up=caught_up)

@@ -32,3 +32,19 @@ STEP_BUDGET = 0.5
 MAX_FAILED_STEPS = 6
 #: ... retried after a backoff doubling from the first value up to the second (seconds).
 BACKOFF = (0.5, 30.0)
+
+#: Throttling (503 ServerBusy, 500 OperationTimedOut, 429) is not a fault: the save keeps trying for this
+#: many seconds since the first failed step in a row before it keeps the error...
+THROTTLED_PATIENCE = 600.0
+#: ... each time after the answer's ``Retry-After`` (or the first backoff) plus a random share (full
+#: jitter) of a backoff doubling from the first value up to the second (seconds).
+THROTTLED_BACKOFF = (1.0, 60.0)
+#: Each throttled step raises the coalescing level (up to ``MAX_PRESSURE``): regular uploads then wait
+#: for ``THROTTLED_BYTES << (level - 1)`` bytes (at most ``MAX_BLOCK``), so fewer appends carry the bytes...
+THROTTLED_BYTES = 256 * 1024
+MAX_PRESSURE = 5
+#: ... and it falls back one level per this many seconds of appends without throttling. While the level
+#: is up, appends get this many azure-core retries: the schedule paces them (after ``Retry-After``, with
+#: jitter), and the sync driver's one thread is not held up for every other save by retries in a step.
+PRESSURE_RELIEF = 30.0
+THROTTLED_CLIENT_RETRIES = 0

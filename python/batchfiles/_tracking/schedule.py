@@ -1,14 +1,18 @@
-"""The schedule of a tracked save: which step is due when, flush tickets, close/settle/linger, backoff.
+"""The schedule of a tracked save: which step is due when, flush tickets, close/settle/linger, backoff,
+and coalescing (as the blocks run out, and while storage throttles).
 
-Pure: no I/O, no tracker, no clock of its own (every time is passed in), so tests drive it with a fake
-clock. The engine asks :meth:`Schedule.begin` for the step due, runs it, and reports its :class:`Outcome`
-with :meth:`Schedule.succeeded` or :meth:`Schedule.failed`.
+Pure: no I/O, no tracker, no clock of its own (every time is passed in) and its randomness (the jitter of
+throttled retries) injected, so tests drive it with a fake clock. The engine asks :meth:`Schedule.begin`
+for the step due, runs it, and reports its :class:`Outcome` with :meth:`Schedule.succeeded` or
+:meth:`Schedule.failed`.
 """
 
 from __future__ import annotations
 
 import enum
 import math
+import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import limits
@@ -43,12 +47,30 @@ class Schedule:
     then steps every ``SETTLE_POLL`` s until the file has not grown for ``settle`` s (once it was seen) or
     ``linger`` s passed since the close was asked, then the confirm step; the save is closed once that
     succeeds.
+
+    Failures: a fault is retried after a doubling ``BACKOFF`` and kept after ``MAX_FAILED_STEPS`` in a
+    row; throttling is retried after its ``Retry-After`` plus full jitter for ``THROTTLED_PATIENCE`` s,
+    and raises the coalescing level (:attr:`pressure`), which falls back after sustained success.
+    ``jitter`` returns a number in [0, 1) (default :func:`random.random`).
     """
 
-    def __init__(self, now: float, *, flush_interval: float, settle: float, linger: float) -> None:
+    def __init__(
+        self,
+        now: float,
+        *,
+        flush_interval: float,
+        settle: float,
+        linger: float,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
         self._interval, self._settle, self._linger = flush_interval, settle, linger
+        self._jitter = jitter
         self.closed = False
         self.failures = 0  # failed steps in a row
+        self._faults = 0  # of which not throttling
+        self._failing_since = 0.0  # when the first of them failed
+        self.pressure = 0  # the coalescing level, raised by throttling (0: none)
+        self._calm_since = now  # the last throttled step, or the last fall of the level
         self._last_append = now
         self._upload_at = now + flush_interval
         self._watch_at = now + limits.WATCH_INTERVAL
@@ -83,26 +105,35 @@ class Schedule:
 
     def min_bytes(self, step: Step, now: float, blocks: int) -> int:
         """Bytes a step waits for before it sends, with ``blocks`` committed in the part: none for a flush,
-        a full block for a watch; a regular upload none until half the blocks are used, then more and
-        more, unless nothing was appended for ``STALE_INTERVALS`` flush intervals."""
+        a full block for a watch; a regular upload none until half the blocks are used or storage
+        throttles, then more and more, unless nothing was appended for ``STALE_INTERVALS`` flush
+        intervals."""
         if step is Step.WATCH:
             return limits.MAX_BLOCK
         if step is not Step.UPLOAD:
             return 0
-        stale = now - self._last_append >= limits.STALE_INTERVALS * self._interval
-        if blocks < limits.MAX_BLOCKS // 2 or stale:
+        if now - self._last_append >= limits.STALE_INTERVALS * self._interval:  # stale: send anyway
             return 0
-        return limits.COALESCE_BYTES if blocks < limits.MAX_BLOCKS * 9 // 10 else limits.MAX_BLOCK
+        wanted = 0
+        if blocks >= limits.MAX_BLOCKS // 2:
+            wanted = limits.COALESCE_BYTES if blocks < limits.MAX_BLOCKS * 9 // 10 else limits.MAX_BLOCK
+        if self.pressure:
+            wanted = max(wanted, limits.THROTTLED_BYTES << (self.pressure - 1))
+        return min(wanted, limits.MAX_BLOCK)
 
     def succeeded(self, outcome: Outcome, now: float, *, file_seen: bool) -> bool:
         """Record a step that succeeded and plan the next one. True when a close just settled or gave up
         waiting (the confirm step is next); ``file_seen``: whether the file has ever existed."""
-        self.failures, self._retry_at = 0, 0.0
+        self.failures = self._faults = 0
+        self._retry_at = 0.0
         if outcome.step is Step.CONFIRM:
             self.closed = True
             return False
         if outcome.appended:
             self._last_append = self._grew_at = now
+            if self.pressure and now - self._calm_since >= limits.PRESSURE_RELIEF:
+                self.pressure -= 1
+                self._calm_since = now
         if not outcome.caught_up:  # out of time with more to send: go on after the other saves
             self._upload_at = now
             return False
@@ -121,18 +152,45 @@ class Schedule:
         self._confirming = True
         return True
 
-    def failed(self, outcome: Outcome, now: float, *, retry: bool) -> float | None:
+    def failed(
+        self,
+        outcome: Outcome,
+        now: float,
+        *,
+        retry: bool,
+        throttled: bool = False,
+        retry_after: float | None = None,
+    ) -> float | None:
         """Record a step that failed: the backoff (s) before it is tried again when ``retry``, or None when
-        the error should be kept (not ``retry``, or ``MAX_FAILED_STEPS`` failures in a row)."""
+        the error should be kept (not ``retry``; ``MAX_FAILED_STEPS`` faults in a row; or ``throttled``
+        with every step failing for ``THROTTLED_PATIENCE`` s). ``retry_after``: what the answer asked."""
+        if not self.failures:
+            self._failing_since = now
         self.failures += 1
         if outcome.appended:
             self._last_append = now
-        if not retry or self.failures >= limits.MAX_FAILED_STEPS:
+        if not retry:
             return None
-        first, most = limits.BACKOFF
-        delay = min(first * 2 ** (self.failures - 1), most)
+        if throttled:
+            self.pressure = min(self.pressure + 1, limits.MAX_PRESSURE)
+            self._calm_since = now
+            if now - self._failing_since >= limits.THROTTLED_PATIENCE:
+                return None
+            first, most = limits.THROTTLED_BACKOFF
+            floor = first if retry_after is None else min(retry_after, most)
+            delay = floor + self._jitter() * min(first * 2 ** min(self.failures - 1, 32), most)
+        else:
+            self._faults += 1
+            if self._faults >= limits.MAX_FAILED_STEPS:
+                return None
+            first, most = limits.BACKOFF
+            delay = min(first * 2 ** (self._faults - 1), most)
         self._retry_at = now + delay
         return delay
+
+    def failing_for(self, now: float) -> float:
+        """Seconds since the first of the failed steps in a row (0 when the last step succeeded)."""
+        return now - self._failing_since if self.failures else 0.0
 
     def request_flush(self) -> int:
         """Ask for everything written so far to be sent; returns the ticket :meth:`flushed` takes."""
