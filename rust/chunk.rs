@@ -44,6 +44,8 @@ pub struct BlockReader<R = File> {
     reader: R,
     /// For messages; `None` for a reader given to [`new`](BlockReader::new).
     path: Option<PathBuf>,
+    /// (device, inode) of the file opened, on Unix; `None` for a reader given to `new`.
+    identity: Option<(u64, u64)>,
     size: u64,
     block_size: usize,
     md5: Option<Md5>,
@@ -76,6 +78,11 @@ impl BlockReader<File> {
         }
         let mut blocks = Self::new(file, meta.len(), block_size, md5)?;
         blocks.path = Some(path.to_owned());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            blocks.identity = Some((meta.dev(), meta.ino()));
+        }
         Ok(blocks)
     }
 }
@@ -89,12 +96,19 @@ impl<R: Read> BlockReader<R> {
         Ok(Self {
             reader,
             path: None,
+            identity: None,
             size,
             block_size,
             md5: md5.then(Md5::new),
             offset: 0,
             state: State::Reading,
         })
+    }
+
+    /// (device, inode) of the file [`open`](BlockReader::open) opened, on Unix: which file is read,
+    /// whatever its path leads to by now.
+    pub fn identity(&self) -> Option<(u64, u64)> {
+        self.identity
     }
 
     /// The size taken at open (or given to [`new`](Self::new)).

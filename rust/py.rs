@@ -275,6 +275,7 @@ type ReadBlock<'py> = (u64, u64, Bound<'py, PyBytes>, String);
 struct BlockReader {
     path: PathBuf,
     size: u64,
+    identity: Option<(u64, u64)>,
     blocks: Mutex<chunk::BlockReader>,
 }
 
@@ -292,6 +293,7 @@ impl BlockReader {
         Ok(Self {
             path,
             size: blocks.size(),
+            identity: blocks.identity(),
             blocks: Mutex::new(blocks),
         })
     }
@@ -300,6 +302,12 @@ impl BlockReader {
     #[getter]
     fn size(&self) -> u64 {
         self.size
+    }
+
+    /// (device, inode) of the file opened (Unix; `None` elsewhere).
+    #[getter]
+    fn identity(&self) -> Option<(u64, u64)> {
+        self.identity
     }
 
     /// Bytes returned in blocks so far.

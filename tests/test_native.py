@@ -461,3 +461,10 @@ def test_tracker_poll_releases_the_gil(tmp_path):
         f.truncate(100 * MiB)
     tracker = _native.Tracker(path, max_block=100 * MiB)
     assert other_thread_runs_during(tracker.poll)
+
+
+def test_block_reader_knows_which_file_it_opened(tmp_path):
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"x" * 10)
+    st = os.stat(path)
+    assert _native.BlockReader(path, 4).identity == (st.st_dev, st.st_ino)

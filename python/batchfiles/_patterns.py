@@ -16,7 +16,9 @@ The walk (``os.scandir``; one ``scandir`` per folder visit, each pattern segment
   that reaches it at once (the pattern runs as a set of positions, like an NFA), so nothing is missed;
 - a matched file, or file symlink, whose real path lies outside ``base_dir`` is skipped with a warning on
   the ``batchfiles`` logger, as is a folder link that leads outside; broken links are skipped;
-- results are sorted, and each path is listed once.
+- results are sorted, and each path is listed once;
+- each path found is a :class:`Walked` that knows the file (device, inode) it led to: a save opens it and
+  refuses a path that leads elsewhere by then (a folder swapped for a link to outside after the walk).
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from dataclasses import dataclass
 from typing import Union
 
 PathLike = Union[str, "os.PathLike[str]"]
+#: (device, inode): which file a path led to.
+Identity = tuple[int, int]
 
 logger = logging.getLogger("batchfiles")
 
@@ -110,12 +114,31 @@ def expand(
     parsed = [parse(pattern) for pattern in patterns]
     if not os.path.isdir(base):
         raise FileNotFoundError(f"base_dir {base!r} is not a directory")
-    found: dict[str, None] = {}
+    found: dict[str, Identity] = {}
     warned = set() if warned is None else warned  # one warning per link, whichever patterns meet it
     for segments in parsed:
-        for rel in _Walk(base, segments, warned).run():
-            found.setdefault(rel, None)
-    return [(local_path(base, rel), rel) for rel in found]
+        for rel, identity in _Walk(base, segments, warned).run():
+            found.setdefault(rel, identity)
+    return [(Walked(local_path(base, rel), identity), rel) for rel, identity in found.items()]
+
+
+class Walked(str):
+    """A local path a walk found, with the identity (device, inode) of the file it led to then."""
+
+    identity: Identity
+
+    def __new__(cls, path: str, identity: Identity) -> Walked:
+        walked = super().__new__(cls, path)
+        walked.identity = identity
+        return walked
+
+
+def check_opened(path: PathLike, opened: Identity | None) -> None:
+    """Refuse to save a walked ``path`` whose file, as just opened, is not the one the walk found: a folder
+    on the way was replaced (by a link to outside ``base_dir``, say) since. Other paths are not checked."""
+    expected = getattr(path, "identity", None)
+    if expected is not None and opened is not None and opened != expected:
+        raise OSError(f"{os.fspath(path)!r} leads to another file than when it was found: not saved")
 
 
 def local_path(base: str, rel: str) -> str:
@@ -147,10 +170,10 @@ class _Walk:
         self.base, self.segments, self.warned = base, segments, warned
         self.root = os.path.realpath(base)
         self.entered: set[tuple[int, int]] = set()  # (st_dev, st_ino) of the folders walked
-        self.found: set[str] = set()
+        self.found: dict[str, Identity] = {}
 
-    def run(self) -> list[str]:
-        """The relative paths of the matching files, sorted."""
+    def run(self) -> list[tuple[str, Identity]]:
+        """(relative path, identity) of the matching files, sorted by path."""
         todo = [_Visit(self.base, "", self._closure({0}))]
         while todo:  # one round per number of folder links followed
             links: list[_Visit] = []
@@ -159,7 +182,7 @@ class _Walk:
                 children = self._visit(visit, links)
                 todo.extend(reversed(children))  # depth first, in name order
             todo = sorted(links, key=lambda v: v.rel, reverse=True)  # popped in name order
-        return sorted(self.found)
+        return sorted(self.found.items())
 
     def _closure(self, states: Iterable[int]) -> frozenset[int]:
         """``states`` and the positions after each ``**`` (which may match no folder at all)."""
@@ -212,7 +235,11 @@ class _Walk:
                 if is_link and not self._inside(entry, rel, (st.st_dev, st.st_ino, entry.name)):
                     continue
                 if kind == _FILE:
-                    self.found.add(rel)
+                    try:
+                        found = entry.stat()  # follows a file link (checked inside above)
+                    except OSError:  # gone since it was listed
+                        continue
+                    self.found[rel] = (found.st_dev, found.st_ino)
                 else:
                     child = _Visit(entry.path, rel, self._closure(next_states))
                     (links if is_link else children).append(child)

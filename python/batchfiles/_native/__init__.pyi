@@ -104,6 +104,11 @@ class BlockReader:
         """The file's size when it was opened."""
 
     @property
+    def identity(self) -> tuple[int, int] | None:
+        """(device, inode) of the file opened (Unix; None elsewhere): which file is read, whatever its path
+        leads to by now."""
+
+    @property
     def bytes_read(self) -> int:
         """Bytes returned in blocks so far."""
 

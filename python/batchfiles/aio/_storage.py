@@ -14,7 +14,7 @@ import azure.storage.blob.aio
 from azure.core.exceptions import HttpResponseError
 from azure.storage.blob.aio import BlobClient, BlobServiceClient, ContainerClient
 
-from .. import _download, _errors, _native, _progress, _saving, _scope, _types, _urls, naming
+from .. import _download, _errors, _native, _patterns, _progress, _saving, _scope, _types, _urls, naming
 from .._base import JobConstructors, ReferenceBase, StorageBase, TaskConstructors
 from .._errors import storage_errors
 from .._types import PathLike, Progress
@@ -166,6 +166,7 @@ class _OutputStorage(StorageBase):
                 raise _errors.exists_error(blob.blob_name)
             block_size = _saving.fit_block_size(os.path.getsize(path), block_size)
             reader = await asyncio.to_thread(_native.BlockReader, path, block_size, md5=content_md5)
+            _patterns.check_opened(path, reader.identity)
             counter = _progress.ProgressCounter(reader.size, progress)
             if reader.size <= min(block_size, _saving.SINGLE_PUT_SIZE):
                 data, upload = await asyncio.to_thread(_saving.single_put, blob.blob_name, reader, overwrite)

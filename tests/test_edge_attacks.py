@@ -1,4 +1,6 @@
-"""Attacks on the fixed edges (issue 9) that still break a promise. Each test fails today; see the report."""
+"""Attacks on the fixed edges (issue 9) by a fresh reviewer, each of which broke a promise until fixed: a
+folder swapped for a link after the walk, a lost answer taken for "already exists", a silent endpoint, a URL
+that is not a container's."""
 
 from __future__ import annotations
 
