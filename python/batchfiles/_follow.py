@@ -257,9 +257,10 @@ class Stream:
         self.offset = 0
         self.info = None
 
-    def read(self, length: int = CHUNK, *, conditional: bool = False) -> Read:
-        etag = self.info.etag if conditional and self.info is not None else None
-        return Read(self.part_name(), self.offset, length, etag)
+    def read(self, length: int | None = None, *, conditional: bool = False) -> Read:
+        """The next read of the current part; ``conditional``: only if it changed, when all of it was read."""
+        etag = self.info.etag if conditional and self.info is not None and self.drained else None
+        return Read(self.part_name(), self.offset, CHUNK if length is None else length, etag)
 
 
 def checked_read(request: Read, result: tuple[bytes, Any]) -> tuple[bytes, Info]:
@@ -359,7 +360,14 @@ def _total(stream: Stream) -> Generator[Any, Any, int]:
 
 
 def _poll_blob(stream: Stream) -> Generator[Any, Any, tuple[bytes, bool]]:
-    """One look at the current part: (the bytes to hand out, whether to read again at once)."""
+    """One look at the current part: (the bytes to hand out, whether to read again at once). Past a full
+    part, the next one is looked for first; while it is not there, the full part may still get the close
+    mark (a save rolls over only when it appends again), so it is looked at too."""
+    info = stream.info
+    if info is not None and stream.drained and stream.full and not info.closed:
+        moved = yield from _next_part(stream)
+        if moved is not None:
+            return moved
     name = stream.part_name()
     request, data = None, b""
     try:
@@ -381,18 +389,39 @@ def _poll_blob(stream: Stream) -> Generator[Any, Any, tuple[bytes, bool]]:
         if stream.info is not None:
             raise Replaced(f"{name!r} was deleted") from None
         return b"", False  # not there yet
+    return _took(stream, info, request, data)
+
+
+def _next_part(stream: Stream) -> Generator[Any, Any, tuple[bytes, bool] | None]:
+    """Read the start of the part after the current (full) one and go on there; None if it is not there."""
+    request = Read(stream.part_name(stream.part + 1), 0, CHUNK)
+    try:
+        try:
+            data, info = checked_read(request, (yield request))
+        except HttpResponseError as err:
+            if status(err) != 416:  # empty yet
+                raise
+            data, info = b"", info_of((yield Probe(request.blob)))
+    except Exception as exc:
+        if not_found(exc):
+            return None
+        raise
+    if info.metadata.get(limits.PART_KEY) != str(stream.part + 1):
+        return None  # a blob with a part's name that is not one: wait for the part
+    stream.next_part()
+    return _took(stream, info, request, data)
+
+
+def _took(stream: Stream, info: Info, request: Read | None, data: bytes) -> tuple[bytes, bool]:
+    """What a look at the current part gave: the bytes to hand out, and whether to look again at once."""
     if stream.part and stream.info is None and info.metadata.get(limits.PART_KEY) != str(stream.part):
         return b"", False  # a blob with a part's name that is not one: wait for the part
     stream.observe(info)
     out = stream.take(request.offset, data) if request is not None and data else b""
     stream.skip()
-    if stream.drained:
-        if info.closed:
-            stream.done = True
-        elif stream.full:
-            stream.next_part()
-            return out, True
-    return out, not stream.drained
+    if stream.drained and info.closed:
+        stream.done = True
+    return out, not stream.drained or (stream.full and not stream.done)
 
 
 # --- many outputs: one listing per poll ---------------------------------------------------------------------
