@@ -54,6 +54,7 @@ a job's life:
   batchfiles prepare render-42                # the job's container (with account access)
   export BATCHFILES_CONTAINER_URL=$(batchfiles url render-42 --expiry 2d)   # for the tasks
   batchfiles run --output 'frames/*.png' -- ./render.sh    # a task's command line on a node
+  batchfiles logs render-42 -f --tail 10      # every task's logs, live, until they are closed
   batchfiles list render-42                   # what every task saved
   batchfiles get render-42 -o results         # fetch it all, MD5-checked
 
