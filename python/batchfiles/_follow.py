@@ -544,8 +544,9 @@ def _read_listed(stream: Stream, parts: list[Info], key: Hashable) -> Generator[
         return False
     stream.observe(parts[stream.part])
     stream.skip()
-    while stream.unread > 0:
-        yield from _read_more(stream, key, min(stream.unread, CHUNK))
+    listed = parts[stream.part].size  # what grew since is read at the next poll: one read per log a poll
+    while stream.offset < listed:
+        yield from _read_more(stream, key, min(listed - stream.offset, CHUNK))
     info = stream.info
     assert info is not None
     if info.closed:
