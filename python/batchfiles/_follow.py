@@ -469,15 +469,17 @@ def follow_listing(
 ) -> Follow:
     """Follow every blob under ``prefix`` that ``select(name)`` gives a key (None: not followed); hands out
     :class:`Data`, :class:`Restarted`, :class:`Closed` and, after each poll, :class:`Polled`. Each poll is
-    one listing (sizes, ETags, metadata of every blob); only outputs that grew are read. ``tail``: start
-    each output found at its last ``tail`` lines (None: from its start). Never ends by itself: the consumer
-    stops when :class:`Polled` says it is done."""
+    one listing (sizes, ETags, metadata of every blob); only outputs that grew are read, up to their listed
+    size. ``tail``: start each output found by the first poll at its last ``tail`` lines (None: from its
+    start; outputs found later always start at their start). Never ends by itself: the consumer stops when
+    :class:`Polled` says it is done."""
     check_options(0, poll_interval, None)
     if tail is not None and (isinstance(tail, bool) or not isinstance(tail, int) or tail < 0):
         raise ValueError(f"tail must be a number of lines >= 0, not {tail!r}")
     streams: dict[str, Stream] = {}
     keys: dict[str, Hashable] = {}
     ignored: set[str] = set()
+    polls = 0
     retry = Retry(poll_interval, f"the outputs under {prefix!r}{where}")
     while True:
         try:
@@ -492,13 +494,14 @@ def follow_listing(
                         continue
                     keys[name] = key
                     streams[name] = Stream(name)
-                    if tail is not None:
+                    if tail is not None and not polls:  # an output found later is read from its start
                         yield from _tail(streams[name], parts, tail, key)
                 yield from _poll_listed(streams[name], parts, keys[name])
         except Exception as exc:  # transient: try again after a backoff; else raised
             yield Sleep(retry.failed(exc))
             continue
         retry.failures = 0
+        polls += 1
         yield Polled({keys[name]: stream.done for name, stream in streams.items()})
         yield Sleep(poll_interval)
 

@@ -35,7 +35,8 @@ files, each line is prefixed with TASK_ID/PATH | (coloured on a terminal), as do
 one file (or --no-prefix) prints the bytes as they are stored. Lines are never cut in the middle of a
 UTF-8 character; with prefixes, bytes that are not UTF-8 are printed as U+FFFD.
 
---follow keeps printing what the logs gain while the tasks run (`batchfiles run` saves them live, every
+--tail N starts each file at its last N lines (files of tasks that start later, while following, are
+printed from their start). --follow keeps printing what the logs gain while the tasks run (`batchfiles run` saves them live, every
 --flush-interval seconds), picks up tasks that start later, and exits 0 once every log it follows is
 closed: `batchfiles run` closes its logs when the command is over. With tasks named, it waits for the
 ones not started yet; with none named, it ends once every log it has seen is closed. Ctrl-C exits 130.
