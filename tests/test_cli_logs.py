@@ -150,7 +150,7 @@ def test_raw_output_is_the_bytes_and_never_ends_inside_a_character(text: str, cu
             return super().write(chunk)
 
     out = Writes()
-    printer = Printer(out, prefixed=False, colour=False)
+    printer = Printer(out, raw=True, prefixed=False, colour=False)
     for piece in split(data, cuts):
         printer.write(("t", "p"), piece)
     printer.finish()
@@ -170,6 +170,23 @@ def test_complete_utf8_holds_back_only_an_unfinished_character(data: bytes) -> N
     except UnicodeDecodeError:
         return
     data[:cut].decode()  # a valid prefix, cut there, is whole characters
+
+
+@given(TEXTS, st.lists(st.integers(0, 200), max_size=30), st.randoms())
+def test_lines_without_prefixes_are_whole_and_as_stored(texts: list[str], cuts: list[int], rng) -> None:
+    texts = ["\n".join(f"{i}:{line}" for line in text.split("\n")) for i, text in enumerate(texts)]
+    out = io.BytesIO()
+    printer = Printer(out, prefixed=False, colour=False)
+    pending = {i: split(text.encode(), cuts) for i, text in enumerate(texts)}
+    while pending:  # the logs interleaved at random, each in its order
+        log = rng.choice(sorted(pending))
+        printer.write((f"t{log}", "log.txt"), pending[log].pop(0))
+        if not pending[log]:
+            del pending[log]
+    printer.finish()
+    printed = out.getvalue().decode().split("\n")
+    for i, text in enumerate(texts):
+        assert [line for line in printed if line.startswith(f"{i}:")] == text.split("\n")
 
 
 def test_prefixes_are_aligned_and_coloured_on_a_terminal(monkeypatch) -> None:

@@ -692,3 +692,23 @@ def test_faults_never_duplicate_or_skip_a_byte(
     assert b"".join(got) == path.read_bytes()
     assert b"".join(listed) == path.read_bytes()
     assert len(storage._container.get_blob_client(f"{LOG}.1").download_blob().readall()) > 0  # parts
+
+
+def test_list_shows_the_parts_of_a_closed_log_as_closed(
+    storage: TaskOutputStorage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from batchfiles._cli.list_ import _statuses
+
+    monkeypatch.setattr(limits, "MAX_BLOCKS", 1)
+    path = tmp_path / "app.log"
+    path.touch()
+    with storage.save_tracked(path, "app.log", flush_interval=3600, settle=0) as save:
+        for line in (b"one\n", b"two\n", b"three\n"):
+            with open(path, "ab") as file:
+                file.write(line)
+            save.flush()
+    save_parts = save.parts
+    refs = sorted(storage.list("TaskLog"), key=lambda ref: ref.blob_name)
+    assert [ref.blob_name for ref in refs] == save_parts
+    assert _statuses(refs) == ["closed"] * 3
+    assert b"".join(storage.follow("app.log")) == b"one\ntwo\nthree\n"

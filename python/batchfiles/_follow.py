@@ -116,11 +116,17 @@ class Info:
         return not self.append or self.metadata.get(limits.CLOSED_KEY) == "1"
 
     def part_index(self, name: str) -> tuple[str, int]:
-        """(base name, part index) of the blob ``name`` with this info: ``name.k`` marked part ``k``."""
-        mark = self.metadata.get(limits.PART_KEY, "")
-        if mark.isdigit() and mark != "0" and name.endswith(f".{mark}"):
-            return name[: -len(mark) - 1], int(mark)
-        return name, 0
+        """(base name, part index) of the blob ``name`` with this info: see :func:`part_of`."""
+        return part_of(name, self.metadata)
+
+
+def part_of(name: str, metadata: dict[str, str]) -> tuple[str, int]:
+    """(base name, part index) of the blob ``name``: ``base.k`` marked part ``k`` in its metadata, else
+    (``name``, 0)."""
+    mark = {k.lower(): v for k, v in metadata.items()}.get(limits.PART_KEY, "")
+    if mark.isdigit() and mark != "0" and name.endswith(f".{mark}"):
+        return name[: -len(mark) - 1], int(mark)
+    return name, 0
 
 
 def info_of(props: Any) -> Info:

@@ -89,8 +89,21 @@ def status_text(ref: OutputFileReference) -> str:
     return state.state or "-"
 
 
+def _statuses(refs: list[OutputFileReference]) -> list[str]:
+    """Each row's status; the parts of a tracked save (``name``, ``name.1``, ...) all show the last one's,
+    where the close mark and the outcome are."""
+    last: dict[str, tuple[int, str]] = {}  # base blob name: (highest part index, its status)
+    bases = []
+    for ref in refs:
+        base, index = _follow.part_of(ref.blob_name, ref.metadata)
+        bases.append(base)
+        if index >= last.get(base, (-1, ""))[0]:
+            last[base] = (index, status_text(ref))
+    return [last[base][1] for base in bases]
+
+
 def _print_table(rows: list[tuple[str | None, OutputFileReference]], *, with_task: bool) -> None:
-    statuses = [status_text(ref) for _, ref in rows]
+    statuses = _statuses([ref for _, ref in rows])
     with_status = any(status != "-" for status in statuses)
     header = ["TASK"] if with_task else []
     header += ["KIND", "PATH", "SIZE", "MODIFIED (UTC)"] + (["STATUS"] if with_status else [])

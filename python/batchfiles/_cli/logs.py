@@ -32,14 +32,16 @@ EPILOG = f"""\
 Prints every TaskLog file (stdout.txt, stderr.txt, ...) of the named tasks, or of every task of the job
 when none is named; --file keeps only those paths, --kind picks another task output kind. With several
 files, each line is prefixed with TASK_ID/PATH | (coloured on a terminal), as docker compose logs does;
-one file (or --no-prefix) prints the bytes as they are stored. Lines are never cut in the middle of a
-UTF-8 character; with prefixes, bytes that are not UTF-8 are printed as U+FFFD.
+--no-prefix prints each line as stored (the lines of one log are kept together, never mixed with
+another's). One file (one task and one --file) prints its bytes as stored, as they come. Output is never
+cut in the middle of a UTF-8 character; with prefixes, bytes that are not UTF-8 are printed as U+FFFD.
 
 --tail N starts each file at its last N lines (files of tasks that start later, while following, are
-printed from their start). --follow keeps printing what the logs gain while the tasks run (`batchfiles run` saves them live, every
---flush-interval seconds), picks up tasks that start later, and exits 0 once every log it follows is
-closed: `batchfiles run` closes its logs when the command is over. With tasks named, it waits for the
-ones not started yet; with none named, it ends once every log it has seen is closed. Ctrl-C exits 130.
+printed from their start). --follow keeps printing what the logs gain while the tasks run (`batchfiles
+run` saves them live, every --flush-interval seconds), picks up tasks that start later, and exits 0 once
+every log it follows is closed: `batchfiles run` closes its logs when the command is over. With tasks
+named, it waits for the ones not started yet; with none named, it ends once every log it has seen is
+closed. Ctrl-C exits 130.
 Each poll is one listing of the job's blobs (sizes and ETags), then a ranged read of each log that grew,
 so following 200 running tasks costs one listing per --poll-interval, not 200 requests.
 
@@ -96,8 +98,10 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"--file {path!r} is not the path of an output: it {problem}")
     with connect.job_storage(args, "logs", args.job_id, interactive=True) as job:
         selection = Selection(job.container_name, args.kind, tasks, files)
-        prefixed = not args.no_prefix and not (len(tasks) == 1 and len(files) == 1)
-        printer = Printer(_stdout(), prefixed=prefixed, colour=prefixed and _colour(sys.stdout))
+        one = len(tasks) == 1 and len(files) == 1
+        prefixed = not args.no_prefix and not one
+        colour = prefixed and _colour(sys.stdout)
+        printer = Printer(_stdout(), raw=one, prefixed=prefixed, colour=colour)
         where = f" in container {job.container_name!r}"
         steps = _follow.follow_listing(
             selection.prefix,
@@ -203,12 +207,13 @@ def complete_utf8(data: bytes) -> int:
 
 
 class Printer:
-    """Writes the logs' bytes to ``out``: raw (never ending inside a UTF-8 character), or decoded and
-    line by line, each line prefixed with its log's name (a partial line waits for its end)."""
+    """Writes the logs' bytes to ``out`` in one of three ways: ``raw`` (one log: its bytes, never ending a
+    write inside a UTF-8 character); whole lines of each log as stored (several logs, no prefixes); or
+    decoded lines, each prefixed with its log's name (``prefixed``). A partial line waits for its end."""
 
-    def __init__(self, out: IO[bytes], *, prefixed: bool, colour: bool) -> None:
-        self.out, self.prefixed, self.colour = out, prefixed, colour
-        self._pending: dict[Hashable, bytes] = {}  # raw: an incomplete character
+    def __init__(self, out: IO[bytes], *, raw: bool = False, prefixed: bool, colour: bool) -> None:
+        self.out, self.raw, self.prefixed, self.colour = out, raw and not prefixed, prefixed, colour
+        self._pending: dict[Hashable, bytes] = {}  # raw: an incomplete character; lines: a partial line
         self._decoders: dict[Hashable, Any] = {}
         self._partial: dict[Hashable, str] = {}  # prefixed: a line without its end yet
         self._order: dict[Hashable, int] = {}
@@ -217,7 +222,7 @@ class Printer:
     def write(self, key: Hashable, data: bytes) -> None:
         if not self.prefixed:
             data = self._pending.pop(key, b"") + data
-            cut = complete_utf8(data)
+            cut = complete_utf8(data) if self.raw else data.rfind(b"\n") + 1
             if cut < len(data):
                 self._pending[key] = data[cut:]
             self._emit(data[:cut])
@@ -236,7 +241,8 @@ class Printer:
     def end(self, key: Hashable) -> None:
         """The log ended or starts again: what waits of it is printed (a partial line gets its end)."""
         if not self.prefixed:
-            self._emit(self._pending.pop(key, b""))
+            rest = self._pending.pop(key, b"")
+            self._emit(rest if self.raw or not rest else rest + b"\n")
             return
         decoder = self._decoders.pop(key, None)
         tail = self._partial.pop(key, "") + (decoder.decode(b"", final=True) if decoder else "")
