@@ -12,10 +12,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
+import threading
 from pathlib import Path
 
-from batchfiles import TaskOutputKind, TaskOutputStorage, naming
+from batchfiles import naming
 from batchfiles.testing import Azurite
 
 DEMO = Path(__file__).resolve().parent
@@ -48,9 +48,11 @@ def batchfiles(*args: str, env: dict[str, str], cwd: Path | None = None, echo: b
 
 
 def run_task(task_id: str, first: int, last: int, extra: list[str], env: dict[str, str], work: Path) -> int:
-    """One Batch task: `batchfiles run` around the renderer, in a working directory of its own."""
+    """One Batch task: `batchfiles run` around the renderer, in a working directory of its own; meanwhile a
+    client follows its log from storage with `batchfiles logs -f`."""
     cwd = work / task_id
     cwd.mkdir()
+    follower = follow_live_log(task_id, env)
     task_env = {**env, "AZ_BATCH_TASK_ID": task_id, "PYTHONPATH": str(DEMO)}
     command = ["run", "--flush-interval", "0.5", *OUTPUTS, "--", sys.executable, "-u", str(DEMO / "task.py")]
     command += [str(first), str(last), *extra]
@@ -58,26 +60,31 @@ def run_task(task_id: str, first: int, last: int, extra: list[str], env: dict[st
         shlex.quote(a) for a in [*OUTPUTS, "--", "python", "task.py", *command[-2 - len(extra) :]]
     )
     print(f"$ AZ_BATCH_TASK_ID={task_id} batchfiles run {shown}", flush=True)
-    proc = subprocess.Popen([sys.executable, "-m", "batchfiles", *command], env=task_env, cwd=cwd)
-    watch_live_log(task_id, env["BATCHFILES_CONTAINER_URL"], proc)
-    code = proc.wait()
+    code = subprocess.Popen([sys.executable, "-m", "batchfiles", *command], env=task_env, cwd=cwd).wait()
     print(f"  task {task_id} exited with {code}")
+    try:  # it ends by itself once `run` has closed the log
+        follower.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        follower.kill()
     return code
 
 
-def watch_live_log(task_id: str, container_url: str, proc: subprocess.Popen) -> None:
-    """While the task runs, read its log from storage: it is saved live, not only when the task exits."""
-    seen = ""
-    with TaskOutputStorage(container_url, task_id) as storage:
-        while proc.poll() is None:
-            time.sleep(0.3)
-            try:
-                text = storage.get(TaskOutputKind.TASK_LOG, "stdout.txt").download_text()
-            except Exception:  # not created yet
-                continue
-            for line in text[len(seen) :].splitlines():
-                print(f"  [live from storage] {line}", flush=True)
-            seen = text
+def follow_live_log(task_id: str, env: dict[str, str]) -> subprocess.Popen:
+    """From the client, follow the task's log in storage while it runs (it is saved live, not only when
+    the task exits): `batchfiles logs -f` waits for the task to start and ends when its log is closed."""
+    args = ["logs", JOB_ID, task_id, "--file", "stdout.txt", "--follow", "--poll-interval", "0.3"]
+    print(f"$ batchfiles {' '.join(args)} &", flush=True)
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "batchfiles", "--quiet", *args], env=env, stdout=subprocess.PIPE, text=True
+    )
+
+    def show() -> None:
+        assert follower.stdout is not None
+        for line in follower.stdout:
+            print(f"  [live from storage] {line.rstrip()}", flush=True)
+
+    threading.Thread(target=show, daemon=True).start()
+    return follower
 
 
 def main() -> None:

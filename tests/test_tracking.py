@@ -452,7 +452,8 @@ def test_block_limit_rolls_over_to_parts_and_resume_continues_there(
     assert [block_count(container, part) for part in save.parts] == [3, 3, 2]
     metadata = [container.get_blob_client(part).get_blob_properties().metadata for part in save.parts]
     assert [m.pop(limits.WRITER_KEY) for m in metadata] == [save.stats.writer] * 3  # the writer
-    assert metadata == [{}, {limits.PART_KEY: "1"}, {limits.PART_KEY: "2"}]
+    closed = {limits.CLOSED_KEY: "1"}  # the close mark, on the last part only
+    assert metadata == [{}, {limits.PART_KEY: "1"}, {limits.PART_KEY: "2", **closed}]
     assert b"".join(blob_bytes(container, part) for part in save.parts) == log_path.read_bytes()
 
     resumed = save_lines(8, 2)

@@ -84,6 +84,14 @@ class MemoryBlob:
             return SimpleNamespace(
                 size=len(self.data), blob_type="AppendBlob", etag=self.etag, metadata=dict(self.metadata)
             )
+        if call.method is BlobMethod.SET_METADATA:  # the close mark
+            if call.kwargs["etag"] != self.etag:
+                error = HttpResponseError("412 The condition specified using HTTP conditional header(s) ...")
+                error.status_code, error.error_code = 412, "ConditionNotMet"
+                raise error
+            self.metadata = dict(call.kwargs["metadata"])
+            self.version += 1
+            return {"etag": self.etag}
         if call.method is BlobMethod.DOWNLOAD:
             assert call.kwargs["etag"] == self.etag
             start = call.kwargs["offset"]

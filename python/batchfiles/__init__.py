@@ -14,6 +14,7 @@ from .errors import (
     IntegrityError,
     OutputExistsError,
     OutputNotFoundError,
+    OutputReplacedError,
     TrackingError,
 )
 from .kinds import JobOutputKind, OutputKind, TaskOutputKind
@@ -40,6 +41,7 @@ __all__ = [
     "OutputFileReference",
     "OutputKind",
     "OutputNotFoundError",
+    "OutputReplacedError",
     "TaskOutputKind",
     "TaskOutputStorage",
     "TrackedSave",

@@ -18,9 +18,10 @@ from ._scope import ReferenceInfo, Scope
 class ReferenceBase:
     """A saved output: its kind, path and properties."""
 
-    def __init__(self, info: ReferenceInfo, blob: Any) -> None:
+    def __init__(self, info: ReferenceInfo, blob: Any, container: Any = None) -> None:
         self._info = info
         self._blob = blob
+        self._container = container  # its container's client: for the parts of a tracked save
 
     kind = property(lambda self: self._info.kind, doc="The output kind.")
     file_path = property(lambda self: self._info.file_path, doc="The path under the kind.")
@@ -30,6 +31,12 @@ class ReferenceBase:
     content_md5 = property(lambda self: self._info.content_md5, doc="The stored MD5, if any.")
     content_type = property(lambda self: self._info.content_type, doc="The stored content type.")
     last_modified = property(lambda self: self._info.last_modified, doc="When it was last written.")
+    metadata = property(
+        lambda self: dict(self._info.metadata),
+        doc="The blob's metadata: a tracked save's marks (``batchfiles_closed`` once closed), and on the "
+        "logs of ``batchfiles run`` the command's outcome (``batchfiles_exit_code``, ``batchfiles_started``, "
+        "``batchfiles_ended``).",
+    )
 
     def __repr__(self) -> str:
         info = self._info
@@ -91,7 +98,8 @@ class StorageBase:
 
     def _uploaded(self, blob: Any, size: int, upload: dict[str, Any], response: Any) -> Any:
         """The reference of a blob just written (no request: all is known from the upload)."""
-        return self._reference_class(_scope.uploaded_info(self._scope, blob, size, upload, response), blob)
+        info = _scope.uploaded_info(self._scope, blob, size, upload, response)
+        return self._reference_class(info, blob, self._container)
 
     @property
     def container_name(self) -> str:

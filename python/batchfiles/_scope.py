@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -53,13 +53,17 @@ class Scope:
             raise ValueError(f"path {path!r} is absolute: pass destination= to name it in storage")
         return self.blob_name(kind, path)
 
-    def tracked_name(self, kind: KindLike | None, path: PathLike, destination: str | None) -> str:
-        """The blob of a tracked file: a task's default kind is ``TaskLog``; a job must name one."""
+    def log_kind(self, kind: KindLike | None, what: str) -> KindLike:
+        """``kind``, or a task's default ``TaskLog`` (for ``what``: a job must name one)."""
         if kind is None:
             if self.task_id is None:
-                raise TypeError("save_tracked on job storage needs kind= (e.g. JobOutputKind.custom('Logs'))")
+                raise TypeError(f"{what} on job storage needs kind= (e.g. JobOutputKind.custom('Logs'))")
             kind = TaskOutputKind.TASK_LOG
-        return self.save_name(kind, path, destination)
+        return kind
+
+    def tracked_name(self, kind: KindLike | None, path: PathLike, destination: str | None) -> str:
+        """The blob of a tracked file: a task's default kind is ``TaskLog``; a job must name one."""
+        return self.save_name(self.log_kind(kind, "save_tracked"), path, destination)
 
     def list_prefix(self, kind: KindLike | None) -> str:
         """The listing prefix; it ends with ``/`` so ``$TaskOutput`` never matches ``$TaskOutputX``."""
@@ -120,6 +124,7 @@ class ReferenceInfo:
     content_md5: bytes | None
     content_type: str | None
     last_modified: datetime | None
+    metadata: dict[str, str] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         problem = path_problem(self.file_path)
@@ -144,6 +149,7 @@ def reference_info(scope: Scope, blob_url: str, props: Any) -> ReferenceInfo:
         content_md5=bytes(md5) if md5 else None,
         content_type=settings.content_type if settings else None,
         last_modified=props.last_modified,
+        metadata=dict(props.metadata or {}),
     )
 
 

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from azure.core.exceptions import AzureError
 
 from . import __version__, _errors
-from ._cli import common, connect, get, list_, names, prepare, run, save, track, url
+from ._cli import common, connect, get, list_, logs, names, prepare, run, save, track, url
 from ._cli.common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, Command, UsageError
 from .errors import BatchFilesError
 
@@ -26,7 +26,7 @@ __all__ = ["main"]
 
 #: The commands, in the order ``batchfiles --help`` lists them: each a module of ``_cli`` (see
 #: :class:`batchfiles._cli.common.Command`). A new command is a new module and a line here.
-COMMANDS: tuple[Command, ...] = (run, save, track, prepare, url, list_, get, names)
+COMMANDS: tuple[Command, ...] = (run, save, track, prepare, url, list_, get, logs, names)
 
 #: ``list | head``: stdout closed early, as a tool killed by SIGPIPE (128 + 13).
 EXIT_BROKEN_PIPE = 141
@@ -54,6 +54,7 @@ a job's life:
   batchfiles prepare render-42                # the job's container (with account access)
   export BATCHFILES_CONTAINER_URL=$(batchfiles url render-42 --expiry 2d)   # for the tasks
   batchfiles run --output 'frames/*.png' -- ./render.sh    # a task's command line on a node
+  batchfiles logs render-42 -f --tail 10      # every task's logs, live, until they are closed
   batchfiles list render-42                   # what every task saved
   batchfiles get render-42 -o results         # fetch it all, MD5-checked
 

@@ -10,6 +10,7 @@ __all__ = [
     "IntegrityError",
     "OutputExistsError",
     "OutputNotFoundError",
+    "OutputReplacedError",
     "TrackingError",
 ]
 
@@ -28,6 +29,11 @@ class OutputNotFoundError(BatchFilesError, LookupError):
 
 class OutputExistsError(BatchFilesError, FileExistsError):
     """An output is already there and ``overwrite=False`` (or ``if_exists="fail"``) was asked for."""
+
+
+class OutputReplacedError(BatchFilesError):
+    """An output being followed was replaced (created again, or shorter than what was read): what was
+    handed out came from the old one. Follow it again to read the new one from its start."""
 
 
 class IntegrityError(BatchFilesError):

@@ -6,6 +6,7 @@ import functools
 import io
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -20,11 +21,23 @@ from azure.storage.blob import (
     ContainerClient,
 )
 
-from . import _download, _errors, _native, _patterns, _progress, _saving, _scope, _types, _urls, naming
+from . import (
+    _download,
+    _errors,
+    _follow,
+    _native,
+    _patterns,
+    _progress,
+    _saving,
+    _scope,
+    _types,
+    _urls,
+    naming,
+)
 from ._base import JobConstructors, ReferenceBase, StorageBase, TaskConstructors
 from ._errors import storage_errors
 from ._types import PathLike, Progress
-from .kinds import KindLike
+from .kinds import KindLike, TaskOutputKind
 
 if TYPE_CHECKING:
     from .tracking import TrackedSave
@@ -98,6 +111,12 @@ class OutputFileReference(ReferenceBase):
     def delete(self) -> None:
         with storage_errors(self._blob.container_name, self.blob_name):
             self._blob.delete_blob()
+
+    def follow(
+        self, *, start: int = 0, poll_interval: float = 1.0, idle_timeout: float | None = None
+    ) -> Iterator[bytes]:
+        """The output's bytes as they are saved (a live log): see :meth:`TaskOutputStorage.follow`."""
+        return _follow_blob(self._container, self.blob_name, start, poll_interval, idle_timeout)
 
 
 class _VerifyingStream(io.RawIOBase):
@@ -284,11 +303,11 @@ class _OutputStorage(StorageBase):
         """
         prefix = self._scope.list_prefix(kind)
         with storage_errors(self.container_name):
-            for props in self._container.list_blobs(name_starts_with=prefix):
+            for props in self._container.list_blobs(name_starts_with=prefix, include=["metadata"]):
                 blob = self._container.get_blob_client(props.name)
                 info = _scope.listed_info(self._scope, blob.url, props, on_invalid)
                 if info is not None:
-                    yield OutputFileReference(info, blob)
+                    yield OutputFileReference(info, blob, self._container)
 
     def get(self, kind: KindLike, path: str) -> OutputFileReference:
         """The output of ``kind`` at ``path``; :class:`OutputNotFoundError` if there is none.
@@ -297,10 +316,20 @@ class _OutputStorage(StorageBase):
         """
         return self._reference(self._container.get_blob_client(self._scope.get_name(kind, path)))
 
+    def _follow(
+        self, kind: KindLike, path: str, start: int, poll_interval: float, idle_timeout: float | None
+    ) -> Iterator[bytes]:
+        name = self._scope.get_name(kind, path)
+        return _follow_blob(self._container, name, start, poll_interval, idle_timeout)
+
+    def _drive(self, steps: _follow.Follow) -> Iterator[Any]:
+        """Run a follow of :mod:`batchfiles._follow` on this storage's container (``batchfiles logs``)."""
+        return _drive_follow(self._container, steps)
+
     def _reference(self, blob: BlobClient) -> OutputFileReference:
         with storage_errors(self.container_name, blob.blob_name):
             props = blob.get_blob_properties()
-        return OutputFileReference(_scope.reference_of(self._scope, blob.url, props), blob)
+        return OutputFileReference(_scope.reference_of(self._scope, blob.url, props), blob, self._container)
 
 
 def _put_blocks(
@@ -366,12 +395,84 @@ def _put(blob: BlobClient, data: bytes, upload: dict[str, Any], overwrite: bool)
         return _saving.landed_response(props)
 
 
+def _follow_blob(
+    container: ContainerClient, name: str, start: int, poll_interval: float, idle_timeout: float | None
+) -> Iterator[bytes]:
+    """The follow of the blob ``name`` (options checked now, not at the first ``next``)."""
+    _follow.check_options(start, poll_interval, idle_timeout)
+    options = dict(start=start, poll_interval=poll_interval, idle_timeout=idle_timeout)
+    where = f" in container {container.container_name!r}"
+    steps = _follow.follow_blob(name, clock=time.monotonic, where=where, **options)
+    return _drive_follow(container, steps, name)
+
+
+def _drive_follow(
+    container: ContainerClient, steps: _follow.Follow, blob: str | None = None
+) -> Iterator[Any]:
+    """Run a follow (see :mod:`batchfiles._follow`): make its requests, sleep its sleeps, and yield what
+    it hands out. A storage error it raises comes out as a batchfiles error."""
+    result: Any = None
+    error: Exception | None = None
+    try:
+        while True:
+            with storage_errors(container.container_name, blob):
+                try:
+                    item = steps.send(result) if error is None else steps.throw(error)
+                except StopIteration:
+                    return
+            result = error = None
+            if isinstance(item, _follow.Sleep):
+                time.sleep(item.seconds)
+            elif isinstance(item, _follow.Request):
+                try:
+                    result = _follow_request(container, item)
+                except Exception as exc:  # the follow decides: waited for, tried again, or raised
+                    error = exc
+            else:
+                yield item
+    finally:
+        steps.close()
+
+
+def _follow_request(container: ContainerClient, request: _follow.Request) -> Any:
+    if isinstance(request, _follow.Listing):
+        return list(container.list_blobs(name_starts_with=request.prefix, include=["metadata"]))
+    blob = container.get_blob_client(request.blob)
+    if isinstance(request, _follow.Probe):
+        return blob.get_blob_properties()
+    download = blob.download_blob(**request.kwargs)
+    return download.readall(), download.properties
+
+
 class TaskOutputStorage(TaskConstructors, _OutputStorage):
     """The outputs of one task: ``{task_id}/$Kind/{path}`` in the job's container.
 
     ``TaskOutputStorage(container_url_with_sas, task_id)``; or ``from_service(service, job_id, task_id)``,
     ``from_connection_string(conn_str, job_id, task_id)``, ``from_environment()`` (on a Batch node).
     """
+
+    def follow(
+        self,
+        path: str,
+        *,
+        kind: KindLike = TaskOutputKind.TASK_LOG,
+        start: int = 0,
+        poll_interval: float = 1.0,
+        idle_timeout: float | None = None,
+    ) -> Iterator[bytes]:
+        """The output at ``path`` as it is saved, like ``tail -f``: an iterator of ``bytes`` chunks, in
+        order, every byte of the output exactly once.
+
+        ``start`` is a byte offset (negative: from the end as it is now). Every ``poll_interval`` seconds
+        it reads what is new: a ranged read from the last offset; an unchanged blob costs one small
+        conditional request. It waits for an output not saved yet, and reads a tracked save's roll-over
+        parts (``path.1``, ...) as one stream. It ends once it has read a blob its writer closed (tracked
+        saves mark their blob on a clean close; a blob that is not an append blob is complete as it is),
+        after ``idle_timeout`` seconds without new bytes (0: as soon as it has caught up), or when the
+        caller stops. A blob replaced meanwhile (created again, or shorter than what was read) raises
+        :class:`~batchfiles.errors.OutputReplacedError`; transient storage errors are retried.
+        """
+        return self._follow(kind, path, start, poll_interval, idle_timeout)
 
 
 class JobOutputStorage(JobConstructors, _OutputStorage):
@@ -384,6 +485,18 @@ class JobOutputStorage(JobConstructors, _OutputStorage):
     def task(self, task_id: str) -> TaskOutputStorage:
         """The storage of one task of this job, on this storage's connection (close this one, not it)."""
         return TaskOutputStorage._from_container(self._container, task_id)
+
+    def follow(
+        self,
+        path: str,
+        *,
+        kind: KindLike,
+        start: int = 0,
+        poll_interval: float = 1.0,
+        idle_timeout: float | None = None,
+    ) -> Iterator[bytes]:
+        """The job's output of ``kind`` at ``path`` as it is saved: see :meth:`TaskOutputStorage.follow`."""
+        return self._follow(kind, path, start, poll_interval, idle_timeout)
 
     def task_ids(self) -> Iterator[str]:
         """The tasks of the job that have saved anything."""

@@ -198,15 +198,18 @@ class TrackedSave(TrackedSaveBase):
             if not _scheduler.cond.wait_for(lambda: self._engine.flushed(ticket), timeout):
                 raise TimeoutError(f"{self._engine.path} was not flushed within {timeout} s")
 
-    def close(self) -> None:
+    def close(self, *, metadata: dict[str, str] | None = None) -> None:
         """Save everything up to the end of the file, then keep following it until it has not grown
         for ``settle`` seconds or ``linger`` seconds have passed; raises the kept :attr:`error`.
 
-        A file that never appeared makes ``close`` wait the whole ``linger`` and log a warning; its
-        blob stays empty. Safe to call more than once.
+        Last, the blob (its last part) is marked closed in its metadata (``batchfiles_closed=1``, with
+        ``metadata`` beside it, e.g. an outcome), on condition that no other writer wrote to it: a
+        follower (``follow``, ``batchfiles logs -f``) then stops once it has read it all. A file that
+        never appeared makes ``close`` wait the whole ``linger`` and log a warning; its blob stays empty.
+        Safe to call more than once.
         """
         with _scheduler.cond:
-            self._engine.request_close(monotonic())
+            self._engine.request_close(monotonic(), metadata=metadata)
             _scheduler.wake(self)
             _scheduler.cond.wait_for(lambda: self._engine.closed)
         self._engine.raise_error()

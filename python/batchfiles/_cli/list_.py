@@ -6,6 +6,7 @@ import argparse
 import base64
 import json
 
+from .. import _follow
 from ..storage import OutputFileReference
 from . import common, connect, selection
 from .common import EXIT_OK, human_size, info, utc_text
@@ -15,7 +16,11 @@ SUMMARY = "list a job's outputs: a table, or JSON lines"
 EPILOG = f"""\
 Without --task: the job's own outputs, then every task's. A table (task, kind, path, size, modified
 time in UTC), or with --json one JSON object a line: job, task (null for the job's own), kind, path,
-size, content_md5 (base64, null if none), last_modified (ISO 8601), url (no SAS), blob.
+size, content_md5 (base64, null if none), last_modified (ISO 8601), url (no SAS), blob, and for live
+logs state, exit_code, started, ended (null otherwise).
+
+Live logs (saved by `batchfiles run` or `track`) get a STATUS column: open while they are written (or if
+their writer died), closed once saved to the end, and for `run`'s logs "exit N": the command's exit code.
 
 examples:
   batchfiles list render-42
@@ -66,18 +71,48 @@ def _json_line(job_id: str, task: str | None, ref: OutputFileReference) -> str:
         "url": ref.url,
         "blob": ref.blob_name,
     }
+    state = _follow.log_state(ref.metadata)
+    record.update(
+        state=state.state,
+        exit_code=state.exit_code,
+        started=state.started.isoformat() if state.started else None,
+        ended=state.ended.isoformat() if state.ended else None,
+    )
     return json.dumps(record, ensure_ascii=False)
 
 
+def status_text(ref: OutputFileReference) -> str:
+    """A live log's state for the table: ``open``, ``closed``, ``exit N`` (``run``'s); ``-`` otherwise."""
+    state = _follow.log_state(ref.metadata)
+    if state.exit_code is not None:
+        return f"exit {state.exit_code}"
+    return state.state or "-"
+
+
+def _statuses(refs: list[OutputFileReference]) -> list[str]:
+    """Each row's status; the parts of a tracked save (``name``, ``name.1``, ...) all show the last one's,
+    where the close mark and the outcome are."""
+    last: dict[str, tuple[int, str]] = {}  # base blob name: (highest part index, its status)
+    bases = []
+    for ref in refs:
+        base, index = _follow.part_of(ref.blob_name, ref.metadata)
+        bases.append(base)
+        if index >= last.get(base, (-1, ""))[0]:
+            last[base] = (index, status_text(ref))
+    return [last[base][1] for base in bases]
+
+
 def _print_table(rows: list[tuple[str | None, OutputFileReference]], *, with_task: bool) -> None:
+    statuses = _statuses([ref for _, ref in rows])
+    with_status = any(status != "-" for status in statuses)
     header = ["TASK"] if with_task else []
-    header += ["KIND", "PATH", "SIZE", "MODIFIED (UTC)"]
+    header += ["KIND", "PATH", "SIZE", "MODIFIED (UTC)"] + (["STATUS"] if with_status else [])
     table = [header]
-    for task, ref in rows:
+    for (task, ref), status in zip(rows, statuses, strict=True):
         cells = [task if task is not None else "(job)"] if with_task else []
         cells += [str(ref.kind), ref.file_path, human_size(ref.size), utc_text(ref.last_modified)]
-        table.append(cells)
-    size_column = len(header) - 2
+        table.append(cells + ([status] if with_status else []))
+    size_column = header.index("SIZE")
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:
         cells = [

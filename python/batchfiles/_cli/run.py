@@ -10,9 +10,10 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import datetime, timezone
 from typing import IO, Any
 
-from .. import _patterns, _saving, naming
+from .. import _follow, _patterns, _saving, naming
 from ..errors import BatchFilesError
 
 try:
@@ -57,6 +58,9 @@ of its own, so it gets a terminal's Ctrl-C once, through batchfiles. Once CMD is
 outputs are saved even if it was stopped by a signal. If batchfiles itself is killed with SIGKILL, CMD
 is not signalled. Output that background processes left behind by CMD write more than 2 s after CMD
 exits is not captured.
+
+When CMD is over, the logs are closed and marked with its exit code and when it started and ended
+(metadata shown by `batchfiles list`; `batchfiles logs -f` stops once they are closed).
 
 Exit code: CMD's (128 + N if signal N killed it), or 75 if a log or an output could not be saved
 (CMD's code is then printed on stderr): never 0 after lost data. 127/126: CMD not found / not runnable.
@@ -188,10 +192,12 @@ class _Run:
                 file.close()
             raise
         with Forwarding() as signals:
+            started = datetime.now(timezone.utc)
             status = self._run_command(files, signals)
+            outcome = _follow.outcome_metadata(status, started, datetime.now(timezone.utc))
             try:
                 signals.command_done = True
-                self._close_logs(files, trackers)
+                self._close_logs(files, trackers, outcome)
                 saved = self._save_outputs(status)
             except Interrupted as signal_name:
                 return self._abandon(f"interrupted by {signal_name} while saving", status)
@@ -248,12 +254,13 @@ class _Run:
                 self.problems.append(f"could not write {tee.log_name}: {tee.error}")
         return exit_status(returncode)
 
-    def _close_logs(self, files: list[IO[bytes]], trackers: list[Any]) -> None:
-        """Close the live saves, then the files (their locks keep another ``run`` out until then)."""
+    def _close_logs(self, files: list[IO[bytes]], trackers: list[Any], outcome: dict[str, str]) -> None:
+        """Close the live saves, marking the logs with the command's ``outcome`` (exit code, start and end),
+        then the files (their locks keep another ``run`` out until then)."""
         try:
             for tracker in trackers:
                 try:
-                    tracker.close()
+                    tracker.close(metadata=outcome)
                 except TRANSFER_ERRORS as err:
                     self.problems.append(f"live log {tracker.blob_name!r} is incomplete: {err}")
                     continue

@@ -40,6 +40,20 @@ def check_options(
             raise ValueError(f"{name} must be {'> 0' if name == 'flush_interval' else '>= 0'}, not {value}")
 
 
+def check_metadata(metadata: dict[str, str]) -> dict[str, str]:
+    """Close metadata as storage takes it: names are identifiers (not batchfiles' own), values ASCII."""
+    checked = {}
+    for name, value in metadata.items():
+        if not (isinstance(name, str) and name.isidentifier() and name.isascii()):
+            raise ValueError(f"metadata names must be ASCII identifiers, not {name!r}")
+        if name.lower() in (limits.CLOSED_KEY, limits.WRITER_KEY, limits.PART_KEY):
+            raise ValueError(f"metadata name {name!r} is batchfiles' own")
+        if not (isinstance(value, str) and value.isascii() and value.isprintable()):
+            raise ValueError(f"metadata values must be printable ASCII, not {value!r}")
+        checked[name.lower()] = value
+    return checked
+
+
 @dataclass(frozen=True)
 class Stats:
     """The counts of a tracked save, and diagnostics for logs and tests."""
@@ -83,6 +97,7 @@ class Engine:
         self._appender = Appender(self._parts, tracker)
         self._schedule = Schedule(monotonic(), flush_interval=flush_interval, settle=settle, linger=linger)
         self.error: BaseException | None = None
+        self._close_metadata: dict[str, str] = {}
 
     @property
     def parts(self) -> list[str]:
@@ -124,9 +139,14 @@ class Engine:
         """Ask for everything written so far to be sent; returns the ticket :meth:`flushed` takes."""
         return self._schedule.request_flush()
 
-    def request_close(self, now: float, *, final: bool = False) -> None:
+    def request_close(
+        self, now: float, *, final: bool = False, metadata: dict[str, str] | None = None
+    ) -> None:
         """Final flush, then poll until the file settles or the linger time is over (idempotent).
-        ``final``: without settle or linger (at interpreter exit)."""
+        ``final``: without settle or linger (at interpreter exit). ``metadata``: set on the last part with
+        the close mark (the first close that passes some wins)."""
+        if metadata and not self._close_metadata:
+            self._close_metadata = check_metadata(metadata)
         self._schedule.request_close(now, final=final)
 
     def flushed(self, ticket: int) -> bool:
@@ -218,9 +238,11 @@ class Engine:
         return replace(outcome, appended=appended, caught_up=caught_up)
 
     def _confirm(self, outcome: Outcome) -> Steps[Outcome]:
-        """The last step of a close: no other writer wrote to the parts after this save."""
+        """The last step of a close: no other writer wrote to the parts after this save; then the last
+        part is marked closed (with the close metadata), on condition that its ETag is still ours."""
         try:
             yield from self._parts.check_unchanged()
+            yield from self._parts.mark_closed(self._close_metadata)
         except Exception as exc:  # kept or retried by end()
             return replace(outcome, error=exc)
         return outcome

@@ -15,6 +15,13 @@ MAX_BLOCK = 4 * 1024 * 1024
 PART_KEY = "batchfiles_part"
 #: Metadata holding the token of the save writing a blob: set when a save creates a part or resumes one.
 WRITER_KEY = "batchfiles_writer"
+#: Metadata of the last part of a save that closed cleanly (value ``"1"``): the file is all there, and a
+#: follower that has read it all stops. Set with ``If-Match`` on the save's own last ETag, so a blob another
+#: writer wrote to after us is never marked. A resume removes it (and every ``batchfiles_`` key but the part
+#: mark): the blob grows again.
+CLOSED_KEY = "batchfiles_closed"
+#: Metadata keys beginning so are batchfiles' own (the writer token, the close mark, ``run``'s outcome).
+OWN_PREFIX = "batchfiles_"
 #: How many last bytes of an existing blob are compared with the file before resuming.
 RESUME_CHECK = 64 * 1024
 

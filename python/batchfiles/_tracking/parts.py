@@ -29,6 +29,13 @@ def content_type(blob_name: str) -> str:
     return "text/plain" if blob_name.lower().endswith((".log", ".txt")) else _saving.content_type(blob_name)
 
 
+def resumed_metadata(metadata: dict[str, str] | None) -> dict[str, str]:
+    """A resumed part's metadata: others' keys and the part mark; batchfiles' own other keys (the old
+    writer token, the close mark, an outcome) go, since the blob grows again."""
+    own = limits.OWN_PREFIX
+    return {k: v for k, v in (metadata or {}).items() if not k.startswith(own) or k == limits.PART_KEY}
+
+
 def is_part(props: Any, index: int) -> bool:
     """Whether blob properties are those of part ``index`` (>= 1) of a tracked save."""
     return (props.metadata or {}).get(limits.PART_KEY) == str(index)
@@ -49,6 +56,7 @@ class Parts:
         self.index = 0  # of the last part
         self.length = 0  # its committed length: the next appendpos
         self.blocks = 0  # its committed block count
+        self.metadata: dict[str, str] = {}  # the last part's, as this save last set it
 
     def name(self, index: int) -> str:
         return self.blob_name if index == 0 else f"{self.blob_name}.{index}"
@@ -125,7 +133,7 @@ class Parts:
         """Claim the last part (our token in its metadata, if its ETag is still the one probed), then go on
         after the parts: a save still writing to them meets 412 on its next append. Returns their size."""
         name = self.name(len(parts) - 1)
-        metadata = {**(parts[-1].metadata or {}), limits.WRITER_KEY: self.writer}
+        metadata = {**resumed_metadata(parts[-1].metadata), limits.WRITER_KEY: self.writer}
         condition = {"etag": parts[-1].etag, "match_condition": MatchConditions.IfNotModified}
         try:
             etag = (yield Call(name, BlobMethod.SET_METADATA, {"metadata": metadata, **condition}))["etag"]
@@ -139,6 +147,7 @@ class Parts:
                     f"it: another writer is writing to it; stopped saving {self.path}"
                 ) from err
             etag = now.etag
+        self.metadata = metadata
         self.etags = [props.etag for props in parts[:-1]] + [etag]
         total = sum(props.size for props in parts)
         self.index = len(parts) - 1
@@ -166,6 +175,8 @@ class Parts:
         }
         if index:
             metadata[limits.PART_KEY] = str(index)
+        self.metadata = metadata  # the part created is the last one
+        if index:
             try:
                 created = yield Call(
                     name, BlobMethod.CREATE, {**kwargs, "match_condition": MatchConditions.IfMissing}
@@ -200,9 +211,10 @@ class Parts:
         self.blocks += 1
 
     def check_unchanged(self) -> Steps[None]:
-        """Every part must still have the ETag this save's last write to it returned, else another writer
-        wrote to it after us (:class:`TrackingError`)."""
-        for index, etag in enumerate(self.etags):
+        """Every part before the last must still have the ETag this save's last write to it returned,
+        else another writer wrote to it after us (:class:`TrackingError`). The last one is checked by
+        :meth:`mark_closed`."""
+        for index, etag in enumerate(self.etags[:-1]):
             name = self.name(index)
             try:
                 props = yield Call(name, BlobMethod.GET_PROPERTIES)
@@ -211,8 +223,37 @@ class Parts:
                     raise
                 props = None
             if props is None or props.etag != etag:
-                problem = "was deleted" if props is None else "was written to"
-                raise TrackingError(
-                    f"{name!r} in container {self.container_name!r} {problem} by another writer after "
-                    f"this save's last append; {self.path} is not what it holds"
-                )
+                raise self._changed(name, "was deleted" if props is None else "was written to")
+
+    def mark_closed(self, extra: dict[str, str]) -> Steps[None]:
+        """Mark the last part closed (:data:`~limits.CLOSED_KEY`, with ``extra`` metadata), if it still has
+        the ETag of this save's last write: else another writer wrote to it after us
+        (:class:`TrackingError`). A 412 after a lost response is an earlier try that landed when the part
+        has exactly this metadata and the committed length."""
+        name = self.last
+        metadata = {**self.metadata, **extra, limits.CLOSED_KEY: "1"}
+        condition = {"etag": self.etags[-1], "match_condition": MatchConditions.IfNotModified}
+        try:
+            etag = (yield Call(name, BlobMethod.SET_METADATA, {"metadata": metadata, **condition}))["etag"]
+        except ResourceNotFoundError as err:
+            if err.error_code != "BlobNotFound":
+                raise
+            raise self._changed(name, "was deleted") from err
+        except HttpResponseError as err:
+            if err.status_code != 412:
+                raise
+            try:
+                now = yield Call(name, BlobMethod.GET_PROPERTIES)
+            except ResourceNotFoundError:
+                raise self._changed(name, "was deleted") from err
+            if (now.metadata or {}) != metadata or now.size != self.length:
+                raise self._changed(name, "was written to") from err
+            etag = now.etag
+        self.etags[-1] = etag
+        self.metadata = metadata
+
+    def _changed(self, name: str, problem: str) -> TrackingError:
+        return TrackingError(
+            f"{name!r} in container {self.container_name!r} {problem} by another writer after "
+            f"this save's last append; {self.path} is not what it holds"
+        )

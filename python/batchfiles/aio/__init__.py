@@ -12,6 +12,7 @@ from ..errors import (
     IntegrityError,
     OutputExistsError,
     OutputNotFoundError,
+    OutputReplacedError,
     TrackingError,
 )
 from ..kinds import JobOutputKind, OutputKind, TaskOutputKind
@@ -38,6 +39,7 @@ __all__ = [
     "OutputFileReference",
     "OutputKind",
     "OutputNotFoundError",
+    "OutputReplacedError",
     "TaskOutputKind",
     "TaskOutputStorage",
     "TrackedSave",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -14,11 +15,23 @@ import azure.storage.blob.aio
 from azure.core.exceptions import HttpResponseError
 from azure.storage.blob.aio import BlobClient, BlobServiceClient, ContainerClient
 
-from .. import _download, _errors, _native, _patterns, _progress, _saving, _scope, _types, _urls, naming
+from .. import (
+    _download,
+    _errors,
+    _follow,
+    _native,
+    _patterns,
+    _progress,
+    _saving,
+    _scope,
+    _types,
+    _urls,
+    naming,
+)
 from .._base import JobConstructors, ReferenceBase, StorageBase, TaskConstructors
 from .._errors import storage_errors
 from .._types import PathLike, Progress
-from ..kinds import KindLike
+from ..kinds import KindLike, TaskOutputKind
 
 if TYPE_CHECKING:
     from ._tracking import TrackedSave
@@ -86,6 +99,12 @@ class OutputFileReference(ReferenceBase):
     async def delete(self) -> None:
         with storage_errors(self._blob.container_name, self.blob_name):
             await self._blob.delete_blob()
+
+    def follow(
+        self, *, start: int = 0, poll_interval: float = 1.0, idle_timeout: float | None = None
+    ) -> AsyncIterator[bytes]:
+        """The output's bytes as they are saved (``async for``): see :meth:`TaskOutputStorage.follow`."""
+        return _follow_blob(self._container, self.blob_name, start, poll_interval, idle_timeout)
 
 
 class AsyncReader:
@@ -273,21 +292,31 @@ class _OutputStorage(StorageBase):
         is skipped and reported to ``on_invalid(blob_name, reason)``, see the sync twin."""
         prefix = self._scope.list_prefix(kind)
         with storage_errors(self.container_name):
-            async for props in self._container.list_blobs(name_starts_with=prefix):
+            async for props in self._container.list_blobs(name_starts_with=prefix, include=["metadata"]):
                 blob = self._container.get_blob_client(props.name)
                 info = _scope.listed_info(self._scope, blob.url, props, on_invalid)
                 if info is not None:
-                    yield OutputFileReference(info, blob)
+                    yield OutputFileReference(info, blob, self._container)
 
     async def get(self, kind: KindLike, path: str) -> OutputFileReference:
         """The output of ``kind`` at ``path``; :class:`OutputNotFoundError` if there is none, and
         :class:`ValueError` for a ``.`` or ``..`` segment in ``path``."""
         return await self._reference(self._container.get_blob_client(self._scope.get_name(kind, path)))
 
+    def _follow(
+        self, kind: KindLike, path: str, start: int, poll_interval: float, idle_timeout: float | None
+    ) -> AsyncIterator[bytes]:
+        name = self._scope.get_name(kind, path)
+        return _follow_blob(self._container, name, start, poll_interval, idle_timeout)
+
+    def _drive(self, steps: _follow.Follow) -> AsyncIterator[Any]:
+        """Run a follow of :mod:`batchfiles._follow` on this storage's container."""
+        return _drive_follow(self._container, steps)
+
     async def _reference(self, blob: BlobClient) -> OutputFileReference:
         with storage_errors(self.container_name, blob.blob_name):
             props = await blob.get_blob_properties()
-        return OutputFileReference(_scope.reference_of(self._scope, blob.url, props), blob)
+        return OutputFileReference(_scope.reference_of(self._scope, blob.url, props), blob, self._container)
 
 
 async def _put_blocks(
@@ -342,8 +371,71 @@ async def _put(blob: BlobClient, data: bytes, upload: dict[str, Any], overwrite:
         return _saving.landed_response(props)
 
 
+def _follow_blob(
+    container: ContainerClient, name: str, start: int, poll_interval: float, idle_timeout: float | None
+) -> AsyncIterator[bytes]:
+    """The follow of the blob ``name`` (options checked now, not at the first ``anext``)."""
+    _follow.check_options(start, poll_interval, idle_timeout)
+    options = dict(start=start, poll_interval=poll_interval, idle_timeout=idle_timeout)
+    where = f" in container {container.container_name!r}"
+    steps = _follow.follow_blob(name, clock=time.monotonic, where=where, **options)
+    return _drive_follow(container, steps, name)
+
+
+async def _drive_follow(
+    container: ContainerClient, steps: _follow.Follow, blob: str | None = None
+) -> AsyncIterator[Any]:
+    """Run a follow (see :mod:`batchfiles._follow`), awaiting its requests and sleeps; the twin of
+    :func:`batchfiles.storage._drive_follow`."""
+    result: Any = None
+    error: Exception | None = None
+    try:
+        while True:
+            with storage_errors(container.container_name, blob):
+                try:
+                    item = steps.send(result) if error is None else steps.throw(error)
+                except StopIteration:
+                    return
+            result = error = None
+            if isinstance(item, _follow.Sleep):
+                await asyncio.sleep(item.seconds)
+            elif isinstance(item, _follow.Request):
+                try:
+                    result = await _follow_request(container, item)
+                except Exception as exc:  # the follow decides: waited for, tried again, or raised
+                    error = exc
+            else:
+                yield item
+    finally:
+        steps.close()
+
+
+async def _follow_request(container: ContainerClient, request: _follow.Request) -> Any:
+    if isinstance(request, _follow.Listing):
+        listing = container.list_blobs(name_starts_with=request.prefix, include=["metadata"])
+        return [props async for props in listing]
+    blob = container.get_blob_client(request.blob)
+    if isinstance(request, _follow.Probe):
+        return await blob.get_blob_properties()
+    download = await blob.download_blob(**request.kwargs)
+    return await download.readall(), download.properties
+
+
 class TaskOutputStorage(TaskConstructors, _OutputStorage):
     """The outputs of one task (async); see :class:`batchfiles.TaskOutputStorage`."""
+
+    def follow(
+        self,
+        path: str,
+        *,
+        kind: KindLike = TaskOutputKind.TASK_LOG,
+        start: int = 0,
+        poll_interval: float = 1.0,
+        idle_timeout: float | None = None,
+    ) -> AsyncIterator[bytes]:
+        """The output at ``path`` as it is saved (``async for chunk in storage.follow(...)``); see
+        :meth:`batchfiles.TaskOutputStorage.follow`."""
+        return self._follow(kind, path, start, poll_interval, idle_timeout)
 
 
 class JobOutputStorage(JobConstructors, _OutputStorage):
@@ -352,6 +444,18 @@ class JobOutputStorage(JobConstructors, _OutputStorage):
     def task(self, task_id: str) -> TaskOutputStorage:
         """The storage of one task of this job, on this storage's connection (close this one, not it)."""
         return TaskOutputStorage._from_container(self._container, task_id)
+
+    def follow(
+        self,
+        path: str,
+        *,
+        kind: KindLike,
+        start: int = 0,
+        poll_interval: float = 1.0,
+        idle_timeout: float | None = None,
+    ) -> AsyncIterator[bytes]:
+        """The job's output of ``kind`` at ``path`` as it is saved; see the sync twin."""
+        return self._follow(kind, path, start, poll_interval, idle_timeout)
 
     async def task_ids(self) -> AsyncIterator[str]:
         """The tasks of the job that have saved anything."""

@@ -120,10 +120,10 @@ class TrackedSave(TrackedSaveBase):
         if not await self._wait(lambda: self._engine.flushed(ticket), timeout):
             raise TimeoutError(f"{self._engine.path} was not flushed within {timeout} s")
 
-    async def close(self) -> None:
-        """Final flush, then follow the file until it settles or ``linger`` passed; raises the kept
-        :attr:`error`. Safe to call more than once."""
-        self._engine.request_close(monotonic())
+    async def close(self, *, metadata: dict[str, str] | None = None) -> None:
+        """Final flush, then follow the file until it settles or ``linger`` passed, then mark the blob
+        closed (with ``metadata``); raises the kept :attr:`error`. Safe to call more than once."""
+        self._engine.request_close(monotonic(), metadata=metadata)
         await self._wait(lambda: self._engine.closed)
         if self._task is not None:
             await asyncio.wait({self._task})  # it ends once closed

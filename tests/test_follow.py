@@ -1,0 +1,714 @@
+"""Following live outputs: ``follow()`` (sync and aio), the close mark of tracked saves, and the sans-IO
+reader of :mod:`batchfiles._follow`.
+
+First the reader in memory against a simulated storage, with a writer acting between any two requests
+(property tests), then against Azurite: a writer process with roll-over parts, start offsets, a replaced
+blob, the request count of an idle follow and of a job's listing, and faults through tests/faultproxy.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+from unittest import mock
+
+import pytest
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError, ServiceResponseError
+from azure.storage.blob import BlobServiceClient
+from batchfiles import (
+    JobOutputStorage,
+    OutputReplacedError,
+    TaskOutputStorage,
+    naming,
+    prepare_output_storage,
+)
+from batchfiles import aio as bf_aio
+from batchfiles._follow import (
+    Closed,
+    Data,
+    Listing,
+    Polled,
+    Probe,
+    Read,
+    Restarted,
+    Sleep,
+    follow_blob,
+    follow_listing,
+    log_state,
+    spans,
+    tail_start,
+)
+from batchfiles._tracking import limits
+from batchfiles.errors import TrackingError
+from batchfiles.testing import ACCOUNT_NAME, Azurite
+from faultproxy import FaultProxy
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+from tracking_child import fast_retries
+
+CHILD = Path(__file__).with_name("follow_child.py")
+TASK = "t1"
+LOG = f"{TASK}/$TaskLog/app.log"
+
+
+# --- the reader in memory -----------------------------------------------------------------------------------
+
+
+@dataclass
+class MemBlob:
+    created: int
+    data: bytearray = field(default_factory=bytearray)
+    blocks: int = 0
+    metadata: dict[str, str] = field(default_factory=dict)
+    version: int = 0
+    append: bool = True
+
+
+class MemoryStore:
+    """Blobs in memory answering a follow's requests as Azure does: 304 for an unchanged blob asked with
+    ``If-None-Match``, 416 for a range at or past the end, 404 for a blob not there."""
+
+    def __init__(self) -> None:
+        self.blobs: dict[str, MemBlob] = {}
+        self.clock = 0
+        self.requests: list[Any] = []
+
+    def _error(self, status: int, code: str) -> HttpResponseError:
+        error = (ResourceNotFoundError if status == 404 else HttpResponseError)(f"{status} {code}")
+        error.status_code, error.error_code = status, code
+        return error
+
+    def props(self, name: str, *, listed: bool = False, **extra: Any) -> SimpleNamespace:
+        blob = self.blobs[name]
+        etag = f"0x{blob.version:x}"
+        return SimpleNamespace(
+            name=name,
+            size=len(blob.data),
+            etag=etag if listed else f'"{etag}"',
+            creation_time=blob.created,
+            blob_type="AppendBlob" if blob.append else "BlockBlob",
+            append_blob_committed_block_count=None if listed else blob.blocks,
+            metadata=dict(blob.metadata),
+            content_range=extra.get("content_range"),
+        )
+
+    def __call__(self, request: Any) -> Any:
+        self.requests.append(request)
+        if isinstance(request, Listing):
+            names = sorted(n for n in self.blobs if n.startswith(request.prefix))
+            return [self.props(name, listed=True) for name in names]
+        if request.blob not in self.blobs:
+            raise self._error(404, "BlobNotFound")
+        if isinstance(request, Probe):
+            return self.props(request.blob)
+        blob = self.blobs[request.blob]
+        if request.etag is not None and request.etag == f"0x{blob.version:x}":
+            raise self._error(304, "ConditionNotMet")
+        if request.offset >= len(blob.data):
+            raise self._error(416, "InvalidRange")
+        data = bytes(blob.data[request.offset : request.offset + request.length])
+        end = request.offset + request.length - 1
+        return data, self.props(request.blob, content_range=f"bytes {request.offset}-{end}/{len(blob.data)}")
+
+    # -- the writer: a tracked save's way of writing --
+
+    def last_part(self, base: str) -> str:
+        index = 0
+        while f"{base}.{index + 1}" in self.blobs:
+            index += 1
+        return base if index == 0 else f"{base}.{index}"
+
+    def append(self, base: str, data: bytes) -> None:
+        if base not in self.blobs:
+            self.clock += 1
+            self.blobs[base] = MemBlob(self.clock)
+        name = self.last_part(base)
+        blob = self.blobs[name]
+        if blob.blocks >= limits.MAX_BLOCKS:
+            index = 1 if name == base else int(name.rsplit(".", 1)[1]) + 1
+            self.clock += 1
+            blob = self.blobs[f"{base}.{index}"] = MemBlob(self.clock, metadata={limits.PART_KEY: str(index)})
+        blob.data += data
+        blob.blocks += 1
+        blob.version += 1
+
+    def close(self, base: str) -> None:
+        if base not in self.blobs:
+            self.append(base, b"")
+        blob = self.blobs[self.last_part(base)]
+        blob.metadata[limits.CLOSED_KEY] = "1"
+        blob.version += 1
+
+    def recreate(self, base: str) -> None:
+        for name in [n for n in self.blobs if n.startswith(f"{base}.")]:
+            del self.blobs[name]
+        self.clock += 1
+        self.blobs[base] = MemBlob(self.clock, version=1000 + self.clock)
+
+    def content(self, base: str) -> bytes:
+        out, index = b"", 0
+        while (name := base if index == 0 else f"{base}.{index}") in self.blobs:
+            out += self.blobs[name].data
+            index += 1
+        return out
+
+
+def run_in_memory(steps: Any, store: MemoryStore, act: Any, *, limit: int = 20_000) -> list[Any]:
+    """Drive a follow on ``store``; ``act(point)`` is called before every request and sleep ("request",
+    "sleep") and may change the store or return an exception to fail the request with."""
+    out: list[Any] = []
+    result: Any = None
+    error: BaseException | None = None
+    for _ in range(limit):
+        try:
+            item = steps.send(result) if error is None else steps.throw(error)
+        except StopIteration:
+            return out
+        result = error = None
+        if isinstance(item, Sleep):
+            act("sleep")
+        elif isinstance(item, (Read, Probe, Listing)):
+            fault = act("request")
+            if fault is not None:
+                error = fault
+                continue
+            try:
+                result = store(item)
+            except Exception as exc:
+                error = exc
+        else:
+            out.append(item)
+            if isinstance(item, Polled) and act("polled"):
+                return out
+    raise AssertionError("the follow did not end")
+
+
+OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("append"), st.binary(min_size=1, max_size=9)),
+        st.tuples(st.just("wait"), st.none()),
+        st.tuples(st.just("fault"), st.none()),
+    ),
+    max_size=40,
+)
+
+
+class Script:
+    """Writer operations done one per point of the follow, then the close mark."""
+
+    def __init__(self, store: MemoryStore, ops: list[tuple[str, Any]], bases: list[str]) -> None:
+        self.store, self.ops, self.bases, self.faults, self.turn = store, list(ops), bases, 0, 0
+
+    def __call__(self, point: str) -> Any:
+        if point == "polled":
+            blobs, last = self.store.blobs, self.store.last_part
+            return all(b in blobs and limits.CLOSED_KEY in blobs[last(b)].metadata for b in self.bases)
+        base = self.bases[self.turn % len(self.bases)]
+        self.turn += 1
+        if not self.ops:
+            if point == "sleep":
+                for name in self.bases:
+                    self.store.close(name)
+            return None
+        op, value = self.ops.pop(0)
+        if op == "append":
+            self.store.append(base, value)
+        elif op == "fault" and point == "request":
+            self.faults += 1
+            return ServiceResponseError("connection reset")
+        return None
+
+
+@settings(max_examples=300, deadline=None)
+@given(OPS, st.integers(1, 3), st.integers(1, 7))
+@example([("append", b"\xe2\x98"), ("append", b"\x95\n")], 1, 2)
+def test_follow_blob_hands_out_every_byte_once(ops: list, max_blocks: int, chunk: int) -> None:
+    """Whatever the writer does between two requests, with roll-over parts and transient failures: the
+    bytes handed out are the blob's, once each, and the follow ends at the close mark."""
+    store = MemoryStore()
+    with (
+        mock.patch.object(limits, "MAX_BLOCKS", max_blocks),
+        mock.patch("batchfiles._follow.CHUNK", chunk),
+        mock.patch("batchfiles._follow.MAX_FAILED_POLLS", 1000),  # faults in a row are not the point here
+    ):
+        steps = follow_blob(LOG, poll_interval=0.01, clock=lambda: 0.0)
+        out = run_in_memory(steps, store, Script(store, ops, [LOG]))
+    assert b"".join(out) == store.content(LOG)
+
+
+@settings(max_examples=150, deadline=None)
+@given(OPS, st.integers(1, 3), st.integers(1, 7), st.sampled_from([None, 0, 1, 3]))
+def test_follow_listing_hands_out_every_byte_of_every_log_once(
+    ops: list, max_blocks: int, chunk: int, tail: int | None
+) -> None:
+    bases = [f"t{i}/$TaskLog/stdout.txt" for i in range(3)]
+    store = MemoryStore()
+    with (
+        mock.patch.object(limits, "MAX_BLOCKS", max_blocks),
+        mock.patch("batchfiles._follow.CHUNK", chunk),
+        mock.patch("batchfiles._follow.MAX_FAILED_POLLS", 1000),  # faults in a row are not the point here
+    ):
+        steps = follow_listing("", lambda name: name, tail=tail, poll_interval=0.01, clock=lambda: 0.0)
+        out = run_in_memory(steps, store, Script(store, ops, bases))
+    for base in bases:
+        got = b"".join(event.data for event in out if isinstance(event, Data) and event.key == base)
+        if tail is None:
+            assert got == store.content(base)
+        else:  # started at some line of what was there when first listed: a suffix, from a line start
+            content = store.content(base)
+            assert content.endswith(got)
+    assert not [event for event in out if isinstance(event, Restarted)]
+    closed = {event.key for event in out if isinstance(event, Closed)}
+    assert closed == set(bases)
+
+
+def test_follow_listing_reads_only_what_grew_and_lists_once_per_poll() -> None:
+    store = MemoryStore()
+    for i in range(50):
+        store.append(f"t{i}/$TaskLog/stdout.txt", b"hello\n")
+    polls = 0
+
+    def act(point: str) -> Any:
+        nonlocal polls
+        if point == "polled":
+            polls += 1
+            if polls == 2:
+                store.append("t7/$TaskLog/stdout.txt", b"more\n")
+                store.requests.clear()
+            return polls == 4
+        return None
+
+    run_in_memory(follow_listing("", lambda n: n, poll_interval=0.01, clock=lambda: 0.0), store, act)
+    kinds = [type(request).__name__ for request in store.requests]
+    assert kinds == ["Listing", "Read", "Listing"]  # one listing per poll; one read, of the log that grew
+
+
+def test_a_replaced_blob_is_an_error_for_follow_and_a_restart_for_a_listing() -> None:
+    store = MemoryStore()
+    store.append(LOG, b"old one\n")
+    steps = follow_blob(LOG, poll_interval=0.01, clock=lambda: 0.0)
+    assert next(steps) == Read(LOG, 0, 4 * 1024 * 1024, None)
+    assert steps.send(store(Read(LOG, 0, 100))) == b"old one\n"
+    store.recreate(LOG)
+    store.append(LOG, b"new\n")
+    assert isinstance(steps.send(None), Sleep)
+    request = steps.send(None)  # from offset 8, where the new blob has nothing: 416, then a probe
+    with pytest.raises(HttpResponseError) as range_error:
+        store(request)
+    probe = steps.throw(range_error.value)
+    with pytest.raises(OutputReplacedError, match=r"was replaced while it was followed \(it is 4 bytes long"):
+        steps.send(store(probe))
+
+    store = MemoryStore()
+    store.append(LOG, b"old one\n")
+    polls = 0
+
+    def act(point: str) -> Any:
+        nonlocal polls
+        if point != "polled":
+            return None
+        polls += 1
+        if polls == 2:
+            store.recreate(LOG)
+            store.append(LOG, b"new\n")
+            store.close(LOG)
+        return polls == 4
+
+    out = run_in_memory(follow_listing("", lambda n: n, poll_interval=0.01, clock=lambda: 0.0), store, act)
+    events = [e for e in out if not isinstance(e, Polled)]
+    assert events[0] == Data(LOG, b"old one\n")
+    assert isinstance(events[1], Restarted) and "shorter" in events[1].why
+    assert events[2:] == [Data(LOG, b"new\n"), Closed(LOG, {limits.CLOSED_KEY: "1"})]
+
+
+def test_idle_timeout_and_a_start_from_the_end() -> None:
+    store = MemoryStore()
+    store.append(LOG, b"0123456789")
+    now = [0.0]
+
+    def act(point: str) -> None:
+        if point == "sleep":
+            now[0] += 1.0
+
+    out = run_in_memory(follow_blob(LOG, start=-4, idle_timeout=3, clock=lambda: now[0]), store, act)
+    assert out == [b"6789"]
+    assert now[0] == 3.0
+    out = run_in_memory(follow_blob(LOG, start=4, idle_timeout=0, clock=lambda: now[0]), store, act)
+    assert out == [b"456789"]
+    assert [type(r).__name__ for r in store.requests[-2:]] == ["Probe", "Read"]  # no bytes before start read
+
+
+@given(st.binary(max_size=60).map(lambda b: b.replace(b"\x00", b"\n")), st.integers(0, 8), st.integers(0, 60))
+def test_tail_start_is_tails(data: bytes, lines: int, cut: int) -> None:
+    *ended, last = data.split(b"\n")  # lines as tail has them: ended by \n, the last one maybe not
+    lines_of = [line + b"\n" for line in ended] + ([last] if last else [])
+    expected = b"".join(lines_of[max(0, len(lines_of) - lines) :]) if lines else b""
+    start = tail_start(data, lines, at_start=True)
+    assert start is not None and data[start:] == expected
+    window = data[min(cut, len(data)) :]
+    begin = tail_start(window, lines, at_start=False)
+    if begin is not None:  # a window that holds the lines gives the same start
+        assert window[begin:] == expected
+
+
+@given(st.lists(st.integers(0, 9), min_size=1, max_size=5), st.integers(0, 50), st.integers(0, 50))
+def test_spans_cover_a_range_of_parts(sizes: list[int], a: int, b: int) -> None:
+    total = sum(sizes)
+    first, end = sorted((min(a, total), min(b, total)))
+    data = bytes(range(total))
+    parts = [data[sum(sizes[:i]) : sum(sizes[: i + 1])] for i in range(len(sizes))]
+    pieces = [parts[index][offset : offset + length] for index, offset, length in spans(sizes, first, end)]
+    assert b"".join(pieces) == data[first:end]
+
+
+def test_log_state_reads_runs_outcome() -> None:
+    state = log_state(
+        {"batchfiles_closed": "1", "batchfiles_exit_code": "3", "batchfiles_ended": "2025-01-02T03:04:05Z"}
+    )
+    assert (state.state, state.exit_code, state.ended.year) == ("closed", 3, 2025)
+    assert log_state({"batchfiles_writer": "x"}).state == "open"
+    assert log_state({"batchfiles_exit_code": "nope", "batchfiles_started": "never"}) == log_state({})
+
+
+# --- against Azurite ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def storage(azurite: Azurite, service: BlobServiceClient, job_id: str) -> Iterator[TaskOutputStorage]:
+    prepare_output_storage(service, job_id)
+    with TaskOutputStorage.from_connection_string(azurite.connection_string, job_id, TASK) as task:
+        yield task
+
+
+def start_child(azurite: Azurite, job_id: str, path: Path, max_blocks: int, lines: int, pause_ms: int):
+    args = [azurite.connection_string, naming.container_name(job_id), LOG, str(path)]
+    args += [str(max_blocks), str(lines), str(pause_ms)]
+    return subprocess.Popen(
+        [sys.executable, str(CHILD), *args], stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parent
+    )
+
+
+def test_a_follower_reads_a_writer_process_byte_for_byte(
+    azurite: Azurite, storage: TaskOutputStorage, job_id: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Started before the blob exists; the writer rolls over to parts (2 blocks each) and splits a
+    multibyte character across appends; the follower ends by itself at the close mark."""
+    monkeypatch.setattr(limits, "MAX_BLOCKS", 2)  # the follower knows parts are full as the writer does
+    chunks: list[bytes] = []
+    follower = threading.Thread(target=lambda: chunks.extend(storage.follow("app.log", poll_interval=0.02)))
+    follower.start()
+    time.sleep(0.2)
+    path = tmp_path / "app.log"
+    child = start_child(azurite, job_id, path, 2, 60, 15)
+    out, _ = child.communicate(timeout=60)
+    assert child.returncode == 0
+    parts = json.loads(out.splitlines()[-1])
+    follower.join(30)
+    assert not follower.is_alive(), "the close mark did not end the follow"
+    assert len(parts) >= 3, parts
+    assert b"".join(chunks) == path.read_bytes()
+    assert "☕".encode() in b"".join(chunks)
+    last = storage._container.get_blob_client(parts[-1]).get_blob_properties()
+    assert last.metadata[limits.CLOSED_KEY] == "1"
+
+
+def test_start_offsets_idle_timeout_and_a_complete_block_blob(storage: TaskOutputStorage) -> None:
+    storage.save_bytes("TaskLog", b"0123456789", "block.txt")  # not an append blob: complete as it is
+    assert b"".join(storage.follow("block.txt")) == b"0123456789"
+    assert b"".join(storage.follow("block.txt", start=-3)) == b"789"
+    assert b"".join(storage.follow("block.txt", start=4)) == b"456789"
+    assert b"".join(storage.follow("block.txt", start=99)) == b""
+    ref = storage.get("TaskLog", "block.txt")
+    assert b"".join(ref.follow(start=8)) == b"89"
+    blob = storage._container.get_blob_client(LOG)
+    blob.create_append_blob()
+    blob.append_block(b"open log\n")  # never closed: idle_timeout ends the follow
+    started = time.monotonic()
+    assert b"".join(storage.follow("app.log", idle_timeout=0.3, poll_interval=0.05)) == b"open log\n"
+    assert 0.3 <= time.monotonic() - started < 5
+    assert b"".join(storage.follow("app.log", idle_timeout=0)) == b"open log\n"
+
+
+def test_bad_options_are_refused_at_the_call(storage: TaskOutputStorage, service, job_id) -> None:
+    with pytest.raises(ValueError, match="poll_interval"):
+        storage.follow("app.log", poll_interval=0)
+    with pytest.raises(ValueError, match="idle_timeout"):
+        storage.follow("app.log", idle_timeout=-1)
+    with pytest.raises(TypeError, match="start"):
+        storage.follow("app.log", start=1.5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"'\.\.' segment"):
+        storage.follow("../x")
+    with pytest.raises(TypeError, match="kind"):
+        JobOutputStorage.from_service(service, job_id).follow("x.log")  # type: ignore[call-arg]
+
+
+def test_a_job_output_and_the_aio_twin_follow_too(
+    azurite: Azurite, storage: TaskOutputStorage, job_id: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "job.log"
+    path.write_bytes(b"job log\n")
+    with JobOutputStorage.from_connection_string(azurite.connection_string, job_id) as job:
+        with job.save_tracked(path, "job.log", kind="JobLog", flush_interval=0.05, settle=0):
+            pass
+        assert b"".join(job.follow("job.log", kind="JobLog")) == b"job log\n"
+
+    async def main() -> tuple[bytes, bytes]:
+        async with bf_aio.JobOutputStorage.from_connection_string(azurite.connection_string, job_id) as job:
+            got = [chunk async for chunk in job.follow("job.log", kind="JobLog", start=4)]
+            ref = await job.get("JobLog", "job.log")
+            whole = [chunk async for chunk in ref.follow()]
+        return b"".join(got), b"".join(whole)
+
+    assert asyncio.run(main()) == (b"log\n", b"job log\n")
+
+
+def test_the_aio_twin_follows_a_live_save(
+    azurite: Azurite, storage: TaskOutputStorage, job_id: str, tmp_path
+):
+    path = tmp_path / "app.log"
+    path.touch()
+
+    async def main() -> bytes:
+        async with bf_aio.TaskOutputStorage.from_connection_string(
+            azurite.connection_string, job_id, TASK
+        ) as t:
+            got: list[bytes] = []
+
+            async def follow() -> None:
+                got.extend([chunk async for chunk in t.follow("app.log", poll_interval=0.02)])
+
+            follower = asyncio.ensure_future(follow())
+            await asyncio.sleep(0.1)
+            save = await t.save_tracked(path, "app.log", flush_interval=0.02, settle=0)
+            for i in range(20):
+                with open(path, "ab") as file:
+                    file.write(f"async {i}\n".encode())
+                await asyncio.sleep(0.01)
+            await save.close()
+            await asyncio.wait_for(follower, 20)
+            return b"".join(got)
+
+    assert asyncio.run(main()) == path.read_bytes()
+
+
+def test_a_replaced_log_raises(storage: TaskOutputStorage, tmp_path: Path) -> None:
+    blob = storage._container.get_blob_client(LOG)
+    blob.create_append_blob()
+    blob.append_block(b"first run, a long line\n")  # a writer that died: not closed
+    follow = storage.follow("app.log", poll_interval=0.02)
+    assert next(follow) == b"first run, a long line\n"
+    path = tmp_path / "app.log"
+    path.write_bytes(b"second\n")
+    with storage.save_tracked(path, "app.log", flush_interval=0.05, settle=0, if_exists="overwrite"):
+        pass
+    with pytest.raises(OutputReplacedError, match="shorter than the 23 already read"):
+        next(follow)
+
+
+# --- the close mark -----------------------------------------------------------------------------------------
+
+
+def test_the_close_mark_is_set_with_metadata_and_a_resume_removes_it(
+    storage: TaskOutputStorage, tmp_path: Path
+) -> None:
+    path = tmp_path / "app.log"
+    path.write_bytes(b"one\n")
+    save = storage.save_tracked(path, "app.log", flush_interval=0.05, settle=0)
+    ref = storage.get("TaskLog", "app.log")
+    assert log_state(ref.metadata).state == "open"
+    save.close(metadata={"batchfiles_exit_code": "3", "Note": "ok"})
+    metadata = storage.get("TaskLog", "app.log").metadata
+    assert metadata[limits.CLOSED_KEY] == "1" and metadata["batchfiles_exit_code"] == "3"
+    assert metadata["note"] == "ok"
+    other = storage.save_tracked(path, "x.log", settle=0)
+    with pytest.raises(ValueError, match="batchfiles' own"):
+        other.close(metadata={"batchfiles_closed": "0"})
+    other.close()  # a bad argument left it open
+
+    path.write_bytes(b"one\ntwo\n")
+    resumed = storage.save_tracked(path, "app.log", flush_interval=0.05, settle=0)
+    resumed.flush()
+    metadata = storage.get("TaskLog", "app.log").metadata
+    assert limits.CLOSED_KEY not in metadata and "batchfiles_exit_code" not in metadata
+    assert metadata["note"] == "ok"  # others' metadata stays
+    resumed.close()
+
+
+def test_a_blob_another_writer_wrote_to_is_not_marked_closed(
+    storage: TaskOutputStorage, tmp_path: Path
+) -> None:
+    path = tmp_path / "app.log"
+    path.write_bytes(b"mine\n")
+    save = storage.save_tracked(path, "app.log", flush_interval=3600, settle=0)
+    save.flush()
+    storage._container.get_blob_client(LOG).append_block(b"someone else's\n")
+    with pytest.raises(TrackingError, match="written to by another writer"):
+        save.close()
+    assert limits.CLOSED_KEY not in storage.get("TaskLog", "app.log").metadata
+
+
+# --- requests per poll --------------------------------------------------------------------------------------
+
+
+class Counter:
+    """A raw response hook: (method, whether conditional, query, status) of each request."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, bool, str, int]] = []
+
+    def __call__(self, response: Any) -> None:
+        http = response.http_request
+        conditional = "If-None-Match" in http.headers
+        self.requests.append(
+            (http.method, conditional, http.url.partition("?")[2], response.http_response.status_code)
+        )
+
+
+def test_an_idle_follow_costs_one_small_conditional_request_per_poll(
+    azurite: Azurite, storage: TaskOutputStorage, job_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blob = storage._container.get_blob_client(LOG)
+    blob.create_append_blob()
+    blob.append_block(b"hello\n")
+    counter = Counter()
+    with TaskOutputStorage.from_connection_string(
+        azurite.connection_string, job_id, TASK, raw_response_hook=counter
+    ) as counted:
+        follow = counted.follow("app.log", poll_interval=0.02)
+        assert next(follow) == b"hello\n"
+        sleeps: list[float] = []
+        real_sleep = time.sleep
+        monkeypatch.setattr(time, "sleep", lambda s: (sleeps.append(s), real_sleep(s)))
+        counter.requests.clear()
+        threading.Timer(0.5, lambda: blob.append_block(b"grew\n")).start()
+        assert next(follow) == b"grew\n"  # through the idle polls, until it grew
+        monkeypatch.undo()
+        follow.close()
+    assert len(sleeps) >= 8  # idle polls
+    assert len(counter.requests) == len(sleeps)  # one request per poll
+    assert {(method, conditional) for method, conditional, _, _ in counter.requests} == {("GET", True)}
+    assert [status for *_, status in counter.requests] == [304] * (len(sleeps) - 1) + [206]
+
+
+def test_a_job_is_followed_with_one_listing_per_poll(
+    azurite: Azurite, service: BlobServiceClient, job_id: str
+) -> None:
+    from batchfiles import _follow
+
+    writer = prepare_output_storage(service, job_id)
+    counter = Counter()
+    with JobOutputStorage.from_connection_string(
+        azurite.connection_string, job_id, raw_response_hook=counter
+    ) as job:
+        for i in range(30):
+            blob = writer.get_blob_client(f"task-{i}/$TaskLog/stdout.txt")
+            blob.create_append_blob()
+            blob.append_block(f"task {i}\n".encode())
+        steps = _follow.follow_listing("", lambda n: n, poll_interval=0.01, clock=time.monotonic)
+        polls, grown = 0, []
+        for event in job._drive(steps):
+            if isinstance(event, Polled):
+                polls += 1
+                if polls == 1:
+                    counter.requests.clear()
+                if polls == 3:
+                    writer.get_blob_client("task-7/$TaskLog/stdout.txt").append_block(b"more\n")
+                if polls == 6:
+                    break
+            elif polls >= 3 and isinstance(event, Data):
+                grown.append(event)
+    listings = [r for r in counter.requests if "comp=list" in r[2]]
+    assert len(listings) == 5 and len(counter.requests) == 6  # 5 polls: 5 listings and 1 read of what grew
+    assert grown == [Data("task-7/$TaskLog/stdout.txt", b"more\n")]
+
+
+# --- faults -------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def proxy(azurite: Azurite) -> Iterator[FaultProxy]:
+    with FaultProxy(azurite.port, seed=11, delay_ms=20, deadline_s=240) as server:
+        yield server
+
+
+def test_faults_never_duplicate_or_skip_a_byte(
+    azurite: Azurite,
+    storage: TaskOutputStorage,
+    proxy: FaultProxy,
+    job_id: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Resets, 503s and dropped responses on the follower's requests (single blob and listing)."""
+    monkeypatch.setattr(limits, "MAX_BLOCKS", 4)
+    container = naming.container_name(job_id)
+    url = f"{proxy.url_for(ACCOUNT_NAME)}/{container}"
+    got: list[bytes] = []
+    listed: list[bytes] = []
+    with (
+        TaskOutputStorage(url, TASK, credential=azurite.credential, **fast_retries()) as through,
+        JobOutputStorage(url, credential=azurite.credential, **fast_retries()) as job,
+    ):
+        from batchfiles import _follow
+
+        def follow_listing() -> None:
+            steps = _follow.follow_listing(
+                "", lambda n: n if n == LOG else None, poll_interval=0.01, clock=time.monotonic
+            )
+            for event in job._drive(steps):
+                if isinstance(event, Data):
+                    listed.append(event.data)
+                if isinstance(event, Polled) and all(event.outputs.values()) and event.outputs:
+                    return
+
+        followers = [
+            threading.Thread(target=lambda: got.extend(through.follow("app.log", poll_interval=0.01))),
+            threading.Thread(target=follow_listing),
+        ]
+        proxy.set_random({"reset": 0.08, "status": 0.08, "drop_response": 0.08})
+        for follower in followers:
+            follower.start()
+        path = tmp_path / "app.log"
+        with storage.save_tracked(path, "app.log", flush_interval=0.01, settle=0):
+            for i in range(300):
+                with open(path, "ab") as file:
+                    file.write(f"{i:05d} {'é' * (i % 5)}\n".encode())
+                if i % 10 == 0:
+                    time.sleep(0.02)
+        for follower in followers:
+            follower.join(60)
+            assert not follower.is_alive()
+    counts = proxy.counts
+    assert counts["drop_response"] >= 5 and counts["reset"] >= 5 and counts["status"] >= 5, counts
+    assert b"".join(got) == path.read_bytes()
+    assert b"".join(listed) == path.read_bytes()
+    assert len(storage._container.get_blob_client(f"{LOG}.1").download_blob().readall()) > 0  # parts
+
+
+def test_list_shows_the_parts_of_a_closed_log_as_closed(
+    storage: TaskOutputStorage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from batchfiles._cli.list_ import _statuses
+
+    monkeypatch.setattr(limits, "MAX_BLOCKS", 1)
+    path = tmp_path / "app.log"
+    path.touch()
+    with storage.save_tracked(path, "app.log", flush_interval=3600, settle=0) as save:
+        for line in (b"one\n", b"two\n", b"three\n"):
+            with open(path, "ab") as file:
+                file.write(line)
+            save.flush()
+    save_parts = save.parts
+    refs = sorted(storage.list("TaskLog"), key=lambda ref: ref.blob_name)
+    assert [ref.blob_name for ref in refs] == save_parts
+    assert _statuses(refs) == ["closed"] * 3
+    assert b"".join(storage.follow("app.log")) == b"one\ntwo\nthree\n"
