@@ -9,7 +9,7 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any, TypeVar
 
-from . import _environment, _native, _scope, _urls, naming
+from . import _environment, _native, _scope, _throttle, _urls, naming
 from ._environment import EnvironmentConfig
 from ._scope import ReferenceInfo, Scope
 
@@ -39,6 +39,7 @@ class StorageBase:
     """A job's container and whose outputs in it (a task's or the job's own)."""
 
     _clients: ModuleType  # azure.storage.blob or azure.storage.blob.aio
+    _aio = False  # True for the aio twins: their clients get async policies
     _reference_class: type[ReferenceBase]  # the OutputFileReference of the same flavour
 
     def _init(self, container_url: str, task_id: str | None, credential: Any, kwargs: dict[str, Any]) -> None:
@@ -50,21 +51,22 @@ class StorageBase:
         container = kwargs.pop("_container", None)
         if container is None:
             _urls.check_container_url(container_url, credential)
-            options = _urls.client_kwargs(kwargs)
+            options = _urls.client_kwargs(kwargs, aio=self._aio)
             container = self._clients.ContainerClient.from_container_url(container_url, credential, **options)
         _urls.check_container_url(container.url, getattr(container, "credential", None))
         self._container = container
         self._scope = Scope(container.container_name, task_id)
+        self._slots = _throttle.slots_for(container, aio=self._aio)  # shared by all saves through it
 
     @classmethod
     def _connection_string_container(cls, conn_str: str, job_id: str, kwargs: dict[str, Any]) -> Any:
-        name, options = naming.container_name(job_id), _urls.client_kwargs(kwargs)
+        name, options = naming.container_name(job_id), _urls.client_kwargs(kwargs, aio=cls._aio)
         return cls._clients.ContainerClient.from_connection_string(conn_str, name, **options)
 
     @classmethod
     def _environment_container(cls, config: EnvironmentConfig, kwargs: dict[str, Any]) -> Any:
         """The container client of the storage that the environment names (see ``from_environment``)."""
-        options = _urls.client_kwargs(kwargs)
+        options = _urls.client_kwargs(kwargs, aio=cls._aio)
         if config.container_url:
             return cls._clients.ContainerClient.from_container_url(config.container_url, **options)
         assert config.job_id is not None  # environment_config guarantees it without a container URL

@@ -20,6 +20,7 @@ from azure.core.exceptions import (
     ServiceRequestError,
 )
 
+from ._throttle import is_throttled
 from .errors import (
     AuthenticationError,
     BatchFilesError,
@@ -130,6 +131,12 @@ def translate_error(err: HttpResponseError, container: str, what: str) -> BatchF
         return AuthenticationError(
             f"storage refused access to {what} ({code or err.status_code}): check that the SAS or credential "
             "is valid, not expired, and allows this operation"
+        )
+    if is_throttled(err.status_code, code):
+        return BatchFilesError(
+            f"storage throttled the account: gave up on {what} when its retries ran out "
+            f"({code or err.status_code}: the account is over its request or bandwidth limits; try again "
+            "later, or spread the load over time or over more accounts)"
         )
     if code in ("Md5Mismatch", "Crc64Mismatch", "InvalidMd5"):
         return IntegrityError(f"storage rejected {what}: the data did not match its checksum ({code})")
