@@ -43,9 +43,10 @@ THROTTLED_WINDOW = (2.0, 20.0)
 MAX_RETRY_AFTER = 60.0
 #: Requests of one container's saves in flight at first (:class:`Aimd`): a new task ramps up, not floods.
 FIRST_LIMIT = 1
-#: Seconds between request starts after a first throttled answer (:class:`Aimd`); each success divides the
-#: gap by GAP_EASE, and below MIN_GAP there is none.
+#: Seconds between request starts after a first throttled answer (:class:`Aimd`), doubled by each throttled
+#: answer up to MAX_GAP; each success divides the gap by GAP_EASE, and below MIN_GAP there is none.
 FIRST_GAP = 1.0
+MAX_GAP = 20.0
 GAP_EASE = 1.05
 MIN_GAP = 0.02
 #: Error codes of throttling answers (with status 503 or 500); a 429 or 503 is one whatever its code.
@@ -102,8 +103,8 @@ class _Throttled:
 
     def __init__(self, *, retry_throttled: int | None = THROTTLED_RETRIES, **kwargs: Any) -> None:
         """``retry_throttled``: retries of a throttled request, counted apart from ``retry_total`` (default
-        :data:`THROTTLED_RETRIES`); None: throttled answers count against ``retry_total`` as any failure,
-        as when a user passes ``retry_total`` to a client."""
+        :data:`THROTTLED_RETRIES`); None: throttled answers count against ``retry_total`` (never against
+        ``retry_status``), as when a user passes ``retry_total`` to a client or a call."""
         super().__init__(**kwargs)
         self.retry_throttled = retry_throttled
         self.random = random.Random()
@@ -113,7 +114,7 @@ class _Throttled:
         settings = super().configure_retries(request)  # type: ignore[misc]
         settings["throttled"] = None if per_call_total else self.retry_throttled
         settings["throttled_count"] = 0
-        settings["after"] = None  # Retry-After of the last answer when it was throttled, else False
+        settings["after"] = False  # after a throttled answer: the seconds it asked to wait (0.0: none)
         return settings
 
     def _retryable(self, response: Any, settings: dict[str, Any]) -> bool:
@@ -241,8 +242,8 @@ class Aimd:
     (one more per round of ``limit`` successes) and once it passes the most ever in flight there is no limit
     again. *How often* requests start: requests taking milliseconds, one at a time still floods a throttled
     account, so a throttled answer also spaces starts by a gap, :data:`FIRST_GAP` then doubled by each
-    throttled answer, divided by :data:`GAP_EASE` by each success, and gone below :data:`MIN_GAP` (about
-    one answer in ten is then throttled while the account stays busy). A throttled answer to a request
+    throttled answer up to :data:`MAX_GAP`, divided by :data:`GAP_EASE` by each success, and gone below
+    :data:`MIN_GAP` (while the account stays busy, about one answer in fifteen is then throttled). A throttled answer to a request
     started before the last cut cuts nothing (that cut answered its round already); one started since does.
     Each gap is drawn from half to one and a half times its value (``rng``), so tasks throttled together do
     not come back together.
@@ -280,7 +281,7 @@ class Aimd:
             return
         in_flight = max(1, self.in_flight)
         self.limit = max(1.0, (in_flight if self.limit is None else min(self.limit, in_flight)) / 2)
-        self.gap = max(FIRST_GAP, 2 * self.gap)
+        self.gap = min(MAX_GAP, max(FIRST_GAP, 2 * self.gap))
         self._next_start = self.clock() + self._jittered(self.gap)
         self.cuts += 1
 
