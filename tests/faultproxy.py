@@ -4,7 +4,8 @@ Sits between azure-storage-blob clients and Azurite (or any loopback HTTP/1.1 se
 either forwards it untouched or injects one fault:
 
 * ``reset``: reset the client connection (RST) without forwarding;
-* ``status``: answer an Azure-style 500 ``InternalError`` or 503 ``ServerBusy`` without forwarding;
+* ``status``: answer an Azure-style 500 ``InternalError``, 503 ``ServerBusy`` (or, by a rule, 429
+  ``TooManyRequests``) without forwarding, with a ``Retry-After`` if the rule has one;
 * ``delay``: wait ``delay_ms`` milliseconds, then forward;
 * ``drop_response``: forward, read the whole response (the write is applied), then reset the client.
 
@@ -59,7 +60,10 @@ COUNTS = (
 _ERRORS = {  # status -> (reason phrase, x-ms-error-code, message)
     500: ("Internal Server Error", "InternalError", "The server encountered an internal error."),
     503: ("Service Unavailable", "ServerBusy", "The server is currently unable to receive requests."),
+    429: ("Too Many Requests", "TooManyRequests", "Too many requests."),
 }
+#: The statuses of random ``status`` faults.
+_RANDOM_STATUSES = (500, 503)
 #: Throttled answers: status -> (reason phrase, x-ms-error-code, message), as Azure words them.
 _THROTTLED = {
     503: ("Service Unavailable", "ServerBusy", "The server is busy."),
@@ -97,8 +101,8 @@ class Request:
 class Rule:
     """Inject ``fault`` into requests ``match`` accepts (None: all), at most ``times`` times (None: no cap).
 
-    ``times`` counts down as the rule fires; ``delay_ms`` is for ``delay``, ``status`` (500, 503) for
-    ``status``.
+    ``times`` counts down as the rule fires; ``delay_ms`` is for ``delay``, ``status`` (500, 503, 429) and
+    ``retry_after_s`` (a ``Retry-After`` header; None: none) for ``status``.
     """
 
     fault: str
@@ -106,12 +110,17 @@ class Rule:
     times: int | None = None
     delay_ms: int = 100
     status: int = 503
+    retry_after_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.fault not in FAULTS:
             raise ValueError(f"unknown fault {self.fault!r}; expected one of {FAULTS}")
         if self.status not in _ERRORS:
             raise ValueError(f"status must be one of {tuple(_ERRORS)}")
+        if self.retry_after_s is not None and not (
+            math.isfinite(self.retry_after_s) and self.retry_after_s >= 0
+        ):
+            raise ValueError(f"retry_after_s must be a finite number >= 0, not {self.retry_after_s!r}")
 
 
 def _positive(name: str, value: float | None, *, minimum: float = 0.0) -> None:
@@ -373,9 +382,10 @@ class FaultProxy:
         *,
         delay_ms: int = 100,
         status: int = 503,
+        retry_after_s: float | None = None,
     ) -> Rule:
         """Append a rule (rules are tried in order, first match wins) and return it."""
-        rule = Rule(fault, match, times, delay_ms, status)
+        rule = Rule(fault, match, times, delay_ms, status, retry_after_s)
         with self._lock:
             self._rules.append(rule)
         return rule
@@ -579,7 +589,7 @@ class FaultProxy:
     def _random_rule(self, draw: float) -> Rule | None:
         for fault, probability in self._random.items():
             if draw < probability:
-                status = self._rng.choice(tuple(_ERRORS)) if fault == "status" else 503
+                status = self._rng.choice(_RANDOM_STATUSES) if fault == "status" else 503
                 return Rule(fault, delay_ms=self._delay_ms, status=status)
             draw -= probability
         return None
@@ -596,7 +606,8 @@ class FaultProxy:
                 _arm_reset(client)
                 return False
             if rule.fault == "status":
-                client.sendall(_error_response(rule.status, req))
+                after = "" if rule.retry_after_s is None else f"Retry-After: {rule.retry_after_s:g}\r\n"
+                client.sendall(_error_response(rule.status, req, extra_headers=after))
                 return not _wants_close(req)
             if rule.fault == "delay" and self._stopping.wait(rule.delay_ms / 1000):
                 return False

@@ -13,6 +13,7 @@ import time
 
 import pytest
 from batchfiles import naming
+from batchfiles.testing import ACCOUNT_NAME
 from cli_helpers import (
     PATIENCE,
     assert_one_line_error,
@@ -25,6 +26,8 @@ from cli_helpers import (
     wait_for,
     write_script,
 )
+from faultproxy import FaultProxy
+from scale_tasks import connection_string
 
 # --- run ----------------------------------------------------------------------------------------------------
 
@@ -179,6 +182,40 @@ def test_run_exits_75_when_it_cannot_save(env, prepared, task_storage, tmp_path)
     assert result.returncode == 75, result.stderr
     assert "(the command exited with 0)" in result.stderr
     assert "result.bin" in result.stderr and "Traceback" not in result.stderr
+
+
+#: ``python -m batchfiles`` with throttled retries 10 ms apart and only 2 of them.
+FAST_THROTTLED_RETRIES = (
+    "import runpy, batchfiles._throttle as t; t.THROTTLED_WINDOW = (0.01, 0.01); t.THROTTLED_RETRIES = 2; "
+    "runpy.run_module('batchfiles', run_name='__main__', alter_sys=True)"
+)
+
+
+def test_run_exits_75_naming_the_outputs_a_throttled_account_refused(
+    env, prepared, task_storage, tmp_path, azurite
+):
+    """Storage answers every output's upload 503 ServerBusy until the retries run out: exit 75, and the
+    message names the output and says the account throttled; the logs are saved."""
+    with FaultProxy(azurite.port, deadline_s=60) as proxy:
+        proxy.add_rule("status", lambda request: "%24TaskOutput/" in request.path, status=503)
+        env = {**env, "AZURE_STORAGE_CONNECTION_STRING": connection_string(proxy.url_for(ACCOUNT_NAME))}
+        args = ["run", "--output", "result.bin", "--", sys.executable, "-c", "open('result.bin', 'w')"]
+        result = subprocess.run(
+            [sys.executable, "-c", FAST_THROTTLED_RETRIES, *args],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert result.returncode == 75, result.stderr
+    assert (
+        "--output 'result.bin=TaskOutput@completion' not saved: storage throttled the account: gave up "
+        "on 'task-1/$TaskOutput/result.bin'" in result.stderr
+    )
+    assert "Traceback" not in result.stderr
+    assert proxy.counts["status"] == 3  # the first try and 2 retries
+    assert [r.file_path for r in task_storage.list("TaskLog")] == ["stderr.txt", "stdout.txt"]
 
 
 def test_run_reports_outputs_it_cannot_save_and_saves_the_rest(env, prepared, task_storage, tmp_path):

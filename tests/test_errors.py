@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ServiceRequestError
-from batchfiles import AuthenticationError, BatchFilesError, ConfigurationError, _errors
+from batchfiles import AuthenticationError, BatchFilesError, ConfigurationError, _errors, _throttle
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
@@ -175,14 +175,14 @@ def test_throttling_is_told_apart_from_faults(status: int, code: str | None, thr
     assert not _errors.is_throttling(ServiceRequestError("refused"))
 
 
-def test_retry_after_in_seconds_or_as_a_date_capped_and_never_negative() -> None:
+def test_retry_after_in_seconds_or_as_a_date_capped_and_never_negative_nor_malformed() -> None:
     def after(value: str) -> float | None:
         return _errors.retry_after(http_error(503, "ServerBusy", {"Retry-After": value}))
 
     assert after("1") == 1.0
     assert after(" 0.25 ") == 0.25
-    assert after("-3") == 0.0
-    assert after("86400") == _errors.MAX_RETRY_AFTER
+    assert after("-3") is None  # malformed: no delay is negative (a date in the past is 0, below)
+    assert after("86400") == _throttle.MAX_RETRY_AFTER
     assert after("soon") is None and after("") is None and after("inf") is None and after("nan") is None
     in_ten = datetime.now(timezone.utc) + timedelta(seconds=10)
     assert 8 <= (after(format_datetime(in_ten, usegmt=True)) or 0) <= 10
@@ -194,4 +194,4 @@ def test_retry_after_in_seconds_or_as_a_date_capped_and_never_negative() -> None
 @given(st.text(max_size=40))
 def test_any_retry_after_header_is_read_within_bounds_or_ignored(value: str) -> None:
     seconds = _errors.retry_after(http_error(503, "ServerBusy", {"Retry-After": value}))
-    assert seconds is None or 0.0 <= seconds <= _errors.MAX_RETRY_AFTER
+    assert seconds is None or 0.0 <= seconds <= _throttle.MAX_RETRY_AFTER

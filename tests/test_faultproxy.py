@@ -214,7 +214,9 @@ def test_reset_closes_client_without_forwarding(
     assert proxy.counts["forwarded"] == 0
 
 
-@pytest.mark.parametrize(("status", "code"), [(500, "InternalError"), (503, "ServerBusy")])
+@pytest.mark.parametrize(
+    ("status", "code"), [(500, "InternalError"), (503, "ServerBusy"), (429, "TooManyRequests")]
+)
 def test_status_answers_azure_error(
     proxy: FaultProxy, upstream: _Upstream, connect: Connect, status: int, code: str
 ) -> None:
@@ -229,6 +231,16 @@ def test_status_answers_azure_error(
     assert _call(conn, "GET", "/next")[0].status == 200
     assert conn.sock is sock  # the connection survives an error status
     assert [s[1] for s in upstream.seen] == ["/next"]
+
+
+def test_status_rule_with_retry_after(proxy: FaultProxy, connect: Connect) -> None:
+    proxy.add_rule("status", times=1, retry_after_s=2.5)
+    proxy.add_rule("status", times=1, status=500)
+    conn = connect(proxy)
+    resp, _ = _call(conn, "PUT", "/acct/c/b", b"data")
+    assert (resp.status, resp.getheader("Retry-After")) == (503, "2.5")
+    resp, _ = _call(conn, "PUT", "/acct/c/b", b"data")
+    assert (resp.status, resp.getheader("Retry-After")) == (500, None)
 
 
 def test_status_on_head_has_no_body(proxy: FaultProxy, connect: Connect) -> None:
@@ -311,6 +323,8 @@ def test_rejects_bad_fault_configuration(upstream: _Upstream) -> None:
         proxy.add_rule("explode")
     with pytest.raises(ValueError):
         proxy.add_rule("status", status=404)
+    with pytest.raises(ValueError):
+        proxy.add_rule("status", retry_after_s=-1)
     with pytest.raises(ValueError):
         proxy.set_random({"reset": 0.7, "status": 0.5})
     with pytest.raises(ValueError):

@@ -10,7 +10,7 @@ from datetime import timedelta
 from types import ModuleType
 from typing import Any, TypeVar
 
-from . import _environment, _native, _sas, _scope, _urls, naming
+from . import _environment, _native, _sas, _scope, _throttle, _urls, naming
 from ._environment import EnvironmentConfig
 from ._scope import ReferenceInfo, Scope
 
@@ -47,6 +47,7 @@ class StorageBase:
     """A job's container and whose outputs in it (a task's or the job's own)."""
 
     _clients: ModuleType  # azure.storage.blob or azure.storage.blob.aio
+    _aio = False  # True for the aio twins: their clients get async policies
     _reference_class: type[ReferenceBase]  # the OutputFileReference of the same flavour
 
     def _init(
@@ -68,7 +69,7 @@ class StorageBase:
         check_sas = kwargs.pop("_check_sas", True)  # False: a storage derived from one that checked
         if container is None:
             _urls.check_container_url(container_url, credential)
-            options = _urls.client_kwargs(kwargs)
+            options = _urls.client_kwargs(kwargs, aio=self._aio)
             container = self._clients.ContainerClient.from_container_url(container_url, credential, **options)
         credential = getattr(container, "credential", None)
         _urls.check_container_url(container.url, credential)
@@ -77,16 +78,17 @@ class StorageBase:
         if check_sas:
             what = f"container {container.container_name!r}"
             _sas.warn_if_expiring(what, container.url, credential, sas_margin)
+        self._slots = _throttle.slots_for(container, aio=self._aio)  # shared by all saves through it
 
     @classmethod
     def _connection_string_container(cls, conn_str: str, job_id: str, kwargs: dict[str, Any]) -> Any:
-        name, options = naming.container_name(job_id), _urls.client_kwargs(kwargs)
+        name, options = naming.container_name(job_id), _urls.client_kwargs(kwargs, aio=cls._aio)
         return cls._clients.ContainerClient.from_connection_string(conn_str, name, **options)
 
     @classmethod
     def _environment_container(cls, config: EnvironmentConfig, kwargs: dict[str, Any]) -> Any:
         """The container client of the storage that the environment names (see ``from_environment``)."""
-        options = _urls.client_kwargs(kwargs)
+        options = _urls.client_kwargs(kwargs, aio=cls._aio)
         if config.container_url:
             return cls._clients.ContainerClient.from_container_url(config.container_url, **options)
         assert config.job_id is not None  # environment_config guarantees it without a container URL

@@ -6,12 +6,9 @@ format what this gives them."""
 from __future__ import annotations
 
 import contextlib
-import email.utils
 import logging
-import math
 import re
 from collections.abc import Iterator
-from datetime import datetime, timezone
 from urllib.parse import parse_qs
 
 from azure.core.exceptions import (
@@ -23,7 +20,8 @@ from azure.core.exceptions import (
     ServiceRequestError,
 )
 
-from . import _sas
+from . import _sas, _throttle
+from ._throttle import is_throttled
 from .errors import (
     AuthenticationError,
     BatchFilesError,
@@ -141,6 +139,12 @@ def translate_error(err: HttpResponseError, container: str, what: str) -> BatchF
             f"storage refused access to {what} ({code or err.status_code}): check that the SAS or credential "
             "is valid, not expired, and allows this operation"
         )
+    if is_throttled(err.status_code, code):
+        return BatchFilesError(
+            f"storage throttled the account: gave up on {what} when its retries ran out "
+            f"({code or err.status_code}: the account is over its request or bandwidth limits; try again "
+            "later, or spread the load over time or over more accounts)"
+        )
     if code in ("Md5Mismatch", "Crc64Mismatch", "InvalidMd5"):
         return IntegrityError(f"storage rejected {what}: the data did not match its checksum ({code})")
     return BatchFilesError(f"storage error on {what}: {code or err.status_code} {err.reason or ''}".strip())
@@ -201,44 +205,22 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, AzureError)
 
 
-#: Error codes of a 500 that is throttling, not a fault (Azure at its scalability targets).
-THROTTLING_CODES = frozenset({"OperationTimedOut"})
-#: The longest ``Retry-After`` taken as it is (seconds); a longer one is taken as this.
-MAX_RETRY_AFTER = 60.0
-
-
 def is_throttling(exc: BaseException) -> bool:
     """Whether a failed storage call is the service asking to slow down, not a fault: 429, 503 (ServerBusy,
     "the service is unavailable"), and 500 OperationTimedOut. Worth many more tries, further apart."""
     if not isinstance(exc, HttpResponseError) or exc.status_code is None:
         return False
-    code = str(getattr(exc.error_code, "value", exc.error_code) or "")
-    return exc.status_code in (429, 503) or (exc.status_code == 500 and code in THROTTLING_CODES)
+    return is_throttled(exc.status_code, str(getattr(exc.error_code, "value", exc.error_code) or ""))
 
 
 def retry_after(exc: BaseException) -> float | None:
-    """The seconds a throttling answer's ``Retry-After`` asks to wait (seconds or an HTTP date; at most
-    :data:`MAX_RETRY_AFTER`), or None when it has none or it cannot be read."""
+    """The seconds a throttling answer's ``Retry-After`` asks to wait (see :func:`_throttle.retry_after`), or
+    None when it has none or it cannot be read."""
     headers = getattr(getattr(exc, "response", None), "headers", None)
     try:
-        value = headers.get("Retry-After") if headers is not None else None
+        return _throttle.retry_after(headers) if headers is not None else None
     except Exception:  # a headers object that is not a mapping
         return None
-    if not isinstance(value, str) or not value.strip():
-        return None
-    try:
-        seconds = float(value.strip())
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value.strip())
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
-        seconds = (when - datetime.now(timezone.utc)).total_seconds()
-    if not math.isfinite(seconds):
-        return None
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
 
 
 def kept_error(exc: Exception, container: str, what: str, *, gave_up: str) -> BaseException:

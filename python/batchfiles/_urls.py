@@ -12,11 +12,13 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 from azure.core.credentials import AzureSasCredential
 from azure.storage.blob import ContainerSasPermissions, generate_container_sas
 
+from . import _throttle
 from ._errors import redact
 
 #: azure-storage-blob waits 15 s before its first retry by default (then 18, 24, ...): output and logs
 #: want faster ones. Storage's ExponentialRetry waits initial_backoff + increment_base ** n before retry n:
-#: here about 1.8, 2.6, 3.7, 5.4 and 7.9 s (±0.3), some 21 s in all before an error is raised.
+#: here about 1.8, 2.6, 3.7, 5.4 and 7.9 s (±0.3), some 21 s in all before an error is raised. Throttled
+#: answers have their own, longer budget (:mod:`batchfiles._throttle`).
 RETRY_DEFAULTS: dict[str, Any] = {
     "retry_total": 5,
     "initial_backoff": 0.3,
@@ -28,9 +30,18 @@ RETRY_DEFAULTS: dict[str, Any] = {
 TASK_SAS_PERMISSIONS = ContainerSasPermissions(read=True, add=True, create=True, write=True, list=True)
 
 
-def client_kwargs(user: dict[str, Any]) -> dict[str, Any]:
-    """Client options: the fast retry defaults, overridden by what the caller passed."""
-    return {**RETRY_DEFAULTS, **user}
+def client_kwargs(user: dict[str, Any], *, aio: bool = False) -> dict[str, Any]:
+    """Client options: the fast retry defaults, overridden by what the caller passed, in a retry policy that
+    absorbs throttling (:func:`_throttle.retry_policy`; ``aio``: for an async client) unless the caller
+    passed a ``retry_policy`` of their own. ``retry_throttled`` (retries of a throttled request) is ours:
+    it never reaches azure-storage-blob."""
+    options = {**RETRY_DEFAULTS, **user}
+    options.pop("retry_throttled", None)
+    if options.get("retry_policy") is None:
+        options["retry_policy"] = _throttle.retry_policy(
+            {**RETRY_DEFAULTS, **user}, user_total="retry_total" in user, aio=aio
+        )
+    return options
 
 
 def public_url(url: str) -> str:

@@ -30,6 +30,7 @@ from . import (
     _progress,
     _saving,
     _scope,
+    _throttle,
     _types,
     _urls,
     naming,
@@ -187,10 +188,10 @@ class _OutputStorage(StorageBase):
             counter = _progress.ProgressCounter(reader.size, progress)
             if reader.size <= min(block_size, _saving.SINGLE_PUT_SIZE):
                 data, upload = _saving.single_put(blob.blob_name, reader, overwrite)
-                response = _put(blob, data, upload, overwrite)
+                response = _put(blob, data, upload, overwrite, self._slots)
                 counter.add(len(data))
             else:
-                upload, response = _put_blocks(blob, reader, overwrite, counter, max_concurrency)
+                upload, response = _put_blocks(blob, reader, overwrite, counter, max_concurrency, self._slots)
         return self._uploaded(blob, reader.size, upload, response)
 
     def save_bytes(self, kind: KindLike, data: bytes, destination: str, *, overwrite: bool = True):
@@ -201,7 +202,7 @@ class _OutputStorage(StorageBase):
         with storage_errors(self.container_name, blob.blob_name):
             if not overwrite and blob.exists():
                 raise _errors.exists_error(blob.blob_name)
-            response = _put(blob, data, upload, overwrite)
+            response = _put(blob, data, upload, overwrite, self._slots)
         return self._uploaded(blob, len(data), upload, response)
 
     def save_text(
@@ -333,9 +334,15 @@ class _OutputStorage(StorageBase):
 
 
 def _put_blocks(
-    blob: BlobClient, reader: Any, overwrite: bool, counter: _progress.ProgressCounter, max_concurrency: int
+    blob: BlobClient,
+    reader: Any,
+    overwrite: bool,
+    counter: _progress.ProgressCounter,
+    max_concurrency: int,
+    slots: _throttle.Slots,
 ) -> tuple[dict[str, Any], Any]:
-    """Stage blocks from ``max_concurrency`` threads; the reader (under a lock) cuts and hashes them.
+    """Stage blocks from ``max_concurrency`` threads, each request in one of ``slots`` (fewer at once while
+    the account throttles); the reader (under a lock) cuts and hashes them.
 
     Any error (or Ctrl-C) stops every thread after its current block; nothing is committed then.
     Returns the commit's options and response.
@@ -353,7 +360,13 @@ def _put_blocks(
                     return
                 index, _, data, crc = block
                 del block  # hold one block per thread, not two, while the next is read
-                blob.stage_block(_saving.block_id(upload_id, index), data, headers=_saving.crc_headers(crc))
+                with slots.slot() as hook:
+                    blob.stage_block(
+                        _saving.block_id(upload_id, index),
+                        data,
+                        headers=_saving.crc_headers(crc),
+                        raw_response_hook=hook,
+                    )
                 staged.append(index)
                 counter.add(len(data))
                 del data
@@ -371,7 +384,8 @@ def _put_blocks(
             raise
     commit = _saving.commit_kwargs(blob.blob_name, reader, upload_id, staged, overwrite)
     try:
-        return commit, blob.commit_block_list(**commit)
+        with slots.slot() as hook:
+            return commit, blob.commit_block_list(**commit, raw_response_hook=hook)
     except HttpResponseError as err:
         if not _saving.may_be_own_write(err, overwrite):
             raise
@@ -381,11 +395,15 @@ def _put_blocks(
         return commit, _saving.landed_response(blob.get_blob_properties())
 
 
-def _put(blob: BlobClient, data: bytes, upload: dict[str, Any], overwrite: bool) -> Any:
-    """``upload_blob``; with ``overwrite=False``, a refusal because the blob exists is checked against what
-    was sent, so an earlier try of this very put (its answer lost) is not taken for another's blob."""
+def _put(
+    blob: BlobClient, data: bytes, upload: dict[str, Any], overwrite: bool, slots: _throttle.Slots
+) -> Any:
+    """``upload_blob`` in one of ``slots``; with ``overwrite=False``, a refusal because the blob exists is
+    checked against what was sent, so an earlier try of this very put (its answer lost) is not taken for
+    another's blob."""
     try:
-        return blob.upload_blob(data, **upload)
+        with slots.slot() as hook:
+            return blob.upload_blob(data, **upload, raw_response_hook=hook)
     except HttpResponseError as err:
         if not _saving.may_be_own_write(err, overwrite):
             raise

@@ -24,6 +24,7 @@ from .. import (
     _progress,
     _saving,
     _scope,
+    _throttle,
     _types,
     _urls,
     naming,
@@ -154,6 +155,7 @@ class _OutputStorage(StorageBase):
     """The I/O of task and job storage over azure.storage.blob.aio."""
 
     _clients = azure.storage.blob.aio
+    _aio = True
     _reference_class = OutputFileReference
 
     async def __aenter__(self):
@@ -189,10 +191,12 @@ class _OutputStorage(StorageBase):
             counter = _progress.ProgressCounter(reader.size, progress)
             if reader.size <= min(block_size, _saving.SINGLE_PUT_SIZE):
                 data, upload = await asyncio.to_thread(_saving.single_put, blob.blob_name, reader, overwrite)
-                response = await _put(blob, data, upload, overwrite)
+                response = await _put(blob, data, upload, overwrite, self._slots)
                 counter.add(len(data))
             else:
-                upload, response = await _put_blocks(blob, reader, overwrite, counter, max_concurrency)
+                upload, response = await _put_blocks(
+                    blob, reader, overwrite, counter, max_concurrency, self._slots
+                )
         return self._uploaded(blob, reader.size, upload, response)
 
     async def save_bytes(
@@ -205,7 +209,7 @@ class _OutputStorage(StorageBase):
         with storage_errors(self.container_name, blob.blob_name):
             if not overwrite and await blob.exists():
                 raise _errors.exists_error(blob.blob_name)
-            response = await _put(blob, data, upload, overwrite)
+            response = await _put(blob, data, upload, overwrite, self._slots)
         return self._uploaded(blob, len(data), upload, response)
 
     async def save_text(
@@ -320,9 +324,15 @@ class _OutputStorage(StorageBase):
 
 
 async def _put_blocks(
-    blob: BlobClient, reader: Any, overwrite: bool, counter: _progress.ProgressCounter, max_concurrency: int
+    blob: BlobClient,
+    reader: Any,
+    overwrite: bool,
+    counter: _progress.ProgressCounter,
+    max_concurrency: int,
+    slots: _throttle.AsyncSlots,
 ) -> tuple[dict[str, Any], Any]:
-    """Stage blocks from ``max_concurrency`` tasks; the reader cuts and hashes them in a thread."""
+    """Stage blocks from ``max_concurrency`` tasks, each request in one of ``slots``; the reader cuts and
+    hashes them in a thread."""
     lock = asyncio.Lock()
     upload_id, staged = _saving.new_upload_id(), []
 
@@ -334,7 +344,13 @@ async def _put_blocks(
                 return
             index, _, data, crc = block
             del block  # hold one block per task, not two, while the next is read
-            await blob.stage_block(_saving.block_id(upload_id, index), data, headers=_saving.crc_headers(crc))
+            async with slots.slot() as hook:
+                await blob.stage_block(
+                    _saving.block_id(upload_id, index),
+                    data,
+                    headers=_saving.crc_headers(crc),
+                    raw_response_hook=hook,
+                )
             staged.append(index)
             counter.add(len(data))
             del data
@@ -347,7 +363,8 @@ async def _put_blocks(
             task.cancel()
     commit = _saving.commit_kwargs(blob.blob_name, reader, upload_id, staged, overwrite)
     try:
-        return commit, await blob.commit_block_list(**commit)
+        async with slots.slot() as hook:
+            return commit, await blob.commit_block_list(**commit, raw_response_hook=hook)
     except HttpResponseError as err:
         if not _saving.may_be_own_write(err, overwrite):
             raise
@@ -357,11 +374,13 @@ async def _put_blocks(
         return commit, _saving.landed_response(await blob.get_blob_properties())
 
 
-async def _put(blob: BlobClient, data: bytes, upload: dict[str, Any], overwrite: bool) -> Any:
-    """``upload_blob``; with ``overwrite=False``, a refusal because the blob exists is checked against what
-    was sent, so an earlier try of this very put (its answer lost) is not taken for another's blob."""
+async def _put(
+    blob: BlobClient, data: bytes, upload: dict[str, Any], overwrite: bool, slots: _throttle.AsyncSlots
+) -> Any:
+    """``upload_blob`` in one of ``slots``; see the sync twin."""
     try:
-        return await blob.upload_blob(data, **upload)
+        async with slots.slot() as hook:
+            return await blob.upload_blob(data, **upload, raw_response_hook=hook)
     except HttpResponseError as err:
         if not _saving.may_be_own_write(err, overwrite):
             raise
