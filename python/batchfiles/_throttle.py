@@ -246,8 +246,8 @@ class Aimd:
     throttled answer up to :data:`MAX_GAP`, divided by :data:`GAP_EASE` by each success, and gone below
     :data:`MIN_GAP` (while the account stays busy, about one answer in fifteen is then throttled). A
     throttled answer to a request started before the last cut cuts nothing (that cut answered its round
-    already); one started since does. Each gap is drawn from half to one and a half times its value (``rng``), so tasks throttled together do
-    not come back together.
+    already); one started since does. Each gap is drawn from half to one and a half times its value
+    (``rng``), so tasks throttled together do not come back together.
     """
 
     def __init__(self, clock: Callable[[], float], rng: random.Random | None = None) -> None:
