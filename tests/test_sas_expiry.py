@@ -26,7 +26,7 @@ from batchfiles import (
     prepare_output_storage,
 )
 from batchfiles import aio as batchfiles_aio
-from batchfiles._urls import TASK_SAS_PERMISSIONS
+from batchfiles._sas import TASK_SAS_PERMISSIONS
 from batchfiles.errors import ConfigurationError, TrackingError
 from batchfiles.testing import ACCOUNT_KEY, ACCOUNT_NAME, Azurite
 from cli_helpers import TASK, cli, start

@@ -1,6 +1,7 @@
-"""When a SAS expires: its ``se=`` read from a URL or token, the warning at start when it expires within a
-margin, the margin (keyword, ``BATCHFILES_SAS_MARGIN``, or one hour), and durations as the command line
-writes them (``30m``, ``12h``, ``1d12h``). Never shows a signature: only the expiry time is ever printed."""
+"""Task SAS: signing one (account key or user delegation key) for a time window; when one expires (its
+``se=`` read from a URL or token) and the warning at start when that is within a margin (keyword,
+``BATCHFILES_SAS_MARGIN``, or one hour); durations as the command line writes them (``30m``, ``12h``,
+``1d12h``). Never shows a signature: only the expiry time is ever printed."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ import re
 from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import parse_qs
+
+from azure.core.credentials import AzureSasCredential
+from azure.storage.blob import ContainerSasPermissions, generate_container_sas
 
 from .errors import ConfigurationError
 
@@ -147,3 +151,62 @@ def expired(url_or_token: str | None, now: datetime | None = None) -> datetime |
     if expires is None or expires > (now or datetime.now(timezone.utc)):
         return None
     return expires
+
+
+# --- signing a task SAS ---------------------------------------------------------------------------------
+
+#: The permissions of the container SAS handed to tasks: read, add, create, write, list; never delete.
+TASK_SAS_PERMISSIONS = ContainerSasPermissions(read=True, add=True, create=True, write=True, list=True)
+
+
+#: Azure signs user delegation keys for at most 7 days.
+MAX_DELEGATION_EXPIRY = timedelta(days=7)
+
+
+def sas_signing(service: Any, expiry: timedelta) -> str | None:
+    """The account key to sign a SAS with, or None to use a user delegation key; checks ``expiry``."""
+    if not isinstance(expiry, timedelta):
+        raise TypeError(f"expiry must be a timedelta, not {type(expiry).__name__}")
+    if expiry <= timedelta(0):
+        raise ValueError(f"expiry must be positive, not {expiry}")
+    if expiry > datetime.max.replace(tzinfo=timezone.utc) - datetime.now(timezone.utc) - timedelta(days=1):
+        raise ValueError(f"expiry {expiry} would end after the year 9999")
+    key = getattr(service.credential, "account_key", None)
+    if key:
+        return key
+    if service.credential is None or isinstance(service.credential, (str, AzureSasCredential)):
+        raise ValueError(
+            "a task SAS is signed with the account key or an Azure AD credential; this client has a SAS: "
+            "create it with a connection string, an account key or a token credential"
+        )
+    if expiry > MAX_DELEGATION_EXPIRY:
+        raise ValueError(f"a user delegation SAS lasts at most 7 days, not {expiry}")
+    return None
+
+
+def task_sas_url(service: Any, container: str, signing_key: Any, start: datetime, end: datetime) -> str:
+    """The container URL with a task SAS signed by an account key (str) or a user delegation key."""
+    by_account = isinstance(signing_key, str)
+    sas = generate_container_sas(
+        service.account_name,
+        container,
+        account_key=signing_key if by_account else None,
+        user_delegation_key=None if by_account else signing_key,
+        permission=TASK_SAS_PERMISSIONS,
+        start=start,
+        expiry=end,
+    )
+    return f"{service.url.rstrip('/')}/{container}?{sas}"
+
+
+def sas_window(expiry: timedelta, *, delegated: bool = False) -> tuple[datetime, datetime]:
+    """(start, expiry) of a SAS valid for ``expiry`` from now; the start allows 5 minutes of clock skew.
+
+    A user delegation key may last 7 days from the server's now: a delegated SAS ends 10 minutes early
+    rather than be refused for a clock a little ahead.
+    """
+    now = datetime.now(timezone.utc)
+    end = now + expiry
+    if delegated:
+        end = min(end, now + MAX_DELEGATION_EXPIRY - timedelta(minutes=10))
+    return now - timedelta(minutes=5), end

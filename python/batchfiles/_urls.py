@@ -1,16 +1,14 @@
-"""Storage URLs and task SAS: container and account URL checks (never a SAS in clear text to
-another machine), SAS signing and expiry, and the client options batchfiles uses."""
+"""Storage URLs and clients: container and account URL checks (never a SAS in clear text to another
+machine), URLs without secrets for messages, and the client options (retries) batchfiles uses."""
 
 from __future__ import annotations
 
 import ipaddress
 import re
-from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from azure.core.credentials import AzureSasCredential
-from azure.storage.blob import ContainerSasPermissions, generate_container_sas
 
 from . import _throttle
 from ._errors import redact
@@ -25,9 +23,6 @@ RETRY_DEFAULTS: dict[str, Any] = {
     "increment_base": 1.5,
     "random_jitter_range": 0.3,
 }
-
-#: The permissions of the container SAS handed to tasks: read, add, create, write, list; never delete.
-TASK_SAS_PERMISSIONS = ContainerSasPermissions(read=True, add=True, create=True, write=True, list=True)
 
 
 def client_kwargs(user: dict[str, Any], *, aio: bool = False) -> dict[str, Any]:
@@ -106,56 +101,3 @@ def check_container_url(url: str, credential: Any = None) -> None:
             f"refusing to send a SAS over plain http to {hostname}: use https "
             "(plain http is accepted only for loopback emulators such as Azurite)"
         )
-
-
-#: Azure signs user delegation keys for at most 7 days.
-MAX_DELEGATION_EXPIRY = timedelta(days=7)
-
-
-def sas_signing(service: Any, expiry: timedelta) -> str | None:
-    """The account key to sign a SAS with, or None to use a user delegation key; checks ``expiry``."""
-    if not isinstance(expiry, timedelta):
-        raise TypeError(f"expiry must be a timedelta, not {type(expiry).__name__}")
-    if expiry <= timedelta(0):
-        raise ValueError(f"expiry must be positive, not {expiry}")
-    if expiry > datetime.max.replace(tzinfo=timezone.utc) - datetime.now(timezone.utc) - timedelta(days=1):
-        raise ValueError(f"expiry {expiry} would end after the year 9999")
-    key = getattr(service.credential, "account_key", None)
-    if key:
-        return key
-    if service.credential is None or isinstance(service.credential, (str, AzureSasCredential)):
-        raise ValueError(
-            "a task SAS is signed with the account key or an Azure AD credential; this client has a SAS: "
-            "create it with a connection string, an account key or a token credential"
-        )
-    if expiry > MAX_DELEGATION_EXPIRY:
-        raise ValueError(f"a user delegation SAS lasts at most 7 days, not {expiry}")
-    return None
-
-
-def task_sas_url(service: Any, container: str, signing_key: Any, start: datetime, end: datetime) -> str:
-    """The container URL with a task SAS signed by an account key (str) or a user delegation key."""
-    by_account = isinstance(signing_key, str)
-    sas = generate_container_sas(
-        service.account_name,
-        container,
-        account_key=signing_key if by_account else None,
-        user_delegation_key=None if by_account else signing_key,
-        permission=TASK_SAS_PERMISSIONS,
-        start=start,
-        expiry=end,
-    )
-    return f"{service.url.rstrip('/')}/{container}?{sas}"
-
-
-def sas_expiry(expiry: timedelta, *, delegated: bool = False) -> tuple[datetime, datetime]:
-    """(start, expiry) of a SAS valid for ``expiry`` from now; the start allows 5 minutes of clock skew.
-
-    A user delegation key may last 7 days from the server's now: a delegated SAS ends 10 minutes early
-    rather than be refused for a clock a little ahead.
-    """
-    now = datetime.now(timezone.utc)
-    end = now + expiry
-    if delegated:
-        end = min(end, now + MAX_DELEGATION_EXPIRY - timedelta(minutes=10))
-    return now - timedelta(minutes=5), end

@@ -28,11 +28,11 @@ from . import (
     _native,
     _patterns,
     _progress,
+    _sas,
     _saving,
     _scope,
     _throttle,
     _types,
-    _urls,
     naming,
 )
 from ._base import JobConstructors, ReferenceBase, StorageBase, TaskConstructors
@@ -68,12 +68,12 @@ def output_storage_container_url(
     Signed with the account key when the client has one, otherwise with a user delegation key obtained
     through the client's Azure AD credential (valid for at most 7 days).
     """
-    key = _urls.sas_signing(service, expiry)
-    start, end = _urls.sas_expiry(expiry, delegated=key is None)
+    key = _sas.sas_signing(service, expiry)
+    start, end = _sas.sas_window(expiry, delegated=key is None)
     container = naming.container_name(job_id)
     with storage_errors(container):
         delegation = None if key else service.get_user_delegation_key(start, end)
-    return _urls.task_sas_url(service, container, key or delegation, start, end)
+    return _sas.task_sas_url(service, container, key or delegation, start, end)
 
 
 class OutputFileReference(ReferenceBase):

@@ -22,11 +22,11 @@ from .. import (
     _native,
     _patterns,
     _progress,
+    _sas,
     _saving,
     _scope,
     _throttle,
     _types,
-    _urls,
     naming,
 )
 from .._base import JobConstructors, ReferenceBase, StorageBase, TaskConstructors
@@ -58,12 +58,12 @@ async def output_storage_container_url(
     service: BlobServiceClient, job_id: str, *, expiry: timedelta = timedelta(days=7)
 ) -> str:
     """The job container's URL with a SAS for its tasks; see the sync twin for the details."""
-    key = _urls.sas_signing(service, expiry)
-    start, end = _urls.sas_expiry(expiry, delegated=key is None)
+    key = _sas.sas_signing(service, expiry)
+    start, end = _sas.sas_window(expiry, delegated=key is None)
     container = naming.container_name(job_id)
     with storage_errors(container):
         delegation = None if key else await service.get_user_delegation_key(start, end)
-    return _urls.task_sas_url(service, container, key or delegation, start, end)
+    return _sas.task_sas_url(service, container, key or delegation, start, end)
 
 
 class OutputFileReference(ReferenceBase):
