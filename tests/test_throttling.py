@@ -69,7 +69,6 @@ def _run_tasks(conn_str: str, job_id: str, folders: dict[str, Path]) -> tuple[li
 
 @pytest.mark.slow
 @pytest.mark.timeout(150)
-@pytest.mark.xfail(strict=True, reason="issue 14: the library does not absorb throttling yet")
 def test_dozens_of_tasks_through_a_throttled_account(
     azurite: Azurite, service: BlobServiceClient, proxy: FaultProxy, job_id: str, tmp_path: Path
 ) -> None:
