@@ -7,9 +7,12 @@ saves of one container send fewer requests at once, so a throttled account sees 
 - :class:`ThrottleRetry` (sync) and :class:`AsyncThrottleRetry`: azure-storage-blob's ``ExponentialRetry``
   with that backoff and a budget of throttled retries of its own; other failures (connection errors,
   other 5xx) keep its backoff and budgets. Every client batchfiles builds gets one (``_urls.client_kwargs``).
-- :class:`Aimd` (sans-IO) and its drivers :class:`Slots` (threads) and :class:`AsyncSlots` (asyncio): how
-  many requests of one container's saves are in flight (:func:`slots_for`), cut by half on a throttled
-  answer, grown back by one per round of successes.
+- :class:`Aimd` (sans-IO) and its drivers :class:`Slots` (threads) and :class:`AsyncSlots` (asyncio): when
+  the next request of one container's saves may start (:func:`slots_for`): how many are in flight (cut by
+  half on a throttled answer, grown back by one per round of successes) and how far apart they start (a
+  gap from a throttled answer, eased by successes). Each save request's answers reach them through its
+  ``raw_response_hook`` (azure-storage-blob's pipeline ignores ``per_retry_policies``; the hook is called
+  after every try), and the retry policy tells them of throttled answers to the client's other requests.
 """
 
 from __future__ import annotations
