@@ -310,16 +310,30 @@ def _aimd() -> tuple[Aimd, Clock]:
 
 def test_slow_start_then_no_gap_until_throttled() -> None:
     aimd, _ = _aimd()
-    assert aimd.limit == _throttle.FIRST_LIMIT == 1
-    ticket = aimd.start()
-    assert aimd.delay() is None  # the one slot is taken
+    assert aimd.limit == _throttle.FIRST_LIMIT == 2
+    tickets = [aimd.start(), aimd.start()]
+    assert aimd.delay() is None  # both slots taken
     aimd.succeeded()
-    aimd.end()
-    assert aimd.limit == 2 and aimd.delay() == 0  # doubling per round until throttled
+    aimd.succeeded()
+    assert aimd.limit == 4 and aimd.delay() == 0  # doubling per round until throttled
     for _ in range(2):
         aimd.start()
-    aimd.succeeded(), aimd.succeeded()
-    assert aimd.limit == 4 and aimd.gap == 0 and ticket == 0
+    for _ in range(4):
+        aimd.succeeded()
+    assert aimd.limit == 8 and aimd.gap == 0 and tickets == [0, 0]
+
+
+def test_a_throttled_answer_to_another_request_paces_saves_not_paced_yet() -> None:
+    aimd, _ = _aimd()
+    aimd.heard()
+    assert aimd.gap == _throttle.FIRST_GAP and aimd.limit == _throttle.FIRST_LIMIT and aimd.cuts == 0
+    delay = aimd.delay()
+    assert delay is not None and 0.5 * _throttle.FIRST_GAP <= delay <= 1.5 * _throttle.FIRST_GAP
+    aimd.throttled(aimd.start())
+    gap = aimd.gap
+    assert gap == 2 * _throttle.FIRST_GAP
+    aimd.heard()
+    assert aimd.gap == gap  # paced already: others' throttled answers do not slow it further
 
 
 def test_a_throttled_round_cuts_once() -> None:
@@ -478,6 +492,22 @@ def test_a_throttled_answer_spaces_the_next_starts() -> None:
     with slots.slot():
         pass
     assert time.monotonic() - start >= 0.5 * _throttle.FIRST_GAP - 0.01
+
+
+def test_the_clients_policy_tells_the_slots_of_other_throttled_requests(
+    proxy: FaultProxy, prepared: str, fast_windows: None
+) -> None:
+    """A throttled answer to a request that is not a save (here a properties read, as a tracked save makes)
+    paces the saves of the same container before they send anything."""
+    proxy.add_rule("status", lambda request: request.method == "HEAD", times=1, status=503)
+    with _storage(proxy, prepared) as storage:
+        storage.save_text("TaskOutput", "x", "x.txt")
+        assert storage._slots.aimd.gap == 0
+        assert storage.get("TaskOutput", "x.txt").size == 1  # answered 503 once, then served
+        assert storage._slots.aimd.gap == _throttle.FIRST_GAP and storage._slots.aimd.cuts == 0
+        conn = connection_string(proxy.url_for(ACCOUNT_NAME))
+        with TaskOutputStorage.from_connection_string(conn, prepared, "t1") as other:
+            assert other._slots is not storage._slots and other._slots.aimd.gap == 0
 
 
 def test_saves_feed_the_slots_of_their_container(

@@ -7,9 +7,12 @@ saves of one container send fewer requests at once, so a throttled account sees 
 - :class:`ThrottleRetry` (sync) and :class:`AsyncThrottleRetry`: azure-storage-blob's ``ExponentialRetry``
   with that backoff and a budget of throttled retries of its own; other failures (connection errors,
   other 5xx) keep its backoff and budgets. Every client batchfiles builds gets one (``_urls.client_kwargs``).
-- :class:`Aimd` (sans-IO) and its drivers :class:`Slots` (threads) and :class:`AsyncSlots` (asyncio): how
-  many requests of one container's saves are in flight (:func:`slots_for`), cut by half on a throttled
-  answer, grown back by one per round of successes.
+- :class:`Aimd` (sans-IO) and its drivers :class:`Slots` (threads) and :class:`AsyncSlots` (asyncio): when
+  the next request of one container's saves may start (:func:`slots_for`): how many are in flight (cut by
+  half on a throttled answer, grown back by one per round of successes) and how far apart they start (a
+  gap from a throttled answer, eased by successes). Each save request's answers reach them through its
+  ``raw_response_hook`` (azure-storage-blob's pipeline ignores ``per_retry_policies``; the hook is called
+  after every try), and the retry policy tells them of throttled answers to the client's other requests.
 """
 
 from __future__ import annotations
@@ -42,12 +45,12 @@ THROTTLED_WINDOW = (2.0, 20.0)
 #: A longer ``Retry-After`` is taken as this many seconds.
 MAX_RETRY_AFTER = 60.0
 #: Requests of one container's saves in flight at first (:class:`Aimd`): a new task ramps up, not floods.
-FIRST_LIMIT = 1
+FIRST_LIMIT = 2
 #: Seconds between request starts after a first throttled answer (:class:`Aimd`), doubled by each throttled
 #: answer up to MAX_GAP; each success divides the gap by GAP_EASE, and below MIN_GAP there is none.
 FIRST_GAP = 1.0
-MAX_GAP = 20.0
-GAP_EASE = 1.05
+MAX_GAP = 8.0
+GAP_EASE = 1.1
 MIN_GAP = 0.02
 #: Error codes of throttling answers (with status 503 or 500); a 429 or 503 is one whatever its code.
 THROTTLED_CODES = frozenset({"ServerBusy", "OperationTimedOut"})
@@ -109,6 +112,21 @@ class _Throttled:
         super().__init__(**kwargs)
         self.retry_throttled = retry_throttled
         self.random = random.Random()
+        self._listeners: list[weakref.WeakMethod[Callable[[], None]]] = []
+        self._listeners_lock = threading.Lock()
+
+    def add_listener(self, method: Callable[[], None]) -> None:
+        """Call the bound ``method`` on every throttled answer this policy sees (while its object lives)."""
+        with self._listeners_lock:
+            self._listeners = [ref for ref in self._listeners if ref() is not None]
+            self._listeners.append(weakref.WeakMethod(method))  # type: ignore[arg-type]
+
+    def _heard_throttling(self) -> None:
+        with self._listeners_lock:
+            listeners = [ref() for ref in self._listeners]
+        for listener in listeners:
+            if listener is not None:
+                listener()
 
     def configure_retries(self, request: Any) -> dict[str, Any]:
         per_call_total = "retry_total" in request.context.options  # a caller's retry_total wins
@@ -127,6 +145,7 @@ class _Throttled:
         throttled = response is not None and is_throttled_response(response)
         settings["after"] = (retry_after(response.headers) or 0.0) if throttled else False
         if throttled:
+            self._heard_throttling()
             budget = settings["throttled"]
             if budget is not None:  # its own budget: neither retry_total nor retry_status is spent
                 if budget <= 0:
@@ -244,10 +263,12 @@ class Aimd:
     again. *How often* requests start: requests taking milliseconds, one at a time still floods a throttled
     account, so a throttled answer also spaces starts by a gap, :data:`FIRST_GAP` then doubled by each
     throttled answer up to :data:`MAX_GAP`, divided by :data:`GAP_EASE` by each success, and gone below
-    :data:`MIN_GAP` (while the account stays busy, about one answer in fifteen is then throttled). A
-    throttled answer to a request started before the last cut cuts nothing (that cut answered its round
-    already); one started since does. Each gap is drawn from half to one and a half times its value
-    (``rng``), so tasks throttled together do not come back together.
+    :data:`MIN_GAP` (while the account stays busy, about one answer in eight is then throttled).
+
+    A throttled answer to a request started before the last cut cuts nothing (that cut answered its round
+    already); one started since does. A throttled answer to another request of the same client
+    (:meth:`heard`) makes saves not paced yet start paced. Each gap is drawn from half to one and a half
+    times its value (``rng``), so tasks throttled together do not come back together.
     """
 
     def __init__(self, clock: Callable[[], float], rng: random.Random | None = None) -> None:
@@ -278,6 +299,7 @@ class Aimd:
         self.in_flight -= 1
 
     def throttled(self, ticket: int) -> None:
+        """A throttled answer to the request of ``ticket``."""
         if ticket != self.cuts:
             return
         in_flight = max(1, self.in_flight)
@@ -285,6 +307,14 @@ class Aimd:
         self.gap = min(MAX_GAP, max(FIRST_GAP, 2 * self.gap))
         self._next_start = self.clock() + self._jittered(self.gap)
         self.cuts += 1
+
+    def heard(self) -> None:
+        """A throttled answer to another request through the same client (a tracked save's, a listing's):
+        saves not paced yet start paced (their limit is theirs to find); paced ones are not slowed further
+        by requests they do not send."""
+        if not self.gap:
+            self.gap = FIRST_GAP
+            self._next_start = max(self._next_start, self.clock() + self._jittered(self.gap))
 
     def _jittered(self, gap: float) -> float:
         """``gap`` give or take half, so tasks throttled together do not start together again."""
@@ -336,6 +366,10 @@ class Slots:
             _observed(self.aimd, ticket, response)
             self._changed.notify_all()
 
+    def heard(self) -> None:
+        with self._changed:
+            self.aimd.heard()
+
 
 class AsyncSlots:
     """:class:`Aimd` for asyncio tasks: ``async with slots.slot() as hook: await blob.op(...,
@@ -368,6 +402,9 @@ class AsyncSlots:
         _observed(self.aimd, ticket, response)
         self._wake()
 
+    def heard(self) -> None:
+        self.aimd.heard()
+
     def _wake(self) -> None:
         for waiter in self._waiters:
             if not waiter.done():
@@ -379,9 +416,13 @@ _slots_lock = threading.Lock()
 
 
 def slots_for(container: Any, *, aio: bool) -> Any:
-    """The slots shared by every save through ``container`` (a container client), made on first use."""
+    """The slots shared by every save through ``container`` (a container client), made on first use; when
+    the client's retry policy is ours, it tells them of each throttled answer it sees (:meth:`Aimd.heard`)."""
     with _slots_lock:
         slots = _slots.get(container)
         if slots is None:
             slots = _slots[container] = AsyncSlots() if aio else Slots()
+            policy = getattr(getattr(container, "_config", None), "retry_policy", None)
+            if isinstance(policy, _Throttled):
+                policy.add_listener(slots.heard)
         return slots

@@ -30,12 +30,10 @@ def client_kwargs(user: dict[str, Any], *, aio: bool = False) -> dict[str, Any]:
     absorbs throttling (:func:`_throttle.retry_policy`; ``aio``: for an async client) unless the caller
     passed a ``retry_policy`` of their own. ``retry_throttled`` (retries of a throttled request) is ours:
     it never reaches azure-storage-blob."""
-    options = {**RETRY_DEFAULTS, **user}
-    options.pop("retry_throttled", None)
+    merged = {**RETRY_DEFAULTS, **user}
+    options = {name: value for name, value in merged.items() if name != "retry_throttled"}
     if options.get("retry_policy") is None:
-        options["retry_policy"] = _throttle.retry_policy(
-            {**RETRY_DEFAULTS, **user}, user_total="retry_total" in user, aio=aio
-        )
+        options["retry_policy"] = _throttle.retry_policy(merged, user_total="retry_total" in user, aio=aio)
     return options
 
 
