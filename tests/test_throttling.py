@@ -37,10 +37,14 @@ RATE = 12.0  # requests per second, the whole account
 THROTTLE = Throttle(requests_per_s=RATE, mib_per_s=8, retry_after_s=1)
 WORKLOAD = Workload(large_bytes=3 * MIB, app_s=2.0, line_every_s=0.1, flush_interval=1.0)
 TASK_DEADLINE_S = 70.0
-#: Retries back off: refused answers per served request, and the request rate the account sees (p90 of
-#: its 1 s buckets) against the bucket's rate.
+#: Retries back off: refused answers per served request, and the request rate the account sees against the
+#: bucket's rate, in each 5 s window after the first. The first holds every task's first requests, sent
+#: before any task has heard of throttling; 1 s windows swing with the ``Retry-After: 1`` wake-ups (p90
+#: 1.6-2.2x over runs here), so the bound is on 5 s windows (1.25-1.4x measured; without back-off the rate
+#: grows with the task count).
 MAX_THROTTLED_PER_SERVED = 0.5
-MAX_RATE_VS_BUCKET = 2.0
+WINDOW_S = 5.0
+MAX_RATE_VS_BUCKET = 1.75
 
 
 @pytest.fixture
@@ -78,12 +82,13 @@ def test_dozens_of_tasks_through_a_throttled_account(
     start = time.monotonic()
     results, late = _run_tasks(connection_string(proxy.url_for(ACCOUNT_NAME)), job_id, folders)
     wall = time.monotonic() - start
-    counts, timeline = proxy.counts, proxy.timeline(1.0)
+    counts, timeline, windows = proxy.counts, proxy.timeline(1.0), proxy.timeline(WINDOW_S)
     proxy.stop()  # tasks still running (none, once fixed) fail fast now
     verdict = Verdict()
     for result in results:
         verdict.add(verify_task(azurite.connection_string, job_id, result, folders[result.task_id]))
     busy = [b["requests"] for b in timeline if b["requests"]]
+    after_start = [b["requests"] / WINDOW_S / RATE for b in windows[1:]]
     figures = {
         "wall_s": round(wall, 1),
         "tasks_failed": sum(r.failed for r in results),
@@ -97,6 +102,7 @@ def test_dozens_of_tasks_through_a_throttled_account(
         ),
         "p90_request_rate_vs_bucket": round((percentile(busy, 0.9) or 0) / RATE, 2),
         "peak_request_rate_vs_bucket": round(max(busy, default=0) / RATE, 2),
+        "peak_5s_rate_after_start_vs_bucket": round(max(after_start, default=0), 2),
         **{k: v for k, v in vars(verdict).items() if k != "files"},
     }
     print(f"\nthrottled account, {TASKS} tasks: {figures}")
@@ -105,4 +111,4 @@ def test_dozens_of_tasks_through_a_throttled_account(
     assert verdict.files_equal == verdict.files == TASKS * (WORKLOAD.small_files + 2), figures
     assert verdict.bytes_lost == verdict.bytes_duplicated == 0, figures
     assert counts["throttled"] <= MAX_THROTTLED_PER_SERVED * counts["forwarded"], figures
-    assert percentile(busy, 0.9) <= MAX_RATE_VS_BUCKET * RATE, figures
+    assert max(after_start, default=0) <= MAX_RATE_VS_BUCKET, figures
