@@ -29,10 +29,10 @@ from batchfiles.testing import Azurite
 from batchfiles.tracking import TrackedSave
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from test_tracking import LOG, append, blob_bytes
 from tracking_child import fast_retries
 
 CHILD = Path(__file__).with_name("tracking_child.py")
-LOG = "$TaskLog/app.log"
 QUIET = {"flush_interval": 3600, "settle": 0}  # appends only on flush and close
 
 
@@ -42,15 +42,6 @@ def container(azurite: Azurite, service: BlobServiceClient, job_id: str) -> Iter
     service.create_container(name)
     with ContainerClient.from_connection_string(azurite.connection_string, name, **fast_retries()) as client:
         yield client
-
-
-def write(path: Path, data: bytes) -> None:
-    with open(path, "ab") as file:
-        file.write(data)
-
-
-def blob_bytes(container: ContainerClient, name: str = LOG) -> bytes:
-    return container.download_blob(name).readall()
 
 
 # --- in one process -----------------------------------------------------------------------------------------
@@ -67,8 +58,8 @@ def test_the_later_save_wins_even_when_its_appends_have_the_same_length(
     theirs.touch()
     first = TrackedSave.start(container, LOG, mine, **QUIET)
     second = TrackedSave.start(container, LOG, theirs, if_exists=if_exists, **QUIET)  # replaces or resumes
-    write(mine, b"mine: 1\n")
-    write(theirs, b"them: 1\n")
+    append(mine, b"mine: 1\n")
+    append(theirs, b"them: 1\n")
     second.flush()
     with pytest.raises(TrackingError, match=r"'\$TaskLog/app.log' in container .* another writer"):
         first.flush()
@@ -81,11 +72,11 @@ def test_the_later_save_wins_even_when_its_appends_have_the_same_length(
 def test_a_save_resuming_the_blob_takes_it_over(container: ContainerClient, tmp_path: Path) -> None:
     """Two saves of the same file: the one that resumed goes on, the first one stops."""
     path = tmp_path / "app.log"
-    write(path, b"one\n")
+    append(path, b"one\n")
     first = TrackedSave.start(container, LOG, path, **QUIET)
     first.flush()
     second = TrackedSave.start(container, LOG, path, **QUIET)
-    write(path, b"two\n")
+    append(path, b"two\n")
     with pytest.raises(TrackingError, match="another writer"):
         first.flush()
     second.close()
@@ -95,7 +86,7 @@ def test_a_save_resuming_the_blob_takes_it_over(container: ContainerClient, tmp_
 
 def test_a_write_after_the_last_append_fails_close(container: ContainerClient, tmp_path: Path) -> None:
     path = tmp_path / "app.log"
-    write(path, b"mine\n")
+    append(path, b"mine\n")
     save = TrackedSave.start(container, LOG, path, **QUIET)
     save.flush()
     container.get_blob_client(LOG).append_block(b"someone else's\n")
@@ -105,7 +96,7 @@ def test_a_write_after_the_last_append_fails_close(container: ContainerClient, t
 
 def test_a_deleted_blob_fails_close(container: ContainerClient, tmp_path: Path) -> None:
     path = tmp_path / "app.log"
-    write(path, b"mine\n")
+    append(path, b"mine\n")
     save = TrackedSave.start(container, LOG, path, **QUIET)
     save.flush()
     container.delete_blob(LOG)
@@ -118,7 +109,7 @@ def test_a_resume_raced_by_an_append_is_refused(
 ) -> None:
     """The blob changes between the probe and the claim of a resume: the resume stops there."""
     path = tmp_path / "app.log"
-    write(path, b"one\n")
+    append(path, b"one\n")
     with TrackedSave.start(container, LOG, path, **QUIET):
         pass
     raced: list[str] = []
@@ -151,7 +142,7 @@ def test_a_lost_response_is_still_this_saves_append(tmp_path: Path) -> None:
     blob = MemoryBlob(None, "after", None)
     drive(blob, engine.opening())
     for line in (b"one\n", b"two\n", b"three\n"):
-        write(path, line)
+        append(path, line)
         flush_in_memory(engine, blob)
     assert blob.data == b"one\ntwo\nthree\n"
     assert engine.stats.etags == (blob.etag,)
@@ -201,7 +192,7 @@ def test_a_save_that_succeeds_leaves_exactly_its_file(operations: list[tuple[str
         try:
             for operation, value in operations:
                 if operation == "write":
-                    write(path, value)
+                    append(path, value)
                 elif operation == "flush":
                     blob.faults = [value]
                     flush_in_memory(engine, blob)
@@ -225,8 +216,8 @@ def test_the_aio_twin_stops_on_another_writer(
     azurite: Azurite, container: ContainerClient, tmp_path: Path
 ) -> None:
     mine, theirs = tmp_path / "mine.log", tmp_path / "theirs.log"
-    write(mine, b"mine\n")
-    write(theirs, b"them\n")
+    append(mine, b"mine\n")
+    append(theirs, b"them\n")
 
     async def scenario() -> None:
         async with AsyncContainerClient.from_connection_string(
