@@ -279,7 +279,7 @@ class _Walk:
             logger.warning("%s", message)
 
 
-# --- output specs: PATTERN[=KIND][@CONDITION] -----------------------------------------------------------------
+# --- output specs: PATTERN[=KIND][@CONDITION] ---------------------------------------------------------------
 
 #: When an output is saved: the command exited with 0, with anything else, or either way.
 CONDITIONS = ("success", "failure", "completion")
@@ -304,7 +304,9 @@ class OutputSpec:
         if isinstance(self.kind, str):
             object.__setattr__(self, "kind", parse_kind(self.kind))
         elif not isinstance(self.kind, OutputKind):
-            raise TypeError(f"an output's kind must be a str or an OutputKind, not {type(self.kind).__name__}")
+            raise TypeError(
+                f"an output's kind must be a str or an OutputKind, not {type(self.kind).__name__}"
+            )
         if self.condition not in CONDITIONS:
             raise ValueError(f"unknown condition {self.condition!r}: use success, failure or completion")
 

@@ -12,8 +12,8 @@ from typing import Protocol
 from azure.core.exceptions import AzureError
 
 from .. import _patterns, _sas, naming
-from .._patterns import CONDITIONS, OutputSpec  # noqa: F401 - the names run and its tests use
 from .._errors import first_line, redact
+from .._patterns import CONDITIONS, OutputSpec  # noqa: F401 - the names run and its tests use
 from ..errors import BatchFilesError
 from ..kinds import builtin_side, parse_kind
 
