@@ -64,6 +64,8 @@ def pattern_and_path(spec, task="t1"):
         ("frame?.png", "frame?.png", "t1/$TaskOutput", "taskCompletion"),
         ("img/[ab].png", "img/[ab].png", "t1/$TaskOutput/img", "taskCompletion"),
         ("x/abc[*]", "x/abc[*]", "t1/$TaskOutput/x", "taskCompletion"),
+        ("x/[]]*.txt", "x/[]]*.txt", "t1/$TaskOutput/x", "taskCompletion"),
+        ("x/[!]]?", "x/[!]]?", "t1/$TaskOutput/x", "taskCompletion"),
         ("..\\std*.txt=TaskLog", "../std*.txt", "t1/$TaskLog", "taskCompletion"),
         ("../stdout.txt=TaskLog", "../stdout.txt", "t1/$TaskLog/stdout.txt", "taskCompletion"),
         # normalised: '.', empty segments and 'a/..' vanish; '\' separates
@@ -146,11 +148,14 @@ def test_task_logs_and_upload_logs():
         ("%TEMP%\\x.txt", "environment variable"),
         ("..", "names no file"),
         ("a/..", "names no file"),
-        ("x\x00y", "NUL"),
+        ("x\x00y", "control character"),
+        ("out/*\n.txt", "control character"),
+        ("out/[abc.txt", "without its ']'"),
+        ("a[!b/*.txt", "without its ']'"),
         ("x=tasklog", "case-sensitive"),
         ("x@sometimes", "unknown condition"),
         ("=TaskLog", "no file pattern"),
-        ("bad\x01name.txt", "cannot be named by the conventions"),
+        ("bad\x01name.txt", "control character"),
     ],
 )
 def test_what_cannot_be_named_by_the_conventions_is_refused(spec, message):
@@ -169,6 +174,8 @@ def test_what_cannot_be_named_by_the_conventions_is_refused(spec, message):
         ("https://acct.blob.core.windows.net/job-x/blob.txt?sig=TOPSECRETSIG", None, "not a container URL"),
         ("sv=1&sig=TOPSECRETSIG", None, "not a container URL"),
         ("https://acct.blob.core.windows.net/Job_X?sig=TOPSECRETSIG", None, "not a container URL"),
+        (SAS_URL + "&se=2020-01-01T00:00:00Z", None, "expired at 2020-01-01"),
+        (SAS_URL.replace("sp=racwl", "sp=rl"), None, "grants no write"),
     ],
 )
 def test_bad_container_urls_and_identities_never_show_the_sas(url, identity, message):
@@ -475,3 +482,28 @@ def test_simulated_agent_rules():
     assert matches("[abc]", "b") and not matches("[abc]", "d") and matches("[a-c]", "b")
     assert matches("[!abc]", "d") and not matches("[!abc]", "a") and matches("?", "z")
     assert matches("abc[*]", "abc*") and not matches("abc[*]", "abcd")
+
+
+def test_a_sas_expiring_soon_is_warned_of(caplog):
+    from datetime import datetime, timedelta, timezone
+
+    soon = (datetime.now(timezone.utc) + timedelta(minutes=20)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    with caplog.at_level("WARNING", logger="batchfiles"):
+        batch.output_files(f"{SAS_URL}&se={soon}", "t1", "x")
+    assert "the node agent's uploads" in caplog.text and "TOPSECRETSIG" not in caplog.text
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(alphabet=st.sampled_from("ab./\\*?[]!-=@$%:\x01 é"), max_size=16))
+def test_any_spec_gives_conventions_json_or_a_clear_error(text):
+    try:
+        (file,) = batch.output_files(SAS_URL, "t1", text)
+    except OutputFilesError as err:
+        assert "TOPSECRETSIG" not in str(err) and "\n" not in str(err)
+        return
+    pattern, path = file["filePattern"], file["destination"]["container"]["path"]
+    segments = pattern.split("/")
+    assert "\\" not in pattern and "" not in segments and "." not in segments
+    assert ".." not in segments[1:]
+    assert path.startswith(("t1/$", "$")) and ".." not in path.split("/")
+    assert json.loads(json.dumps(file)) == file

@@ -21,8 +21,9 @@ So a wildcard pattern gets ``path = {task}/$Kind/{fixed prefix}`` (``..`` droppe
 (job kinds: ``$Kind/...``).
 
 Refused, with :class:`~batchfiles.errors.OutputFilesError`: absolute patterns, patterns that climb out of the
-task directory (more than one leading ``..``), and patterns with ``$`` or ``%VAR%`` (the agent expands
-environment variables first, so their names cannot be known here).
+task directory (more than one leading ``..``), patterns with ``$`` or ``%VAR%`` (the agent expands
+environment variables first, so their names cannot be known here), control characters or a ``[`` never
+closed (which the agent may read either way); a SAS that has expired or grants no write.
 """
 
 from __future__ import annotations
@@ -31,9 +32,9 @@ import copy
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
-from . import _urls, naming
+from . import _sas, _urls, naming
 from ._patterns import CONDITIONS, OutputSpec, is_pattern, parse_spec
 from .errors import OutputFilesError
 from .kinds import JobOutputKind, OutputKind, builtin_side
@@ -180,8 +181,8 @@ def _pattern_and_path(spec: OutputSpec, task_id: str) -> tuple[str, str]:
 
 
 def _pattern_problem(text: str) -> str | None:
-    if "\x00" in text:
-        return "has a NUL character"
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        return "has a control character"
     if _ABSOLUTE.match(text):
         return "is absolute: patterns are relative to the task's working directory"
     if _ENV_VARIABLE.search(text):
@@ -189,7 +190,39 @@ def _pattern_problem(text: str) -> str | None:
             "holds an environment variable ($VAR or %VAR%): the node agent expands them first, so the "
             "names of its files are not known here (name the files relative to the working directory)"
         )
+    if any(_unclosed_bracket(part) for part in text.replace("\\", "/").split("/")):
+        return "has a '[' without its ']' (a literal '[' is written [[])"
     return None
+
+
+def _unclosed_bracket(segment: str) -> bool:
+    """Has ``segment`` a ``[`` set that is never closed (``[!]...]`` and ``[]...]`` hold a literal ``]``)?"""
+    i = segment.find("[")
+    while i >= 0:
+        j = i + 2 if segment[i + 1 : i + 2] == "!" else i + 1
+        j += 1 if segment[j : j + 1] == "]" else 0
+        close = segment.find("]", j)
+        if close < 0:
+            return True
+        i = segment.find("[", close + 1)
+    return False
+
+
+def _check_sas(url: str, public: str, query: str) -> None:
+    """Refuse a SAS that has expired or grants no write (the uploads would fail after the task has run);
+    warn of one that expires within the hour."""
+    expired = _sas.expired(url)
+    if expired is not None:
+        raise OutputFilesError(
+            f"the SAS of {public!r} expired at {_sas.utc_text(expired)}: the node agent's uploads would "
+            "fail; make one that outlasts the job (`batchfiles url JOB --expiry 2d`)"
+        )
+    permissions = parse_qs(query).get("sp", [None])[0]
+    if permissions is not None and not set(permissions) & {"w", "c"}:
+        raise OutputFilesError(
+            f"the SAS of {public!r} grants no write (sp={permissions}): the uploads would fail"
+        )
+    _sas.warn_if_expiring(f"the node agent's uploads to {public}", url)
 
 
 def _job_side(kind: str | OutputKind) -> bool:
@@ -203,7 +236,10 @@ def _container(url: str, identity: str | None, headers: Mapping[str, str] | None
     except ValueError as err:
         raise OutputFilesError(str(err)) from None
     public = _urls.public_url(url)
-    has_sas = "sig=" in urlsplit(url).query.lower()
+    query = urlsplit(url).query
+    has_sas = "sig=" in query.lower()
+    if has_sas:
+        _check_sas(url, public, query)
     extra: dict[str, Any] = {}
     if identity is not None:
         if not isinstance(identity, str) or not _IDENTITY.fullmatch(identity):
