@@ -175,6 +175,7 @@ def test_what_cannot_be_named_by_the_conventions_is_refused(spec, message):
         ("sv=1&sig=TOPSECRETSIG", None, "not a container URL"),
         ("https://acct.blob.core.windows.net/Job_X?sig=TOPSECRETSIG", None, "not a container URL"),
         (SAS_URL + "&se=2020-01-01T00:00:00Z", None, "expired at 2020-01-01"),
+        ("https://me:TOPSECRETSIG@acct.blob.core.windows.net/job-x?sig=TOPSECRETSIG", None, "user name"),
         (SAS_URL.replace("sp=racwl", "sp=rl"), None, "grants no write"),
     ],
 )

@@ -236,6 +236,8 @@ def _container(url: str, identity: str | None, headers: Mapping[str, str] | None
     except ValueError as err:
         raise OutputFilesError(str(err)) from None
     public = _urls.public_url(url)
+    if "@" in urlsplit(url).netloc:
+        raise OutputFilesError(f"container URL {public!r} holds a user name or password: give a SAS URL")
     query = urlsplit(url).query
     has_sas = "sig=" in query.lower()
     if has_sas:
