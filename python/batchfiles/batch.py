@@ -24,6 +24,9 @@ Refused, with :class:`~batchfiles.errors.OutputFilesError`: absolute patterns, p
 task directory (more than one leading ``..``), patterns with ``$`` or ``%VAR%`` (the agent expands
 environment variables first, so their names cannot be known here), control characters or a ``[`` never
 closed (which the agent may read either way); a SAS that has expired or grants no write.
+
+Not covered: the agent uploads a matched file under its name as it is, so a name the conventions would
+refuse or change (control characters; a ``\\`` in a Linux file name) is uploaded where ``list`` skips it.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ __all__ = [
 UPLOAD_CONDITIONS = {"success": "taskSuccess", "failure": "taskFailure", "completion": "taskCompletion"}
 
 #: The task's console output, kept in the task directory by the node agent: TaskLog, whatever the exit code.
+#: Not with ``batchfiles run`` as the command, which saves its own stdout.txt and stderr.txt there, live.
 TASK_LOGS = (
     OutputSpec("../stdout.txt", "TaskLog", "completion"),
     OutputSpec("../stderr.txt", "TaskLog", "completion"),
