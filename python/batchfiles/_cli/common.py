@@ -13,7 +13,7 @@ from azure.core.exceptions import AzureError
 
 from .. import _patterns, _sas, naming
 from .._errors import first_line, redact
-from .._patterns import CONDITIONS, OutputSpec  # noqa: F401 - the names run and its tests use
+from .._patterns import OutputSpec
 from ..errors import BatchFilesError
 from ..kinds import builtin_side, parse_kind
 
