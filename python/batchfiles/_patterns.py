@@ -1,4 +1,5 @@
-"""Batch ``OutputFiles`` patterns: parsing, matching, and a walk that never leaves its base directory.
+"""Batch ``OutputFiles`` patterns: parsing, matching, a walk that never leaves its base directory, and the
+``PATTERN[=KIND][@CONDITION]`` output specs of ``run --output`` and :mod:`batchfiles.batch`.
 
 Pattern syntax (the Batch service's): ``*``, ``?``, ``[abc]``, ``[a-c]``, ``[!abc]`` match within a name,
 ``**`` any number of folders (zero included); names starting with ``.`` match only a pattern segment that
@@ -31,6 +32,8 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Union
+
+from .kinds import OutputKind, parse_kind
 
 PathLike = Union[str, "os.PathLike[str]"]
 #: (device, inode): which file a path led to.
@@ -274,3 +277,82 @@ class _Walk:
         if key not in self.warned:
             self.warned.add(key)
             logger.warning("%s", message)
+
+
+# --- output specs: PATTERN[=KIND][@CONDITION] ---------------------------------------------------------------
+
+#: When an output is saved: the command exited with 0, with anything else, or either way.
+CONDITIONS = ("success", "failure", "completion")
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """Files to save when a command exits: ``batchfiles run --output`` and the Batch service's OutputFiles
+    (:func:`batchfiles.batch.output_files`).
+
+    ``pattern``: an OutputFiles pattern; ``kind``: a kind's text or an :class:`~batchfiles.OutputKind` (a
+    ``JobOutputKind`` saves to the job's outputs); ``condition``: ``success``, ``failure`` or ``completion``.
+    """
+
+    pattern: str
+    kind: str | OutputKind = "TaskOutput"
+    condition: str = "completion"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.pattern, str) or not self.pattern:
+            raise ValueError(f"an output's pattern must be a non-empty str, not {self.pattern!r}")
+        if isinstance(self.kind, str):
+            object.__setattr__(self, "kind", parse_kind(self.kind))
+        elif not isinstance(self.kind, OutputKind):
+            raise TypeError(
+                f"an output's kind must be a str or an OutputKind, not {type(self.kind).__name__}"
+            )
+        if self.condition not in CONDITIONS:
+            raise ValueError(f"unknown condition {self.condition!r}: use success, failure or completion")
+
+    def applies(self, exit_code: int) -> bool:
+        """Does the condition hold for a command that exited with ``exit_code``?"""
+        if self.condition == "success":
+            return exit_code == 0
+        if self.condition == "failure":
+            return exit_code != 0
+        return True
+
+    def __str__(self) -> str:
+        return f"{self.pattern}={self.kind}@{self.condition}"
+
+
+def parse_spec(text: str) -> OutputSpec:
+    """``PATTERN[=KIND][@CONDITION]``: the last ``@`` starts the condition, the last ``=`` the kind (outside
+    ``[...]``: a literal ``@`` or ``=`` in a file name is ``[@]``, ``[=]``); :class:`ValueError` if unusable.
+    The pattern itself is checked where it is used (a walk, or the Batch service's OutputFiles)."""
+    rest, condition = text, "completion"
+    at = _last_outside_brackets(rest, "@")
+    if at >= 0:
+        rest, condition = rest[:at], rest[at + 1 :]
+        if condition.lower() not in CONDITIONS:
+            raise ValueError(
+                f"unknown condition {condition!r} in {text!r}: use success, failure or completion "
+                "(to match a '@' in a file name, write [@])"
+            )
+        condition = condition.lower()
+    kind = "TaskOutput"
+    equals = _last_outside_brackets(rest, "=")
+    if equals >= 0:
+        rest, kind = rest[:equals], parse_kind(rest[equals + 1 :])
+    if not rest:
+        raise ValueError(f"no file pattern in {text!r}")
+    return OutputSpec(rest, kind, condition)
+
+
+def _last_outside_brackets(text: str, char: str) -> int:
+    """The index of the last ``char`` not inside a ``[...]`` set of the pattern, or -1."""
+    found, inside = -1, False
+    for index, c in enumerate(text):
+        if inside:
+            inside = c != "]"
+        elif c == "[":
+            inside = True
+        elif c == char:
+            found = index
+    return found

@@ -46,7 +46,8 @@ def public_url(url: str) -> str:
         return redact(url.partition("?")[0])
     if not parts.scheme and "=" in parts.path:  # a bare query string ("sv=...&sig=..."), not a URL
         return "(a SAS token, not a URL)"
-    return redact(urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")))
+    netloc = parts.netloc.rpartition("@")[2]  # never a user name or password
+    return redact(urlunsplit((parts.scheme, netloc, parts.path, "", "")))
 
 
 def _is_loopback(host: str) -> bool:

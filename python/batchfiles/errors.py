@@ -9,6 +9,7 @@ __all__ = [
     "ContainerNotFoundError",
     "IntegrityError",
     "OutputExistsError",
+    "OutputFilesError",
     "OutputNotFoundError",
     "OutputReplacedError",
     "TrackingError",
@@ -50,3 +51,8 @@ class TrackingError(BatchFilesError):
 
 class ConfigurationError(BatchFilesError):
     """Storage or ids are missing from the arguments and environment; the message says where it looked."""
+
+
+class OutputFilesError(BatchFilesError, ValueError):
+    """An output cannot be given to the Batch service's OutputFiles under the conventions' names (a pattern
+    that leaves the task directory, is absolute or holds a variable; a bad container URL or identity)."""

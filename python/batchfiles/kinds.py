@@ -101,6 +101,17 @@ def builtin_side(text: str | None) -> str | None:
     return _BUILTIN_SIDES.get(text) if isinstance(text, str) else None
 
 
+def parse_kind(text: str) -> str:
+    """The text of a kind as typed by a user: ``$TaskOutput`` (as in blob names) is ``TaskOutput``. Kinds are
+    case-sensitive, so ``taskoutput`` (a custom kind nobody would find) is refused with a hint: ValueError."""
+    text = text[1:] if text.startswith("$") else text
+    OutputKind(text)
+    for builtin in (*TaskOutputKind.BUILTIN, *JobOutputKind.BUILTIN):
+        if text != builtin.text and text.lower() == builtin.text.lower():
+            raise ValueError(f"kinds are case-sensitive: did you mean {builtin.text!r}?")
+    return text
+
+
 def kind_text(kind: KindLike) -> str:
     """The text of a kind given as a kind object or as its text."""
     if isinstance(kind, OutputKind):

@@ -6,16 +6,16 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Protocol
 
 from azure.core.exceptions import AzureError
 
-from .. import _sas, naming
+from .. import _patterns, _sas, naming
 from .._errors import first_line, redact
+from .._patterns import OutputSpec
 from ..errors import BatchFilesError
-from ..kinds import JobOutputKind, OutputKind, TaskOutputKind, builtin_side
+from ..kinds import builtin_side, parse_kind
 
 
 class Command(Protocol):
@@ -121,15 +121,10 @@ def kind_arg(text: str) -> str:
 
     Kinds are case-sensitive, so ``taskoutput`` would be a custom kind nobody finds: refused with a hint.
     """
-    text = text[1:] if text.startswith("$") else text
     try:
-        OutputKind(text)
+        return parse_kind(text)
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
-    for builtin in (*TaskOutputKind.BUILTIN, *JobOutputKind.BUILTIN):
-        if text != builtin.text and text.lower() == builtin.text.lower():
-            raise argparse.ArgumentTypeError(f"kinds are case-sensitive: did you mean {builtin.text!r}?")
-    return text
 
 
 def job_side(kind: str | None, job_output: bool) -> bool:
@@ -167,69 +162,20 @@ def seconds_arg(text: str) -> float:
     return value
 
 
-CONDITIONS = ("success", "failure", "completion")
-
-
-@dataclass(frozen=True)
-class OutputSpec:
-    """One ``--output PATTERN[=KIND][@CONDITION]`` of ``run``."""
-
-    pattern: str
-    kind: str = "TaskOutput"
-    condition: str = "completion"
-
-    def applies(self, exit_code: int) -> bool:
-        if self.condition == "success":
-            return exit_code == 0
-        if self.condition == "failure":
-            return exit_code != 0
-        return True
-
-    def __str__(self) -> str:
-        return f"{self.pattern}={self.kind}@{self.condition}"
-
-
 def output_spec_arg(text: str) -> OutputSpec:
-    """``PATTERN[=KIND][@CONDITION]``: the last ``@`` starts the condition, the last ``=`` the kind.
-
-    To match a literal ``@`` or ``=`` in a file name, write ``[@]`` or ``[=]``.
-    """
-    rest, condition = text, "completion"
-    at = _last_outside_brackets(rest, "@")
-    if at >= 0:
-        rest, condition = rest[:at], rest[at + 1 :]
-        if condition.lower() not in CONDITIONS:
-            raise argparse.ArgumentTypeError(
-                f"unknown condition {condition!r} in {text!r}: use success, failure or completion "
-                "(to match a '@' in a file name, write [@])"
-            )
-        condition = condition.lower()
-    kind = "TaskOutput"
-    equals = _last_outside_brackets(rest, "=")
-    if equals >= 0:
-        rest, kind = rest[:equals], kind_arg(rest[equals + 1 :])
-        if builtin_side(kind) == "job":
-            raise argparse.ArgumentTypeError(
-                f"{kind!r} is a job output kind; run saves the task's outputs "
-                f"(save job outputs with `batchfiles save {kind} PATH`)"
-            )
-    if not rest:
-        raise argparse.ArgumentTypeError(f"no file pattern in {text!r}")
-    if os.path.isabs(rest):
+    """``run --output PATTERN[=KIND][@CONDITION]`` (parsed by :func:`batchfiles._patterns.parse_spec`): a task
+    kind, a pattern relative to the working directory."""
+    try:
+        spec = _patterns.parse_spec(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    if builtin_side(spec.kind) == "job":
         raise argparse.ArgumentTypeError(
-            f"pattern {rest!r} is absolute: patterns are relative to the working dir"
+            f"{spec.kind!r} is a job output kind; run saves the task's outputs "
+            f"(save job outputs with `batchfiles save {spec.kind} PATH`)"
         )
-    return OutputSpec(rest, kind, condition)
-
-
-def _last_outside_brackets(text: str, char: str) -> int:
-    """The index of the last ``char`` not inside a ``[...]`` set of the pattern, or -1."""
-    found, inside = -1, False
-    for index, c in enumerate(text):
-        if inside:
-            inside = c != "]"
-        elif c == "[":
-            inside = True
-        elif c == char:
-            found = index
-    return found
+    if os.path.isabs(spec.pattern):
+        raise argparse.ArgumentTypeError(
+            f"pattern {spec.pattern!r} is absolute: patterns are relative to the working dir"
+        )
+    return spec

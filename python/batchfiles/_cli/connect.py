@@ -125,6 +125,11 @@ def _source(args: argparse.Namespace, allowed: tuple[str, ...], what: str) -> tu
     raise ConfigurationError(f"no storage configured for {what}: pass {options} or set {variables}{extra}")
 
 
+def container_url(args: argparse.Namespace, what: str) -> str:
+    """The URL of ``--container-url`` or ``BATCHFILES_CONTAINER_URL``; ConfigurationError if none."""
+    return _source(args, (CONTAINER_URL,), what)[1]
+
+
 def task_id(args: argparse.Namespace) -> str:
     task = getattr(args, "task", None) or os.environ.get(ENV_TASK_ID)
     if not task:
