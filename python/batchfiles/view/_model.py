@@ -59,6 +59,7 @@ class Output:
     task: str | None
     kind: str
     path: str
+    name: str  # the blob's (the first part's)
     size: int
     modified: datetime | None
     metadata: dict[str, str]
@@ -204,7 +205,7 @@ def snapshot(container: str, listing: Iterable[Any]) -> Snapshot:
         except (NotAnOutput, ValueError):
             snap.skipped += 1
             continue
-        output = Output(task_id, str(kind), path, props.size or 0, props.last_modified, metadata)
+        output = Output(task_id, str(kind), path, props.name, props.size or 0, props.last_modified, metadata)
         found[props.name] = output
         if task_id is None:
             snap.job_outputs.append(output)

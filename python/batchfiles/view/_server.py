@@ -26,8 +26,9 @@ from aiohttp import web
 from azure.core.exceptions import AzureError
 
 from .. import _errors, _native
-from .._scope import path_problem
-from ..aio import JobOutputStorage
+from .._scope import ReferenceInfo, Scope, path_problem
+from .._urls import public_url
+from ..aio import JobOutputStorage, OutputFileReference
 from ..errors import BatchFilesError, ContainerNotFoundError, OutputNotFoundError, OutputReplacedError
 from ..kinds import OutputKind
 from . import _model
@@ -70,6 +71,7 @@ class Viewer:
         self._listed_at = -REFRESH
         self._lock = asyncio.Lock()
         self._streams: set[asyncio.Task[Any]] = set()
+        self._background: set[asyncio.Future[Any]] = set()
         self._static = {
             route: ((resources.files(__package__) / "static" / name).read_bytes(), content_type)
             for route, (name, content_type) in STATIC.items()
@@ -78,16 +80,35 @@ class Viewer:
     # --- storage ----------------------------------------------------------------------------------------
 
     async def snapshot(self) -> _model.Snapshot:
-        """The job's snapshot, listed again when the last one is older than :data:`REFRESH` (concurrent
-        requests share one listing)."""
+        """The job's snapshot. The first is awaited; after it, one older than :data:`REFRESH` is served while
+        a new listing runs in the background (one at a time), so no request waits for a listing."""
+        if self._snapshot is None:
+            async with self._lock:
+                if self._snapshot is None:
+                    await self._list()
+        elif time.monotonic() - self._listed_at >= REFRESH and not self._lock.locked():
+            task = asyncio.ensure_future(self._refresh())
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        assert self._snapshot is not None
+        return self._snapshot
+
+    async def _refresh(self) -> None:
         async with self._lock:
-            if self._snapshot is None or time.monotonic() - self._listed_at >= REFRESH:
-                container = self.storage._container
-                with _errors.storage_errors(container.container_name):
-                    listing = [p async for p in container.list_blobs(include=["metadata"])]
-                self._snapshot = _model.snapshot(container.container_name, listing)
+            if time.monotonic() - self._listed_at < REFRESH:
+                return
+            try:
+                await self._list()
+            except Exception as exc:  # the last snapshot stays; the next request tries again
                 self._listed_at = time.monotonic()
-            return self._snapshot
+                logger.warning("view: listing the job failed: %s", _errors.describe(exc))
+
+    async def _list(self) -> None:
+        container = self.storage._container
+        with _errors.storage_errors(container.container_name):
+            listing = [p async for p in container.list_blobs(include=["metadata"])]
+        self._snapshot = _model.snapshot(container.container_name, listing)
+        self._listed_at = time.monotonic()
 
     async def _output(self, task: str | None, kind: str, path: str) -> _model.Output:
         """The output named in a URL; it must be in the job's listing (names checked first)."""
@@ -99,6 +120,23 @@ class Viewer:
             whose = "the job" if task is None else f"task {task!r}"
             raise OutputNotFoundError(f"{whose} has no {kind} output {path!r}")
         return output
+
+    def _reference(self, output: _model.Output) -> OutputFileReference:
+        """The library's reference of a listed output, made from the listing (no request). A tracked save's
+        first part: what a download of it gives, as ``get()`` does."""
+        container = self.storage._container
+        blob = container.get_blob_client(output.name)
+        info = ReferenceInfo(
+            kind=Scope(container.container_name, output.task).kind(output.kind),
+            file_path=output.path,
+            blob_name=output.name,
+            url=public_url(blob.url),
+            size=output.size,
+            content_md5=None,
+            content_type=None,
+            last_modified=output.modified,
+        )
+        return OutputFileReference(info, blob, container)
 
     def _scoped(self, task: str | None) -> Any:
         return self.storage if task is None else self.storage.task(task)
@@ -168,16 +206,15 @@ class Viewer:
         """An output's bytes, read from storage through the library (MD5-checked to the end)."""
         task = request.match_info.get("task")
         output = await self._output(task, request.match_info["kind"], request.match_info["path"])
-        ref = await self._scoped(task).get(output.kind, output.path)
         image = _model.image_type(output.path)
-        headers = {"Content-Security-Policy": BLOB_CSP, "Content-Length": str(ref.size)}
+        headers = {"Content-Security-Policy": BLOB_CSP}
         if image:
             headers["Content-Type"] = image
         else:
             name = output.path.rpartition("/")[2]
             headers["Content-Type"] = "application/octet-stream"
             headers["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(name, safe='')}"
-        reader = await ref.open()
+        reader = await self._reference(output).open()
         async with reader:
             response = web.StreamResponse(headers=headers)
             await response.prepare(request)
