@@ -11,8 +11,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from demo import JOB_ID, main
 from playwright.sync_api import sync_playwright
+
+from demo import JOB_ID, main
 
 CHROMIUM = "/usr/bin/chromium"
 OUT = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parents[1] / "docs"

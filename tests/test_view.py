@@ -65,27 +65,40 @@ def test_api_pages_states_and_headers(job: str, sas_env: dict[str, str]) -> None
         answers = []
         status, headers, body = get(served.port, "/api/job")
         answers.append((headers, body))
+        assert status == 200 and headers["content-type"].startswith("application/json")
         summary = json.loads(body)
         assert summary["container"] == naming.container_name(job)
         assert summary["tasks"] == {"all": 13, "running": 1, "exited": 12, "failed": 1, "unknown": 0}
         assert summary["task_kinds"]["TaskPreview"]["count"] == 12
         assert summary["skipped"] == 1
-        status, headers, body = get(served.port, "/api/tasks?offset=2&limit=5")
+        _, _, body = get(served.port, "/api/tasks?offset=2&limit=5")
         page = json.loads(body)
         assert page["total"] == 13 and [t["id"] for t in page["tasks"]] == [f"task-{i}" for i in range(2, 7)]
         failed = next(t for t in page["tasks"] if t["id"] == "task-4")
         assert (failed["state"], failed["exit_code"]) == ("exited", 3)
         assert failed["previews"] == [{"path": "thumb.png", "url": "/blob/task/task-4/TaskPreview/thumb.png"}]
-        status, _, body = get(served.port, "/api/tasks?state=failed")
+        _, _, body = get(served.port, "/api/tasks?state=failed")
         assert [t["id"] for t in json.loads(body)["tasks"]] == ["task-4"]
-        status, _, body = get(served.port, "/api/tasks?state=running")
+        _, _, body = get(served.port, "/api/tasks?state=running")
         assert [t["id"] for t in json.loads(body)["tasks"]] == ["task-running"]
-        status, _, body = get(served.port, "/api/tasks/task-1")
+        _, _, body = get(served.port, "/api/tasks/task-1")
         detail = json.loads(body)
-        assert {o["path"] for o in detail["outputs"]["TaskOutput"]} == {"evil.html", "evil.svg", "dir/na me%2F#?.txt"}
-        for path in ("/", "/static/view.js", "/static/view.css", "/api/tasks/task-1", "/api/tasks?limit=9999",
-                     "/api/tasks/nope", "/nowhere", "/blob/task/task-1/TaskOutput/missing.txt"):
-            status, headers, body = get(served.port, path)
+        assert {o["path"] for o in detail["outputs"]["TaskOutput"]} == {
+            "evil.html",
+            "evil.svg",
+            "dir/na me%2F#?.txt",
+        }
+        for path in (
+            "/",
+            "/static/view.js",
+            "/static/view.css",
+            "/api/tasks/task-1",
+            "/api/tasks?limit=9999",
+            "/api/tasks/nope",
+            "/nowhere",
+            "/blob/task/task-1/TaskOutput/missing.txt",
+        ):
+            _, headers, body = get(served.port, path)
             answers.append((headers, body))
             assert headers["x-content-type-options"] == "nosniff", path
             csp = headers["content-security-policy"]
@@ -128,7 +141,7 @@ REFUSED = [
     ("/blob/task/task-99/TaskPreview/thumb.png", 404),
     ("/api/log/task-1/TaskLog/..%2Fx", 400),
     ("/api/tasks?offset=-1", 400),
-        ("/api/tasks?state=bogus", 400),
+    ("/api/tasks?state=bogus", 400),
 ]
 
 
@@ -147,12 +160,19 @@ def test_host_header_checked(job: str, azurite: Azurite) -> None:
     with serve(job, view_env(AZURE_STORAGE_CONNECTION_STRING=azurite.connection_string)) as served:
         for host in (f"127.0.0.1:{served.port}", f"localhost:{served.port}"):
             assert get(served.port, "/api/job", host=host)[0] == 200
-        for host in ("evil.example", f"evil.example:{served.port}", "127.0.0.1", f"127.0.0.1:{served.port + 1}"):
+        for host in (
+            "evil.example",
+            f"evil.example:{served.port}",
+            "127.0.0.1",
+            f"127.0.0.1:{served.port + 1}",
+        ):
             status, headers, _ = get(served.port, "/api/job", host=host)
             assert status == 421 and headers["x-content-type-options"] == "nosniff", host
 
 
-def test_log_events_live_and_resumed(service: BlobServiceClient, job_id: str, azurite: Azurite, tmp_path: Path) -> None:
+def test_log_events_live_and_resumed(
+    service: BlobServiceClient, job_id: str, azurite: Azurite, tmp_path: Path
+) -> None:
     """A tracked log as events: what it has, then lines as they are saved, then ``end`` once closed; a page
     that reconnects with Last-Event-ID gets only what follows."""
     make_job(service, job_id, 1)
@@ -166,7 +186,9 @@ def test_log_events_live_and_resumed(service: BlobServiceClient, job_id: str, az
                 assert time.monotonic() < deadline
                 time.sleep(0.2)
             events: list[str] = []
-            reader = threading.Thread(target=_read_events, args=(served.port, "/api/log/task-0/TaskLog/live.txt", events))
+            reader = threading.Thread(
+                target=_read_events, args=(served.port, "/api/log/task-0/TaskLog/live.txt", events)
+            )
             reader.start()
             time.sleep(1.0)
             with log.open("a") as f:
@@ -177,7 +199,9 @@ def test_log_events_live_and_resumed(service: BlobServiceClient, job_id: str, az
         assert text == "first\nsecond ü\n"
         assert events[0].startswith("event: start") and events[-1].startswith("event: end")
         first_id = next(e for e in events if e.startswith("id: ")).split("\n")[0][4:]
-        status, _, body = get(served.port, "/api/log/task-0/TaskLog/live.txt", headers={"Last-Event-ID": first_id})
+        status, _, body = get(
+            served.port, "/api/log/task-0/TaskLog/live.txt", headers={"Last-Event-ID": first_id}
+        )
         assert status == 200 and b'"second \\u00fc\\n"' in body and b"first" not in body
 
 
@@ -201,7 +225,9 @@ def _read_events(port: int, path: str, events: list[str]) -> None:
 
 
 def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "batchfiles", *args], env=env, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "batchfiles", *args], env=env, capture_output=True, text=True, timeout=60
+    )
 
 
 def test_cli_errors_are_one_line(azurite: Azurite, job_id: str) -> None:
@@ -221,7 +247,10 @@ def test_the_view_extra_is_named_when_missing(tmp_path: Path, azurite: Azurite, 
     env["PYTHONPATH"] = f"{tmp_path}:{env.get('PYTHONPATH', '')}"
     result = _cli("view", job_id, "--no-browser", env=env)
     assert result.returncode == 1
-    assert result.stderr.strip() == "batchfiles: error: batchfiles view needs aiohttp: pip install 'batchfiles[view]'"
+    assert (
+        result.stderr.strip()
+        == "batchfiles: error: batchfiles view needs aiohttp: pip install 'batchfiles[view]'"
+    )
 
 
 # --- the model, without storage -----------------------------------------------------------------------------

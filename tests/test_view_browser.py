@@ -45,7 +45,9 @@ def chromium() -> Iterator[Any]:
     except ImportError:
         pytest.fail("playwright is not installed: pip install '.[test]' (make test does it)")
     if not os.path.exists(CHROMIUM):
-        pytest.fail(f"no {CHROMIUM}: run `make test` (installs it with apt as root) or apt-get install -y chromium")
+        pytest.fail(
+            f"no {CHROMIUM}: run `make test` (installs it with apt as root) or apt-get install -y chromium"
+        )
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         yield browser
@@ -83,9 +85,7 @@ class Recorder:
                 continue
 
 
-def test_job_page_in_chromium(
-    chromium: Any, service: BlobServiceClient, job_id: str, tmp_path: Path
-) -> None:
+def test_job_page_in_chromium(chromium: Any, service: BlobServiceClient, job_id: str, tmp_path: Path) -> None:
     make_job(service, job_id, TASKS, failed=(FAILED,))
     evil = TaskOutputStorage.from_service(service, job_id, "task-0")
     evil.save_text("TaskOutput", EVIL_HTML, "evil.html")
@@ -118,7 +118,9 @@ def test_job_page_in_chromium(
         # a line appended to the live log appears without a reload, within 3 s
         page.click('#tasks li[data-id="task-live"] a.card')
         logs = page.locator("#detail pre.log")
-        page.wait_for_function("() => document.querySelector('#detail pre.log')?.textContent.includes('first line')")
+        page.wait_for_function(
+            "() => document.querySelector('#detail pre.log')?.textContent.includes('first line')"
+        )
         page.evaluate("() => { window.__notReloaded = true; }")
         with log.open("a") as f:
             f.write("appended while watching\n")
@@ -143,7 +145,8 @@ def test_job_page_in_chromium(
                 page.locator("#detail a.name", has_text=name).click()
             assert download.value.suggested_filename == name
         hrefs = page.eval_on_selector_all(
-            "#detail a.name", "(links) => links.filter((a) => a.textContent.startsWith('evil')).map((a) => a.href)"
+            "#detail a.name",
+            "(links) => links.filter((a) => a.textContent.startsWith('evil')).map((a) => a.href)",
         )
         for href in [*hrefs, *(f"{h}?inline=1" for h in hrefs)]:
             other = recorder.attach(context.new_page())

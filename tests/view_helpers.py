@@ -34,7 +34,12 @@ def png(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:
         return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
 
 
 def task_id(index: int) -> str:
@@ -56,7 +61,9 @@ def put_log(
     blob.upload_blob(text.encode(), blob_type="AppendBlob", metadata=metadata, overwrite=True)
 
 
-def make_job(service: BlobServiceClient, job: str, tasks: int, *, failed: tuple[int, ...] = ()) -> ContainerClient:
+def make_job(
+    service: BlobServiceClient, job: str, tasks: int, *, failed: tuple[int, ...] = ()
+) -> ContainerClient:
     """A job of ``tasks`` tasks, each with a TaskPreview PNG and a closed log (exit 3 for ``failed``, else 0),
     written from a few threads (a 1,000-task job in seconds)."""
     container = service.get_container_client(naming.container_name(job))

@@ -231,7 +231,12 @@ def _checked(storage: S, args: argparse.Namespace, job: str | None, origin: str)
 
 
 def job_storage(
-    args: argparse.Namespace, what: str, job: str | None = None, *, interactive: bool = False, aio: bool = False
+    args: argparse.Namespace,
+    what: str,
+    job: str | None = None,
+    *,
+    interactive: bool = False,
+    aio: bool = False,
 ) -> Any:
     """The job's storage; the job (``job``, ``--job`` or ``AZ_BATCH_JOB_ID``), when known, must be the
     one whose container a container URL is of. ``interactive``: retry less (:data:`INTERACTIVE_RETRY`).

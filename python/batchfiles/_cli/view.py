@@ -33,7 +33,9 @@ examples:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     connect.add_job_argument(parser)
-    parser.add_argument("--port", type=port_arg, default=0, metavar="N", help="the port (default 0: a free one)")
+    parser.add_argument(
+        "--port", type=port_arg, default=0, metavar="N", help="the port (default 0: a free one)"
+    )
     parser.add_argument("--no-browser", action="store_true", help="print the URL, do not open a browser")
     connect.add_storage_options(parser)
 

@@ -48,7 +48,9 @@ def natural_key(text: str) -> tuple[Any, ...]:
 
 
 def _iso(when: datetime | None) -> str | None:
-    return when.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z") if when else None
+    return (
+        when.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z") if when else None
+    )
 
 
 @dataclass

@@ -259,7 +259,9 @@ class Viewer:
         await _event(response, "start", json.dumps({"offset": start}))
         while True:
             queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-            follow = storage.follow(output.path, kind=output.kind, start=start, poll_interval=self.poll_interval)
+            follow = storage.follow(
+                output.path, kind=output.kind, start=start, poll_interval=self.poll_interval
+            )
             pump = asyncio.ensure_future(_pump(follow, queue))
             decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
             offset = start
@@ -312,7 +314,9 @@ async def _pump(follow: Any, queue: asyncio.Queue[tuple[str, Any]]) -> None:
         await queue.put(("failed", _errors.describe(exc)))
 
 
-async def _event(response: web.StreamResponse, event: str | None, data: str, event_id: int | None = None) -> None:
+async def _event(
+    response: web.StreamResponse, event: str | None, data: str, event_id: int | None = None
+) -> None:
     lines = ([f"event: {event}"] if event else []) + ([f"id: {event_id}"] if event_id is not None else [])
     await response.write(("\n".join([*lines, f"data: {data}"]) + "\n\n").encode())
 
