@@ -39,7 +39,7 @@ def in_process():
     common.quiet = quiet
 
 
-COMMANDS = ["run", "save", "track", "prepare", "url", "list", "get", "logs", "names"]
+COMMANDS = ["run", "save", "track", "prepare", "url", "list", "get", "logs", "view", "names"]
 
 
 @pytest.mark.parametrize("name", COMMANDS)

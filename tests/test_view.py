@@ -281,3 +281,22 @@ def test_only_raster_images_are_inline(path: str) -> None:
 def test_png_helper_makes_valid_images() -> None:
     data = png(3, 2, (1, 2, 3))
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+
+
+def test_sigterm_and_ctrl_c_stop_cleanly(service: BlobServiceClient, job_id: str, azurite: Azurite) -> None:
+    """SIGTERM as soon as the URL is printed, and Ctrl-C with a live log's event stream open: exit 0, no
+    traceback, at once."""
+    put_log(make_job(service, job_id, 1), "task-open", "x\n", open_=True)
+    env = view_env(AZURE_STORAGE_CONNECTION_STRING=azurite.connection_string)
+    command = [sys.executable, "-m", "batchfiles", "view", job_id, "--no-browser"]
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().startswith("http://127.0.0.1:")
+    proc.terminate()
+    _, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0 and "Traceback" not in err, err
+    with serve(job_id, env) as served:
+        conn = http.client.HTTPConnection("127.0.0.1", served.port, timeout=10)
+        conn.request("GET", "/api/log/task-open/TaskLog/stdout.txt")
+        assert conn.getresponse().readline() == b"event: start\n"
+        started = time.monotonic()
+    assert time.monotonic() - started < 5

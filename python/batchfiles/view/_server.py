@@ -396,16 +396,18 @@ async def serve(
         await viewer.snapshot()
         runner = web.AppRunner(viewer.app(), access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await runner.setup()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # not in the main thread
+            loop.add_signal_handler(signal.SIGTERM, stop.set)
         try:
             site = web.TCPSite(runner, "127.0.0.1", port)
             await site.start()
             viewer.port = runner.addresses[0][1]
             if ready is not None:
                 ready(f"http://127.0.0.1:{viewer.port}/")
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(signal.SIGTERM, stop.set)
             await stop.wait()
         finally:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(signal.SIGTERM)
             await runner.cleanup()
