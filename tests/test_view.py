@@ -9,7 +9,8 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
@@ -17,6 +18,7 @@ from urllib.parse import quote, unquote
 import pytest
 from azure.storage.blob import BlobServiceClient
 from batchfiles import TaskOutputStorage, naming, output_storage_container_url
+from batchfiles._scope import path_problem
 from batchfiles.testing import Azurite
 from batchfiles.view import _model
 from hypothesis import given
@@ -142,6 +144,8 @@ REFUSED = [
     ("/api/log/task-1/TaskLog/..%2Fx", 400),
     ("/api/tasks?offset=-1", 400),
     ("/api/tasks?state=bogus", 400),
+    ("/api/tasks?offset=%C2%B2", 400),  # a digit to str.isdigit, not to int()
+    ("/api/tasks?limit=1e3", 400),
 ]
 
 
@@ -203,6 +207,11 @@ def test_log_events_live_and_resumed(
             served.port, "/api/log/task-0/TaskLog/live.txt", headers={"Last-Event-ID": first_id}
         )
         assert status == 200 and b'"second \\u00fc\\n"' in body and b"first" not in body
+        for bogus in ("\u00b2", "-5", "x"):  # ignored: from the log's tail, here its start
+            status, _, body = get(
+                served.port, "/api/log/task-0/TaskLog/live.txt", headers={"Last-Event-ID": bogus}
+            )
+            assert status == 200 and b"first" in body
 
 
 def _read_events(port: int, path: str, events: list[str]) -> None:
@@ -235,8 +244,9 @@ def test_cli_errors_are_one_line(azurite: Azurite, job_id: str) -> None:
     missing = _cli("view", job_id, "--no-browser", env=env)
     assert missing.returncode == 1 and missing.stderr.count("\n") == 1 and "Traceback" not in missing.stderr
     assert "job-" in missing.stderr and AZURITE_KEY not in missing.stderr
-    bad = _cli("view", job_id, "--port", "70000", env=env)
-    assert bad.returncode == 2 and "port" in bad.stderr
+    for port in ("70000", "²", "-1"):
+        bad = _cli("view", job_id, "--port", port, env=env)
+        assert bad.returncode == 2 and "port" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_the_view_extra_is_named_when_missing(tmp_path: Path, azurite: Azurite, job_id: str) -> None:
@@ -254,6 +264,48 @@ def test_the_view_extra_is_named_when_missing(tmp_path: Path, azurite: Azurite, 
 
 
 # --- the model, without storage -----------------------------------------------------------------------------
+
+
+@dataclass
+class Props:
+    """What a listing gives of a blob, as far as the model reads it."""
+
+    name: str
+    size: int = 1
+    metadata: dict[str, str] = field(default_factory=dict)
+    last_modified: datetime | None = None
+
+
+SEGMENTS = st.sampled_from(
+    ["t1", "task-2", "$TaskOutput", "$TaskLog", "$JobOutput", "..", ".", "", "a b", "x.png"]
+)
+NAMES = st.one_of(st.lists(SEGMENTS, min_size=1, max_size=5).map("/".join), st.text(max_size=30))
+
+
+@given(st.lists(NAMES, max_size=30, unique=True))
+def test_snapshot_takes_every_output_and_only_outputs(names: list[str]) -> None:
+    """Any listing: every blob is an output (of the job or of one task) or counted as skipped; each output
+    is found again by the names its URL carries, and its URL is the one blob_url gives."""
+    snap = _model.snapshot("job-x", [Props(n) for n in names])
+    outputs = snap.job_outputs + [o for t in snap.tasks.values() for o in t.outputs]
+    assert len(outputs) + snap.skipped == len(names)
+    for output in outputs:
+        assert output.name in names and snap.find(output.task, output.kind, output.path) is output
+        assert path_problem(output.path) is None
+        if output.task is not None:
+            assert output.name == naming.blob_name(output.kind, output.path, output.task)
+
+
+def test_snapshot_joins_the_parts_of_a_tracked_save() -> None:
+    part = {"batchfiles_part": "1", "batchfiles_closed": "1", "batchfiles_exit_code": "2"}
+    listing = [
+        Props("t1/$TaskLog/out.txt", 10, {"batchfiles_writer": "w"}),
+        Props("t1/$TaskLog/out.txt.1", 5, part),
+    ]
+    snap = _model.snapshot("job-x", listing)
+    (output,) = snap.tasks["t1"].outputs
+    assert (output.size, output.part, output.name) == (15, 1, "t1/$TaskLog/out.txt")
+    assert snap.tasks["t1"].state() == ("exited", 2) and snap.page(0, 10, "failed")["total"] == 1
 
 
 @given(st.text(min_size=1, max_size=30))

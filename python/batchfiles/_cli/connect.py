@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import os
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from azure.storage.blob import BlobServiceClient
 
@@ -21,6 +21,9 @@ from .._urls import client_kwargs
 from ..errors import ConfigurationError
 from ..storage import JobOutputStorage, TaskOutputStorage
 from .common import job_id_arg, margin_arg, task_id_arg
+
+if TYPE_CHECKING:
+    from ..aio import JobOutputStorage as AsyncJobOutputStorage
 
 S = TypeVar("S", JobOutputStorage, TaskOutputStorage)
 CONTAINER_URL, CONNECTION_STRING, ACCOUNT_URL = "container_url", "connection_string", "account_url"
@@ -230,6 +233,28 @@ def _checked(storage: S, args: argparse.Namespace, job: str | None, origin: str)
     return storage
 
 
+@overload
+def job_storage(
+    args: argparse.Namespace,
+    what: str,
+    job: str | None = None,
+    *,
+    interactive: bool = False,
+    aio: Literal[False] = False,
+) -> JobOutputStorage: ...
+
+
+@overload
+def job_storage(
+    args: argparse.Namespace,
+    what: str,
+    job: str | None = None,
+    *,
+    interactive: bool = False,
+    aio: Literal[True],
+) -> AsyncJobOutputStorage: ...
+
+
 def job_storage(
     args: argparse.Namespace,
     what: str,
@@ -237,7 +262,7 @@ def job_storage(
     *,
     interactive: bool = False,
     aio: bool = False,
-) -> Any:
+) -> JobOutputStorage | AsyncJobOutputStorage:
     """The job's storage; the job (``job``, ``--job`` or ``AZ_BATCH_JOB_ID``), when known, must be the
     one whose container a container URL is of. ``interactive``: retry less (:data:`INTERACTIVE_RETRY`).
     ``aio``: a :class:`batchfiles.aio.JobOutputStorage` (needs the ``aio`` extra), else the sync one.

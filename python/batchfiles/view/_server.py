@@ -237,7 +237,7 @@ class Viewer:
         output = await self._output(task, request.match_info["kind"], request.match_info["path"])
         start = max(0, output.size - TAIL_BYTES)
         last = request.headers.get("Last-Event-ID", "")
-        if last.isdigit() and len(last) < 16:
+        if _decimal(last) and len(last) < 16:
             start = int(last)
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"}
@@ -368,11 +368,16 @@ def _path_arg(text: str) -> str:
     return text
 
 
+def _decimal(text: str) -> bool:
+    """ASCII digits only (``"²".isdigit()`` is true, and ``int("²")`` fails)."""
+    return text.isascii() and text.isdigit()
+
+
 def _int_arg(request: web.Request, name: str, default: int, low: int, high: int) -> int:
     text = request.query.get(name)
     if text is None:
         return default
-    if not text.isdigit() or not low <= int(text) <= high:
+    if not _decimal(text) or not low <= int(text) <= high:
         raise BadRequest(f"{name} must be a number from {low} to {high}")
     return int(text)
 

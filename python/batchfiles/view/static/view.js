@@ -122,7 +122,8 @@
 
   function fileRow(output) {
     const row = el("div", { className: "file", data: { url: output.url } },
-      el("a", { href: output.url, text: output.path, className: "name", rel: "noopener noreferrer" }),
+      el("a", { href: output.url, text: output.path, className: "name", rel: "noopener noreferrer",
+        target: output.image ? "_blank" : "" }), // an image opens in a tab; anything else downloads
       el("span", { className: "size" }),
       el("span", { className: "time" }),
       el("a", { href: output.url, text: "download", download: output.path.split("/").pop() }));
