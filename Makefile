@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
-SOURCES := Cargo.toml Cargo.lock pyproject.toml README.md $(shell find rust python -type f \( -name '*.rs' -o -name '*.py' -o -name '*.pyi' \))
+SOURCES := Cargo.toml Cargo.lock pyproject.toml README.md $(shell find rust python -type f \( -name '*.rs' -o -name '*.py' -o -name '*.pyi' -o -path '*/static/*' \))
 
 .PHONY: all test test-rust test-python lint demo view-demo bench clean chromium
 all: test

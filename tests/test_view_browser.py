@@ -131,6 +131,7 @@ def test_job_page_in_chromium(chromium: Any, service: BlobServiceClient, job_id:
         )
         shown_after = time.monotonic() - started
         assert shown_after < 3.0 and page.evaluate("() => window.__notReloaded === true")
+        print(f"appended log line shown after {shown_after:.2f} s")
         assert logs.count() == 1
 
         # hostile outputs: listed, linked as downloads, never run
