@@ -352,3 +352,18 @@ def test_sigterm_and_ctrl_c_stop_cleanly(service: BlobServiceClient, job_id: str
         assert conn.getresponse().readline() == b"event: start\n"
         started = time.monotonic()
     assert time.monotonic() - started < 5
+
+
+def test_a_failed_listing_keeps_the_last_and_says_why(
+    service: BlobServiceClient, job_id: str, azurite: Azurite
+) -> None:
+    container = make_job(service, job_id, 2)
+    with serve(job_id, view_env(AZURE_STORAGE_CONNECTION_STRING=azurite.connection_string)) as served:
+        assert json.loads(get(served.port, "/api/job")[2])["failure"] is None
+        container.delete_container()
+        deadline = time.monotonic() + 15
+        while (summary := json.loads(get(served.port, "/api/job")[2]))["failure"] is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.3)
+        assert summary["tasks"]["all"] == 2 and naming.container_name(job_id) in summary["failure"]
+        assert AZURITE_KEY not in summary["failure"]

@@ -72,6 +72,7 @@ class Viewer:
         self._lock = asyncio.Lock()
         self._streams: set[asyncio.Task[Any]] = set()
         self._background: set[asyncio.Future[Any]] = set()
+        self.failure: str | None = None  # why the last listing failed (the one before is shown)
         self._static = {
             route: ((resources.files(__package__) / "static" / name).read_bytes(), content_type)
             for route, (name, content_type) in STATIC.items()
@@ -99,16 +100,17 @@ class Viewer:
                 return
             try:
                 await self._list()
-            except Exception as exc:  # the last snapshot stays; the next request tries again
+            except Exception as exc:  # the last snapshot stays, and the page says why; tried again later
                 self._listed_at = time.monotonic()
-                logger.warning("view: listing the job failed: %s", _errors.describe(exc))
+                self.failure = _errors.describe(exc)
+                logger.warning("view: listing the job failed: %s", self.failure)
 
     async def _list(self) -> None:
         container = self.storage._container
         with _errors.storage_errors(container.container_name):
             listing = [p async for p in container.list_blobs(include=["metadata"])]
         self._snapshot = _model.snapshot(container.container_name, listing)
-        self._listed_at = time.monotonic()
+        self._listed_at, self.failure = time.monotonic(), None
 
     async def _output(self, task: str | None, kind: str, path: str) -> _model.Output:
         """The output named in a URL; it must be in the job's listing (names checked first)."""
@@ -185,7 +187,7 @@ class Viewer:
         return web.Response(body=body, headers={"Content-Type": content_type})
 
     async def _job(self, request: web.Request) -> web.Response:
-        return _json((await self.snapshot()).summary(self.job_id))
+        return _json({**(await self.snapshot()).summary(self.job_id), "failure": self.failure})
 
     async def _tasks(self, request: web.Request) -> web.Response:
         offset = _int_arg(request, "offset", 0, 0, 10**9)

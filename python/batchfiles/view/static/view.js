@@ -279,10 +279,12 @@
     polling = true;
     clearTimeout(timer);
     try {
-      renderJob(await getJSON("/api/job"));
+      const job = await getJSON("/api/job");
+      renderJob(job);
       await refreshTasks();
       await refreshDetail();
-      status(`updated ${new Date().toLocaleTimeString()}`);
+      if (job.failure) status(`storage: ${job.failure} (showing what was listed before)`, true);
+      else status(`updated ${new Date().toLocaleTimeString()}`);
     } catch (error) {
       status(String(error.message || error), true);
     }
