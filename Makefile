@@ -6,9 +6,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
-SOURCES := Cargo.toml Cargo.lock pyproject.toml README.md $(shell find rust python -type f \( -name '*.rs' -o -name '*.py' -o -name '*.pyi' \))
+SOURCES := Cargo.toml Cargo.lock pyproject.toml README.md $(shell find rust python -type f \( -name '*.rs' -o -name '*.py' -o -name '*.pyi' -o -path '*/static/*' \))
 
-.PHONY: all test test-rust test-python lint demo bench clean
+.PHONY: all test test-rust test-python lint demo view-demo bench clean chromium
 all: test
 
 $(PY):
@@ -21,7 +21,7 @@ $(VENV)/.installed: $(PY) $(SOURCES)
 	rm -rf dist
 	$(VENV)/bin/maturin build --release --quiet --out dist
 	$(PIP) install --force-reinstall --no-deps dist/batchfiles-*.whl
-	$(PIP) install "$$(ls dist/batchfiles-*.whl)[test,bench]"
+	$(PIP) install "$$(ls dist/batchfiles-*.whl)[test,bench,view]"
 	touch $@
 
 node_modules/.installed: package.json package-lock.json
@@ -39,11 +39,22 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check python tests benches demo
 	$(VENV)/bin/ruff format --check python tests benches demo
 
-test-python: $(VENV)/.installed node_modules/.installed
+test-python: $(VENV)/.installed node_modules/.installed chromium
 	$(VENV)/bin/pytest
+
+# The browser tests of `batchfiles view` drive Debian's chromium with Playwright (whose own browser download
+# needs the internet): installed with apt when missing, which needs root.
+chromium:
+	@test -x /usr/bin/chromium || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+	  else echo "make: /usr/bin/chromium is missing and the browser tests need it: run 'sudo apt-get install -y chromium'" >&2; exit 1; fi; }
 
 demo: $(VENV)/.installed node_modules/.installed
 	$(PY) demo/demo.py
+
+# The demo job, then its page in the browser (`batchfiles view`) with Azurite kept running, until Ctrl-C.
+view-demo: $(VENV)/.installed node_modules/.installed
+	$(PY) demo/demo.py --view
 
 # Every benchmark beside its baseline, then the ratios and the targets, printed and written into the
 # generated blocks of benches/README.md. BENCH picks files (a partial run only prints: BENCH_README is

@@ -1,10 +1,13 @@
 """The batchfiles demo: a render job on an embedded Azurite, driven through the CLI as Batch tasks would be.
 
 Run it with `make demo`. Every step prints the command it runs; see the README for what each one shows.
+With --view (`make view-demo`) it then serves the job's page (`batchfiles view`), opens it in the browser
+and keeps Azurite running until Ctrl-C.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import shlex
@@ -13,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from batchfiles import naming
@@ -87,7 +91,19 @@ def follow_live_log(task_id: str, env: dict[str, str]) -> subprocess.Popen:
     return follower
 
 
-def main() -> None:
+def view(client_env: dict[str, str]) -> None:
+    """Serve the job's page with `batchfiles view` until Ctrl-C (which reaches it too: it stops cleanly)."""
+    step("8. Client: the job in the browser: previews, failed tasks, logs (Ctrl-C stops)")
+    print(f"$ batchfiles view {JOB_ID}", flush=True)
+    proc = subprocess.Popen([sys.executable, "-m", "batchfiles", "view", JOB_ID], env=client_env)
+    try:
+        proc.wait()
+    except KeyboardInterrupt:
+        proc.wait()
+
+
+def main(then: Callable[[dict[str, str]], None] | None = None) -> None:
+    """The demo job; then ``then(client_env)`` while Azurite still runs (``--view``: :func:`view`)."""
     shutil.rmtree(OUT, ignore_errors=True)
     with Azurite() as azurite, tempfile.TemporaryDirectory(prefix="batchfiles-demo-") as tmp:
         work = Path(tmp)
@@ -136,8 +152,12 @@ def main() -> None:
         step(f"7. Client: download everything, MD5-verified, into {OUT}")
         files = batchfiles("get", JOB_ID, "-o", str(OUT), env=client_env, echo=False).splitlines()
         print(f"  {len(files)} files, as {{task}}/{{Kind}}/{{path}}, and {{Kind}}/{{path}} for the job's own")
+        if then is not None:
+            then(client_env)
     print("\nDone: Azurite stopped, nothing left running.")
 
 
 if __name__ == "__main__":
-    main()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--view", action="store_true", help="then serve the job's page until Ctrl-C")
+    main(view if parser.parse_args().view else None)

@@ -39,7 +39,7 @@ def in_process():
     common.quiet = quiet
 
 
-COMMANDS = ["run", "save", "track", "prepare", "url", "list", "get", "logs", "names", "output-files"]
+COMMANDS = ["run", "save", "track", "prepare", "url", "list", "get", "logs", "view", "names", "output-files"]
 
 
 @pytest.mark.parametrize("name", COMMANDS)

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from azure.core.exceptions import AzureError
 
 from . import __version__, _errors
-from ._cli import common, connect, get, list_, logs, names, output_files, prepare, run, save, track, url
+from ._cli import common, connect, get, list_, logs, names, output_files, prepare, run, save, track, url, view
 from ._cli.common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, Command, UsageError
 from .errors import BatchFilesError
 
@@ -26,7 +26,7 @@ __all__ = ["main"]
 
 #: The commands, in the order ``batchfiles --help`` lists them: each a module of ``_cli`` (see
 #: :class:`batchfiles._cli.common.Command`). A new command is a new module and a line here.
-COMMANDS: tuple[Command, ...] = (run, save, track, prepare, url, list_, get, logs, names, output_files)
+COMMANDS: tuple[Command, ...] = (run, save, track, prepare, url, list_, get, logs, view, names, output_files)
 
 #: ``list | head``: stdout closed early, as a tool killed by SIGPIPE (128 + 13).
 EXIT_BROKEN_PIPE = 141

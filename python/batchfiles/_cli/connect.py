@@ -9,8 +9,9 @@ at in that order, as ``TaskOutputStorage.from_environment`` does. Job and task i
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from azure.storage.blob import BlobServiceClient
 
@@ -20,6 +21,9 @@ from .._urls import client_kwargs
 from ..errors import ConfigurationError
 from ..storage import JobOutputStorage, TaskOutputStorage
 from .common import job_id_arg, margin_arg, task_id_arg
+
+if TYPE_CHECKING:
+    from ..aio import JobOutputStorage as AsyncJobOutputStorage
 
 S = TypeVar("S", JobOutputStorage, TaskOutputStorage)
 CONTAINER_URL, CONNECTION_STRING, ACCOUNT_URL = "container_url", "connection_string", "account_url"
@@ -155,10 +159,38 @@ INTERACTIVE_RETRY: dict[str, Any] = {"retry_total": 2, "connection_timeout": 10,
 STORAGE_SCOPE = "https://storage.azure.com/.default"
 
 
-def _service(source: str, value: str, options: dict[str, Any]) -> BlobServiceClient:
+def _service(source: str, value: str, options: dict[str, Any], *, aio: bool = False) -> Any:
+    """The account's service client (``aio``: azure.storage.blob.aio's, over an account URL)."""
     if source == CONNECTION_STRING:
         return BlobServiceClient.from_connection_string(value, **client_kwargs(options))
+    if aio:
+        from azure.storage.blob.aio import BlobServiceClient as AsyncServiceClient
+
+        credential = _AsyncCredential(_credential(value))
+        return AsyncServiceClient(value, credential, **client_kwargs(options, aio=True))
     return BlobServiceClient(value, _credential(value), **client_kwargs(options))
+
+
+class _AsyncCredential:
+    """The sync credential :func:`_credential` signed in with, for async clients: its tokens are fetched
+    in a thread (one sign-in, one token cache, for both)."""
+
+    def __init__(self, credential: Any) -> None:
+        self._credential = credential
+
+    async def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+        import asyncio
+
+        return await asyncio.to_thread(self._credential.get_token, *scopes, **kwargs)
+
+    async def close(self) -> None:
+        self._credential.close()
+
+    async def __aenter__(self) -> _AsyncCredential:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
 
 
 def _credential(account_url: str) -> Any:
@@ -199,26 +231,59 @@ def _checked(storage: S, args: argparse.Namespace, job: str | None, origin: str)
     try:
         _environment.check_job_container(storage.container_name, job_id, job_origin, origin)
     except ConfigurationError:
-        storage.close()
+        closing = storage.close()
+        if inspect.iscoroutine(closing):  # an aio storage: it has not opened a connection yet
+            closing.close()
         raise
     return storage
 
 
+@overload
 def job_storage(
-    args: argparse.Namespace, what: str, job: str | None = None, *, interactive: bool = False
-) -> JobOutputStorage:
+    args: argparse.Namespace,
+    what: str,
+    job: str | None = None,
+    *,
+    interactive: bool = False,
+    aio: Literal[False] = False,
+) -> JobOutputStorage: ...
+
+
+@overload
+def job_storage(
+    args: argparse.Namespace,
+    what: str,
+    job: str | None = None,
+    *,
+    interactive: bool = False,
+    aio: Literal[True],
+) -> AsyncJobOutputStorage: ...
+
+
+def job_storage(
+    args: argparse.Namespace,
+    what: str,
+    job: str | None = None,
+    *,
+    interactive: bool = False,
+    aio: bool = False,
+) -> JobOutputStorage | AsyncJobOutputStorage:
     """The job's storage; the job (``job``, ``--job`` or ``AZ_BATCH_JOB_ID``), when known, must be the
     one whose container a container URL is of. ``interactive``: retry less (:data:`INTERACTIVE_RETRY`).
+    ``aio``: a :class:`batchfiles.aio.JobOutputStorage` (needs the ``aio`` extra), else the sync one.
     """
     options = INTERACTIVE_RETRY if interactive else {}
     margin = getattr(args, "sas_margin", None)
     source, value, origin = _source(args, (CONTAINER_URL, CONNECTION_STRING, ACCOUNT_URL), what)
+    cls: Any = JobOutputStorage
+    if aio:
+        from ..aio import JobOutputStorage as cls
     if source == CONTAINER_URL:
-        return _checked(JobOutputStorage(value, sas_margin=margin, **options), args, job, origin)
+        return _checked(cls(value, sas_margin=margin, **options), args, job, origin)
     job = _need_job(_job(args, job)[0], source)
     if source == CONNECTION_STRING:
-        return JobOutputStorage.from_connection_string(value, job, sas_margin=margin, **options)
-    return JobOutputStorage.from_service(_service(source, value, options), job, sas_margin=margin)
+        return cls.from_connection_string(value, job, sas_margin=margin, **options)
+    return cls.from_service(_service(source, value, options, aio=aio), job, sas_margin=margin)
 
 
 def task_storage(args: argparse.Namespace, what: str) -> TaskOutputStorage:

@@ -1,0 +1,420 @@
+"""The local web server of ``batchfiles view`` (aiohttp, over :mod:`batchfiles.aio`): the page and its
+static files, the JSON API, outputs streamed through it, and logs tailed live as Server-Sent Events.
+
+Safety: it listens on 127.0.0.1 only and answers only requests whose ``Host`` is ``127.0.0.1:PORT`` or
+``localhost:PORT`` (no DNS rebinding); storage URLs, SAS tokens and keys never leave it (errors are redacted
+by :mod:`batchfiles._errors`); every response has ``nosniff`` and a strict Content-Security-Policy; outputs
+are served only if the job's listing has them, images (never SVG) inline, everything else as an attachment,
+sandboxed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import contextlib
+import json
+import logging
+import signal
+import time
+from collections.abc import Callable
+from importlib import resources
+from typing import Any
+from urllib.parse import quote
+
+from aiohttp import web
+from azure.core.exceptions import AzureError
+
+from .. import _errors, _native
+from .._scope import ReferenceInfo, Scope, path_problem
+from .._urls import public_url
+from ..aio import JobOutputStorage, OutputFileReference
+from ..errors import BatchFilesError, ContainerNotFoundError, OutputNotFoundError, OutputReplacedError
+from ..kinds import OutputKind
+from . import _model
+
+logger = logging.getLogger("batchfiles")
+
+#: The page's policy: its own scripts, styles and images only; no frames, forms, plugins or inline script.
+PAGE_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+#: Outputs: inert and in a sandbox (an opaque origin) even if opened on their own.
+BLOB_CSP = "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; sandbox; frame-ancestors 'none'"
+STATIC = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/static/view.js": ("view.js", "text/javascript; charset=utf-8"),
+    "/static/view.css": ("view.css", "text/css; charset=utf-8"),
+}
+#: A listing of the container serves every request within this many seconds of it.
+REFRESH = 1.5
+#: The task list's pages hold at most this many tasks.
+MAX_PAGE = 500
+#: A log's live view starts at most this many bytes before its end.
+TAIL_BYTES = 256 * 1024
+#: Seconds between keep-alive comments of an idle event stream (a closed page is noticed then).
+HEARTBEAT = 5.0
+
+
+class BadRequest(ValueError):
+    """A request with a bad task id, kind, path or parameter: 400 with the reason."""
+
+
+class Viewer:
+    """The server's state: the job's storage, the last snapshot of its listing, the open event streams."""
+
+    def __init__(self, storage: JobOutputStorage, job_id: str, *, poll_interval: float = 0.5) -> None:
+        self.storage, self.job_id, self.poll_interval = storage, job_id, poll_interval
+        self.port = 0
+        self._snapshot: _model.Snapshot | None = None
+        self._listed_at = -REFRESH
+        self._lock = asyncio.Lock()
+        self._streams: set[asyncio.Task[Any]] = set()
+        self._background: set[asyncio.Future[Any]] = set()
+        self.failure: str | None = None  # why the last listing failed (the one before is shown)
+        self._static = {
+            route: ((resources.files(__package__) / "static" / name).read_bytes(), content_type)
+            for route, (name, content_type) in STATIC.items()
+        }
+
+    # --- storage ----------------------------------------------------------------------------------------
+
+    async def snapshot(self) -> _model.Snapshot:
+        """The job's snapshot. The first is awaited; after it, one older than :data:`REFRESH` is served while
+        a new listing runs in the background (one at a time), so no request waits for a listing."""
+        if self._snapshot is None:
+            async with self._lock:
+                if self._snapshot is None:
+                    await self._list()
+        elif time.monotonic() - self._listed_at >= REFRESH and not self._lock.locked():
+            task = asyncio.ensure_future(self._refresh())
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        assert self._snapshot is not None
+        return self._snapshot
+
+    async def _refresh(self) -> None:
+        async with self._lock:
+            if time.monotonic() - self._listed_at < REFRESH:
+                return
+            try:
+                await self._list()
+            except Exception as exc:  # the last snapshot stays, and the page says why; tried again later
+                self._listed_at = time.monotonic()
+                self.failure = _errors.describe(exc)
+                logger.warning("view: listing the job failed: %s", self.failure)
+
+    async def _list(self) -> None:
+        container = self.storage._container
+        with _errors.storage_errors(container.container_name):
+            listing = [p async for p in container.list_blobs(include=["metadata"])]
+        self._snapshot = _model.snapshot(container.container_name, listing)
+        self._listed_at, self.failure = time.monotonic(), None
+
+    async def _output(self, task: str | None, kind: str, path: str) -> _model.Output:
+        """The output named in a URL; it must be in the job's listing (names checked first)."""
+        kind, path = _kind_arg(kind), _path_arg(path)
+        if task is not None:
+            _task_arg(task)
+        output = (await self.snapshot()).find(task, kind, path)
+        if output is None:
+            whose = "the job" if task is None else f"task {task!r}"
+            raise OutputNotFoundError(f"{whose} has no {kind} output {path!r}")
+        return output
+
+    def _reference(self, output: _model.Output) -> OutputFileReference:
+        """The library's reference of a listed output, made from the listing (no request). A tracked save's
+        first part: what a download of it gives, as ``get()`` does."""
+        container = self.storage._container
+        blob = container.get_blob_client(output.name)
+        info = ReferenceInfo(
+            kind=Scope(container.container_name, output.task).kind(output.kind),
+            file_path=output.path,
+            blob_name=output.name,
+            url=public_url(blob.url),
+            size=output.size,
+            content_md5=None,
+            content_type=None,
+            last_modified=output.modified,
+        )
+        return OutputFileReference(info, blob, container)
+
+    def _scoped(self, task: str | None) -> Any:
+        return self.storage if task is None else self.storage.task(task)
+
+    # --- the application --------------------------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self._guard], client_max_size=64 * 1024)
+        app.on_response_prepare.append(_secure)
+        app.on_shutdown.append(self._close_streams)
+        for route in STATIC:
+            app.router.add_get(route, self._static_file)
+        app.router.add_get("/favicon.ico", _no_content)
+        app.router.add_get("/api/job", self._job)
+        app.router.add_get("/api/tasks", self._tasks)
+        app.router.add_get("/api/tasks/{task}", self._task)
+        app.router.add_get("/api/log/{task}/{kind}/{path:.+}", self._log)
+        app.router.add_get("/blob/job/{kind}/{path:.+}", self._blob)
+        app.router.add_get("/blob/task/{task}/{kind}/{path:.+}", self._blob)
+        return app
+
+    @web.middleware
+    async def _guard(self, request: web.Request, handler: Callable[..., Any]) -> web.StreamResponse:
+        """The Host check, and every error as a short JSON answer, redacted."""
+        allowed = {f"127.0.0.1:{self.port}", f"localhost:{self.port}"}
+        if request.headers.get("Host", "") not in allowed:
+            return _error(421, "this server answers only http://127.0.0.1:PORT/ (Host header refused)")
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            return _error(exc.status, exc.reason)
+        except BadRequest as exc:
+            return _error(400, str(exc))
+        except (OutputNotFoundError, ContainerNotFoundError) as exc:
+            return _error(404, _errors.describe(exc))
+        except (BatchFilesError, AzureError, OSError) as exc:
+            return _error(502, _errors.describe(exc))
+        except Exception as exc:
+            logger.warning("view: unexpected %s: %s", type(exc).__name__, _errors.first_line(exc))
+            return _error(500, f"unexpected {type(exc).__name__}: {_errors.first_line(exc)}")
+
+    async def _static_file(self, request: web.Request) -> web.Response:
+        body, content_type = self._static[request.path]
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    async def _job(self, request: web.Request) -> web.Response:
+        return _json({**(await self.snapshot()).summary(self.job_id), "failure": self.failure})
+
+    async def _tasks(self, request: web.Request) -> web.Response:
+        offset = _int_arg(request, "offset", 0, 0, 10**9)
+        limit = _int_arg(request, "limit", 100, 1, MAX_PAGE)
+        wanted = request.query.get("state", "all")
+        if wanted not in _model.FILTERS:
+            raise BadRequest(f"state must be one of {', '.join(_model.FILTERS)}")
+        return _json((await self.snapshot()).page(offset, limit, wanted))
+
+    async def _task(self, request: web.Request) -> web.Response:
+        task_id = _task_arg(request.match_info["task"])
+        task = (await self.snapshot()).tasks.get(task_id)
+        if task is None:
+            raise OutputNotFoundError(f"task {task_id!r} has no outputs in job {self.job_id!r}")
+        return _json(task.detail())
+
+    async def _blob(self, request: web.Request) -> web.StreamResponse:
+        """An output's bytes, read from storage through the library (MD5-checked to the end)."""
+        task = request.match_info.get("task")
+        output = await self._output(task, request.match_info["kind"], request.match_info["path"])
+        image = _model.image_type(output.path)
+        headers = {"Content-Security-Policy": BLOB_CSP}
+        if image:
+            headers["Content-Type"] = image
+        else:
+            name = output.path.rpartition("/")[2]
+            headers["Content-Type"] = "application/octet-stream"
+            headers["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(name, safe='')}"
+        reader = await self._reference(output).open()
+        async with reader:
+            response = web.StreamResponse(headers=headers)
+            await response.prepare(request)
+            try:
+                while chunk := await reader.read(1024 * 1024):
+                    await response.write(chunk)
+            except (BatchFilesError, AzureError) as exc:  # too late for an error answer: cut it short
+                logger.warning("view: %s stopped: %s", output.path, _errors.describe(exc))
+                if request.transport is not None:
+                    request.transport.close()
+                return response
+        await response.write_eof()
+        return response
+
+    async def _log(self, request: web.Request) -> web.StreamResponse:
+        """A log as Server-Sent Events: ``start`` (its offset), data (text, JSON-encoded, ``id`` the byte
+        offset after it, so a reconnecting page goes on where it was), ``reset`` (replaced: it starts
+        again), then ``end`` (its writer closed it) or ``failed``."""
+        task = request.match_info["task"]
+        output = await self._output(task, request.match_info["kind"], request.match_info["path"])
+        start = max(0, output.size - TAIL_BYTES)
+        last = request.headers.get("Last-Event-ID", "")
+        if _decimal(last) and len(last) < 16:
+            start = int(last)
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"}
+        )
+        await response.prepare(request)
+        current = asyncio.current_task()
+        assert current is not None
+        self._streams.add(current)
+        try:
+            await self._stream_log(response, output, start)
+        except (ConnectionError, asyncio.CancelledError):
+            pass  # the page went away, or the server stops
+        finally:
+            self._streams.discard(current)
+        return response
+
+    async def _stream_log(self, response: web.StreamResponse, output: _model.Output, start: int) -> None:
+        storage = self._scoped(output.task)
+        await _event(response, "start", json.dumps({"offset": start}))
+        while True:
+            queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+            follow = storage.follow(
+                output.path, kind=output.kind, start=start, poll_interval=self.poll_interval
+            )
+            pump = asyncio.ensure_future(_pump(follow, queue))
+            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+            offset = start
+            try:
+                while True:
+                    try:
+                        what, item = await asyncio.wait_for(queue.get(), HEARTBEAT)
+                    except asyncio.TimeoutError:
+                        await response.write(b": keep-alive\n\n")
+                        continue
+                    if what == "data":
+                        offset += len(item)
+                        text = decoder.decode(item)
+                        pending = len(decoder.getstate()[0])
+                        if text:
+                            await _event(response, None, json.dumps(text), event_id=offset - pending)
+                        continue
+                    break
+            finally:
+                pump.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await pump
+            if what == "reset":
+                start = 0
+                await _event(response, "reset", "{}")
+                continue
+            if what == "end":
+                await _event(response, "end", "{}")
+            else:
+                await _event(response, "failed", json.dumps(item))
+            return
+
+    async def _close_streams(self, app: web.Application) -> None:
+        for task in list(self._streams):
+            task.cancel()
+
+
+async def _pump(follow: Any, queue: asyncio.Queue[tuple[str, Any]]) -> None:
+    """Hands a follow's chunks to ``queue``, then how it ended: ``end``, ``reset`` (replaced) or
+    ``failed`` (a redacted line)."""
+    try:
+        async for chunk in follow:
+            await queue.put(("data", chunk))
+        await queue.put(("end", None))
+    except OutputReplacedError:
+        await queue.put(("reset", None))
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        await queue.put(("failed", _errors.describe(exc)))
+
+
+async def _event(
+    response: web.StreamResponse, event: str | None, data: str, event_id: int | None = None
+) -> None:
+    lines = ([f"event: {event}"] if event else []) + ([f"id: {event_id}"] if event_id is not None else [])
+    await response.write(("\n".join([*lines, f"data: {data}"]) + "\n\n").encode())
+
+
+async def _secure(request: web.Request, response: web.StreamResponse) -> None:
+    """The headers of every response, errors included (an output's own policy is kept)."""
+    headers = response.headers
+    headers["X-Content-Type-Options"] = "nosniff"
+    headers.setdefault("Content-Security-Policy", PAGE_CSP)
+    headers["X-Frame-Options"] = "DENY"
+    headers["Referrer-Policy"] = "no-referrer"
+    headers["Cross-Origin-Resource-Policy"] = "same-origin"
+    headers.setdefault("Cache-Control", "no-store")
+
+
+async def _no_content(request: web.Request) -> web.Response:
+    return web.Response(status=204)
+
+
+def _json(data: Any) -> web.Response:
+    return web.Response(text=json.dumps(data), content_type="application/json")
+
+
+def _error(status: int, message: str) -> web.Response:
+    response = _json({"error": _errors.redact(message)})
+    response.set_status(status)
+    return response
+
+
+def _task_arg(text: str) -> str:
+    try:
+        _native.validate_task_id(text)
+    except ValueError as err:
+        raise BadRequest(_errors.first_line(err)) from None
+    return text
+
+
+def _kind_arg(text: str) -> str:
+    try:
+        return str(OutputKind(text))
+    except ValueError as err:
+        raise BadRequest(_errors.first_line(err)) from None
+
+
+def _path_arg(text: str) -> str:
+    problem = path_problem(text)
+    if problem is not None:
+        raise BadRequest(f"{text!r} is not the path of an output: it {problem}")
+    return text
+
+
+def _decimal(text: str) -> bool:
+    """ASCII digits only (``"²".isdigit()`` is true, and ``int("²")`` fails)."""
+    return text.isascii() and text.isdigit()
+
+
+def _int_arg(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    text = request.query.get(name)
+    if text is None:
+        return default
+    if not _decimal(text) or not low <= int(text) <= high:
+        raise BadRequest(f"{name} must be a number from {low} to {high}")
+    return int(text)
+
+
+# --- running it ---------------------------------------------------------------------------------------------
+
+
+async def serve(
+    storage: JobOutputStorage,
+    job_id: str,
+    *,
+    port: int = 0,
+    ready: Callable[[str], None] | None = None,
+    poll_interval: float = 0.5,
+) -> None:
+    """Serve the page of ``job_id`` on 127.0.0.1:``port`` (0: a free port) until cancelled or SIGTERM;
+    ``ready(url)`` once it listens. The job's container is listed first: a missing one is an error then.
+    ``storage`` is closed at the end."""
+    async with storage:
+        viewer = Viewer(storage, job_id, poll_interval=poll_interval)
+        await viewer.snapshot()
+        runner = web.AppRunner(viewer.app(), access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        await runner.setup()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # not in the main thread
+            loop.add_signal_handler(signal.SIGTERM, stop.set)
+        try:
+            site = web.TCPSite(runner, "127.0.0.1", port)
+            await site.start()
+            viewer.port = runner.addresses[0][1]
+            if ready is not None:
+                ready(f"http://127.0.0.1:{viewer.port}/")
+            await stop.wait()
+        finally:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(signal.SIGTERM)
+            await runner.cleanup()

@@ -1,0 +1,369 @@
+"""``batchfiles view`` without a browser: its JSON API, headers, paging, the outputs it serves and refuses
+(traversal, odd names, the Host check), live logs as Server-Sent Events, and the command line's errors."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, unquote
+
+import pytest
+from azure.storage.blob import BlobServiceClient
+from batchfiles import TaskOutputStorage, naming, output_storage_container_url
+from batchfiles._scope import path_problem
+from batchfiles.testing import Azurite
+from batchfiles.view import _model
+from hypothesis import given
+from hypothesis import strategies as st
+from view_helpers import make_job, png, put_log, serve, view_env
+
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
+def get(port: int, path: str, host: str | None = None, headers: dict[str, str] | None = None) -> Any:
+    """(status, headers, body) of a GET sent as is (no normalisation of the path)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
+    conn.putrequest("GET", path, skip_host=True)
+    conn.putheader("Host", host or f"127.0.0.1:{port}")
+    for name, value in (headers or {}).items():
+        conn.putheader(name, value)
+    conn.endheaders()
+    response = conn.getresponse()
+    body = response.read()
+    conn.close()
+    return response.status, {k.lower(): v for k, v in response.getheaders()}, body
+
+
+@pytest.fixture
+def job(service: BlobServiceClient, job_id: str) -> str:
+    container = make_job(service, job_id, 12, failed=(4,))
+    put_log(container, "task-running", "still going\n", open_=True)
+    evil = TaskOutputStorage.from_service(service, job_id, "task-1")
+    evil.save_text("TaskOutput", "<script>alert(1)</script>", "evil.html")
+    evil.save_text("TaskOutput", '<svg xmlns="http://www.w3.org/2000/svg" onload="alert(1)"/>', "evil.svg")
+    evil.save_text("TaskOutput", "x", "dir/na me%2F#?.txt")
+    container.upload_blob("not-an-output.txt", b"x")  # outside the conventions: never served
+    return job_id
+
+
+@pytest.fixture
+def sas_env(service: BlobServiceClient, job: str) -> dict[str, str]:
+    """The view's storage: the job's container URL with a SAS (so a signature is there to leak)."""
+    url = output_storage_container_url(service, job, expiry=timedelta(hours=1))
+    return view_env(BATCHFILES_CONTAINER_URL=url)
+
+
+def test_api_pages_states_and_headers(job: str, sas_env: dict[str, str]) -> None:
+    signature = sas_env["BATCHFILES_CONTAINER_URL"].split("sig=")[1]
+    with serve(job, sas_env) as served:
+        answers = []
+        status, headers, body = get(served.port, "/api/job")
+        answers.append((headers, body))
+        assert status == 200 and headers["content-type"].startswith("application/json")
+        summary = json.loads(body)
+        assert summary["container"] == naming.container_name(job)
+        assert summary["tasks"] == {"all": 13, "running": 1, "exited": 12, "failed": 1, "unknown": 0}
+        assert summary["task_kinds"]["TaskPreview"]["count"] == 12
+        assert summary["skipped"] == 1
+        _, _, body = get(served.port, "/api/tasks?offset=2&limit=5")
+        page = json.loads(body)
+        assert page["total"] == 13 and [t["id"] for t in page["tasks"]] == [f"task-{i}" for i in range(2, 7)]
+        failed = next(t for t in page["tasks"] if t["id"] == "task-4")
+        assert (failed["state"], failed["exit_code"]) == ("exited", 3)
+        assert failed["previews"] == [{"path": "thumb.png", "url": "/blob/task/task-4/TaskPreview/thumb.png"}]
+        _, _, body = get(served.port, "/api/tasks?state=failed")
+        assert [t["id"] for t in json.loads(body)["tasks"]] == ["task-4"]
+        _, _, body = get(served.port, "/api/tasks?state=running")
+        assert [t["id"] for t in json.loads(body)["tasks"]] == ["task-running"]
+        _, _, body = get(served.port, "/api/tasks/task-1")
+        detail = json.loads(body)
+        assert {o["path"] for o in detail["outputs"]["TaskOutput"]} == {
+            "evil.html",
+            "evil.svg",
+            "dir/na me%2F#?.txt",
+        }
+        for path in (
+            "/",
+            "/static/view.js",
+            "/static/view.css",
+            "/api/tasks/task-1",
+            "/api/tasks?limit=9999",
+            "/api/tasks/nope",
+            "/nowhere",
+            "/blob/task/task-1/TaskOutput/missing.txt",
+        ):
+            _, headers, body = get(served.port, path)
+            answers.append((headers, body))
+            assert headers["x-content-type-options"] == "nosniff", path
+            csp = headers["content-security-policy"]
+            assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp, path
+            assert "unsafe-inline" not in csp or path.startswith("/blob/"), path
+        for headers, body in answers:
+            text = json.dumps(headers) + body.decode("utf-8", "replace")
+            assert "sig=" not in text and signature not in text and AZURITE_KEY not in text
+    assert "sig=" not in served.stderr
+
+
+def test_outputs_served_safely(job: str, sas_env: dict[str, str]) -> None:
+    with serve(job, sas_env) as served:
+        status, headers, body = get(served.port, "/blob/task/task-3/TaskPreview/thumb.png")
+        assert status == 200 and headers["content-type"] == "image/png" and body.startswith(b"\x89PNG")
+        assert "content-disposition" not in headers and "sandbox" in headers["content-security-policy"]
+        for name in ("evil.html", "evil.svg"):
+            status, headers, body = get(served.port, f"/blob/task/task-1/TaskOutput/{name}?inline=1")
+            assert status == 200 and b"alert(1)" in body
+            assert headers["content-type"] == "application/octet-stream"
+            assert headers["content-disposition"] == f"attachment; filename*=UTF-8''{name}"
+            assert "sandbox" in headers["content-security-policy"]
+        odd = _model.blob_url("task-1", "TaskOutput", "dir/na me%2F#?.txt")
+        status, headers, body = get(served.port, odd)
+        assert (status, body) == (200, b"x"), odd
+        assert headers["content-disposition"] == "attachment; filename*=UTF-8''na%20me%252F%23%3F.txt"
+
+
+REFUSED = [
+    ("/blob/task/task-1/TaskOutput/..%2F..%2Fnot-an-output.txt", 400),
+    ("/blob/task/task-1/TaskOutput/../../../not-an-output.txt", 400),
+    ("/blob/task/task-1/TaskOutput/a%5Cb.txt", 400),
+    ("/blob/task/task-1/TaskOutput/.%2Fevil.html", 400),
+    ("/blob/task/task-1/TaskOutput/dir//x.txt", 400),
+    ("/blob/task/..%2Ftask-2/TaskPreview/thumb.png", 400),
+    ("/blob/task/task%00/TaskPreview/thumb.png", 400),
+    ("/blob/task/task-1/Task%24Output/evil.html", 404),  # a custom kind the job does not have
+    ("/blob/task/task-1/TaskPreview/evil.html", 404),  # right names, but not in the listing
+    ("/blob/job/TaskOutput/not-an-output.txt", 404),
+    ("/blob/task/task-99/TaskPreview/thumb.png", 404),
+    ("/api/log/task-1/TaskLog/..%2Fx", 400),
+    ("/api/tasks?offset=-1", 400),
+    ("/api/tasks?state=bogus", 400),
+    ("/api/tasks?offset=%C2%B2", 400),  # a digit to str.isdigit, not to int()
+    ("/api/tasks?limit=1e3", 400),
+]
+
+
+def test_names_from_urls_are_checked(job: str, azurite: Azurite) -> None:
+    """Only the job's outputs, named by the library's rules, are served: bad names are 400, names not in
+    the job's listing 404 (a blob outside the conventions included)."""
+    with serve(job, view_env(AZURE_STORAGE_CONNECTION_STRING=azurite.connection_string)) as served:
+        for path, status in REFUSED:
+            got, headers, body = get(served.port, path)
+            assert got == status, (path, body)
+            assert "error" in json.loads(body) and headers["x-content-type-options"] == "nosniff"
+            assert AZURITE_KEY not in body.decode()
+
+
+def test_host_header_checked(job: str, azurite: Azurite) -> None:
+    with serve(job, view_env(AZURE_STORAGE_CONNECTION_STRING=azurite.connection_string)) as served:
+        for host in (f"127.0.0.1:{served.port}", f"localhost:{served.port}"):
+            assert get(served.port, "/api/job", host=host)[0] == 200
+        for host in (
+            "evil.example",
+            f"evil.example:{served.port}",
+            "127.0.0.1",
+            f"127.0.0.1:{served.port + 1}",
+        ):
+            status, headers, _ = get(served.port, "/api/job", host=host)
+            assert status == 421 and headers["x-content-type-options"] == "nosniff", host
+
+
+def test_log_events_live_and_resumed(
+    service: BlobServiceClient, job_id: str, azurite: Azurite, tmp_path: Path
+) -> None:
+    """A tracked log as events: what it has, then lines as they are saved, then ``end`` once closed; a page
+    that reconnects with Last-Event-ID gets only what follows."""
+    make_job(service, job_id, 1)
+    log = tmp_path / "out.log"
+    log.write_text("first\n")
+    task = TaskOutputStorage.from_service(service, job_id, "task-0")
+    with serve(job_id, view_env(AZURE_STORAGE_CONNECTION_STRING=azurite.connection_string)) as served:
+        with task.save_tracked(log, "live.txt", flush_interval=0.2, settle=0.1, linger=0.1):
+            deadline = time.monotonic() + 10
+            while get(served.port, "/api/tasks/task-0")[2].count(b"live.txt") == 0:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+            events: list[str] = []
+            reader = threading.Thread(
+                target=_read_events, args=(served.port, "/api/log/task-0/TaskLog/live.txt", events)
+            )
+            reader.start()
+            time.sleep(1.0)
+            with log.open("a") as f:
+                f.write("second ü\n")
+        reader.join(20)
+        assert not reader.is_alive()
+        text = "".join(json.loads(e.partition("data: ")[2]) for e in events if "\nevent:" not in f"\n{e}")
+        assert text == "first\nsecond ü\n"
+        assert events[0].startswith("event: start") and events[-1].startswith("event: end")
+        first_id = next(e for e in events if e.startswith("id: ")).split("\n")[0][4:]
+        status, _, body = get(
+            served.port, "/api/log/task-0/TaskLog/live.txt", headers={"Last-Event-ID": first_id}
+        )
+        assert status == 200 and b'"second \\u00fc\\n"' in body and b"first" not in body
+        for bogus in ("\u00b2", "-5", "x"):  # ignored: from the log's tail, here its start
+            status, _, body = get(
+                served.port, "/api/log/task-0/TaskLog/live.txt", headers={"Last-Event-ID": bogus}
+            )
+            assert status == 200 and b"first" in body
+
+
+def _read_events(port: int, path: str, events: list[str]) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+    conn.request("GET", path)
+    response = conn.getresponse()
+    buffer = ""
+    while True:
+        line = response.readline().decode()
+        if not line:
+            return
+        if line == "\n":
+            if buffer and not buffer.startswith(":"):
+                events.append(buffer.rstrip("\n"))
+            if buffer.startswith("event: end"):
+                return
+            buffer = ""
+        else:
+            buffer += line
+
+
+def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "batchfiles", *args], env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_cli_errors_are_one_line(azurite: Azurite, job_id: str) -> None:
+    env = view_env(AZURE_STORAGE_CONNECTION_STRING=azurite.connection_string)
+    missing = _cli("view", job_id, "--no-browser", env=env)
+    assert missing.returncode == 1 and missing.stderr.count("\n") == 1 and "Traceback" not in missing.stderr
+    assert "job-" in missing.stderr and AZURITE_KEY not in missing.stderr
+    for port in ("70000", "²", "-1"):
+        bad = _cli("view", job_id, "--port", port, env=env)
+        assert bad.returncode == 2 and "port" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_the_view_extra_is_named_when_missing(tmp_path: Path, azurite: Azurite, job_id: str) -> None:
+    blocker = tmp_path / "aiohttp"
+    blocker.mkdir()
+    (blocker / "__init__.py").write_text("raise ImportError('blocked', name='aiohttp')\n")
+    env = view_env(AZURE_STORAGE_CONNECTION_STRING=azurite.connection_string)
+    env["PYTHONPATH"] = f"{tmp_path}:{env.get('PYTHONPATH', '')}"
+    result = _cli("view", job_id, "--no-browser", env=env)
+    assert result.returncode == 1
+    assert (
+        result.stderr.strip()
+        == "batchfiles: error: batchfiles view needs aiohttp: pip install 'batchfiles[view]'"
+    )
+
+
+# --- the model, without storage -----------------------------------------------------------------------------
+
+
+@dataclass
+class Props:
+    """What a listing gives of a blob, as far as the model reads it."""
+
+    name: str
+    size: int = 1
+    metadata: dict[str, str] = field(default_factory=dict)
+    last_modified: datetime | None = None
+
+
+SEGMENTS = st.sampled_from(
+    ["t1", "task-2", "$TaskOutput", "$TaskLog", "$JobOutput", "..", ".", "", "a b", "x.png"]
+)
+NAMES = st.one_of(st.lists(SEGMENTS, min_size=1, max_size=5).map("/".join), st.text(max_size=30))
+
+
+@given(st.lists(NAMES, max_size=30, unique=True))
+def test_snapshot_takes_every_output_and_only_outputs(names: list[str]) -> None:
+    """Any listing: every blob is an output (of the job or of one task) or counted as skipped; each output
+    is found again by the names its URL carries, and its URL is the one blob_url gives."""
+    snap = _model.snapshot("job-x", [Props(n) for n in names])
+    outputs = snap.job_outputs + [o for t in snap.tasks.values() for o in t.outputs]
+    assert len(outputs) + snap.skipped == len(names)
+    for output in outputs:
+        assert output.name in names and snap.find(output.task, output.kind, output.path) is output
+        assert path_problem(output.path) is None
+        if output.task is not None:
+            assert output.name == naming.blob_name(output.kind, output.path, output.task)
+
+
+def test_snapshot_joins_the_parts_of_a_tracked_save() -> None:
+    part = {"batchfiles_part": "1", "batchfiles_closed": "1", "batchfiles_exit_code": "2"}
+    listing = [
+        Props("t1/$TaskLog/out.txt", 10, {"batchfiles_writer": "w"}),
+        Props("t1/$TaskLog/out.txt.1", 5, part),
+    ]
+    snap = _model.snapshot("job-x", listing)
+    (output,) = snap.tasks["t1"].outputs
+    assert (output.size, output.part, output.name) == (15, 1, "t1/$TaskLog/out.txt")
+    assert snap.tasks["t1"].state() == ("exited", 2) and snap.page(0, 10, "failed")["total"] == 1
+
+
+@given(st.text(min_size=1, max_size=30))
+def test_blob_urls_are_one_segment_per_name_part(path: str) -> None:
+    url = _model.blob_url("t-1", "TaskOutput", path)
+    assert url.startswith("/blob/task/t-1/TaskOutput/")
+    assert unquote(url[len("/blob/task/t-1/TaskOutput/") :]) == path
+    assert not set(url) & set(" #?\\\"'<>") and url == quote(unquote(url), safe="/")
+
+
+@given(st.lists(st.integers(0, 10**6), min_size=1, max_size=30, unique=True))
+def test_task_ids_sort_by_number(numbers: list[int]) -> None:
+    ids = [f"frame-{n}" for n in numbers]
+    assert sorted(ids, key=_model.natural_key) == [f"frame-{n}" for n in sorted(numbers)]
+
+
+@given(st.text(max_size=20))
+def test_only_raster_images_are_inline(path: str) -> None:
+    kind = _model.image_type(path)
+    assert kind in (None, "image/png", "image/jpeg", "image/gif", "image/webp")
+    assert _model.image_type(path + ".svg") is None and _model.image_type(path + ".html") is None
+    assert _model.image_type(path + "/x.PNG") == "image/png"
+
+
+def test_png_helper_makes_valid_images() -> None:
+    data = png(3, 2, (1, 2, 3))
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+
+
+def test_sigterm_and_ctrl_c_stop_cleanly(service: BlobServiceClient, job_id: str, azurite: Azurite) -> None:
+    """SIGTERM as soon as the URL is printed, and Ctrl-C with a live log's event stream open: exit 0, no
+    traceback, at once."""
+    put_log(make_job(service, job_id, 1), "task-open", "x\n", open_=True)
+    env = view_env(AZURE_STORAGE_CONNECTION_STRING=azurite.connection_string)
+    command = [sys.executable, "-m", "batchfiles", "view", job_id, "--no-browser"]
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().startswith("http://127.0.0.1:")
+    proc.terminate()
+    _, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0 and "Traceback" not in err, err
+    with serve(job_id, env) as served:
+        conn = http.client.HTTPConnection("127.0.0.1", served.port, timeout=10)
+        conn.request("GET", "/api/log/task-open/TaskLog/stdout.txt")
+        assert conn.getresponse().readline() == b"event: start\n"
+        started = time.monotonic()
+    assert time.monotonic() - started < 5
+
+
+def test_a_failed_listing_keeps_the_last_and_says_why(
+    service: BlobServiceClient, job_id: str, azurite: Azurite
+) -> None:
+    container = make_job(service, job_id, 2)
+    with serve(job_id, view_env(AZURE_STORAGE_CONNECTION_STRING=azurite.connection_string)) as served:
+        assert json.loads(get(served.port, "/api/job")[2])["failure"] is None
+        container.delete_container()
+        deadline = time.monotonic() + 15
+        while (summary := json.loads(get(served.port, "/api/job")[2]))["failure"] is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.3)
+        assert summary["tasks"]["all"] == 2 and naming.container_name(job_id) in summary["failure"]
+        assert AZURITE_KEY not in summary["failure"]
