@@ -44,6 +44,7 @@ from batchfiles._follow import (
     follow_blob,
     follow_listing,
     log_state,
+    part_of,
     spans,
     tail_start,
 )
@@ -377,6 +378,16 @@ def test_log_state_reads_runs_outcome() -> None:
     assert (state.state, state.exit_code, state.ended.year) == ("closed", 3, 2025)
     assert log_state({"batchfiles_writer": "x"}).state == "open"
     assert log_state({"batchfiles_exit_code": "nope", "batchfiles_started": "never"}) == log_state({})
+
+
+@given(st.dictionaries(st.sampled_from(["batchfiles_exit_code", "batchfiles_part"]), st.text(max_size=14)))
+@example({"batchfiles_exit_code": "²", "batchfiles_part": "²"})
+def test_hostile_metadata_is_read_or_ignored(metadata: dict[str, str]) -> None:
+    """Another writer's metadata ("²".isdigit() is true, int("²") fails) is read as a number or ignored."""
+    code = log_state(metadata).exit_code
+    assert code is None or code == int(metadata["batchfiles_exit_code"])
+    name, index = part_of("a.log." + metadata.get("batchfiles_part", ""), metadata)
+    assert index == 0 or name == "a.log"
 
 
 # --- against Azurite ----------------------------------------------------------------------------------------

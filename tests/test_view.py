@@ -322,6 +322,12 @@ def test_task_ids_sort_by_number(numbers: list[int]) -> None:
     assert sorted(ids, key=_model.natural_key) == [f"frame-{n}" for n in sorted(numbers)]
 
 
+@given(st.lists(st.text(max_size=12), max_size=20))
+def test_any_task_ids_sort(ids: list[str]) -> None:
+    """Digits of other scripts ("²", "٣") are text: a hostile name never breaks the sort."""
+    assert sorted(ids, key=_model.natural_key) == sorted(sorted(ids), key=_model.natural_key)
+
+
 @given(st.text(max_size=20))
 def test_only_raster_images_are_inline(path: str) -> None:
     kind = _model.image_type(path)

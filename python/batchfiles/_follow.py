@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Callable, Generator, Hashable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -124,7 +125,7 @@ def part_of(name: str, metadata: dict[str, str]) -> tuple[str, int]:
     """(base name, part index) of the blob ``name``: ``base.k`` marked part ``k`` in its metadata, else
     (``name``, 0)."""
     mark = {k.lower(): v for k, v in metadata.items()}.get(limits.PART_KEY, "")
-    if mark.isdigit() and mark != "0" and name.endswith(f".{mark}"):
+    if mark.isascii() and mark.isdigit() and mark != "0" and name.endswith(f".{mark}"):
         return name[: -len(mark) - 1], int(mark)
     return name, 0
 
@@ -136,7 +137,7 @@ def info_of(props: Any) -> Info:
     content_range = getattr(props, "content_range", None)
     if content_range and "/" in content_range:
         total = content_range.rpartition("/")[2]
-        if total.isdigit():
+        if total.isascii() and total.isdigit():
             size = int(total)
     return Info(
         size=size,
@@ -678,7 +679,7 @@ def log_state(metadata: dict[str, str] | None) -> LogState:
     code = metadata.get(EXIT_CODE_KEY, "")
     return LogState(
         state,
-        int(code) if code.lstrip("-").isdigit() and len(code) < 12 else None,
+        int(code) if re.fullmatch(r"-?[0-9]{1,11}", code) else None,
         _parse_time(metadata.get(STARTED_KEY)),
         _parse_time(metadata.get(ENDED_KEY)),
     )

@@ -82,7 +82,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def lines_arg(text: str) -> int:
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):  # "²".isdigit(), and int("²") fails
         raise argparse.ArgumentTypeError(f"not a number of lines: {text!r}")
     return int(text)
 

@@ -44,7 +44,8 @@ def blob_url(task: str | None, kind: str, path: str) -> str:
 
 def natural_key(text: str) -> tuple[Any, ...]:
     """Sorts ``task-2`` before ``task-10``."""
-    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"(\d+)", text) if p)
+    parts = re.split(r"([0-9]+)", text)  # ASCII digits at odd places ("²".isdigit(), yet int("²") fails)
+    return tuple((0, int(p), "") if i % 2 else (1, 0, p) for i, p in enumerate(parts) if p)
 
 
 def _iso(when: datetime | None) -> str | None:
