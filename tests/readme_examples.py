@@ -67,4 +67,6 @@ def run_examples(connection_string: str, workdir: Path) -> None:
 
 if __name__ == "__main__":
     run_examples(sys.argv[1], Path(sys.argv[2]).resolve())
-    print(f"{len(python_blocks())} README examples ran")
+    import batchfiles
+
+    print(f"{len(python_blocks())} README examples ran with {batchfiles.__file__}")

@@ -144,7 +144,8 @@ def test_readme_examples(installed: Venv, azurite: Azurite) -> None:
     done = installed.run(
         "python", script, azurite.connection_string, workdir, BATCHFILES_AZURITE=find_azurite()
     )
-    assert "README examples ran" in done.stdout
+    ran = re.search(r"(?m)^\d+ README examples ran with (.+)$", done.stdout)  # after what they print
+    assert ran and Path(ran[1]).is_relative_to(installed.folder), done.stdout
 
 
 def test_testing_says_where_it_looked_for_azurite(installed: Venv) -> None:
