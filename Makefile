@@ -1,25 +1,44 @@
-# batchfiles: `make demo` runs the demo job, `make test` every test, `make bench` the benchmarks.
-# Each target installs what it needs: a virtualenv in .venv with the package built from source
-# (release build of the Rust extension, installed as a wheel) and Azurite from package-lock.json.
+# batchfiles: `make demo` runs the demo job, `make test` every test, `make bench` the benchmarks,
+# `make dist` the sdist and the portable wheel that everything here installs and tests.
+# Each target installs what it needs: a virtualenv in .venv with the package installed from that wheel
+# (release build of the Rust extension) and Azurite from package-lock.json.
 
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 SOURCES := Cargo.toml Cargo.lock pyproject.toml README.md $(shell find rust python -type f \( -name '*.rs' -o -name '*.py' -o -name '*.pyi' -o -path '*/static/*' \))
+# Build tools: maturin links with zig (ziglang from PyPI, found on the venv's PATH) for glibc 2.17;
+# auditwheel checks the result.
+BUILD_TOOLS := "maturin>=1.9,<2" "ziglang>=0.17,<0.18" "auditwheel>=6,<7"
+WHEEL_TAG := manylinux_2_17_x86_64
 
-.PHONY: all test test-rust test-python lint demo view-demo bench clean chromium
+.PHONY: all test test-rust test-python test-installed lint demo view-demo bench bench-quick dist clean chromium
 all: test
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip
 
-# Build the wheel exactly as users get it, and install it with the test and bench tools.
-$(VENV)/.installed: $(PY) $(SOURCES)
-	$(PIP) install "maturin>=1.9,<2"
+$(VENV)/.tools: $(PY)
+	$(PIP) install $(BUILD_TOOLS)
+	touch $@
+
+# dist/: the sdist and one abi3 wheel for CPython >= 3.10 on Linux x86_64 with glibc >= 2.17 (manylinux2014),
+# linked by zig without Docker; auditwheel must find it consistent with that tag, or the build fails.
+dist: dist/.built
+dist/.built: $(VENV)/.tools $(SOURCES)
 	rm -rf dist
-	$(VENV)/bin/maturin build --release --quiet --out dist
+	$(VENV)/bin/maturin sdist --out dist
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/maturin build --release --quiet --zig \
+		--compatibility manylinux2014 --out dist
+	report="$$($(VENV)/bin/auditwheel show dist/batchfiles-*.whl)" && echo "$$report" && \
+	echo "$$report" | tr -s ' \n' ' ' | grep -q 'consistent with the following platform tag: "$(WHEEL_TAG)"' \
+		|| { echo "make dist: auditwheel does not find the wheel consistent with $(WHEEL_TAG)" >&2; exit 1; }
+	touch $@
+
+# The wheel exactly as users get it (the one in dist/), with the test and bench tools.
+$(VENV)/.installed: dist/.built
 	$(PIP) install --force-reinstall --no-deps dist/batchfiles-*.whl
 	$(PIP) install "$$(ls dist/batchfiles-*.whl)[test,bench,view]"
 	touch $@
@@ -65,6 +84,20 @@ bench: $(VENV)/.installed node_modules/.installed
 	mkdir -p .benchmarks
 	$(VENV)/bin/pytest $(BENCH) -q -p no:cacheprovider --benchmark-columns=min,mean,max,rounds --benchmark-json=.benchmarks/latest.json
 	$(PY) benches/report.py .benchmarks/latest.json $(if $(BENCH_README),--readme $(BENCH_README))
+
+# What users install, in clean virtualenvs (tests/installed/): the wheel in dist/ with only its runtime
+# dependencies runs the README's examples and the command line against Azurite; the sdist builds a wheel.
+test-installed: $(VENV)/.installed node_modules/.installed
+	$(VENV)/bin/pytest tests/installed -p no:cacheprovider
+
+# A short pass of every benchmark for CI (BATCHFILES_BENCH_QUICK=1: small sizes, few rounds): ratios and
+# targets printed, JSON kept in .benchmarks/quick.json, benches/README.md untouched. Only a benchmark that
+# errors fails it, never a figure.
+bench-quick: $(VENV)/.installed node_modules/.installed
+	mkdir -p .benchmarks
+	BATCHFILES_BENCH_QUICK=1 $(VENV)/bin/pytest benches -q -p no:cacheprovider \
+		--benchmark-columns=min,mean,max,rounds --benchmark-json=.benchmarks/quick.json
+	$(PY) benches/report.py .benchmarks/quick.json
 
 clean:
 	rm -rf $(VENV) dist target node_modules .pytest_cache .benchmarks

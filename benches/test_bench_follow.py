@@ -28,9 +28,9 @@ from azure.core import MatchConditions
 from azure.storage.blob import BlobServiceClient, ContainerClient, LinearRetry
 from batchfiles import JobOutputStorage, TaskOutputStorage, _follow
 from batchfiles.testing import Azurite
+from knobs import knob
 
-QUICK = os.environ.get("BATCHFILES_BENCH_QUICK") == "1"
-DURATION = float(os.environ.get("BATCHFILES_BENCH_FOLLOW_S", "4" if QUICK else "20"))
+DURATION = knob("FOLLOW_S", 20, 4)
 JOB = "bench-follow"
 TASKS, WRITING = 200, 20
 POLL = 0.5

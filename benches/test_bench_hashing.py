@@ -1,4 +1,5 @@
-"""Hashing in Rust vs the standard library, on 256 MiB in memory (one thread each).
+"""Hashing in Rust vs the standard library, on 256 MiB in memory (one thread each; with
+``BATCHFILES_BENCH_QUICK=1``: 64 MiB, 3 rounds).
 
 - MD5: ``batchfiles._native.md5`` vs ``hashlib.md5`` (baseline). Target (issue 4): >= 1.0x.
 - CRC-64/NVME: ``batchfiles._native.test_support.crc64`` (the CRC the block readers compute) vs ``zlib.crc32``
@@ -22,11 +23,13 @@ from pathlib import Path
 import pytest
 from batchfiles import _native
 from batchfiles._native import test_support
+from knobs import QUICK
 
 MIB = 1 << 20
-SIZE = 256 * MIB
+SIZE = (64 if QUICK else 256) * MIB
 BLOCK = 8 * MIB
-ROUNDS = 5
+ROUNDS = 3 if QUICK else 5
+MEM = f"{SIZE // MIB} MiB"  # in group names
 
 
 def _noise(size: int) -> bytes:
@@ -56,7 +59,7 @@ def _run(benchmark, fn, *, targets: list[dict] | None = None):
     return result
 
 
-@pytest.mark.benchmark(group="md5 256 MiB in memory")
+@pytest.mark.benchmark(group=f"md5 {MEM} in memory")
 def test_md5_rust(benchmark):
     digest = _run(
         benchmark,
@@ -66,12 +69,12 @@ def test_md5_rust(benchmark):
     assert digest == hashlib.md5(DATA).digest()
 
 
-@pytest.mark.benchmark(group="md5 256 MiB in memory")
+@pytest.mark.benchmark(group=f"md5 {MEM} in memory")
 def test_md5_baseline_hashlib(benchmark):
     _run(benchmark, lambda: hashlib.md5(DATA).digest())
 
 
-@pytest.mark.benchmark(group="crc 256 MiB in memory")
+@pytest.mark.benchmark(group=f"crc {MEM} in memory")
 def test_crc64_nvme_rust(benchmark):
     _run(
         benchmark,
@@ -81,14 +84,14 @@ def test_crc64_nvme_rust(benchmark):
     assert test_support.crc64(b"123456789") == 0xAE8B14860A799888
 
 
-@pytest.mark.benchmark(group="crc 256 MiB in memory")
+@pytest.mark.benchmark(group=f"crc {MEM} in memory")
 def test_crc32_baseline_zlib(benchmark):
     _run(benchmark, lambda: zlib.crc32(DATA))
 
 
 @pytest.fixture(scope="module")
 def big_file(tmp_path_factory: pytest.TempPathFactory):
-    path: Path = tmp_path_factory.mktemp("hashing") / "256MiB.bin"
+    path: Path = tmp_path_factory.mktemp("hashing") / "data.bin"
     path.write_bytes(DATA)
     yield path
     path.unlink()
@@ -101,17 +104,17 @@ def _read_all(path: Path, md5: bool) -> bytes | None:
     return reader.md5()
 
 
-@pytest.mark.benchmark(group="read+hash 256 MiB file, 8 MiB blocks")
+@pytest.mark.benchmark(group=f"read+hash {MEM} file, 8 MiB blocks")
 def test_block_reader_crc64_md5(benchmark, big_file):
     assert _run(benchmark, lambda: _read_all(big_file, md5=True)) == hashlib.md5(DATA).digest()
 
 
-@pytest.mark.benchmark(group="read+hash 256 MiB file, 8 MiB blocks")
+@pytest.mark.benchmark(group=f"read+hash {MEM} file, 8 MiB blocks")
 def test_block_reader_crc64_only(benchmark, big_file):
     assert _run(benchmark, lambda: _read_all(big_file, md5=False)) is None
 
 
-@pytest.mark.benchmark(group="read+hash 256 MiB file, 8 MiB blocks")
+@pytest.mark.benchmark(group=f"read+hash {MEM} file, 8 MiB blocks")
 def test_read_baseline_python_hashlib_per_block(benchmark, big_file):
     def read_and_hash() -> None:
         with open(big_file, "rb") as f:

@@ -1,4 +1,5 @@
-"""Bulk naming in Rust vs the pure-Python reference (tests/reference_naming.py), 200,000 items each.
+"""Bulk naming in Rust vs the pure-Python reference (tests/reference_naming.py), 200,000 items each (20,000
+with ``BATCHFILES_BENCH_QUICK=1``).
 
 Targets (``extra_info["targets"]``, checked by ``benches/report.py``): container names >= 20x, blob names
 >= 10x.
@@ -11,8 +12,10 @@ import random
 import pytest
 import reference_naming as ref
 from batchfiles import naming
+from knobs import QUICK
 
-N = 200_000
+N = 20_000 if QUICK else 200_000
+X = f"x{N // 1000}k"  # in group names
 
 
 def _mixed_job_ids(n: int) -> list[str]:
@@ -47,25 +50,25 @@ JOB_IDS = _mixed_job_ids(N)
 PATHS = _paths(N)
 
 
-@pytest.mark.benchmark(group="container_names x200k")
+@pytest.mark.benchmark(group=f"container_names {X}")
 def test_container_names_rust(benchmark):
     benchmark.extra_info["targets"] = [_speedup(20)]
     result = benchmark(naming.container_names, JOB_IDS)
     assert result[:100] == [ref.container_name(j) for j in JOB_IDS[:100]]
 
 
-@pytest.mark.benchmark(group="container_names x200k")
+@pytest.mark.benchmark(group=f"container_names {X}")
 def test_container_names_baseline_python(benchmark):
     benchmark(lambda: [ref.container_name(j) for j in JOB_IDS])
 
 
-@pytest.mark.benchmark(group="blob_names x200k")
+@pytest.mark.benchmark(group=f"blob_names {X}")
 def test_blob_names_rust(benchmark):
     benchmark.extra_info["targets"] = [_speedup(10)]
     result = benchmark(naming.blob_names, "TaskOutput", PATHS, "task-1")
     assert result[:100] == [ref.blob_name("TaskOutput", p, "task-1") for p in PATHS[:100]]
 
 
-@pytest.mark.benchmark(group="blob_names x200k")
+@pytest.mark.benchmark(group=f"blob_names {X}")
 def test_blob_names_baseline_python(benchmark):
     benchmark(lambda: [ref.blob_name("TaskOutput", p, "task-1") for p in PATHS])

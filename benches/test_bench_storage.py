@@ -15,7 +15,9 @@ Groups (targets from issue 4; ``benches/report.py`` checks them and prints the r
 - ``save_many 2,000 x 4 KiB``: ``save_many(max_concurrency=8)`` vs a sequential ``save`` loop: >= 1.25x.
 
 Knobs: ``BATCHFILES_BENCH_GIB`` (size of the large file, default 1), ``BATCHFILES_BENCH_ROUNDS`` (rounds of
-each large-file benchmark, default 3).
+each large-file benchmark, default 3), ``BATCHFILES_BENCH_MANY_FILES`` (small files, default 2,000); with
+``BATCHFILES_BENCH_QUICK=1``: 96 MiB (above ``upload_blob``'s 64 MiB single put, so the baselines send blocks
+too), 2 rounds, 300 small files, 2 rounds of them.
 
 Memory: Azurite runs with ``--inMemoryPersistence`` and frees a deleted blob's data only in its garbage
 collection, every 10 minutes. Deleting after each round keeps the listing small, but the memory comes back
@@ -40,16 +42,17 @@ import pytest
 from azure.storage.blob import BlobServiceClient, ContainerClient
 from batchfiles import TaskOutputStorage, prepare_output_storage
 from batchfiles.testing import Azurite
+from knobs import knob
 from procstat import process_tree_cpu
 
 MIB = 1 << 20
 GIB = 1 << 30
-SIZE = max(MIB, round(float(os.environ.get("BATCHFILES_BENCH_GIB", "1")) * GIB) // MIB * MIB)
-ROUNDS = int(os.environ.get("BATCHFILES_BENCH_ROUNDS", "3"))
+SIZE = max(MIB, round(knob("GIB", 1, 96 / 1024) * GIB) // MIB * MIB)
+ROUNDS = int(knob("ROUNDS", 3, 2))
 JOB = "bench-storage"
 BLOCK_SIZE = 8 * MIB  # TaskOutputStorage.save defaults
 CONCURRENCY = 4
-LARGE = f"{SIZE / GIB:g} GiB"  # in group names
+LARGE = f"{SIZE / GIB:g} GiB" if SIZE >= GIB else f"{SIZE // MIB} MiB"  # in group names
 RSS_TARGET_MIB = 64 + BLOCK_SIZE * CONCURRENCY / MIB
 
 pytestmark = pytest.mark.timeout(1800)
@@ -286,14 +289,15 @@ def test_rss_save_md5(benchmark, server, large_file):
 
 # --- many small files --------------------------------------------------------------------------------------
 
-N_SMALL = 2000
+N_SMALL = int(knob("MANY_FILES", 2000, 300))
 SMALL = 4096
-SMALL_ROUNDS = 3
+SMALL_ROUNDS = int(knob("SMALL_ROUNDS", 3, 2))
+SMALL_GROUP = f"save_many {N_SMALL:,} x 4 KiB"
 
 
 @pytest.fixture(scope="module")
 def small_files() -> Iterator[Path]:
-    """2,000 files of 4 KiB under 20 folders."""
+    """N_SMALL files of 4 KiB under 20 folders."""
     with tempfile.TemporaryDirectory(prefix="batchfiles-bench-small-") as folder:
         base = Path(folder)
         for i in range(N_SMALL):
@@ -311,7 +315,7 @@ def _small_rounds(benchmark, server: Server, save: Callable[[TaskOutputStorage],
     server_cpu: list[float] = []
 
     def setup():
-        # A task of its own per round: every round creates 2,000 new blobs (8 MiB in all).
+        # A task of its own per round: every round creates N_SMALL new blobs (4 KiB each).
         storage = TaskOutputStorage.from_connection_string(
             server.connection_string, JOB, f"small-{uuid.uuid4().hex[:8]}"
         )
@@ -331,7 +335,7 @@ def _small_rounds(benchmark, server: Server, save: Callable[[TaskOutputStorage],
     benchmark.extra_info.update(wall_s=wall, cpu_s=cpu, server_cpu_s=server_cpu)
 
 
-@pytest.mark.benchmark(group="save_many 2,000 x 4 KiB")
+@pytest.mark.benchmark(group=SMALL_GROUP)
 def test_many_save_many(benchmark, server, small_files):
     target = {"what": "save_many >= 1.25x", "metric": "speedup", "op": ">=", "value": 1.25}
     _small_rounds(
@@ -342,7 +346,7 @@ def test_many_save_many(benchmark, server, small_files):
     )
 
 
-@pytest.mark.benchmark(group="save_many 2,000 x 4 KiB")
+@pytest.mark.benchmark(group=SMALL_GROUP)
 def test_many_baseline_sequential_save(benchmark, server, small_files):
     files = sorted(p for p in small_files.rglob("*.exr"))
 

@@ -1,8 +1,9 @@
 """Tracked saves against Azurite: throughput vs a raw append loop, write-to-visible latency, idle cost.
 
 Knobs (environment): BATCHFILES_BENCH_TRACK_MIB (file size, default 512), BATCHFILES_BENCH_LATENCY_S
-(default 20), BATCHFILES_BENCH_IDLE_S (default 30). Each test prints its figures; the throughput group
-also has the wall time ratio in the report and the client CPU ratio in ``extra_info``.
+(default 20), BATCHFILES_BENCH_IDLE_S (default 30); with BATCHFILES_BENCH_QUICK=1: 64, 5 and 5. Each test
+prints its figures; the throughput group also has the wall time ratio in the report and the client CPU
+ratio in ``extra_info``.
 
 Targets (``extra_info["targets"]``, checked by ``benches/report.py``): tracked save wall <= 1.1x and client
 CPU <= 1.2x of the raw loop; write -> visible p99 within 1.1 s at ``flush_interval=1``; 100 idle tracked
@@ -11,7 +12,6 @@ files < 2 % of a core.
 
 from __future__ import annotations
 
-import os
 import statistics
 import threading
 import time
@@ -22,12 +22,13 @@ import pytest
 from azure.storage.blob import BlobServiceClient, ContainerClient, LinearRetry
 from batchfiles.testing import Azurite
 from batchfiles.tracking import TrackedSave
+from knobs import knob
 
 MIB = 1024 * 1024
 BLOCK = 4 * MIB  # the largest block a tracked save appends: the raw loop appends blocks as large
-SIZE_MIB = int(os.environ.get("BATCHFILES_BENCH_TRACK_MIB", "512"))
-LATENCY_S = float(os.environ.get("BATCHFILES_BENCH_LATENCY_S", "20"))
-IDLE_S = float(os.environ.get("BATCHFILES_BENCH_IDLE_S", "30"))
+SIZE_MIB = int(knob("TRACK_MIB", 512, 64))
+LATENCY_S = knob("LATENCY_S", 20, 5)
+IDLE_S = knob("IDLE_S", 30, 5)
 THROUGHPUT = f"tracked save {SIZE_MIB} MiB"
 CPU_SECONDS: dict[str, float] = {}
 MS = {"scale": 1000, "unit": " ms"}  # a target in seconds, shown in milliseconds

@@ -5,6 +5,8 @@ with :func:`prepare_output_storage` and hands tasks :func:`output_storage_contai
 every name are in :mod:`batchfiles.aio`; name derivation alone is in :mod:`batchfiles.naming`.
 """
 
+import importlib.metadata as _metadata
+
 from . import naming
 from .errors import (
     AuthenticationError,
@@ -28,7 +30,10 @@ from .storage import (
 )
 from .tracking import TrackedSave
 
-__version__ = "0.1.0"
+try:  # the installed distribution's, set from Cargo.toml when the wheel is built
+    __version__ = _metadata.version("batchfiles")
+except _metadata.PackageNotFoundError:  # pragma: no cover - sources on the path without an installed package
+    __version__ = "0+unknown"
 
 __all__ = [
     "AuthenticationError",

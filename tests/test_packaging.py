@@ -1,0 +1,60 @@
+"""One version in one place (Cargo.toml), and the benchmarks' quick mode that CI runs."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import os
+import re
+import sys
+from pathlib import Path
+
+import batchfiles
+import pytest
+
+ROOT = Path(__file__).parents[1]
+
+
+def _cargo_version() -> str:
+    return re.search(r'(?m)^version = "([^"]+)"', (ROOT / "Cargo.toml").read_text())[1]
+
+
+def test_the_version_is_written_once_in_cargo_toml() -> None:
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    project = pyproject[pyproject.index("[project]") : pyproject.index("\n[", pyproject.index("[project]"))]
+    assert re.search(r'(?m)^dynamic = \[.*"version".*\]', project)
+    assert not re.search(r"(?m)^version\s*=", project)
+    assert not re.search(
+        r"__version__\s*=\s*['\"]\d+\.", (ROOT / "python/batchfiles/__init__.py").read_text()
+    )
+
+
+def test_the_installed_version_is_cargo_toml_s() -> None:
+    assert batchfiles.__version__ == importlib.metadata.version("batchfiles") == _cargo_version()
+
+
+@pytest.fixture
+def knobs(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benches"))
+    for name in [n for n in list(os.environ) if n.startswith("BATCHFILES_BENCH_")]:
+        monkeypatch.delenv(name)
+
+    def load(**env: str):
+        for name, value in env.items():
+            monkeypatch.setenv(f"BATCHFILES_BENCH_{name}", value)
+        sys.modules.pop("knobs", None)
+        return importlib.import_module("knobs")
+
+    yield load
+    sys.modules.pop("knobs", None)
+
+
+@pytest.mark.parametrize(("quick", "expected"), [("", 512.0), ("0", 512.0), ("1", 64.0), ("yes", 64.0)])
+def test_bench_quick_mode_picks_the_quick_default(knobs, quick: str, expected: float) -> None:
+    assert knobs(QUICK=quick).knob("TRACK_MIB", 512, 64) == expected
+
+
+def test_bench_knob_set_wins_over_quick_mode(knobs) -> None:
+    module = knobs(QUICK="1", TRACK_MIB="128")
+    assert module.knob("TRACK_MIB", 512, 64) == 128.0
+    assert module.knob("IDLE_S", 30) == 30.0  # no quick default: the full one
