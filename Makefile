@@ -80,7 +80,7 @@ view-demo: $(VENV)/.installed node_modules/.installed
 # empty then); BATCHFILES_BENCH_GIB and BATCHFILES_BENCH_ROUNDS size the large-file benchmarks.
 BENCH ?= benches
 BENCH_README ?= $(if $(filter benches,$(BENCH)),benches/README.md)
-bench: $(VENV)/.installed node_modules/.installed
+bench: $(VENV)/.installed node_modules/.installed chromium
 	mkdir -p .benchmarks
 	$(VENV)/bin/pytest $(BENCH) -q -p no:cacheprovider --benchmark-columns=min,mean,max,rounds --benchmark-json=.benchmarks/latest.json
 	$(PY) benches/report.py .benchmarks/latest.json $(if $(BENCH_README),--readme $(BENCH_README))
@@ -93,7 +93,7 @@ test-installed: $(VENV)/.installed node_modules/.installed
 # A short pass of every benchmark for CI (BATCHFILES_BENCH_QUICK=1: small sizes, few rounds): ratios and
 # targets printed, JSON kept in .benchmarks/quick.json, benches/README.md untouched. Only a benchmark that
 # errors fails it, never a figure.
-bench-quick: $(VENV)/.installed node_modules/.installed
+bench-quick: $(VENV)/.installed node_modules/.installed chromium
 	mkdir -p .benchmarks
 	BATCHFILES_BENCH_QUICK=1 $(VENV)/bin/pytest benches -q -p no:cacheprovider \
 		--benchmark-columns=min,mean,max,rounds --benchmark-json=.benchmarks/quick.json

@@ -17,9 +17,10 @@ from typing import Any
 import pytest
 from azure.storage.blob import BlobServiceClient
 from batchfiles.testing import Azurite
+from knobs import knob
 from view_helpers import CHROMIUM, make_job, serve, view_env
 
-TASKS = int(os.environ.get("BATCHFILES_BENCH_VIEW_TASKS", "1000"))
+TASKS = int(knob("VIEW_TASKS", 1000, quick=200))
 JOB = "bench-view"
 GROUP = f"view: a {TASKS}-task job in Chromium"
 THUMBNAILS_LOADED = """([count, scroll]) => {
