@@ -3,8 +3,8 @@
 - the wheel in dist/ (``make dist``) with only its runtime dependencies from the registry: it is what gets
   imported, its version is Cargo.toml's, the command line works against Azurite (``--version``, ``prepare``,
   ``save``, ``list``, ``get``, a one-line usage error), and the README's examples run
-  (tests/readme_examples.py; the one that starts an Azurite finds the project's through
-  ``$BATCHFILES_AZURITE``);
+  (tests/readme_examples.py, with azure-batch installed beside the wheel for its OutputFiles example; the
+  one that starts an Azurite finds the project's through ``$BATCHFILES_AZURITE``);
 - the sdist in dist/ builds into a wheel with pip (maturin from the registry, as on a node with Rust), which
   imports and derives a container name.
 
@@ -137,7 +137,22 @@ def test_command_line_against_azurite(installed: Venv, azurite: Azurite) -> None
     assert bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr, bad.stderr
 
 
-def test_readme_examples(installed: Venv, azurite: Azurite) -> None:
+#: What the README's examples import besides the wheel (its OutputFiles example builds azure-batch's models),
+#: at the version of the test extra.
+README_NEEDS = re.findall(r'"(azure-batch==[^"]+)"', (ROOT / "pyproject.toml").read_text())
+
+
+@pytest.fixture(scope="module")
+def readme_venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Venv:
+    """The wheel with what the README's examples say to install beside it, in a virtualenv of its own."""
+    assert README_NEEDS, "pyproject.toml's test extra pins azure-batch"
+    venv = Venv(tmp_path_factory.mktemp("readme") / "venv")
+    venv.pip("install", wheel, *README_NEEDS)
+    return venv
+
+
+def test_readme_examples(readme_venv: Venv, azurite: Azurite) -> None:
+    installed = readme_venv
     script = ROOT / "tests" / "readme_examples.py"
     workdir = installed.cwd / "readme"
     workdir.mkdir()
