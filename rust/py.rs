@@ -17,7 +17,7 @@ use pyo3::types::{PyBytes, PyList, PyMemoryView, PyString};
 use crate::checksum;
 use crate::chunk;
 use crate::naming::{self, NamingError, StrList};
-use crate::track::{self, Event};
+use crate::track::{self, BlockData, Event};
 
 mod test_support;
 
@@ -351,11 +351,71 @@ type Polled<'py> = (
     bool,
 );
 
+/// A tracker's block, read straight into a Python `bytes` (filled with the GIL released): the
+/// bytes are copied once, by the kernel, and a poll hands out that very object, again until it is
+/// committed.
+struct PyBlock {
+    bytes: Py<PyBytes>,
+    /// Its buffer and length: a `bytes` never changes nor moves, and `bytes` keeps it alive.
+    ptr: *const u8,
+    len: usize,
+}
+
+// SAFETY: `ptr` points into the immutable `bytes` owned by the block, so it may be read from any
+// thread, and by several at once, while the block lives; `Py<PyBytes>` itself is `Send + Sync`.
+unsafe impl Send for PyBlock {}
+unsafe impl Sync for PyBlock {}
+
+impl BlockData for PyBlock {
+    fn read(
+        len: usize,
+        fill: impl FnOnce(&mut [u8]) -> io::Result<usize> + Send,
+    ) -> io::Result<Self> {
+        // Called by the tracker with the GIL released (`Tracker::poll`): taken for the allocation
+        // only, and released again while `fill` reads into the new object.
+        Python::attach(|py| {
+            let mut filled = 0;
+            let mut failed = None;
+            // SOUNDNESS: `buf` is the memory of a new bytes object that no other code can reach
+            // until `new_with` returns it, so writing it without the GIL races with nothing.
+            let bytes = PyBytes::new_with(py, len, |buf| {
+                match py.detach(|| fill(buf)) {
+                    Ok(n) => filled = n,
+                    Err(e) => failed = Some(e),
+                }
+                Ok(())
+            })
+            .map_err(io::Error::other)?;
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            // The file ended early (it shrank since its size was seen): the bytes read only.
+            let bytes = if filled < len {
+                PyBytes::new(py, &bytes.as_bytes()[..filled])
+            } else {
+                bytes
+            };
+            let data = bytes.as_bytes();
+            let (ptr, len) = (data.as_ptr(), data.len());
+            Ok(Self {
+                bytes: bytes.unbind(),
+                ptr,
+                len,
+            })
+        })
+    }
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: see `PyBlock::ptr`.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
 /// Follows a growing file like `tail -F`, cutting its new bytes into append blocks.
 #[pyclass(frozen, module = "batchfiles._native", name = "Tracker")]
 struct Tracker {
     path: PathBuf,
-    tracker: Mutex<track::Tracker>,
+    tracker: Mutex<track::Tracker<PyBlock>>,
 }
 
 #[pymethods]
@@ -366,7 +426,7 @@ impl Tracker {
         let start_offset = count("start_offset", start_offset, 0..=u64::MAX)?;
         let max_block = count("max_block", max_block, 1..=track::MAX_BLOCK_LIMIT as u64)? as usize;
         let tracker = py
-            .detach(|| track::Tracker::new(path.clone(), start_offset, max_block))
+            .detach(|| track::Tracker::with_blocks(path.clone(), start_offset, max_block))
             .map_err(|e| os_error(e, &path))?;
         Ok(Self {
             path,
@@ -386,7 +446,7 @@ impl Tracker {
             .detach(|| tracker.poll(min_bytes))
             .map_err(|e| os_error(e, &self.path))?;
         let block = found.block.map(|block| {
-            let data = PyBytes::new(py, &block.data);
+            let data = block.data.bytes.bind(py).clone();
             (data, checksum::crc64_header(block.crc64), block.file_offset)
         });
         let events = found.events.iter().map(event_item).collect();
@@ -407,6 +467,13 @@ impl Tracker {
         let tracker = &*guard;
         py.detach(|| tracker.read_range(offset, length))
             .map_err(|e| os_error(e, &self.path))
+    }
+
+    /// Changes seen since the tracker was created: a file that grew, shrank or was rewritten, or a
+    /// new file at the path. Counted by polls; the file found at the start is none.
+    #[getter]
+    fn changes(&self, py: Python<'_>) -> PyResult<u64> {
+        Ok(lock(py, &self.tracker)?.stats().changes)
     }
 
     /// Committed bytes of the file being read: the `start_offset` to resume with.
