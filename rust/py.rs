@@ -5,11 +5,13 @@
 //! calls from several Python threads run one at a time, a waiting thread not holding the GIL.
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::MutexExt;
 use pyo3::types::{PyBytes, PyList, PyMemoryView, PyString};
@@ -369,31 +371,34 @@ unsafe impl Sync for PyBlock {}
 impl BlockData for PyBlock {
     fn read(
         len: usize,
-        fill: impl FnOnce(&mut [u8]) -> io::Result<usize> + Send,
+        fill: impl FnOnce(&mut [MaybeUninit<u8>]) -> io::Result<usize> + Send,
     ) -> io::Result<Self> {
         // Called by the tracker with the GIL released (`Tracker::poll`): taken for the allocation
         // only, and released again while `fill` reads into the new object.
         Python::attach(|py| {
-            let mut filled = 0;
-            let mut failed = None;
-            // SOUNDNESS: `buf` is the memory of a new bytes object that no other code can reach
-            // until `new_with` returns it, so writing it without the GIL races with nothing.
-            let bytes = PyBytes::new_with(py, len, |buf| {
-                match py.detach(|| fill(buf)) {
-                    Ok(n) => filled = n,
-                    Err(e) => failed = Some(e),
-                }
-                Ok(())
-            })
-            .map_err(io::Error::other)?;
-            if let Some(e) = failed {
-                return Err(e);
-            }
-            // The file ended early (it shrank since its size was seen): the bytes read only.
+            let size = ffi::Py_ssize_t::try_from(len).map_err(io::Error::other)?;
+            // SAFETY: with a NULL source, `PyBytes_FromStringAndSize` returns a new reference to a
+            // new bytes object of `size` bytes, not initialised (no zero-filling), or NULL with an
+            // exception set.
+            let raw = unsafe { ffi::PyBytes_FromStringAndSize(std::ptr::null(), size) };
+            // SAFETY: `raw` is an owned reference or NULL.
+            let new = unsafe { Bound::from_owned_ptr_or_err(py, raw) }.map_err(io::Error::other)?;
+            // SAFETY: the buffer of the new object, `len` bytes. No other code can reach the object
+            // until this returns it, so writing it without the GIL races with nothing; of it, only
+            // the bytes `fill` wrote are read.
+            let buf = unsafe {
+                let data = ffi::PyBytes_AsString(new.as_ptr()).cast::<MaybeUninit<u8>>();
+                std::slice::from_raw_parts_mut(data, len)
+            };
+            let filled = py.detach(|| fill(buf))?.min(len);
             let bytes = if filled < len {
-                PyBytes::new(py, &bytes.as_bytes()[..filled])
+                // The file ended early (it shrank since its size was seen): the bytes read only.
+                // SAFETY: `fill` wrote the first `filled` bytes.
+                let read = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), filled) };
+                PyBytes::new(py, read)
             } else {
-                bytes
+                new.cast_into::<PyBytes>()
+                    .map_err(|e| io::Error::other(e.to_string()))?
             };
             let data = bytes.as_bytes();
             let (ptr, len) = (data.as_ptr(), data.len());

@@ -22,6 +22,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::fs::{self, File, Metadata};
 use std::io;
+use std::mem::MaybeUninit;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -35,13 +36,15 @@ pub const HEAD_LEN: usize = 256;
 const MAX_OPEN_FILES: usize = 8;
 
 /// Where a block's bytes are read to: a `Vec<u8>` by default; the Python binding reads them
-/// straight into a Python `bytes`, so they are copied once only, by the kernel.
+/// straight into a new Python `bytes`, so they are copied once only, by the kernel, and never
+/// zero-filled first.
 pub trait BlockData: Sized {
-    /// A buffer of `len` bytes filled by `fill`, which returns how many it filled (fewer at the
-    /// end of the file): the buffer holds those only.
+    /// A buffer of `len` bytes, handed to `fill` not initialised: `fill` writes its first bytes
+    /// (fewer than `len` at the end of the file) and returns how many. The buffer holds those
+    /// only. Implementations may rely on `fill` having written the bytes it counts.
     fn read(
         len: usize,
-        fill: impl FnOnce(&mut [u8]) -> io::Result<usize> + Send,
+        fill: impl FnOnce(&mut [MaybeUninit<u8>]) -> io::Result<usize> + Send,
     ) -> io::Result<Self>;
     /// The bytes.
     fn bytes(&self) -> &[u8];
@@ -50,11 +53,12 @@ pub trait BlockData: Sized {
 impl BlockData for Vec<u8> {
     fn read(
         len: usize,
-        fill: impl FnOnce(&mut [u8]) -> io::Result<usize> + Send,
+        fill: impl FnOnce(&mut [MaybeUninit<u8>]) -> io::Result<usize> + Send,
     ) -> io::Result<Self> {
-        let mut buf = vec![0; len];
-        let filled = fill(&mut buf)?;
-        buf.truncate(filled);
+        let mut buf = Vec::with_capacity(len);
+        let filled = fill(&mut buf.spare_capacity_mut()[..len])?.min(len);
+        // SAFETY: `fill` wrote the first `filled` bytes (the contract of `read`).
+        unsafe { buf.set_len(filled) };
         Ok(buf)
     }
 
@@ -518,8 +522,9 @@ fn read_at(file: &File, offset: u64, len: usize) -> io::Result<Vec<u8>> {
     Vec::read(len, |buf| fill_at(file, offset, buf))
 }
 
-/// Fills `buf` from `offset` (less at the end of the file); returns how many bytes it filled.
-fn fill_at(file: &File, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+/// Fills `buf` from `offset` (less at the end of the file); returns how many bytes it filled,
+/// which it wrote: a [`BlockData::read`] `fill`.
+fn fill_at(file: &File, offset: u64, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
     let mut filled = 0;
     while filled < buf.len() {
         let at = offset.saturating_add(filled as u64);
@@ -533,14 +538,28 @@ fn fill_at(file: &File, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
     Ok(filled)
 }
 
+/// `pread`: reads into `buf` at `offset`, writing the bytes whose count it returns.
 #[cfg(unix)]
-fn read_some(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-    std::os::unix::fs::FileExt::read_at(file, buf, offset)
+fn read_some(file: &File, buf: &mut [MaybeUninit<u8>], offset: u64) -> io::Result<usize> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    use libc::{off64_t as Offset, pread64 as pread};
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    use libc::{off_t as Offset, pread};
+    use std::os::fd::AsRawFd;
+
+    let offset =
+        Offset::try_from(offset).map_err(|_| invalid(format!("offset {offset} is too large")))?;
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes, and `pread` writes at most that many.
+    let n = unsafe { pread(file.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), offset) };
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
 
 #[cfg(not(unix))]
-fn read_some(mut file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+fn read_some(mut file: &File, buf: &mut [MaybeUninit<u8>], offset: u64) -> io::Result<usize> {
     use std::io::{Read, Seek, SeekFrom};
+    buf.fill(MaybeUninit::new(0));
+    // SAFETY: every byte was just initialised, and `MaybeUninit<u8>` has the layout of `u8`.
+    let buf = unsafe { &mut *(buf as *mut [MaybeUninit<u8>] as *mut [u8]) };
     file.seek(SeekFrom::Start(offset))?;
     file.read(buf)
 }
