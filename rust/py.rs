@@ -8,7 +8,8 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::ffi;
@@ -106,23 +107,146 @@ fn texts<'a>(items: &'a [Bound<'_, PyString>]) -> PyResult<Vec<&'a str>> {
     items.iter().map(|item| item.to_str()).collect()
 }
 
-/// How many names are derived per release of the GIL: the buffer stays small and cache-hot.
+/// How many names are derived per slice: a slice's buffer stays small and cache-hot.
 const BULK_SLICE: usize = 2048;
+/// From this many inputs on, a second thread derives names too (both cores), while this one also turns
+/// the names of the slices done into Python strings, in order (a thread costs tens of microseconds).
+const PARALLEL_AT: usize = 8 * BULK_SLICE;
 
-/// Derives one name per input in slices: `derive` runs with the GIL released, appending each slice's
-/// names (indices counted from the slice's start) to a reused buffer, then they become Python strings.
+/// Derives one name per input in slices: `derive` appends each slice's names (indices counted from the
+/// slice's start) to a buffer, without the GIL, then they become Python strings in a list, in order. For
+/// large inputs a second thread derives slices too: each thread claims the next slice not yet claimed,
+/// and this one, which alone makes Python strings, derives one whenever the next one to turn into
+/// strings is not ready. An error is the first one in the inputs' order.
 fn bulk<'py, F>(py: Python<'py>, inputs: &[&str], derive: F) -> PyResult<Bound<'py, PyList>>
 where
     F: Fn(&[&str], usize, &mut StrList) -> Result<(), NamingError> + Sync,
 {
-    let mut names = Vec::with_capacity(inputs.len());
-    let mut buf = StrList::default();
-    for (n, slice) in inputs.chunks(BULK_SLICE).enumerate() {
-        buf.clear();
-        py.detach(|| derive(slice, n * BULK_SLICE, &mut buf))?;
-        names.extend(buf.iter().map(|name| PyString::new(py, name)));
+    let list = list_of_len(py, inputs.len())?;
+    if inputs.len() < PARALLEL_AT {
+        let mut buf = StrList::default();
+        for (n, slice) in inputs.chunks(BULK_SLICE).enumerate() {
+            buf.clear();
+            py.detach(|| derive(slice, n * BULK_SLICE, &mut buf))?;
+            set_names(&list, n * BULK_SLICE, slice.len(), &buf)?;
+        }
+        return Ok(list);
     }
-    PyList::new(py, names)
+    let slices: Vec<&[&str]> = inputs.chunks(BULK_SLICE).collect();
+    let shared = Slices {
+        done: slices.iter().map(|_| OnceLock::new()).collect(),
+        next: AtomicUsize::new(0),
+        helper_gone: AtomicBool::new(false),
+        ready: (Mutex::new(()), Condvar::new()),
+    };
+    let derive_slice = |n: usize| {
+        let mut buf = StrList::with_capacity(slices[n].len(), 48);
+        let derived = derive(slices[n], n * BULK_SLICE, &mut buf).map(|()| buf);
+        if derived.is_err() {
+            shared.next.store(slices.len(), Ordering::Relaxed); // no more claims
+        }
+        let _ = shared.done[n].set(derived);
+        drop(shared.ready.0.lock()); // a waiter is waiting, or will see the slice done
+        shared.ready.1.notify_all();
+    };
+    // Claims the next slice and derives it; false when none is left.
+    let claim = || {
+        let n = shared.next.fetch_add(1, Ordering::Relaxed);
+        let claimed = n < slices.len();
+        if claimed {
+            derive_slice(n);
+        }
+        claimed
+    };
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let _gone = HelperGone(&shared); // also if deriving panicked: no one waits for it
+            while claim() {}
+        });
+        let result = (|| {
+            for (n, slice) in slices.iter().enumerate() {
+                while shared.done[n].get().is_none() {
+                    if !py.detach(claim) && !py.detach(|| shared.wait(n)) {
+                        py.detach(|| derive_slice(n)); // the helper died deriving it
+                    }
+                }
+                match shared.done[n].get() {
+                    Some(Ok(names)) => set_names(&list, n * BULK_SLICE, slice.len(), names)?,
+                    Some(Err(err)) => return Err(PyErr::from(err.clone())),
+                    None => return Err(PyRuntimeError::new_err("a bulk name is missing")),
+                }
+            }
+            Ok(list)
+        })();
+        shared.next.store(slices.len(), Ordering::Relaxed); // the helper stops after its slice
+        result
+    })
+}
+
+/// The slices of a parallel [`bulk`] call, as the threads derive them.
+struct Slices {
+    done: Vec<OnceLock<Result<StrList, NamingError>>>,
+    /// The next slice to claim.
+    next: AtomicUsize,
+    /// The helper thread ended.
+    helper_gone: AtomicBool,
+    /// Signalled each time a slice is done, and when the helper ends.
+    ready: (Mutex<()>, Condvar),
+}
+
+impl Slices {
+    /// Waits until slice `n` is done (the helper claimed it); false if the helper ended without it.
+    fn wait(&self, n: usize) -> bool {
+        let Ok(mut guard) = self.ready.0.lock() else {
+            return false;
+        };
+        while self.done[n].get().is_none() {
+            if self.helper_gone.load(Ordering::Acquire) {
+                return false;
+            }
+            match self.ready.1.wait(guard) {
+                Ok(next) => guard = next,
+                Err(_) => return false,
+            }
+        }
+        true
+    }
+}
+
+/// Marks the helper thread of [`bulk`] gone when dropped, and wakes the waiter.
+struct HelperGone<'a>(&'a Slices);
+
+impl Drop for HelperGone<'_> {
+    fn drop(&mut self) {
+        self.0.helper_gone.store(true, Ordering::Release);
+        drop(self.0.ready.0.lock());
+        self.0.ready.1.notify_all();
+    }
+}
+
+/// A new list of `len` items, all unset (NULL): every one must be set before Python sees it. Dropped
+/// unfinished (an error), it is freed like any list (its unset items are skipped).
+fn list_of_len(py: Python<'_>, len: usize) -> PyResult<Bound<'_, PyList>> {
+    let len = ffi::Py_ssize_t::try_from(len).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    // SAFETY: `PyList_New` returns a new reference, or NULL with an exception set.
+    let list = unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyList_New(len)) }?;
+    Ok(list.cast_into::<PyList>()?)
+}
+
+/// Sets the items `first..first + count` of `list` (made by [`list_of_len`]) to the strings of `names`.
+fn set_names(
+    list: &Bound<'_, PyList>,
+    first: usize,
+    count: usize,
+    names: &StrList,
+) -> PyResult<()> {
+    if names.len() != count {
+        return Err(PyRuntimeError::new_err("a bulk name is missing"));
+    }
+    for (i, name) in names.iter().enumerate() {
+        list.set_item(first + i, PyString::new(list.py(), name))?;
+    }
+    Ok(())
 }
 
 #[pyfunction]

@@ -108,6 +108,23 @@ def test_bulk_errors_name_the_index():
         naming.blob_names("TaskOutput", ["a", "/etc/passwd"], "t")
 
 
+def test_large_bulk_calls_derive_in_two_threads_and_keep_order_and_the_first_error():
+    """From 16,384 inputs on, two threads derive slices of 2,048: the names stay in order, and an error
+    is the first bad input's, wherever the threads are."""
+    ids = [f"Job_{i}" if i % 3 else f"job-{i}" for i in range(50_000)]
+    assert naming.container_names(ids) == [naming.container_name(i) for i in ids]
+    paths = [f"out/{i}.txt" for i in range(20_000)]
+    assert naming.blob_names("TaskOutput", paths, "t") == [
+        f"t/$TaskOutput/out/{i}.txt" for i in range(20_000)
+    ]
+    for bad in ([49_999], [2_047, 45_000], [30_000, 30_001, 2_049 * 20]):
+        broken = list(ids)
+        for index in bad:
+            broken[index] = "bad id"
+        with pytest.raises(ValueError, match=rf"job_ids\[{bad[0]}\]"):
+            naming.container_names(broken)
+
+
 @pytest.mark.parametrize("bad", [3, None, b"job", ["a"]])
 def test_wrong_types_are_type_errors(bad):
     with pytest.raises(TypeError):
