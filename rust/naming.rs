@@ -175,6 +175,9 @@ pub fn validate_kind(kind: &str) -> Result<(), NamingError> {
 
 /// Is `lower` usable as it is after `job-`: `^[a-z0-9][-a-z0-9]*$`, no trailing `-`, no `--`?
 fn is_plain_container_id(lower: &[u8]) -> bool {
+    if lower.len() > MAX_PLAIN_ID_LEN {
+        return false;
+    }
     let mut prev = b'-'; // so a leading '-' fails like a doubled one
     for &b in lower {
         if !(b.is_ascii_lowercase() || b.is_ascii_digit() || (b == b'-' && prev != b'-')) {
@@ -182,7 +185,7 @@ fn is_plain_container_id(lower: &[u8]) -> bool {
         }
         prev = b;
     }
-    prev != b'-' && lower.len() <= MAX_PLAIN_ID_LEN
+    prev != b'-'
 }
 
 /// The container name of a job's outputs, as the Batch File Conventions define it.

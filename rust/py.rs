@@ -8,8 +8,7 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::{Mutex, MutexGuard};
 
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::ffi;
@@ -79,149 +78,82 @@ fn container_name(job_id: &str) -> Result<String, NamingError> {
     naming::container_name(job_id)
 }
 
-/// The items of a sequence of `str`, each held by a reference so that Rust can borrow their (immutable)
-/// text with the GIL released: a held `str` can be neither freed nor changed meanwhile.
-fn str_items<'py>(what: &str, seq: &Bound<'py, PyAny>) -> PyResult<Vec<Bound<'py, PyString>>> {
+/// How many names are derived per slice: each slice's inputs, buffer and names stay cache-hot.
+const BULK_SLICE: usize = 2048;
+
+/// Derives one name per `str` of `seq` (any iterable but a `str`), slice by slice: the slice's items
+/// are taken, each held by a reference so that Rust can borrow its (immutable) text with the GIL
+/// released, `derive` appends their names (indices counted from the slice's start) to a buffer without
+/// the GIL, and they become Python strings in the list, while all of it is still in the cache. A
+/// sequence whose size changes meanwhile (another thread) is a `RuntimeError`.
+fn bulk<'py, F>(
+    py: Python<'py>,
+    what: &str,
+    seq: &Bound<'py, PyAny>,
+    derive: F,
+) -> PyResult<Bound<'py, PyList>>
+where
+    F: Fn(&[&str], usize, &mut StrList) -> Result<(), NamingError> + Sync,
+{
     if seq.is_instance_of::<PyString>() {
         return Err(PyTypeError::new_err(format!(
             "{what} must be a sequence of str, not a single str"
         )));
     }
-    let mut items = Vec::with_capacity(seq.len().unwrap_or(0));
-    for (i, item) in seq.try_iter()?.enumerate() {
-        let item = item?;
-        let text = item.cast_into::<PyString>().map_err(|err| {
-            let type_name = err.into_inner().get_type().name().map(|n| n.to_string());
-            PyTypeError::new_err(format!(
-                "{what}[{i}] must be a str, not {}",
-                type_name.unwrap_or_default()
-            ))
-        })?;
-        items.push(text);
+    let owned; // an iterable without a length, as a list
+    let seq = match seq.len() {
+        Ok(_) => seq,
+        Err(_) => {
+            owned = py.get_type::<PyList>().call1((seq,))?;
+            &owned
+        }
+    };
+    let len = seq.len()?;
+    let changed = || PyRuntimeError::new_err(format!("{what} changed size while it was read"));
+    let list = list_of_len(py, len)?;
+    let mut items = seq.try_iter()?;
+    let mut slice: Vec<Bound<'py, PyString>> = Vec::with_capacity(BULK_SLICE.min(len));
+    let mut buf = StrList::default();
+    let mut first = 0;
+    loop {
+        slice.clear();
+        for item in items.by_ref().take(BULK_SLICE) {
+            slice.push(str_item(what, first + slice.len(), item?)?);
+        }
+        if slice.is_empty() {
+            break;
+        }
+        if first + slice.len() > len {
+            return Err(changed());
+        }
+        let texts = slice
+            .iter()
+            .map(|item| item.to_str())
+            .collect::<PyResult<Vec<&str>>>()?;
+        buf.clear();
+        py.detach(|| derive(&texts, first, &mut buf))?;
+        set_names(&list, first, slice.len(), &buf)?;
+        first += slice.len();
     }
-    Ok(items)
+    if first != len {
+        return Err(changed());
+    }
+    Ok(list)
 }
 
-/// The UTF-8 text of each item (for ASCII strings, Python's own buffer: no copy).
-fn texts<'a>(items: &'a [Bound<'_, PyString>]) -> PyResult<Vec<&'a str>> {
-    items.iter().map(|item| item.to_str()).collect()
-}
-
-/// How many names are derived per slice: a slice's buffer stays small and cache-hot.
-const BULK_SLICE: usize = 2048;
-/// From this many inputs on, a second thread derives names too (both cores), while this one also turns
-/// the names of the slices done into Python strings, in order (a thread costs tens of microseconds).
-const PARALLEL_AT: usize = 8 * BULK_SLICE;
-
-/// Derives one name per input in slices: `derive` appends each slice's names (indices counted from the
-/// slice's start) to a buffer, without the GIL, then they become Python strings in a list, in order. For
-/// large inputs a second thread derives slices too: each thread claims the next slice not yet claimed,
-/// and this one, which alone makes Python strings, derives one whenever the next one to turn into
-/// strings is not ready. An error is the first one in the inputs' order.
-fn bulk<'py, F>(py: Python<'py>, inputs: &[&str], derive: F) -> PyResult<Bound<'py, PyList>>
-where
-    F: Fn(&[&str], usize, &mut StrList) -> Result<(), NamingError> + Sync,
-{
-    let list = list_of_len(py, inputs.len())?;
-    if inputs.len() < PARALLEL_AT {
-        let mut buf = StrList::default();
-        for (n, slice) in inputs.chunks(BULK_SLICE).enumerate() {
-            buf.clear();
-            py.detach(|| derive(slice, n * BULK_SLICE, &mut buf))?;
-            set_names(&list, n * BULK_SLICE, slice.len(), &buf)?;
-        }
-        return Ok(list);
-    }
-    let slices: Vec<&[&str]> = inputs.chunks(BULK_SLICE).collect();
-    let shared = Slices {
-        done: slices.iter().map(|_| OnceLock::new()).collect(),
-        next: AtomicUsize::new(0),
-        helper_gone: AtomicBool::new(false),
-        ready: (Mutex::new(()), Condvar::new()),
-    };
-    let derive_slice = |n: usize| {
-        let mut buf = StrList::with_capacity(slices[n].len(), 48);
-        let derived = derive(slices[n], n * BULK_SLICE, &mut buf).map(|()| buf);
-        if derived.is_err() {
-            shared.next.store(slices.len(), Ordering::Relaxed); // no more claims
-        }
-        let _ = shared.done[n].set(derived);
-        drop(shared.ready.0.lock()); // a waiter is waiting, or will see the slice done
-        shared.ready.1.notify_all();
-    };
-    // Claims the next slice and derives it; false when none is left.
-    let claim = || {
-        let n = shared.next.fetch_add(1, Ordering::Relaxed);
-        let claimed = n < slices.len();
-        if claimed {
-            derive_slice(n);
-        }
-        claimed
-    };
-    std::thread::scope(|scope| {
-        scope.spawn(|| {
-            let _gone = HelperGone(&shared); // also if deriving panicked: no one waits for it
-            while claim() {}
-        });
-        let result = (|| {
-            for (n, slice) in slices.iter().enumerate() {
-                while shared.done[n].get().is_none() {
-                    if !py.detach(claim) && !py.detach(|| shared.wait(n)) {
-                        py.detach(|| derive_slice(n)); // the helper died deriving it
-                    }
-                }
-                match shared.done[n].get() {
-                    Some(Ok(names)) => set_names(&list, n * BULK_SLICE, slice.len(), names)?,
-                    Some(Err(err)) => return Err(PyErr::from(err.clone())),
-                    None => return Err(PyRuntimeError::new_err("a bulk name is missing")),
-                }
-            }
-            Ok(list)
-        })();
-        shared.next.store(slices.len(), Ordering::Relaxed); // the helper stops after its slice
-        result
+/// `item` as a `str`, else a `TypeError` naming it as `what[index]`.
+fn str_item<'py>(
+    what: &str,
+    index: usize,
+    item: Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyString>> {
+    item.cast_into::<PyString>().map_err(|err| {
+        let type_name = err.into_inner().get_type().name().map(|n| n.to_string());
+        PyTypeError::new_err(format!(
+            "{what}[{index}] must be a str, not {}",
+            type_name.unwrap_or_default()
+        ))
     })
-}
-
-/// The slices of a parallel [`bulk`] call, as the threads derive them.
-struct Slices {
-    done: Vec<OnceLock<Result<StrList, NamingError>>>,
-    /// The next slice to claim.
-    next: AtomicUsize,
-    /// The helper thread ended.
-    helper_gone: AtomicBool,
-    /// Signalled each time a slice is done, and when the helper ends.
-    ready: (Mutex<()>, Condvar),
-}
-
-impl Slices {
-    /// Waits until slice `n` is done (the helper claimed it); false if the helper ended without it.
-    fn wait(&self, n: usize) -> bool {
-        let Ok(mut guard) = self.ready.0.lock() else {
-            return false;
-        };
-        while self.done[n].get().is_none() {
-            if self.helper_gone.load(Ordering::Acquire) {
-                return false;
-            }
-            match self.ready.1.wait(guard) {
-                Ok(next) => guard = next,
-                Err(_) => return false,
-            }
-        }
-        true
-    }
-}
-
-/// Marks the helper thread of [`bulk`] gone when dropped, and wakes the waiter.
-struct HelperGone<'a>(&'a Slices);
-
-impl Drop for HelperGone<'_> {
-    fn drop(&mut self) {
-        self.0.helper_gone.store(true, Ordering::Release);
-        drop(self.0.ready.0.lock());
-        self.0.ready.1.notify_all();
-    }
 }
 
 /// A new list of `len` items, all unset (NULL): every one must be set before Python sees it. Dropped
@@ -254,8 +186,7 @@ fn container_names<'py>(
     py: Python<'py>,
     job_ids: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyList>> {
-    let items = str_items("job_ids", job_ids)?;
-    bulk(py, &texts(&items)?, naming::container_names)
+    bulk(py, "job_ids", job_ids, naming::container_names)
 }
 
 #[pyfunction]
@@ -278,8 +209,7 @@ fn blob_names<'py>(
     paths: &Bound<'py, PyAny>,
     task_id: Option<&str>,
 ) -> PyResult<Bound<'py, PyList>> {
-    let items = str_items("paths", paths)?;
-    bulk(py, &texts(&items)?, |slice, first, out| {
+    bulk(py, "paths", paths, |slice, first, out| {
         naming::blob_names(kind, slice, task_id, first, out)
     })
 }
