@@ -4,11 +4,14 @@
 //! The classes are `frozen` and keep their state behind a `Mutex` taken with `lock_py_attached`:
 //! calls from several Python threads run one at a time, a waiting thread not holding the GIL.
 
+use std::cell::OnceCell;
 use std::io;
 use std::mem::MaybeUninit;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
 
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::ffi;
@@ -80,12 +83,16 @@ fn container_name(job_id: &str) -> Result<String, NamingError> {
 
 /// How many names are derived per slice: each slice's inputs, buffer and names stay cache-hot.
 const BULK_SLICE: usize = 2048;
+/// From this many inputs on, a second thread derives the names (a thread costs tens of microseconds).
+const PARALLEL_AT: usize = 8 * BULK_SLICE;
 
 /// Derives one name per `str` of `seq` (any iterable but a `str`), slice by slice: the slice's items
 /// are taken, each held by a reference so that Rust can borrow its (immutable) text with the GIL
 /// released, `derive` appends their names (indices counted from the slice's start) to a buffer without
-/// the GIL, and they become Python strings in the list, while all of it is still in the cache. A
-/// sequence whose size changes meanwhile (another thread) is a `RuntimeError`.
+/// the GIL, and they become Python strings in the list, while all of it is still in the cache. From
+/// [`PARALLEL_AT`] items on, a second thread derives each slice while this one takes the next and makes
+/// the strings of the last (see [`Pipeline`]). A sequence whose size changes meanwhile (another thread)
+/// is a `RuntimeError`; an error is the first one in the items' order.
 fn bulk<'py, F>(
     py: Python<'py>,
     what: &str,
@@ -112,33 +119,187 @@ where
     let changed = || PyRuntimeError::new_err(format!("{what} changed size while it was read"));
     let list = list_of_len(py, len)?;
     let mut items = seq.try_iter()?;
-    let mut slice: Vec<Bound<'py, PyString>> = Vec::with_capacity(BULK_SLICE.min(len));
-    let mut buf = StrList::default();
-    let mut first = 0;
-    loop {
-        slice.clear();
-        for item in items.by_ref().take(BULK_SLICE) {
+    // The items of slice `n`, exactly as many as the length said.
+    let mut take = |n: usize| -> PyResult<Vec<Bound<'py, PyString>>> {
+        let first = n * BULK_SLICE;
+        let count = len.saturating_sub(first).min(BULK_SLICE);
+        let mut slice = Vec::with_capacity(count);
+        for item in items.by_ref().take(count) {
             slice.push(str_item(what, first + slice.len(), item?)?);
         }
-        if slice.is_empty() {
-            break;
+        if slice.len() == count {
+            Ok(slice)
+        } else {
+            Err(changed())
         }
-        if first + slice.len() > len {
-            return Err(changed());
+    };
+    let slices = len.div_ceil(BULK_SLICE);
+    if len < PARALLEL_AT {
+        let mut buf = StrList::default();
+        for n in 0..slices {
+            let slice = take(n)?;
+            buf.clear();
+            let texts = texts(&slice)?;
+            py.detach(|| derive(&texts, n * BULK_SLICE, &mut buf))?;
+            set_names(&list, n * BULK_SLICE, slice.len(), &buf)?;
         }
-        let texts = slice
-            .iter()
-            .map(|item| item.to_str())
-            .collect::<PyResult<Vec<&str>>>()?;
-        buf.clear();
-        py.detach(|| derive(&texts, first, &mut buf))?;
-        set_names(&list, first, slice.len(), &buf)?;
-        first += slice.len();
+    } else {
+        let held: Vec<OnceCell<Vec<Bound<'py, PyString>>>> =
+            (0..slices).map(|_| OnceCell::new()).collect();
+        let pipeline = Pipeline::new(slices);
+        // Takes slice `n` and hands its texts to the helper.
+        let mut hand_over = |n: usize| -> PyResult<()> {
+            let _ = held[n].set(take(n)?);
+            let texts = texts(held[n].get().map_or(&[], Vec::as_slice))?;
+            let _ = pipeline.texts[n].set(texts);
+            pipeline.signal();
+            Ok(())
+        };
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let _gone = HelperGone(&pipeline); // also if deriving panicked: no one waits for it
+                for n in 0..slices {
+                    let Some(texts) = pipeline.wait_texts(n) else {
+                        return;
+                    };
+                    let mut buf = StrList::with_capacity(texts.len(), 48);
+                    let derived = derive(texts, n * BULK_SLICE, &mut buf).map(|()| buf);
+                    let failed = derived.is_err();
+                    pipeline.finish(n, derived);
+                    if failed {
+                        return;
+                    }
+                }
+            });
+            let result = (|| -> PyResult<()> {
+                let mut handed = 0;
+                for (n, slice) in held.iter().enumerate() {
+                    while handed < slices && handed <= n + 2 {
+                        hand_over(handed)?;
+                        handed += 1;
+                    }
+                    let derived = match py.detach(|| pipeline.wait_done(n)) {
+                        Some(derived) => derived,
+                        None => {
+                            // The helper died before deriving it: derive it here.
+                            let texts = pipeline.texts[n].get().map_or(&[][..], Vec::as_slice);
+                            let mut buf = StrList::default();
+                            py.detach(|| derive(texts, n * BULK_SLICE, &mut buf))?;
+                            Ok(buf)
+                        }
+                    };
+                    let count = slice.get().map_or(0, Vec::len);
+                    set_names(&list, n * BULK_SLICE, count, &derived?)?;
+                }
+                Ok(())
+            })();
+            pipeline.stop();
+            result
+        })?;
     }
-    if first != len {
+    if items.next().is_some() {
         return Err(changed());
     }
     Ok(list)
+}
+
+/// The UTF-8 text of each item (for ASCII strings, Python's own buffer: no copy).
+fn texts<'a>(items: &'a [Bound<'_, PyString>]) -> PyResult<Vec<&'a str>> {
+    items.iter().map(|item| item.to_str()).collect()
+}
+
+/// How long a thread of a parallel [`bulk`] call spins before it sleeps, waiting for the other.
+const SPIN: Duration = Duration::from_micros(200);
+
+/// The slices of a parallel [`bulk`] call between the caller's thread, which takes each slice's items
+/// and hands over their texts, and the helper, which derives their names and hands them back.
+struct Pipeline<'a> {
+    texts: Vec<OnceLock<Vec<&'a str>>>,
+    done: Vec<Mutex<Option<Result<StrList, NamingError>>>>,
+    /// The caller's thread is done (finished or failed): the helper stops.
+    stopped: AtomicBool,
+    /// The helper ended.
+    helper_gone: AtomicBool,
+    /// Signalled whenever one of the above changes.
+    changed: (Mutex<()>, Condvar),
+}
+
+impl<'a> Pipeline<'a> {
+    fn new(slices: usize) -> Self {
+        Self {
+            texts: (0..slices).map(|_| OnceLock::new()).collect(),
+            done: (0..slices).map(|_| Mutex::new(None)).collect(),
+            stopped: AtomicBool::new(false),
+            helper_gone: AtomicBool::new(false),
+            changed: (Mutex::new(()), Condvar::new()),
+        }
+    }
+
+    /// Wakes the other thread (taking the lock first, so that a waiter either sees the change or is
+    /// already waiting).
+    fn signal(&self) {
+        drop(self.changed.0.lock());
+        self.changed.1.notify_all();
+    }
+
+    /// Waits until `ready` or the other side is gone (`gone`); `ready`'s value, if it came.
+    fn wait_for<T>(&self, gone: &AtomicBool, mut ready: impl FnMut() -> Option<T>) -> Option<T> {
+        // Spin a little first: the other thread is usually about to hand it over, and waking a thread
+        // from a condition variable takes longer than a slice on a busy machine.
+        let spin_until = Instant::now() + SPIN;
+        while Instant::now() < spin_until {
+            for _ in 0..64 {
+                if let Some(value) = ready() {
+                    return Some(value);
+                }
+                std::hint::spin_loop();
+            }
+        }
+        let mut guard = self.changed.0.lock().ok()?;
+        loop {
+            if let Some(value) = ready() {
+                return Some(value);
+            }
+            if gone.load(Ordering::Acquire) {
+                return None;
+            }
+            guard = self.changed.1.wait(guard).ok()?;
+        }
+    }
+
+    /// In the helper: the texts of slice `n` once handed over; None once the caller stopped.
+    fn wait_texts(&self, n: usize) -> Option<&[&'a str]> {
+        self.wait_for(&self.stopped, || self.texts[n].get().map(Vec::as_slice))
+    }
+
+    /// In the helper: hands back the names of slice `n`.
+    fn finish(&self, n: usize, derived: Result<StrList, NamingError>) {
+        if let Ok(mut done) = self.done[n].lock() {
+            *done = Some(derived);
+        }
+        self.signal();
+    }
+
+    /// In the caller's thread: the names of slice `n` once derived; None if the helper ended first.
+    fn wait_done(&self, n: usize) -> Option<Result<StrList, NamingError>> {
+        self.wait_for(&self.helper_gone, || self.done[n].lock().ok()?.take())
+    }
+
+    /// In the caller's thread: done, the helper stops.
+    fn stop(&self) {
+        self.stopped.store(true, Ordering::Release);
+        self.signal();
+    }
+}
+
+/// Marks the helper thread of [`bulk`] gone when dropped, and wakes the caller's thread.
+struct HelperGone<'p, 'a>(&'p Pipeline<'a>);
+
+impl Drop for HelperGone<'_, '_> {
+    fn drop(&mut self) {
+        self.0.helper_gone.store(true, Ordering::Release);
+        self.0.signal();
+    }
 }
 
 /// `item` as a `str`, else a `TypeError` naming it as `what[index]`.

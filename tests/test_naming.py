@@ -125,6 +125,31 @@ def test_large_bulk_calls_derive_in_two_threads_and_keep_order_and_the_first_err
             naming.container_names(broken)
 
 
+@pytest.mark.parametrize("claimed", [3, 5, 20_000, 40_000])
+def test_bulk_inputs_whose_length_lies_are_refused(claimed):
+    """Items are taken slice by slice: a sequence that yields more or fewer items than its length says
+    (a list changed by another thread meanwhile) is a RuntimeError, never a short or padded result."""
+
+    class Liar(list):
+        def __len__(self):
+            return claimed
+
+    for actual in (4, 30_000):
+        if actual != claimed:
+            with pytest.raises(RuntimeError, match="job_ids changed size while it was read"):
+                naming.container_names(Liar(f"j{i}" for i in range(actual)))
+
+
+def test_bulk_takes_any_iterable_of_str():
+    ids = [f"Job{i}" for i in range(20_000)]
+    expected = naming.container_names(ids)
+    assert naming.container_names(iter(ids)) == expected
+    assert naming.container_names(tuple(ids)) == expected
+    assert naming.container_names(j for j in ids) == expected
+    with pytest.raises(TypeError, match=r"job_ids\[19999\] must be a str, not int"):
+        naming.container_names([*ids[:-1], 5])
+
+
 @pytest.mark.parametrize("bad", [3, None, b"job", ["a"]])
 def test_wrong_types_are_type_errors(bad):
     with pytest.raises(TypeError):
