@@ -156,7 +156,8 @@ where
             Ok(())
         };
         std::thread::scope(|scope| {
-            scope.spawn(|| {
+            let helper = std::thread::Builder::new().name("batchfiles-naming".into());
+            let spawned = helper.spawn_scoped(scope, || {
                 let _gone = HelperGone(&pipeline); // also if deriving panicked: no one waits for it
                 for n in 0..slices {
                     let Some(texts) = pipeline.wait_texts(n) else {
@@ -171,6 +172,10 @@ where
                     }
                 }
             });
+            if spawned.is_err() {
+                // No thread to be had (a limit reached): this one derives every slice itself.
+                pipeline.helper_gone.store(true, Ordering::Release);
+            }
             let result = (|| -> PyResult<()> {
                 let mut handed = 0;
                 for (n, slice) in held.iter().enumerate() {
