@@ -658,6 +658,31 @@ def test_aio_twin_follows_flushes_and_resumes(
     assert blob_bytes(container) == log_path.read_bytes() == b"async line\nsent without a flush\nresumed\n"
 
 
+def test_aio_twin_closes_an_idle_save_without_a_settle_window(
+    azurite: Azurite, container: ContainerClient, log_path: Path
+) -> None:
+    settle = 0.6
+    append(log_path, b"written before the save started\n")
+
+    async def scenario() -> float:
+        async with AsyncContainerClient.from_connection_string(
+            azurite.connection_string, container.container_name, **fast_retries(AsyncLinearRetry)
+        ) as aio_container:
+            saves = [
+                await AsyncTrackedSave.start(aio_container, f"{LOG}.{i}", log_path, settle=settle)
+                for i in range(3)
+            ]
+            await asyncio.sleep(settle + 0.2)
+            started = time.monotonic()
+            for save in saves:
+                await save.close()
+            return time.monotonic() - started
+
+    assert asyncio.run(scenario()) < settle
+    for i in range(3):
+        assert blob_bytes(container, f"{LOG}.{i}") == log_path.read_bytes()
+
+
 def test_aio_twin_raises_the_kept_error(azurite: Azurite, container: ContainerClient, log_path: Path) -> None:
     async def scenario() -> None:
         async with AsyncContainerClient.from_connection_string(
