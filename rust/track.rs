@@ -131,8 +131,9 @@ pub struct Stats {
     pub truncations: u64,
     /// Reads issued on files (block reads and first-byte checks), to check idle polls cost none.
     pub reads: u64,
-    /// Changes seen: an open file whose size or modification time changed since the last poll,
-    /// or a new file at the path. A caller tells from it when the file last grew.
+    /// Changes seen: an open file whose size changed since the last poll or that was rewritten, or
+    /// a new file at the path (not a mere new modification time). A caller tells from it when the
+    /// file last grew.
     pub changes: u64,
 }
 
@@ -261,10 +262,10 @@ impl<D: BlockData> Tracker<D> {
     /// `fstat`s every open file and restarts the truncated ones.
     fn refresh_files(&mut self) -> io::Result<()> {
         for source in &mut self.files {
-            let stamp = source.stamp;
+            let size = source.stamp.size;
             let truncated = source.refresh(&mut self.stats.reads)?;
-            if source.stamp != stamp {
-                self.stats.changes += 1;
+            if source.stamp.size != size || truncated.is_some() {
+                self.stats.changes += 1; // not a mere new modification time (`touch`)
             }
             if let Some(lost) = truncated {
                 self.stats.truncations += 1;
@@ -1025,6 +1026,12 @@ mod tests {
         append(&path, b"grew\n");
         poll(&mut tracker, 1 << 20); // seen, though no block is cut
         assert_eq!(tracker.stats().changes, 1);
+        poll(&mut tracker, 1 << 20);
+        assert_eq!(tracker.stats().changes, 1);
+
+        let file = OpenOptions::new().append(true).open(&path).unwrap();
+        let later = SystemTime::now() + std::time::Duration::from_secs(60);
+        file.set_modified(later).unwrap(); // touched: not a change
         poll(&mut tracker, 1 << 20);
         assert_eq!(tracker.stats().changes, 1);
 
