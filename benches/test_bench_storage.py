@@ -13,6 +13,9 @@ Groups (targets from issue 4; ``benches/report.py`` checks them and prints the r
   reset to the current RSS just before the upload (``/proc/self/clear_refs``), not ``ru_maxrss``: on Linux
   ``ru_maxrss`` survives ``exec``, so a child of this (large) pytest process would report pytest's own peak.
 - ``save_many 2,000 x 4 KiB``: ``save_many(max_concurrency=8)`` vs a sequential ``save`` loop: >= 1.25x.
+- ``save_many 2,000 x 4 KiB, 5 ms per request``: the same through the project's fault proxy
+  (``tests/faultproxy.py``, in a process of its own) delaying every request by 5 ms, as a network would:
+  wall >= 5x the loop's, client CPU per file <= 1.0x the loop's.
 
 Knobs: ``BATCHFILES_BENCH_GIB`` (size of the large file, default 1), ``BATCHFILES_BENCH_ROUNDS`` (rounds of
 each large-file benchmark, default 3), ``BATCHFILES_BENCH_MANY_FILES`` (small files, default 2,000); with
@@ -307,9 +310,20 @@ def small_files() -> Iterator[Path]:
         yield base
 
 
-def _small_rounds(benchmark, server: Server, save: Callable[[TaskOutputStorage], list], targets) -> None:
+def _small_rounds(
+    benchmark,
+    server: Server,
+    save: Callable[[TaskOutputStorage], list],
+    targets,
+    *,
+    connect: Callable[[], str] | None = None,
+    rounds: int = SMALL_ROUNDS,
+) -> None:
+    """``rounds`` timed saves of the small files on an empty Azurite: directly, or through the connection
+    string ``connect()`` returns once it started."""
     server.restart()  # an empty Azurite for each variant, as for the large file
     server.container().close()
+    connection_string = connect() if connect is not None else server.connection_string
     wall: list[float] = []
     cpu: list[float] = []
     server_cpu: list[float] = []
@@ -317,7 +331,7 @@ def _small_rounds(benchmark, server: Server, save: Callable[[TaskOutputStorage],
     def setup():
         # A task of its own per round: every round creates N_SMALL new blobs (4 KiB each).
         storage = TaskOutputStorage.from_connection_string(
-            server.connection_string, JOB, f"small-{uuid.uuid4().hex[:8]}"
+            connection_string, JOB, f"small-{uuid.uuid4().hex[:8]}"
         )
         return (storage,), {}
 
@@ -331,7 +345,7 @@ def _small_rounds(benchmark, server: Server, save: Callable[[TaskOutputStorage],
         storage.close()
 
     benchmark.extra_info.update(files=N_SMALL, targets=targets)
-    benchmark.pedantic(one_round, setup=setup, rounds=SMALL_ROUNDS)
+    benchmark.pedantic(one_round, setup=setup, rounds=rounds)
     benchmark.extra_info.update(wall_s=wall, cpu_s=cpu, server_cpu_s=server_cpu)
 
 
@@ -346,11 +360,83 @@ def test_many_save_many(benchmark, server, small_files):
     )
 
 
-@pytest.mark.benchmark(group=SMALL_GROUP)
-def test_many_baseline_sequential_save(benchmark, server, small_files):
+def _sequential(small_files: Path) -> Callable[[TaskOutputStorage], list]:
     files = sorted(p for p in small_files.rglob("*.exr"))
 
     def loop(storage: TaskOutputStorage) -> list:
         return [storage.save("TaskOutput", p, p.relative_to(small_files).as_posix()) for p in files]
 
-    _small_rounds(benchmark, server, loop, [])
+    return loop
+
+
+@pytest.mark.benchmark(group=SMALL_GROUP)
+def test_many_baseline_sequential_save(benchmark, server, small_files):
+    _small_rounds(benchmark, server, _sequential(small_files), [])
+
+
+# --- many small files, 5 ms per request --------------------------------------------------------------------
+
+LATENCY_MS = 5
+LATENCY_GROUP = f"{SMALL_GROUP}, {LATENCY_MS} ms per request"
+LATENCY_ROUNDS = int(knob("LATENCY_ROUNDS", 2, 1))
+_PROXY = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from faultproxy import FaultProxy
+proxy = FaultProxy(int(sys.argv[2]), random_faults={"delay": 1.0}, delay_ms=int(sys.argv[3]), deadline_s=1800)
+with proxy:
+    print(proxy.port, flush=True)
+    sys.stdin.read()  # until the benchmark closes it
+"""
+
+
+@pytest.fixture(scope="module")
+def slow_link(server: Server) -> Iterator[Callable[[], str]]:
+    """A function that starts the fault proxy, in a process of its own, in front of the module's Azurite
+    (after a restart: a new one, since Azurite's port changed), delaying every request by LATENCY_MS, and
+    returns a connection string through it."""
+    from batchfiles.testing import ACCOUNT_KEY, ACCOUNT_NAME
+
+    procs: list[subprocess.Popen] = []
+
+    def stop() -> None:
+        for proc in procs:
+            proc.stdin.close()
+            proc.wait(30)
+        procs.clear()
+
+    def connect() -> str:
+        stop()
+        tests = str(Path(__file__).parents[1] / "tests")
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _PROXY, tests, str(server.azurite.port), str(LATENCY_MS)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        procs.append(proc)
+        port = int(proc.stdout.readline())
+        return (
+            f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT_NAME};AccountKey={ACCOUNT_KEY};"
+            f"BlobEndpoint=http://127.0.0.1:{port}/{ACCOUNT_NAME};"
+        )
+
+    try:
+        yield connect
+    finally:
+        stop()
+
+
+@pytest.mark.benchmark(group=LATENCY_GROUP)
+def test_latency_save_many(benchmark, server, slow_link, small_files):
+    targets = [
+        {"what": "save_many >= 5x", "metric": "speedup", "op": ">=", "value": 5},
+        {"what": "client CPU per file <= 1.0x the loop's", "metric": "cpu_ratio", "op": "<=", "value": 1.0},
+    ]
+    save = lambda s: s.save_many("TaskOutput", "**/*.exr", base_dir=small_files, max_concurrency=8)  # noqa: E731
+    _small_rounds(benchmark, server, save, targets, connect=slow_link, rounds=LATENCY_ROUNDS)
+
+
+@pytest.mark.benchmark(group=LATENCY_GROUP)
+def test_latency_baseline_sequential_save(benchmark, server, slow_link, small_files):
+    _small_rounds(benchmark, server, _sequential(small_files), [], connect=slow_link, rounds=LATENCY_ROUNDS)

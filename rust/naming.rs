@@ -175,6 +175,9 @@ pub fn validate_kind(kind: &str) -> Result<(), NamingError> {
 
 /// Is `lower` usable as it is after `job-`: `^[a-z0-9][-a-z0-9]*$`, no trailing `-`, no `--`?
 fn is_plain_container_id(lower: &[u8]) -> bool {
+    if lower.len() > MAX_PLAIN_ID_LEN {
+        return false;
+    }
     let mut prev = b'-'; // so a leading '-' fails like a doubled one
     for &b in lower {
         if !(b.is_ascii_lowercase() || b.is_ascii_digit() || (b == b'-' && prev != b'-')) {
@@ -182,7 +185,7 @@ fn is_plain_container_id(lower: &[u8]) -> bool {
         }
         prev = b;
     }
-    prev != b'-' && lower.len() <= MAX_PLAIN_ID_LEN
+    prev != b'-'
 }
 
 /// The container name of a job's outputs, as the Batch File Conventions define it.
@@ -225,12 +228,43 @@ fn push_container_name(out: &mut String, job_id: &str) -> Result<(), NamingError
     out.push_str(if len == 0 { "job" } else { ascii(&cut[..len]) });
     out.push('-');
     let mut hex = [0u8; 40];
-    for (i, b) in Sha1::digest(lower).iter().enumerate() {
+    for (i, b) in sha1_short(lower).iter().enumerate() {
         hex[2 * i] = HEX[(b >> 4) as usize];
         hex[2 * i + 1] = HEX[(b & 15) as usize];
     }
     out.push_str(ascii(&hex));
     Ok(())
+}
+
+/// SHA-1 of a job id (at most [`MAX_JOB_ID_LEN`] bytes): padded by hand into at most three blocks on
+/// the stack and compressed directly, without the streaming hasher's buffering (the same digest).
+fn sha1_short(data: &[u8]) -> [u8; 20] {
+    const BLOCK: usize = 64;
+    let mut padded = [0u8; 3 * BLOCK];
+    let blocks = (data.len() + 1 + 8).div_ceil(BLOCK);
+    let Some(end) = padded.get_mut(..blocks * BLOCK) else {
+        return Sha1::digest(data).into(); // longer than any job id
+    };
+    end[..data.len()].copy_from_slice(data);
+    end[data.len()] = 0x80;
+    let bits = (data.len() as u64 * 8).to_be_bytes();
+    end[blocks * BLOCK - 8..].copy_from_slice(&bits);
+    let mut state = [
+        0x6745_2301,
+        0xEFCD_AB89,
+        0x98BA_DCFE,
+        0x1032_5476,
+        0xC3D2_E1F0,
+    ];
+    for block in end.chunks_exact(BLOCK) {
+        let block = sha1::digest::generic_array::GenericArray::from_slice(block);
+        sha1::compress(&mut state, std::slice::from_ref(block));
+    }
+    let mut digest = [0u8; 20];
+    for (to, word) in digest.chunks_exact_mut(4).zip(state) {
+        to.copy_from_slice(&word.to_be_bytes());
+    }
+    digest
 }
 
 /// Bytes known to be ASCII as a `&str` (empty if they were not, which the callers rule out).
@@ -543,6 +577,15 @@ pub fn parse_output_name<'a>(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn sha1_short_is_sha1_for_every_length_up_to_past_the_longest_id() {
+        let data: Vec<u8> = (0..=255u8).cycle().take(3 * 64 + 10).collect();
+        for len in 0..data.len() {
+            let expected: [u8; 20] = Sha1::digest(&data[..len]).into();
+            assert_eq!(super::sha1_short(&data[..len]), expected, "length {len}");
+        }
+    }
+
     use super::*;
 
     #[test]

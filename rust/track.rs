@@ -22,6 +22,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::fs::{self, File, Metadata};
 use std::io;
+use std::mem::MaybeUninit;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -34,11 +35,43 @@ pub const HEAD_LEN: usize = 256;
 /// Most files kept open at once (one being read, the others waiting behind it).
 const MAX_OPEN_FILES: usize = 8;
 
+/// Where a block's bytes are read to: a `Vec<u8>` by default; the Python binding reads them
+/// straight into a new Python `bytes`, so they are copied once only, by the kernel, and never
+/// zero-filled first.
+pub trait BlockData: Sized {
+    /// A buffer of `len` bytes, handed to `fill` not initialised: `fill` writes its first bytes
+    /// (fewer than `len` at the end of the file) and returns how many. The buffer holds those
+    /// only. Implementations may rely on `fill` having written the bytes it counts.
+    fn read(
+        len: usize,
+        fill: impl FnOnce(&mut [MaybeUninit<u8>]) -> io::Result<usize> + Send,
+    ) -> io::Result<Self>;
+    /// The bytes.
+    fn bytes(&self) -> &[u8];
+}
+
+impl BlockData for Vec<u8> {
+    fn read(
+        len: usize,
+        fill: impl FnOnce(&mut [MaybeUninit<u8>]) -> io::Result<usize> + Send,
+    ) -> io::Result<Self> {
+        let mut buf = Vec::with_capacity(len);
+        let filled = fill(&mut buf.spare_capacity_mut()[..len])?.min(len);
+        // SAFETY: `fill` wrote the first `filled` bytes (the contract of `read`).
+        unsafe { buf.set_len(filled) };
+        Ok(buf)
+    }
+
+    fn bytes(&self) -> &[u8] {
+        self
+    }
+}
+
 /// The next bytes to append, read from one file.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Block {
+pub struct Block<D = Vec<u8>> {
     /// The bytes, never empty.
-    pub data: Vec<u8>,
+    pub data: D,
     /// CRC-64/NVME of `data`.
     pub crc64: u64,
     /// Where `data` starts in the file it was read from.
@@ -74,9 +107,9 @@ impl fmt::Display for Event {
 
 /// What one [`Tracker::poll`] found.
 #[derive(Debug)]
-pub struct Poll<'a> {
+pub struct Poll<'a, D = Vec<u8>> {
     /// The pending block, the same one until [`Tracker::commit`]; `None` when nothing is ready.
-    pub block: Option<&'a Block>,
+    pub block: Option<&'a Block<D>>,
     /// What happened since the previous poll, oldest first.
     pub events: Vec<Event>,
     /// Once `block` is committed, the next poll with the same `min_bytes` has a block ready.
@@ -98,24 +131,35 @@ pub struct Stats {
     pub truncations: u64,
     /// Reads issued on files (block reads and first-byte checks), to check idle polls cost none.
     pub reads: u64,
+    /// Changes seen: an open file whose size changed since the last poll or that was rewritten, or
+    /// a new file at the path (not a mere new modification time). A caller tells from it when the
+    /// file last grew.
+    pub changes: u64,
 }
 
-/// Follows one path; see the module documentation.
+/// Follows one path; see the module documentation. `D` holds the blocks' bytes.
 #[derive(Debug)]
-pub struct Tracker {
+pub struct Tracker<D = Vec<u8>> {
     path: PathBuf,
     max_block: usize,
     /// Open files in reading order: the front is being read, the back was last seen at the path.
     files: VecDeque<Source>,
     /// The path was missing at the last poll.
     path_gone: bool,
-    pending: Option<Block>,
+    pending: Option<Block<D>>,
     /// Events not yet handed out by a poll.
     events: Vec<Event>,
     stats: Stats,
 }
 
 impl Tracker {
+    /// Follows `path`, with blocks in `Vec`s: see [`Tracker::with_blocks`].
+    pub fn new(path: impl Into<PathBuf>, start_offset: u64, max_block: usize) -> io::Result<Self> {
+        Self::with_blocks(path, start_offset, max_block)
+    }
+}
+
+impl<D: BlockData> Tracker<D> {
     /// Follows `path`, reading at most `max_block` bytes per block (see [`DEFAULT_MAX_BLOCK`]).
     ///
     /// If a file is at the path, it is opened now and reading resumes at `start_offset` (bytes
@@ -123,7 +167,11 @@ impl Tracker {
     /// A missing path is waited for, and `start_offset` is then unused.
     /// Errors: `max_block` is not in 1..=[`MAX_BLOCK_LIMIT`], the path is not a regular file,
     /// or it cannot be opened.
-    pub fn new(path: impl Into<PathBuf>, start_offset: u64, max_block: usize) -> io::Result<Self> {
+    pub fn with_blocks(
+        path: impl Into<PathBuf>,
+        start_offset: u64,
+        max_block: usize,
+    ) -> io::Result<Self> {
         if !(1..=MAX_BLOCK_LIMIT).contains(&max_block) {
             let message =
                 format!("max_block must be 1 to {MAX_BLOCK_LIMIT} bytes, not {max_block}");
@@ -142,6 +190,7 @@ impl Tracker {
             source.read = start_offset;
             tracker.admit(source);
         }
+        tracker.stats.changes = 0; // the file found at the start is no change
         Ok(tracker)
     }
 
@@ -154,7 +203,7 @@ impl Tracker {
     /// [`Poll::more`] to drain up to the end of file. Errors: the path became a directory or
     /// another non-regular file, or a `stat`/read failed; events seen so far are kept for the
     /// next poll.
-    pub fn poll(&mut self, min_bytes: usize) -> io::Result<Poll<'_>> {
+    pub fn poll(&mut self, min_bytes: usize) -> io::Result<Poll<'_, D>> {
         self.refresh_files()?;
         self.check_path()?;
         if self.pending.is_none() {
@@ -174,7 +223,7 @@ impl Tracker {
         let len = self
             .pending
             .take()
-            .map_or(0, |block| block.data.len() as u64);
+            .map_or(0, |block| block.data.bytes().len() as u64);
         self.stats.bytes_committed += len;
         len
     }
@@ -198,7 +247,7 @@ impl Tracker {
         };
         match &self.pending {
             // The pending block ends at the read offset unless the file was truncated since.
-            Some(block) if block.file_offset + block.data.len() as u64 == source.read => {
+            Some(block) if block.file_offset + block.data.bytes().len() as u64 == source.read => {
                 block.file_offset
             }
             _ => source.read,
@@ -213,7 +262,12 @@ impl Tracker {
     /// `fstat`s every open file and restarts the truncated ones.
     fn refresh_files(&mut self) -> io::Result<()> {
         for source in &mut self.files {
-            if let Some(lost) = source.refresh(&mut self.stats.reads)? {
+            let size = source.stamp.size;
+            let truncated = source.refresh(&mut self.stats.reads)?;
+            if source.stamp.size != size || truncated.is_some() {
+                self.stats.changes += 1; // not a mere new modification time (`touch`)
+            }
+            if let Some(lost) = truncated {
                 self.stats.truncations += 1;
                 self.stats.lost_bytes += lost;
                 self.events.push(Event::Truncated { lost });
@@ -258,6 +312,7 @@ impl Tracker {
 
     /// Queues a newly opened file behind the open ones.
     fn admit(&mut self, source: Source) {
+        self.stats.changes += 1;
         match self.files.back() {
             None => self.events.push(Event::Opened {
                 offset: source.read,
@@ -328,16 +383,17 @@ impl Tracker {
             return Ok(());
         };
         let len = source.unread().min(self.max_block as u64) as usize;
-        let data = read_at(&source.file, source.read, len)?;
+        let data = D::read(len, |buf| fill_at(&source.file, source.read, buf))?;
         self.stats.reads += 1;
-        if data.is_empty() {
+        let read = data.bytes().len();
+        if read == 0 {
             return Ok(()); // shrank since the fstat: the next poll sees the truncation
         }
         let file_offset = source.read;
-        source.read += data.len() as u64;
-        self.stats.bytes_read += data.len() as u64;
+        source.read += read as u64;
+        self.stats.bytes_read += read as u64;
         self.pending = Some(Block {
-            crc64: block_crc(&data),
+            crc64: block_crc(data.bytes()),
             data,
             file_offset,
         });
@@ -464,9 +520,14 @@ fn read_head(file: &File, size: u64, reads: &mut u64) -> io::Result<Vec<u8>> {
 
 /// Reads `len` bytes at `offset`, fewer at the end of the file, without moving any cursor.
 fn read_at(file: &File, offset: u64, len: usize) -> io::Result<Vec<u8>> {
-    let mut buf = vec![0; len];
+    Vec::read(len, |buf| fill_at(file, offset, buf))
+}
+
+/// Fills `buf` from `offset` (less at the end of the file); returns how many bytes it filled,
+/// which it wrote: a [`BlockData::read`] `fill`.
+fn fill_at(file: &File, offset: u64, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
     let mut filled = 0;
-    while filled < len {
+    while filled < buf.len() {
         let at = offset.saturating_add(filled as u64);
         match read_some(file, &mut buf[filled..], at) {
             Ok(0) => break,
@@ -475,18 +536,31 @@ fn read_at(file: &File, offset: u64, len: usize) -> io::Result<Vec<u8>> {
             Err(e) => return Err(e),
         }
     }
-    buf.truncate(filled);
-    Ok(buf)
+    Ok(filled)
 }
 
+/// `pread`: reads into `buf` at `offset`, writing the bytes whose count it returns.
 #[cfg(unix)]
-fn read_some(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-    std::os::unix::fs::FileExt::read_at(file, buf, offset)
+fn read_some(file: &File, buf: &mut [MaybeUninit<u8>], offset: u64) -> io::Result<usize> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    use libc::{off64_t as Offset, pread64 as pread};
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    use libc::{off_t as Offset, pread};
+    use std::os::fd::AsRawFd;
+
+    let offset =
+        Offset::try_from(offset).map_err(|_| invalid(format!("offset {offset} is too large")))?;
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes, and `pread` writes at most that many.
+    let n = unsafe { pread(file.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), offset) };
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
 
 #[cfg(not(unix))]
-fn read_some(mut file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+fn read_some(mut file: &File, buf: &mut [MaybeUninit<u8>], offset: u64) -> io::Result<usize> {
     use std::io::{Read, Seek, SeekFrom};
+    buf.fill(MaybeUninit::new(0));
+    // SAFETY: every byte was just initialised, and `MaybeUninit<u8>` has the layout of `u8`.
+    let buf = unsafe { &mut *(buf as *mut [MaybeUninit<u8>] as *mut [u8]) };
     file.seek(SeekFrom::Start(offset))?;
     file.read(buf)
 }
@@ -934,6 +1008,43 @@ mod tests {
             poll(&mut tracker, 5),
             (None, vec![Event::Opened { offset: 0 }], false)
         );
+    }
+
+    #[test]
+    fn changes_count_growth_rewrites_and_new_files_not_idle_polls() {
+        let dir = TempDir::new();
+        let path = dir.join("log");
+        append(&path, b"there before\n");
+        let mut tracker = Tracker::new(&path, 0, DEFAULT_MAX_BLOCK).unwrap();
+        drain(&mut tracker);
+        assert_eq!(tracker.stats().changes, 0);
+        for _ in 0..3 {
+            poll(&mut tracker, 0);
+        }
+        assert_eq!(tracker.stats().changes, 0);
+
+        append(&path, b"grew\n");
+        poll(&mut tracker, 1 << 20); // seen, though no block is cut
+        assert_eq!(tracker.stats().changes, 1);
+        poll(&mut tracker, 1 << 20);
+        assert_eq!(tracker.stats().changes, 1);
+
+        let file = OpenOptions::new().append(true).open(&path).unwrap();
+        let later = SystemTime::now() + std::time::Duration::from_secs(60);
+        file.set_modified(later).unwrap(); // touched: not a change
+        poll(&mut tracker, 1 << 20);
+        assert_eq!(tracker.stats().changes, 1);
+
+        fs::rename(&path, dir.join("log.1")).unwrap();
+        append(&path, b"new file\n");
+        drain(&mut tracker);
+        assert_eq!(tracker.stats().changes, 2);
+
+        let mut waiting = Tracker::new(dir.join("later"), 0, DEFAULT_MAX_BLOCK).unwrap();
+        poll(&mut waiting, 0);
+        append(&dir.join("later"), b"x");
+        poll(&mut waiting, 0);
+        assert_eq!(waiting.stats().changes, 1);
     }
 
     #[test]

@@ -108,6 +108,48 @@ def test_bulk_errors_name_the_index():
         naming.blob_names("TaskOutput", ["a", "/etc/passwd"], "t")
 
 
+def test_large_bulk_calls_derive_in_two_threads_and_keep_order_and_the_first_error():
+    """From 16,384 inputs on, two threads derive slices of 2,048: the names stay in order, and an error
+    is the first bad input's, wherever the threads are."""
+    ids = [f"Job_{i}" if i % 3 else f"job-{i}" for i in range(50_000)]
+    assert naming.container_names(ids) == [naming.container_name(i) for i in ids]
+    paths = [f"out/{i}.txt" for i in range(20_000)]
+    assert naming.blob_names("TaskOutput", paths, "t") == [
+        f"t/$TaskOutput/out/{i}.txt" for i in range(20_000)
+    ]
+    for bad in ([49_999], [2_047, 45_000], [30_000, 30_001, 2_049 * 20]):
+        broken = list(ids)
+        for index in bad:
+            broken[index] = "bad id"
+        with pytest.raises(ValueError, match=rf"job_ids\[{bad[0]}\]"):
+            naming.container_names(broken)
+
+
+@pytest.mark.parametrize("claimed", [3, 5, 20_000, 40_000])
+def test_bulk_inputs_whose_length_lies_are_refused(claimed):
+    """Items are taken slice by slice: a sequence that yields more or fewer items than its length says
+    (a list changed by another thread meanwhile) is a RuntimeError, never a short or padded result."""
+
+    class Liar(list):
+        def __len__(self):
+            return claimed
+
+    for actual in (4, 30_000):
+        if actual != claimed:
+            with pytest.raises(RuntimeError, match="job_ids changed size while it was read"):
+                naming.container_names(Liar(f"j{i}" for i in range(actual)))
+
+
+def test_bulk_takes_any_iterable_of_str():
+    ids = [f"Job{i}" for i in range(20_000)]
+    expected = naming.container_names(ids)
+    assert naming.container_names(iter(ids)) == expected
+    assert naming.container_names(tuple(ids)) == expected
+    assert naming.container_names(j for j in ids) == expected
+    with pytest.raises(TypeError, match=r"job_ids\[19999\] must be a str, not int"):
+        naming.container_names([*ids[:-1], 5])
+
+
 @pytest.mark.parametrize("bad", [3, None, b"job", ["a"]])
 def test_wrong_types_are_type_errors(bad):
     with pytest.raises(TypeError):

@@ -416,9 +416,30 @@ def test_tracker_stats_keys(tmp_path):
         "rotations",
         "truncations",
         "reads",
+        "changes",
     ]
     assert stats["bytes_read"] == 1
     assert stats["reads"] >= 1
+    assert stats["changes"] == tracker.changes == 0
+
+
+def test_tracker_counts_changes_seen_and_hands_out_one_bytes_object_per_block(tmp_path):
+    path = write(tmp_path / "log", b"there at the start\n")
+    tracker = _native.Tracker(path, max_block=16)
+    first = tracker.poll()[0][0]
+    assert first == b"there at the sta"
+    assert tracker.poll()[0][0] is first  # the very object, read once, until committed
+    tracker.commit()
+    assert tracker.poll()[0][0] == b"rt\n"
+    tracker.commit()
+    assert tracker.changes == 0
+    with open(path, "ab") as file:
+        file.write(b"more\n")
+    assert tracker.poll(1 << 20) == (None, [], False)  # too little to cut: seen all the same
+    assert tracker.changes == 1
+    tracker.poll(1 << 20)
+    assert tracker.changes == 1
+    assert tracker.poll()[0][0] == b"more\n"
 
 
 @pytest.mark.parametrize(

@@ -141,6 +141,37 @@ def test_close_follows_the_file_until_it_settles(container: ContainerClient, log
     save.close()  # idempotent
 
 
+def test_idle_saves_close_without_waiting_a_settle_window_and_busy_ones_share_one(
+    container: ContainerClient, tmp_path: Path
+) -> None:
+    """The settle window counts from the file's last change seen, not from the close."""
+    settle = 0.6
+    paths = [tmp_path / f"{i}.log" for i in range(6)]
+    for path in paths:
+        path.write_bytes(b"written before the save started\n")
+    saves = [
+        TrackedSave.start(container, f"logs/{i}.log", path, flush_interval=3600, settle=settle)
+        for i, path in enumerate(paths)
+    ]
+    idle, busy = saves[:3], saves[3:]
+    time.sleep(settle + 0.2)
+    started = time.monotonic()
+    for save in idle:  # their bytes are sent by the final flush: no growth, no window
+        save.close()
+    assert time.monotonic() - started < settle
+    for path in paths[3:]:
+        append(path, b"written just before the close\n")
+    started = time.monotonic()
+    for save in busy:  # one after another: each window counts from the same growth
+        save.close()
+    took = time.monotonic() - started
+    assert settle <= took < 2 * settle
+    for save, path in zip(saves, paths, strict=True):
+        assert blob_bytes(container, save.blob_name) == path.read_bytes()
+        props = container.get_blob_client(save.blob_name).get_blob_properties()
+        assert props.metadata["batchfiles_closed"] == "1"
+
+
 def test_close_stops_following_after_linger(container: ContainerClient, log_path: Path) -> None:
     save = TrackedSave.start(container, LOG, log_path, flush_interval=3600, settle=10, linger=0.3)
     stop = threading.Event()
@@ -625,6 +656,31 @@ def test_aio_twin_follows_flushes_and_resumes(
 
     asyncio.run(scenario())
     assert blob_bytes(container) == log_path.read_bytes() == b"async line\nsent without a flush\nresumed\n"
+
+
+def test_aio_twin_closes_an_idle_save_without_a_settle_window(
+    azurite: Azurite, container: ContainerClient, log_path: Path
+) -> None:
+    settle = 0.6
+    append(log_path, b"written before the save started\n")
+
+    async def scenario() -> float:
+        async with AsyncContainerClient.from_connection_string(
+            azurite.connection_string, container.container_name, **fast_retries(AsyncLinearRetry)
+        ) as aio_container:
+            saves = [
+                await AsyncTrackedSave.start(aio_container, f"{LOG}.{i}", log_path, settle=settle)
+                for i in range(3)
+            ]
+            await asyncio.sleep(settle + 0.2)
+            started = time.monotonic()
+            for save in saves:
+                await save.close()
+            return time.monotonic() - started
+
+    assert asyncio.run(scenario()) < settle
+    for i in range(3):
+        assert blob_bytes(container, f"{LOG}.{i}") == log_path.read_bytes()
 
 
 def test_aio_twin_raises_the_kept_error(azurite: Azurite, container: ContainerClient, log_path: Path) -> None:

@@ -19,11 +19,13 @@ def schedule(**options: Any) -> Schedule:
     return Schedule(START, **{"flush_interval": INTERVAL, "settle": 1.0, "linger": 5.0, **options})
 
 
-def run(sched: Schedule, now: float, *, appended: int = 0, file_seen: bool = True) -> Outcome:
-    """Begin the step due at ``now`` and let it succeed, caught up."""
+def run(
+    sched: Schedule, now: float, *, appended: int = 0, grew: bool = False, file_seen: bool = True
+) -> Outcome:
+    """Begin the step due at ``now`` and let it succeed, caught up; ``grew``: it saw the file change."""
     outcome = sched.begin(now)
     assert outcome is not None, f"nothing due at {now}"
-    done = replace(outcome, appended=appended, caught_up=True)
+    done = replace(outcome, appended=appended, grew=grew, caught_up=True)
     sched.succeeded(done, now, file_seen=file_seen)
     return outcome
 
@@ -82,13 +84,13 @@ def test_close_flushes_then_waits_until_the_file_settles() -> None:
     sched = schedule(settle=1.0, linger=5.0)
     sched.request_close(START)
     sched.request_close(START + 0.01)  # idempotent
-    assert run(sched, START, appended=100).step is Step.FLUSH
+    assert run(sched, START, appended=100, grew=True).step is Step.FLUSH
     assert not sched.closed
     now = START
     for _ in range(5):  # still growing: polled every SETTLE_POLL
         assert sched.wake_at() == pytest.approx(now + limits.SETTLE_POLL)
         now = sched.wake_at()
-        assert run(sched, now, appended=1).step is Step.FLUSH
+        assert run(sched, now, appended=1, grew=True).step is Step.FLUSH
     grew = now
     while sched.wake_at() < grew + 1.0:
         now = sched.wake_at()
@@ -114,7 +116,7 @@ def test_close_gives_up_after_linger_when_the_file_keeps_growing_or_never_appear
             outcome = sched.begin(now)
             assert outcome is not None
             assert outcome.step is Step.FLUSH
-            done = replace(outcome, appended=appended, caught_up=True)
+            done = replace(outcome, appended=appended, grew=bool(appended), caught_up=True)
             if sched.succeeded(done, now, file_seen=file_seen):
                 break
             now = sched.wake_at()
@@ -122,6 +124,65 @@ def test_close_gives_up_after_linger_when_the_file_keeps_growing_or_never_appear
         confirm = sched.begin(now)
         assert confirm is not None
         assert confirm.step is Step.CONFIRM
+
+
+def settled_at(sched: Schedule, now: float, *, appended: int = 0, grew: bool = False) -> float:
+    """Run the close's steps from ``now`` (the first one with ``appended`` and ``grew``, the others seeing
+    no change) until it settles; the time it did. The confirm step is then due at once."""
+    while True:
+        outcome = sched.begin(now)
+        assert outcome is not None
+        assert outcome.step is Step.FLUSH
+        done = replace(outcome, appended=appended, grew=grew, caught_up=True)
+        if sched.succeeded(done, now, file_seen=True):
+            assert run(sched, sched.wake_at()).step is Step.CONFIRM
+            assert sched.closed
+            return now
+        appended, grew, now = 0, False, sched.wake_at()
+
+
+def test_an_idle_file_closes_right_after_its_final_flush() -> None:
+    """The settle window counts from the last step that saw the file change, not from the close: bytes
+    already there are no growth, even when the final flush is what sends them."""
+    sched = schedule(settle=1.0, linger=5.0)
+    now = START
+    while now < START + 1.0:  # watched, idle, for a settle window since the start
+        now = sched.wake_at()
+        run(sched, now)
+    sched.request_close(now)
+    assert settled_at(sched, now, appended=4096) == now
+
+
+def test_a_close_soon_after_the_start_waits_a_window_from_the_start() -> None:
+    sched = schedule(settle=1.0, linger=5.0)
+    sched.request_close(START + 0.2)
+    assert settled_at(sched, START + 0.2) - START == pytest.approx(1.0, abs=limits.SETTLE_POLL)
+
+
+def test_the_window_counts_from_the_last_change_seen() -> None:
+    sched = schedule(settle=1.0, linger=5.0)
+    grew = START + 0.5
+    run(sched, START + 0.25)
+    run(sched, grew, grew=True)  # a watch saw the file grow (not a full block: nothing sent)
+    sched.request_close(grew + 0.3)
+    assert settled_at(sched, grew + 0.3) - grew == pytest.approx(1.0, abs=limits.SETTLE_POLL)
+
+
+def test_a_change_seen_by_the_final_flush_waits_a_whole_window() -> None:
+    sched = schedule(settle=1.0, linger=5.0)
+    now = START + 2.0
+    sched.request_close(now)  # written just before the close: the final read sees it
+    assert settled_at(sched, now, appended=10, grew=True) - now == pytest.approx(1.0, abs=limits.SETTLE_POLL)
+
+
+def test_a_change_seen_by_a_failed_step_counts_too() -> None:
+    sched = schedule(settle=1.0, linger=5.0)
+    now = START + 3.0
+    sched.request_close(now)
+    outcome = sched.begin(now)
+    assert outcome is not None
+    assert sched.failed(replace(outcome, grew=True, error=OSError()), now, retry=True) is not None
+    assert settled_at(sched, sched.wake_at()) - now >= 1.0
 
 
 def test_a_final_close_skips_settle_and_linger_even_once_closing() -> None:
@@ -378,7 +439,9 @@ def test_any_run_keeps_the_schedule_consistent_and_a_close_ends(
                     sched.close()
                     break
                 continue
-            done = replace(due, appended=int(value == "grew"), caught_up=value != "slow")
+            done = replace(
+                due, appended=int(value == "grew"), grew=value == "grew", caught_up=value != "slow"
+            )
             sched.succeeded(done, now, file_seen=True)
             if due.step is Step.FLUSH and done.caught_up:
                 assert all(sched.flushed(t) for t in tickets if t <= due.ticket)

@@ -200,7 +200,9 @@ class TrackedSave(TrackedSaveBase):
 
     def close(self, *, metadata: dict[str, str] | None = None) -> None:
         """Save everything up to the end of the file, then keep following it until it has not grown
-        for ``settle`` seconds or ``linger`` seconds have passed; raises the kept :attr:`error`.
+        for ``settle`` seconds or ``linger`` seconds have passed; raises the kept :attr:`error`. The
+        ``settle`` window counts from the last change the save saw (or its start), so a file idle for
+        longer closes right after the final read, and saves closed one after another share one window.
 
         Last, the blob (its last part) is marked closed in its metadata (``batchfiles_closed=1``, with
         ``metadata`` beside it, e.g. an outcome), on condition that no other writer wrote to it: a

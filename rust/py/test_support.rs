@@ -41,6 +41,7 @@ fn tracker_stats<'py>(tracker: &Bound<'py, Tracker>) -> PyResult<Bound<'py, PyDi
         ("rotations", stats.rotations),
         ("truncations", stats.truncations),
         ("reads", stats.reads),
+        ("changes", stats.changes),
     ]
     .into_py_dict(py)
 }

@@ -42,12 +42,28 @@ class Appender:
 
     def __init__(self, parts: Parts, tracker: Tracker) -> None:
         self.parts = parts
-        self.tracker = tracker  # replaced when a resume starts further in the file
+        self.tracker = tracker
         self.bytes_saved = 0
         self.lost_bytes = 0
         self.polls = 0
         self.appends = 0  # append requests that stored a block (this save's, or an earlier try's)
         self.file_seen = False
+        self.grew = False  # a poll saw the file change since the last :meth:`take_grew`
+
+    @property
+    def tracker(self) -> Tracker:
+        """The file's tracker; replaced when a resume starts further in the file."""
+        return self._tracker
+
+    @tracker.setter
+    def tracker(self, tracker: Tracker) -> None:
+        self._tracker, self._changes = tracker, tracker.changes
+
+    def take_grew(self) -> bool:
+        """Whether a poll saw the file change (grow, shrink, be rewritten or replaced) since the last
+        call."""
+        grew, self.grew = self.grew, False
+        return grew
 
     def send(self, min_bytes: int, started: float, retries: int | None = None) -> Steps[tuple[int, bool]]:
         """Append ready blocks (of at least ``min_bytes``) until caught up, or ``STEP_BUDGET`` s after
@@ -56,8 +72,10 @@ class Appender:
         client's retries of each append (None: the client's own setting)."""
         appended = 0
         while True:
-            block, events, more = self.tracker.poll(min_bytes)
+            block, events, more = self._tracker.poll(min_bytes)
             self.polls += 1
+            if (changes := self._tracker.changes) != self._changes:
+                self._changes, self.grew = changes, True
             self._note(events)
             if block is None:
                 return appended, True

@@ -234,8 +234,9 @@ class Engine:
         try:
             appended, caught_up = yield from self._appender.send(min_bytes, outcome.started, retries)
         except Exception as exc:  # kept or retried by end(); the block stays pending in the tracker
-            return replace(outcome, appended=self._appender.bytes_saved - before, error=exc)
-        return replace(outcome, appended=appended, caught_up=caught_up)
+            appended = self._appender.bytes_saved - before
+            return replace(outcome, appended=appended, grew=self._appender.take_grew(), error=exc)
+        return replace(outcome, appended=appended, caught_up=caught_up, grew=self._appender.take_grew())
 
     def _confirm(self, outcome: Outcome) -> Steps[Outcome]:
         """The last step of a close: no other writer wrote to the parts after this save; then the last

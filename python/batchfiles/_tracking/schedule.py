@@ -36,6 +36,7 @@ class Outcome:
     started: float
     caught_up: bool = False  # every ready block was sent
     appended: int = 0
+    grew: bool = False  # the file was seen to change (grow, shrink, be replaced) during the step
     error: Exception | None = None
 
 
@@ -46,7 +47,9 @@ class Schedule:
     that began after ticket ``n`` was taken completes every ticket up to ``n``. A close is a last flush,
     then steps every ``SETTLE_POLL`` s until the file has not grown for ``settle`` s (once it was seen) or
     ``linger`` s passed since the close was asked, then the confirm step; the save is closed once that
-    succeeds.
+    succeeds. The settle window counts from the last step that saw the file change (or the start), not from
+    the close: a file idle for longer closes right after its final flush, and saves closed one after another
+    share one window.
 
     Failures: a fault is retried after a doubling ``BACKOFF`` and kept after ``MAX_FAILED_STEPS`` in a
     row; throttling is retried after its ``Retry-After`` plus full jitter for ``THROTTLED_PATIENCE`` s,
@@ -77,7 +80,8 @@ class Schedule:
         self._retry_at = 0.0
         self._flush_asked = self._flush_done = 0
         self._close_ticket = 0  # > 0 once close was asked
-        self._closing_at = self._grew_at = 0.0
+        self._closing_at = 0.0
+        self._grew_at = now  # the last step that saw the file change; the start, before any
         self._confirming = False  # settled: only the confirm step is left
 
     def _plan(self) -> tuple[float, Step]:
@@ -129,8 +133,10 @@ class Schedule:
         if outcome.step is Step.CONFIRM:
             self.closed = True
             return False
+        if outcome.grew:
+            self._grew_at = now
         if outcome.appended:
-            self._last_append = self._grew_at = now
+            self._last_append = now
             if self.pressure and now - self._calm_since >= limits.PRESSURE_RELIEF:
                 self.pressure -= 1
                 self._calm_since = now
@@ -167,6 +173,8 @@ class Schedule:
         if not self.failures:
             self._failing_since = now
         self.failures += 1
+        if outcome.grew:
+            self._grew_at = now
         if outcome.appended:
             self._last_append = now
         if not retry:
@@ -204,7 +212,7 @@ class Schedule:
             self._settle = self._linger = 0.0
         if not self._close_ticket and not self.closed:
             self._close_ticket = self.request_flush()
-            self._closing_at = self._grew_at = now
+            self._closing_at = now
 
     def flushed(self, ticket: int) -> bool:
         """Whether the flush ``ticket`` is done, or the save closed."""

@@ -121,7 +121,8 @@ class TrackedSave(TrackedSaveBase):
             raise TimeoutError(f"{self._engine.path} was not flushed within {timeout} s")
 
     async def close(self, *, metadata: dict[str, str] | None = None) -> None:
-        """Final flush, then follow the file until it settles or ``linger`` passed, then mark the blob
+        """Final flush, then follow the file until it settles (no change seen for ``settle`` s, counted
+        from the last change, not from the call) or ``linger`` passed, then mark the blob
         closed (with ``metadata``); raises the kept :attr:`error`. Safe to call more than once."""
         self._engine.request_close(monotonic(), metadata=metadata)
         await self._wait(lambda: self._engine.closed)
