@@ -373,3 +373,37 @@ def test_a_failed_listing_keeps_the_last_and_says_why(
             time.sleep(0.3)
         assert summary["tasks"]["all"] == 2 and naming.container_name(job_id) in summary["failure"]
         assert AZURITE_KEY not in summary["failure"]
+
+
+def test_long_names_are_served_and_bad_requests_logged_in_one_line(
+    service: BlobServiceClient, job_id: str, azurite: Azurite
+) -> None:
+    """An output whose URL is longer than aiohttp's default line (8,190 bytes: 1,000 characters of 3 bytes
+    each, percent-encoded) is served; a request line longer still is a 400 and one warning line (``serve``
+    checks that no traceback was printed)."""
+    name = "\u20ac" * 1000 + ".txt"
+    make_job(service, job_id, 1)
+    TaskOutputStorage.from_service(service, job_id, "task-0").save_text("TaskOutput", "long", name)
+    with serve(job_id, view_env(AZURE_STORAGE_CONNECTION_STRING=azurite.connection_string)) as served:
+        detail = json.loads(get(served.port, "/api/tasks/task-0")[2])
+        url = detail["outputs"]["TaskOutput"][0]["url"]
+        assert len(url) > 9000
+        status, headers, body = get(served.port, url)
+        assert (status, body) == (200, b"long") and headers["x-content-type-options"] == "nosniff"
+        assert get(served.port, "/" + "a" * 70_000)[0] == 400
+    assert served.stderr.count("view: Error handling request") == 1, served.stderr
+
+
+def test_a_resumed_log_that_was_replaced_starts_again(
+    service: BlobServiceClient, job_id: str, azurite: Azurite
+) -> None:
+    """A page that reconnects with a Last-Event-ID beyond the log (replaced by a shorter one since, or the
+    server restarted) gets ``reset`` and the log, not silence until the log grows past the old offset."""
+    put_log(make_job(service, job_id, 1), "task-0", "new run\n", exit_code=0)
+    with serve(job_id, view_env(AZURE_STORAGE_CONNECTION_STRING=azurite.connection_string)) as served:
+        status, _, body = get(
+            served.port, "/api/log/task-0/TaskLog/stdout.txt", headers={"Last-Event-ID": "5000"}
+        )
+    events = body.decode().split("\n\n")
+    assert status == 200 and events[0] == "event: reset\nid: 0\ndata: {}", events
+    assert '"new run\\n"' in body.decode() and events[-2] == "event: end\ndata: {}"

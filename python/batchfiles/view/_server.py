@@ -55,6 +55,9 @@ MAX_PAGE = 500
 TAIL_BYTES = 256 * 1024
 #: Seconds between keep-alive comments of an idle event stream (a closed page is noticed then).
 HEARTBEAT = 5.0
+#: The longest request line and header the server reads: an output's URL may be long (a blob name has up to
+#: 1,024 characters, each up to 12 bytes once percent-encoded), and aiohttp's default (8,190) is not enough.
+MAX_LINE = 64 * 1024
 
 
 class BadRequest(ValueError):
@@ -239,8 +242,12 @@ class Viewer:
         output = await self._output(task, request.match_info["kind"], request.match_info["path"])
         start = max(0, output.size - TAIL_BYTES)
         last = request.headers.get("Last-Event-ID", "")
+        replaced = False
         if _decimal(last) and len(last) < 16:
-            start = int(last)
+            # Beyond what the listing has: the page read a log since replaced by a shorter one (a task
+            # run again, a server restarted): from the tail again, and the page is told to start over.
+            replaced = int(last) > output.size
+            start = start if replaced else int(last)
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"}
         )
@@ -249,6 +256,8 @@ class Viewer:
         assert current is not None
         self._streams.add(current)
         try:
+            if replaced:
+                await _event(response, "reset", "{}", event_id=start)
             await self._stream_log(response, output, start)
         except (ConnectionError, asyncio.CancelledError):
             pass  # the page went away, or the server stops
@@ -288,7 +297,7 @@ class Viewer:
                     await pump
             if what == "reset":
                 start = 0
-                await _event(response, "reset", "{}")
+                await _event(response, "reset", "{}", event_id=0)  # a reconnect goes on in the new one
                 continue
             if what == "end":
                 await _event(response, "end", "{}")
@@ -387,6 +396,17 @@ def _int_arg(request: web.Request, name: str, default: int, low: int, high: int)
 # --- running it ---------------------------------------------------------------------------------------------
 
 
+class _OneLineLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """aiohttp's own error log (a malformed request, a handler that failed outside the middleware) as one
+    redacted warning line, never a traceback in the terminal."""
+
+    def exception(self, msg: object, *args: object, exc_info: Any = True, **kwargs: Any) -> None:
+        error = exc_info if isinstance(exc_info, BaseException) else None
+        why = " ".join(str(error).split())[:200] if error is not None else ""
+        text = str(msg) % args if args else str(msg)
+        self.logger.warning("view: %s", _errors.redact(f"{text}: {why}" if why else text))
+
+
 async def serve(
     storage: JobOutputStorage,
     job_id: str,
@@ -401,7 +421,15 @@ async def serve(
     async with storage:
         viewer = Viewer(storage, job_id, poll_interval=poll_interval)
         await viewer.snapshot()
-        runner = web.AppRunner(viewer.app(), access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        runner = web.AppRunner(
+            viewer.app(),
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=1.0,
+            max_line_size=MAX_LINE,
+            max_field_size=MAX_LINE,
+            logger=_OneLineLogger(logging.getLogger("aiohttp.server"), {}),
+        )
         await runner.setup()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
