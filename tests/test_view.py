@@ -174,6 +174,14 @@ def test_host_header_checked(job: str, azurite: Azurite) -> None:
             assert status == 421 and headers["x-content-type-options"] == "nosniff", host
 
 
+def test_port_80_is_answered_without_a_port_in_host() -> None:
+    """On port 80 a browser sends ``Host: 127.0.0.1`` (the default port left out): answered, not 421."""
+    from batchfiles.view._server import allowed_hosts
+
+    assert allowed_hosts(80) == {"127.0.0.1", "localhost", "127.0.0.1:80", "localhost:80"}
+    assert allowed_hosts(8080) == {"127.0.0.1:8080", "localhost:8080"}
+
+
 def test_log_events_live_and_resumed(
     service: BlobServiceClient, job_id: str, azurite: Azurite, tmp_path: Path
 ) -> None:

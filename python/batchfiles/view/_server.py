@@ -166,8 +166,7 @@ class Viewer:
     @web.middleware
     async def _guard(self, request: web.Request, handler: Callable[..., Any]) -> web.StreamResponse:
         """The Host check, and every error as a short JSON answer, redacted."""
-        allowed = {f"127.0.0.1:{self.port}", f"localhost:{self.port}"}
-        if request.headers.get("Host", "") not in allowed:
+        if request.headers.get("Host", "") not in allowed_hosts(self.port):
             return _error(421, "this server answers only http://127.0.0.1:PORT/ (Host header refused)")
         try:
             return await handler(request)
@@ -355,6 +354,12 @@ def _error(status: int, message: str) -> web.Response:
     response = _json({"error": _errors.redact(message)})
     response.set_status(status)
     return response
+
+
+def allowed_hosts(port: int) -> set[str]:
+    """The ``Host`` headers the server answers (a browser leaves out port 80, HTTP's default)."""
+    hosts = {f"127.0.0.1:{port}", f"localhost:{port}"}
+    return hosts | {"127.0.0.1", "localhost"} if port == 80 else hosts
 
 
 def _task_arg(text: str) -> str:
