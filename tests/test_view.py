@@ -172,6 +172,14 @@ def test_host_header_checked(job: str, azurite: Azurite) -> None:
         ):
             status, headers, _ = get(served.port, "/api/job", host=host)
             assert status == 421 and headers["x-content-type-options"] == "nosniff", host
+        # another site's page (another port is the same site) makes no request of storage through it
+        blob = "/blob/task/task-1/TaskOutput/evil.html"
+        for site, status in (("cross-site", 403), ("same-site", 403), ("same-origin", 200), ("none", 200)):
+            for path in ("/api/job", blob, "/api/log/task-running/TaskLog/stdout.txt?x=1"):
+                if status == 200 and path.startswith("/api/log"):
+                    continue  # a live log's stream does not end
+                got, headers, _ = get(served.port, path, headers={"Sec-Fetch-Site": site})
+                assert got == status and headers["x-content-type-options"] == "nosniff", (site, path)
 
 
 def test_port_80_is_answered_without_a_port_in_host() -> None:

@@ -2,10 +2,10 @@
 static files, the JSON API, outputs streamed through it, and logs tailed live as Server-Sent Events.
 
 Safety: it listens on 127.0.0.1 only and answers only requests whose ``Host`` is ``127.0.0.1:PORT`` or
-``localhost:PORT`` (no DNS rebinding); storage URLs, SAS tokens and keys never leave it (errors are redacted
-by :mod:`batchfiles._errors`); every response has ``nosniff`` and a strict Content-Security-Policy; outputs
-are served only if the job's listing has them, images (never SVG) inline, everything else as an attachment,
-sandboxed.
+``localhost:PORT`` (no DNS rebinding) and none a browser marks as sent by another site (``Sec-Fetch-Site``);
+storage URLs, SAS tokens and keys never leave it (errors are redacted by :mod:`batchfiles._errors`); every
+response has ``nosniff`` and a strict Content-Security-Policy; outputs are served only if the job's listing
+has them, images (never SVG) inline, everything else as an attachment, sandboxed.
 """
 
 from __future__ import annotations
@@ -168,6 +168,10 @@ class Viewer:
         """The Host check, and every error as a short JSON answer, redacted."""
         if request.headers.get("Host", "") not in allowed_hosts(self.port):
             return _error(421, "this server answers only http://127.0.0.1:PORT/ (Host header refused)")
+        if request.headers.get("Sec-Fetch-Site", "none") not in ("same-origin", "none"):
+            # another site's page (an <img>, a no-cors fetch, an EventSource) cannot read the answer, but
+            # would still make this server read the job's blobs from storage, as often as it likes
+            return _error(403, "this server answers only its own page (cross-site request refused)")
         try:
             return await handler(request)
         except web.HTTPException as exc:
