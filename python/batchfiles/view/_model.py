@@ -204,7 +204,9 @@ def snapshot(container: str, listing: Iterable[Any]) -> Snapshot:
             snap.skipped += 1
             continue
         try:
-            kind, path = Scope(container, task_id).parse(props.name)
+            scope = Scope(container, task_id)
+            kind, path = scope.parse(props.name)
+            scope.kind(str(kind))  # a built-in kind of the other side ($TaskLog/x, t1/$JobOutput/x): not one
         except (NotAnOutput, ValueError):
             snap.skipped += 1
             continue
