@@ -19,6 +19,7 @@ import pytest
 from azure.storage.blob import BlobServiceClient
 from batchfiles import TaskOutputStorage, naming, output_storage_container_url
 from batchfiles._scope import Scope, path_problem
+from batchfiles._tracking import limits
 from batchfiles.testing import Azurite
 from batchfiles.view import _model
 from hypothesis import given
@@ -425,3 +426,26 @@ def test_a_resumed_log_that_was_replaced_starts_again(
     events = body.decode().split("\n\n")
     assert status == 200 and events[0] == "event: reset\nid: 0\ndata: {}", events
     assert '"new run\\n"' in body.decode() and events[-2] == "event: end\ndata: {}"
+
+
+def test_a_tracked_log_in_parts_downloads_whole(
+    service: BlobServiceClient, job_id: str, azurite: Azurite
+) -> None:
+    """A tracked save past an append blob's block limit goes on in ``name.1``, ``name.2`` (marked parts): the
+    page shows one output of their summed size, and its download is all of them in order, not the first."""
+    container = make_job(service, job_id, 1)
+    base = naming.blob_name("TaskLog", "long.log", "task-0")
+    for index, text in enumerate(["part zero\n", "part one\n", "part two\n"]):
+        metadata = {limits.WRITER_KEY: "test"}
+        if index:
+            metadata[limits.PART_KEY] = str(index)
+        if index == 2:
+            metadata[limits.CLOSED_KEY] = "1"
+        name = f"{base}.{index}" if index else base
+        container.upload_blob(name, text.encode(), blob_type="AppendBlob", metadata=metadata)
+    with serve(job_id, view_env(AZURE_STORAGE_CONNECTION_STRING=azurite.connection_string)) as served:
+        logs = json.loads(get(served.port, "/api/tasks/task-0")[2])["outputs"]["TaskLog"]
+        (log,) = [o for o in logs if o["path"].startswith("long.log")]
+        status, _, body = get(served.port, log["url"])
+    assert (status, body) == (200, b"part zero\npart one\npart two\n")
+    assert log["size"] == len(body) and log["log"] == "closed"

@@ -126,17 +126,22 @@ class Viewer:
             raise OutputNotFoundError(f"{whose} has no {kind} output {path!r}")
         return output
 
-    def _reference(self, output: _model.Output) -> OutputFileReference:
-        """The library's reference of a listed output, made from the listing (no request). A tracked save's
-        first part: what a download of it gives, as ``get()`` does."""
+    def _references(self, output: _model.Output) -> list[OutputFileReference]:
+        """The library's references of a listed output, made from the listing (no request): its blob, then a
+        tracked save's parts ``name.1``, ``name.2``, ... (concatenated in order they are the file)."""
+        return [self._reference(output, output.name, output.path)] + [
+            self._reference(output, name, output.path + name[len(output.name) :]) for name in output.parts
+        ]
+
+    def _reference(self, output: _model.Output, name: str, path: str) -> OutputFileReference:
         container = self.storage._container
-        blob = container.get_blob_client(output.name)
+        blob = container.get_blob_client(name)
         info = ReferenceInfo(
             kind=Scope(container.container_name, output.task).kind(output.kind),
-            file_path=output.path,
-            blob_name=output.name,
+            file_path=path,
+            blob_name=name,
             url=public_url(blob.url),
-            size=output.size,
+            size=output.size,  # the whole output's (open() reads the blob as it is)
             content_md5=None,
             content_type=None,
             last_modified=output.modified,
@@ -222,18 +227,21 @@ class Viewer:
             name = output.path.rpartition("/")[2]
             headers["Content-Type"] = "application/octet-stream"
             headers["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(name, safe='')}"
-        reader = await self._reference(output).open()
-        async with reader:
-            response = web.StreamResponse(headers=headers)
-            await response.prepare(request)
-            try:
-                while chunk := await reader.read(1024 * 1024):
-                    await response.write(chunk)
-            except (BatchFilesError, AzureError) as exc:  # too late for an error answer: cut it short
-                logger.warning("view: %s stopped: %s", output.path, _errors.describe(exc))
-                if request.transport is not None:
-                    request.transport.close()
-                return response
+        references = self._references(output)
+        reader = await references[0].open()  # before the answer: a failure now is an error answer
+        response = web.StreamResponse(headers=headers)
+        try:
+            for index, reference in enumerate(references):
+                async with reader if index == 0 else await reference.open() as part:
+                    if not response.prepared:
+                        await response.prepare(request)
+                    while chunk := await part.read(1024 * 1024):
+                        await response.write(chunk)
+        except (BatchFilesError, AzureError) as exc:  # too late for an error answer: cut it short
+            logger.warning("view: %s stopped: %s", output.path, _errors.describe(exc))
+            if request.transport is not None:
+                request.transport.close()
+            return response
         await response.write_eof()
         return response
 
