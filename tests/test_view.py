@@ -449,3 +449,32 @@ def test_a_tracked_log_in_parts_downloads_whole(
         status, _, body = get(served.port, log["url"])
     assert (status, body) == (200, b"part zero\npart one\npart two\n")
     assert log["size"] == len(body) and log["log"] == "closed"
+
+
+def test_a_browser_that_waits_for_the_page_gets_it(
+    tmp_path: Path, service: BlobServiceClient, azurite: Azurite, job_id: str
+) -> None:
+    """``webbrowser`` runs a console browser (w3m, lynx, $BROWSER) and waits for it to quit: it must not
+    run in the server's loop, or the server cannot answer the browser it waits for (a hang)."""
+    make_job(service, job_id, 1)
+    page = tmp_path / "page.html"
+    browser = tmp_path / "browser.py"
+    browser.write_text(
+        "import sys, urllib.request\n"
+        f"open({str(page)!r}, 'wb').write(urllib.request.urlopen(sys.argv[1], timeout=10).read())\n"
+    )
+    env = view_env(AZURE_STORAGE_CONNECTION_STRING=azurite.connection_string)
+    env.update(BROWSER=f"{sys.executable} {browser} %s", DISPLAY="", WAYLAND_DISPLAY="")
+    command = [sys.executable, "-m", "batchfiles", "view", job_id]
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().startswith("http://127.0.0.1:")
+        deadline = time.monotonic() + 15
+        while not (page.exists() and page.stat().st_size):
+            assert time.monotonic() < deadline, "the browser never got the page"
+            time.sleep(0.1)
+        assert b"batchfiles view" in page.read_bytes()
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0 and "no browser" not in err and "Traceback" not in err, err
