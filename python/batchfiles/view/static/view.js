@@ -162,7 +162,7 @@
   function schedule() {
     for (const log of logs) {
       if (logs.filter((l) => l.source).length >= MAX_LIVE) break;
-      if (!log.source && !log.done && !log.paused) follow(log);
+      if (!log.source && !log.done) follow(log); // a paused log is last in line: its turn comes again
     }
     for (const log of logs) {
       const waiting = !log.source && !log.done;
