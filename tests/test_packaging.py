@@ -6,6 +6,7 @@ import importlib
 import importlib.metadata
 import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -31,6 +32,18 @@ def test_the_version_is_written_once_in_cargo_toml() -> None:
 
 def test_the_installed_version_is_cargo_toml_s() -> None:
     assert batchfiles.__version__ == importlib.metadata.version("batchfiles") == _cargo_version()
+
+
+def test_version_from_the_sources_is_cargo_toml_s(tmp_path: Path) -> None:
+    """Run from a checkout's sources, ``--version`` is Cargo.toml's, not that of another batchfiles
+    installed in the environment (here a stale 9.9.9 on the path first)."""
+    info = tmp_path / "batchfiles-9.9.9.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: batchfiles\nVersion: 9.9.9\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT / "python")])}
+    command = [sys.executable, "-m", "batchfiles", "--version"]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=True)
+    assert result.stdout.strip() == f"batchfiles {_cargo_version()}"
 
 
 @pytest.fixture

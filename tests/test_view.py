@@ -18,7 +18,8 @@ from urllib.parse import quote, unquote
 import pytest
 from azure.storage.blob import BlobServiceClient
 from batchfiles import TaskOutputStorage, naming, output_storage_container_url
-from batchfiles._scope import path_problem
+from batchfiles._scope import Scope, path_problem
+from batchfiles._tracking import limits
 from batchfiles.testing import Azurite
 from batchfiles.view import _model
 from hypothesis import given
@@ -172,6 +173,22 @@ def test_host_header_checked(job: str, azurite: Azurite) -> None:
         ):
             status, headers, _ = get(served.port, "/api/job", host=host)
             assert status == 421 and headers["x-content-type-options"] == "nosniff", host
+        # another site's page (another port is the same site) makes no request of storage through it
+        blob = "/blob/task/task-1/TaskOutput/evil.html"
+        for site, status in (("cross-site", 403), ("same-site", 403), ("same-origin", 200), ("none", 200)):
+            for path in ("/api/job", blob, "/api/log/task-running/TaskLog/stdout.txt?x=1"):
+                if status == 200 and path.startswith("/api/log"):
+                    continue  # a live log's stream does not end
+                got, headers, _ = get(served.port, path, headers={"Sec-Fetch-Site": site})
+                assert got == status and headers["x-content-type-options"] == "nosniff", (site, path)
+
+
+def test_port_80_is_answered_without_a_port_in_host() -> None:
+    """On port 80 a browser sends ``Host: 127.0.0.1`` (the default port left out): answered, not 421."""
+    from batchfiles.view._server import allowed_hosts
+
+    assert allowed_hosts(80) == {"127.0.0.1", "localhost", "127.0.0.1:80", "localhost:80"}
+    assert allowed_hosts(8080) == {"127.0.0.1:8080", "localhost:8080"}
 
 
 def test_log_events_live_and_resumed(
@@ -292,8 +309,10 @@ def test_snapshot_takes_every_output_and_only_outputs(names: list[str]) -> None:
     for output in outputs:
         assert output.name in names and snap.find(output.task, output.kind, output.path) is output
         assert path_problem(output.path) is None
-        if output.task is not None:
-            assert output.name == naming.blob_name(output.kind, output.path, output.task)
+        # its kind is one of its side's: the server can make a reference of it (a TaskLog at the job's
+        # level, or a JobOutput under a task, is outside the conventions and was listed, then a 500)
+        kind = Scope("job-x", output.task).kind(output.kind)
+        assert output.name == naming.blob_name(kind, output.path, output.task)
 
 
 def test_snapshot_joins_the_parts_of_a_tracked_save() -> None:
@@ -373,3 +392,89 @@ def test_a_failed_listing_keeps_the_last_and_says_why(
             time.sleep(0.3)
         assert summary["tasks"]["all"] == 2 and naming.container_name(job_id) in summary["failure"]
         assert AZURITE_KEY not in summary["failure"]
+
+
+def test_long_names_are_served_and_bad_requests_logged_in_one_line(
+    service: BlobServiceClient, job_id: str, azurite: Azurite
+) -> None:
+    """An output whose URL is longer than aiohttp's default line (8,190 bytes: 1,000 characters of 3 bytes
+    each, percent-encoded) is served; a request line longer still is a 400 and one warning line (``serve``
+    checks that no traceback was printed)."""
+    name = "\u20ac" * 1000 + ".txt"
+    make_job(service, job_id, 1)
+    TaskOutputStorage.from_service(service, job_id, "task-0").save_text("TaskOutput", "long", name)
+    with serve(job_id, view_env(AZURE_STORAGE_CONNECTION_STRING=azurite.connection_string)) as served:
+        detail = json.loads(get(served.port, "/api/tasks/task-0")[2])
+        url = detail["outputs"]["TaskOutput"][0]["url"]
+        assert len(url) > 9000
+        status, headers, body = get(served.port, url)
+        assert (status, body) == (200, b"long") and headers["x-content-type-options"] == "nosniff"
+        assert get(served.port, "/" + "a" * 70_000)[0] == 400
+    assert served.stderr.count("view: Error handling request") == 1, served.stderr
+
+
+def test_a_resumed_log_that_was_replaced_starts_again(
+    service: BlobServiceClient, job_id: str, azurite: Azurite
+) -> None:
+    """A page that reconnects with a Last-Event-ID beyond the log (replaced by a shorter one since, or the
+    server restarted) gets ``reset`` and the log, not silence until the log grows past the old offset."""
+    put_log(make_job(service, job_id, 1), "task-0", "new run\n", exit_code=0)
+    with serve(job_id, view_env(AZURE_STORAGE_CONNECTION_STRING=azurite.connection_string)) as served:
+        status, _, body = get(
+            served.port, "/api/log/task-0/TaskLog/stdout.txt", headers={"Last-Event-ID": "5000"}
+        )
+    events = body.decode().split("\n\n")
+    assert status == 200 and events[0] == "event: reset\nid: 0\ndata: {}", events
+    assert '"new run\\n"' in body.decode() and events[-2] == "event: end\ndata: {}"
+
+
+def test_a_tracked_log_in_parts_downloads_whole(
+    service: BlobServiceClient, job_id: str, azurite: Azurite
+) -> None:
+    """A tracked save past an append blob's block limit goes on in ``name.1``, ``name.2`` (marked parts): the
+    page shows one output of their summed size, and its download is all of them in order, not the first."""
+    container = make_job(service, job_id, 1)
+    base = naming.blob_name("TaskLog", "long.log", "task-0")
+    for index, text in enumerate(["part zero\n", "part one\n", "part two\n"]):
+        metadata = {limits.WRITER_KEY: "test"}
+        if index:
+            metadata[limits.PART_KEY] = str(index)
+        if index == 2:
+            metadata[limits.CLOSED_KEY] = "1"
+        name = f"{base}.{index}" if index else base
+        container.upload_blob(name, text.encode(), blob_type="AppendBlob", metadata=metadata)
+    with serve(job_id, view_env(AZURE_STORAGE_CONNECTION_STRING=azurite.connection_string)) as served:
+        logs = json.loads(get(served.port, "/api/tasks/task-0")[2])["outputs"]["TaskLog"]
+        (log,) = [o for o in logs if o["path"].startswith("long.log")]
+        status, _, body = get(served.port, log["url"])
+    assert (status, body) == (200, b"part zero\npart one\npart two\n")
+    assert log["size"] == len(body) and log["log"] == "closed"
+
+
+def test_a_browser_that_waits_for_the_page_gets_it(
+    tmp_path: Path, service: BlobServiceClient, azurite: Azurite, job_id: str
+) -> None:
+    """``webbrowser`` runs a console browser (w3m, lynx, $BROWSER) and waits for it to quit: it must not
+    run in the server's loop, or the server cannot answer the browser it waits for (a hang)."""
+    make_job(service, job_id, 1)
+    page = tmp_path / "page.html"
+    browser = tmp_path / "browser.py"
+    browser.write_text(
+        "import sys, urllib.request\n"
+        f"open({str(page)!r}, 'wb').write(urllib.request.urlopen(sys.argv[1], timeout=10).read())\n"
+    )
+    env = view_env(AZURE_STORAGE_CONNECTION_STRING=azurite.connection_string)
+    env.update(BROWSER=f"{sys.executable} {browser} %s", DISPLAY="", WAYLAND_DISPLAY="")
+    command = [sys.executable, "-m", "batchfiles", "view", job_id]
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().startswith("http://127.0.0.1:")
+        deadline = time.monotonic() + 15
+        while not (page.exists() and page.stat().st_size):
+            assert time.monotonic() < deadline, "the browser never got the page"
+            time.sleep(0.1)
+        assert b"batchfiles view" in page.read_bytes()
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0 and "no browser" not in err and "Traceback" not in err, err

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 from azure.storage.blob import BlobServiceClient
-from batchfiles import TaskOutputStorage, output_storage_container_url
-from view_helpers import CHROMIUM, make_job, serve, view_env
+from batchfiles import TaskOutputStorage, naming, output_storage_container_url
+from view_helpers import CHROMIUM, make_job, put_log, serve, view_env
 
 TASKS = 60
 FAILED = 7
@@ -165,3 +165,48 @@ def test_job_page_in_chromium(chromium: Any, service: BlobServiceClient, job_id:
         for text in seen:
             assert "sig=" not in text and signature not in text and AZURITE_KEY not in text
         context.close()
+
+
+def test_many_open_logs_leave_the_page_its_connections(
+    chromium: Any, service: BlobServiceClient, job_id: str
+) -> None:
+    """A browser opens at most 6 connections to the server and each live log holds one: a task with 8 open
+    logs must not stop the page's updates. Two logs are tailed, the others wait with a "follow live" button
+    (a click tails that one in place of the oldest); a log deleted from storage leaves the page."""
+    container = make_job(service, job_id, 1)
+    for index in range(8):
+        put_log(container, "task-busy", f"log {index} line\n", open_=True, name=f"log-{index}.txt")
+    with serve(job_id, view_env(BATCHFILES_CONTAINER_URL=_sas(service, job_id))) as served:
+        page = chromium.new_page()
+        page.goto(f"{served.url}#task/task-busy")
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('#detail .log-state')].filter("
+            "(s) => s.textContent === 'live').length === 2"
+        )
+        make_job(service, job_id, 2)  # task-1 appears: the page still polls
+        page.wait_for_selector('#tasks li[data-id="task-1"]', timeout=10_000)
+        states = page.locator("#detail .log-state").all_inner_texts()
+        assert states.count("live") == 2 and len(states) == 8, states
+        waiting = page.locator("#detail button.follow:visible")
+        assert waiting.count() == 6
+        row = page.locator("#detail div.file", has=page.locator("a.name", has_text="log-7.txt"))
+        row.locator("button.follow").click()
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('#detail div.file')].find((r) => r.textContent.includes"
+            "('log-7.txt')).querySelector('pre.log').textContent.includes('log 7 line')"
+        )
+        states = page.locator("#detail .log-state").all_inner_texts()
+        assert states.count("live") == 2 and "paused" in states, states
+        container.delete_blob(naming.blob_name("TaskLog", "log-7.txt", "task-busy"))
+        page.wait_for_function(
+            "() => document.querySelectorAll('#detail pre.log').length === 7", timeout=10_000
+        )
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('#detail .log-state')].filter("
+            "(s) => s.textContent === 'live').length === 2"
+        )
+        page.close()
+
+
+def _sas(service: BlobServiceClient, job_id: str) -> str:
+    return output_storage_container_url(service, job_id, expiry=timedelta(hours=1))

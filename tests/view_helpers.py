@@ -47,17 +47,23 @@ def task_id(index: int) -> str:
 
 
 def put_log(
-    container: ContainerClient, task: str, text: str, *, exit_code: int | None = None, open_: bool = False
+    container: ContainerClient,
+    task: str,
+    text: str,
+    *,
+    exit_code: int | None = None,
+    open_: bool = False,
+    name: str = "stdout.txt",
 ) -> None:
-    """A task's ``stdout.txt`` as a tracked save leaves it: an append blob, open (a writer's mark) or closed
-    with ``run``'s outcome (``exit_code``)."""
+    """A task's log (``stdout.txt``) as a tracked save leaves it: an append blob, open (a writer's mark) or
+    closed with ``run``'s outcome (``exit_code``)."""
     metadata = {limits.WRITER_KEY: "test"}
     if not open_:
         metadata[limits.CLOSED_KEY] = "1"
         if exit_code is not None:
             now = datetime.now(timezone.utc)
             metadata.update(_follow.outcome_metadata(exit_code, now, now))
-    blob = container.get_blob_client(naming.blob_name("TaskLog", "stdout.txt", task))
+    blob = container.get_blob_client(naming.blob_name("TaskLog", name, task))
     blob.upload_blob(text.encode(), blob_type="AppendBlob", metadata=metadata, overwrite=True)
 
 

@@ -6,6 +6,8 @@ every name are in :mod:`batchfiles.aio`; name derivation alone is in :mod:`batch
 """
 
 import importlib.metadata as _metadata
+import re as _re
+from pathlib import Path as _Path
 
 from . import naming
 from .errors import (
@@ -30,10 +32,22 @@ from .storage import (
 )
 from .tracking import TrackedSave
 
-try:  # the installed distribution's, set from Cargo.toml when the wheel is built
-    __version__ = _metadata.version("batchfiles")
-except _metadata.PackageNotFoundError:  # pragma: no cover - sources on the path without an installed package
-    __version__ = "0+unknown"
+
+def _version() -> str:
+    """Cargo.toml's: read there when these are a checkout's sources (on the path, or installed editable),
+    else the installed distribution's, which the wheel's build took from it."""
+    cargo = _Path(__file__).resolve().parents[2] / "Cargo.toml"
+    if cargo.is_file():
+        found = _re.search(r'(?m)^version = "([^"]+)"', cargo.read_text(encoding="utf-8"))
+        if found:
+            return found[1]
+    try:
+        return _metadata.version("batchfiles")
+    except _metadata.PackageNotFoundError:  # pragma: no cover - neither a checkout nor installed
+        return "0+unknown"
+
+
+__version__ = _version()
 
 __all__ = [
     "AuthenticationError",

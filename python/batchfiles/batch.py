@@ -37,7 +37,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from . import _sas, _urls, naming
+from . import _errors, _sas, _urls, naming
 from ._patterns import CONDITIONS, OutputSpec, is_pattern, parse_spec
 from .errors import OutputFilesError
 from .kinds import JobOutputKind, OutputKind, builtin_side
@@ -69,8 +69,8 @@ UPLOAD_LOGS = (OutputSpec("../fileupload*.txt", "TaskLog", "completion"),)
 _ENV_VARIABLE = re.compile(r"\$|%[^%/\\]+%")
 _ABSOLUTE = re.compile(r"^(?:[/\\]|[A-Za-z]:[/\\]|[A-Za-z]:\Z)")
 _IDENTITY = re.compile(
-    r"/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.ManagedIdentity/"
-    r"userAssignedIdentities/[^/]+",
+    r"/subscriptions/[^/?#\s]+/resourceGroups/[^/?#\s]+/providers/Microsoft\.ManagedIdentity/"
+    r"userAssignedIdentities/[^/?#\s]+",
     re.IGNORECASE,
 )
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -252,12 +252,18 @@ def _container(url: str, identity: str | None, headers: Mapping[str, str] | None
             raise OutputFilesError(
                 f"identity_reference must be a user-assigned managed identity's resource id, "
                 "/subscriptions/SUB/resourceGroups/GROUP/providers/Microsoft.ManagedIdentity/"
-                f"userAssignedIdentities/NAME, not {identity!r}"
+                f"userAssignedIdentities/NAME, not {_errors.redact(repr(identity))}"
             )
         if has_sas:
             raise OutputFilesError(
                 f"container URL {public!r} has a SAS and an identity_reference is given: give one (a plain "
                 "URL with the pool's managed identity, or a SAS URL)"
+            )
+        parts = urlsplit(url)
+        if parts.scheme == "http" and not _urls._is_loopback(parts.hostname or ""):
+            raise OutputFilesError(
+                f"container URL {public!r} is plain http: the node agent would send the managed identity's "
+                "token in clear, and storage refuses it (use https)"
             )
         extra["identityReference"] = {"resourceId": identity}
     elif not has_sas:

@@ -27,7 +27,9 @@ with a wildcard keeps each match's path below its fixed folders (out/**/*.txt: o
 out/a/b.txt). Refused: absolute patterns, ../.. and $VAR or %VAR% (the agent expands variables).
 
 --task-logs adds ../stdout.txt, ../stderr.txt and the agent's own upload logs (../fileupload*.txt,
-which it writes while uploading: they hold what was written when their turn came) as TaskLog.
+which it writes while uploading: they hold what was written when their turn came) as TaskLog. Not with
+`batchfiles run` as the task's command: it saves its own stdout.txt and stderr.txt, live and with the exit
+code, which the agent's copies would replace.
 
 The container URL needs a SAS granting write (`batchfiles url JOB_ID --expiry 2d`), or with
 --identity-reference a plain URL and a managed identity of the pool. The printed JSON holds that URL,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import threading
 import webbrowser
 
 from . import common, connect
@@ -57,11 +58,16 @@ def run(args: argparse.Namespace) -> int:
     def ready(url: str) -> None:
         print(url, flush=True)
         info(f"serving job {args.job_id!r} ({storage.container_name}) on {url}; Ctrl-C stops")
-        if not args.no_browser and not webbrowser.open(url):
-            info("no browser found here: open the URL above")
+        if not args.no_browser:  # not in the server's loop: a console browser (w3m, lynx) runs until it quits
+            threading.Thread(target=_open_browser, args=(url,), daemon=True).start()
 
     try:
         asyncio.run(view.serve(storage, args.job_id, port=args.port, ready=ready))
     except KeyboardInterrupt:
         info("stopped")
     return EXIT_OK
+
+
+def _open_browser(url: str) -> None:
+    if not webbrowser.open(url):
+        info("no browser found here: open the URL above")

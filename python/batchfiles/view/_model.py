@@ -56,8 +56,8 @@ def _iso(when: datetime | None) -> str | None:
 
 @dataclass
 class Output:
-    """One output: a blob, or a tracked save's parts (``name``, ``name.1``, ...) as one (sizes summed; the
-    metadata is the last part's, where the close mark and ``run``'s outcome are)."""
+    """One output: a blob, or a tracked save's parts (``name``, ``name.1``, ...) as one (sizes summed, served
+    one after the other; the metadata is the last part's, where the close mark and ``run``'s outcome are)."""
 
     task: str | None
     kind: str
@@ -67,8 +67,12 @@ class Output:
     modified: datetime | None
     metadata: dict[str, str]
     part: int = 0
+    parts: list[str] = field(default_factory=list)  # the blobs of parts 1, 2, ... in order
 
-    def add_part(self, index: int, size: int, modified: datetime | None, metadata: dict[str, str]) -> None:
+    def add_part(
+        self, name: str, index: int, size: int, modified: datetime | None, metadata: dict[str, str]
+    ) -> None:
+        self.parts.append(name)
         self.size += size
         if modified and (self.modified is None or modified > self.modified):
             self.modified = modified
@@ -204,7 +208,9 @@ def snapshot(container: str, listing: Iterable[Any]) -> Snapshot:
             snap.skipped += 1
             continue
         try:
-            kind, path = Scope(container, task_id).parse(props.name)
+            scope = Scope(container, task_id)
+            kind, path = scope.parse(props.name)
+            scope.kind(str(kind))  # a built-in kind of the other side ($TaskLog/x, t1/$JobOutput/x): not one
         except (NotAnOutput, ValueError):
             snap.skipped += 1
             continue
@@ -217,6 +223,6 @@ def snapshot(container: str, listing: Iterable[Any]) -> Snapshot:
     for base, index, props in sorted(parts, key=lambda p: p[1]):
         if base in found:  # a part whose first blob is missing is not shown
             metadata = {k.lower(): v for k, v in (props.metadata or {}).items()}
-            found[base].add_part(index, props.size or 0, props.last_modified, metadata)
+            found[base].add_part(props.name, index, props.size or 0, props.last_modified, metadata)
     snap.tasks = {i: tasks[i] for i in sorted(tasks, key=natural_key)}
     return snap

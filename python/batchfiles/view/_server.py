@@ -2,10 +2,10 @@
 static files, the JSON API, outputs streamed through it, and logs tailed live as Server-Sent Events.
 
 Safety: it listens on 127.0.0.1 only and answers only requests whose ``Host`` is ``127.0.0.1:PORT`` or
-``localhost:PORT`` (no DNS rebinding); storage URLs, SAS tokens and keys never leave it (errors are redacted
-by :mod:`batchfiles._errors`); every response has ``nosniff`` and a strict Content-Security-Policy; outputs
-are served only if the job's listing has them, images (never SVG) inline, everything else as an attachment,
-sandboxed.
+``localhost:PORT`` (no DNS rebinding) and none a browser marks as sent by another site (``Sec-Fetch-Site``);
+storage URLs, SAS tokens and keys never leave it (errors are redacted by :mod:`batchfiles._errors`); every
+response has ``nosniff`` and a strict Content-Security-Policy; outputs are served only if the job's listing
+has them, images (never SVG) inline, everything else as an attachment, sandboxed.
 """
 
 from __future__ import annotations
@@ -55,6 +55,9 @@ MAX_PAGE = 500
 TAIL_BYTES = 256 * 1024
 #: Seconds between keep-alive comments of an idle event stream (a closed page is noticed then).
 HEARTBEAT = 5.0
+#: The longest request line and header the server reads: an output's URL may be long (a blob name has up to
+#: 1,024 characters, each up to 12 bytes once percent-encoded), and aiohttp's default (8,190) is not enough.
+MAX_LINE = 64 * 1024
 
 
 class BadRequest(ValueError):
@@ -123,17 +126,22 @@ class Viewer:
             raise OutputNotFoundError(f"{whose} has no {kind} output {path!r}")
         return output
 
-    def _reference(self, output: _model.Output) -> OutputFileReference:
-        """The library's reference of a listed output, made from the listing (no request). A tracked save's
-        first part: what a download of it gives, as ``get()`` does."""
+    def _references(self, output: _model.Output) -> list[OutputFileReference]:
+        """The library's references of a listed output, made from the listing (no request): its blob, then a
+        tracked save's parts ``name.1``, ``name.2``, ... (concatenated in order they are the file)."""
+        return [self._reference(output, output.name, output.path)] + [
+            self._reference(output, name, output.path + name[len(output.name) :]) for name in output.parts
+        ]
+
+    def _reference(self, output: _model.Output, name: str, path: str) -> OutputFileReference:
         container = self.storage._container
-        blob = container.get_blob_client(output.name)
+        blob = container.get_blob_client(name)
         info = ReferenceInfo(
             kind=Scope(container.container_name, output.task).kind(output.kind),
-            file_path=output.path,
-            blob_name=output.name,
+            file_path=path,
+            blob_name=name,
             url=public_url(blob.url),
-            size=output.size,
+            size=output.size,  # the whole output's (open() reads the blob as it is)
             content_md5=None,
             content_type=None,
             last_modified=output.modified,
@@ -163,9 +171,12 @@ class Viewer:
     @web.middleware
     async def _guard(self, request: web.Request, handler: Callable[..., Any]) -> web.StreamResponse:
         """The Host check, and every error as a short JSON answer, redacted."""
-        allowed = {f"127.0.0.1:{self.port}", f"localhost:{self.port}"}
-        if request.headers.get("Host", "") not in allowed:
+        if request.headers.get("Host", "") not in allowed_hosts(self.port):
             return _error(421, "this server answers only http://127.0.0.1:PORT/ (Host header refused)")
+        if request.headers.get("Sec-Fetch-Site", "none") not in ("same-origin", "none"):
+            # another site's page (an <img>, a no-cors fetch, an EventSource) cannot read the answer, but
+            # would still make this server read the job's blobs from storage, as often as it likes
+            return _error(403, "this server answers only its own page (cross-site request refused)")
         try:
             return await handler(request)
         except web.HTTPException as exc:
@@ -216,18 +227,21 @@ class Viewer:
             name = output.path.rpartition("/")[2]
             headers["Content-Type"] = "application/octet-stream"
             headers["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(name, safe='')}"
-        reader = await self._reference(output).open()
-        async with reader:
-            response = web.StreamResponse(headers=headers)
-            await response.prepare(request)
-            try:
-                while chunk := await reader.read(1024 * 1024):
-                    await response.write(chunk)
-            except (BatchFilesError, AzureError) as exc:  # too late for an error answer: cut it short
-                logger.warning("view: %s stopped: %s", output.path, _errors.describe(exc))
-                if request.transport is not None:
-                    request.transport.close()
-                return response
+        references = self._references(output)
+        reader = await references[0].open()  # before the answer: a failure now is an error answer
+        response = web.StreamResponse(headers=headers)
+        try:
+            for index, reference in enumerate(references):
+                async with reader if index == 0 else await reference.open() as part:
+                    if not response.prepared:
+                        await response.prepare(request)
+                    while chunk := await part.read(1024 * 1024):
+                        await response.write(chunk)
+        except (BatchFilesError, AzureError) as exc:  # too late for an error answer: cut it short
+            logger.warning("view: %s stopped: %s", output.path, _errors.describe(exc))
+            if request.transport is not None:
+                request.transport.close()
+            return response
         await response.write_eof()
         return response
 
@@ -239,8 +253,12 @@ class Viewer:
         output = await self._output(task, request.match_info["kind"], request.match_info["path"])
         start = max(0, output.size - TAIL_BYTES)
         last = request.headers.get("Last-Event-ID", "")
+        replaced = False
         if _decimal(last) and len(last) < 16:
-            start = int(last)
+            # Beyond what the listing has: the page read a log since replaced by a shorter one (a task
+            # run again, a server restarted): from the tail again, and the page is told to start over.
+            replaced = int(last) > output.size
+            start = start if replaced else int(last)
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"}
         )
@@ -249,6 +267,8 @@ class Viewer:
         assert current is not None
         self._streams.add(current)
         try:
+            if replaced:
+                await _event(response, "reset", "{}", event_id=start)
             await self._stream_log(response, output, start)
         except (ConnectionError, asyncio.CancelledError):
             pass  # the page went away, or the server stops
@@ -288,7 +308,7 @@ class Viewer:
                     await pump
             if what == "reset":
                 start = 0
-                await _event(response, "reset", "{}")
+                await _event(response, "reset", "{}", event_id=0)  # a reconnect goes on in the new one
                 continue
             if what == "end":
                 await _event(response, "end", "{}")
@@ -348,6 +368,12 @@ def _error(status: int, message: str) -> web.Response:
     return response
 
 
+def allowed_hosts(port: int) -> set[str]:
+    """The ``Host`` headers the server answers (a browser leaves out port 80, HTTP's default)."""
+    hosts = {f"127.0.0.1:{port}", f"localhost:{port}"}
+    return hosts | {"127.0.0.1", "localhost"} if port == 80 else hosts
+
+
 def _task_arg(text: str) -> str:
     try:
         _native.validate_task_id(text)
@@ -387,6 +413,17 @@ def _int_arg(request: web.Request, name: str, default: int, low: int, high: int)
 # --- running it ---------------------------------------------------------------------------------------------
 
 
+class _OneLineLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """aiohttp's own error log (a malformed request, a handler that failed outside the middleware) as one
+    redacted warning line, never a traceback in the terminal."""
+
+    def exception(self, msg: object, *args: object, exc_info: Any = True, **kwargs: Any) -> None:
+        error = exc_info if isinstance(exc_info, BaseException) else None
+        why = " ".join(str(error).split())[:200] if error is not None else ""
+        text = str(msg) % args if args else str(msg)
+        self.logger.warning("view: %s", _errors.redact(f"{text}: {why}" if why else text))
+
+
 async def serve(
     storage: JobOutputStorage,
     job_id: str,
@@ -401,7 +438,15 @@ async def serve(
     async with storage:
         viewer = Viewer(storage, job_id, poll_interval=poll_interval)
         await viewer.snapshot()
-        runner = web.AppRunner(viewer.app(), access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        runner = web.AppRunner(
+            viewer.app(),
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=1.0,
+            max_line_size=MAX_LINE,
+            max_field_size=MAX_LINE,
+            logger=_OneLineLogger(logging.getLogger("aiohttp.server"), {}),
+        )
         await runner.setup()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -89,7 +89,12 @@
 
   // --- outputs, grouped by kind (job and task views) -------------------------------------------------------
 
-  const followers = new Map(); // log URL -> EventSource
+  // Live logs. A browser opens at most 6 connections to one server (HTTP/1.1), and each live log holds one:
+  // a task with more open logs than that would leave none for the page's own requests, and the page would
+  // stop updating. So at most MAX_LIVE logs are tailed at once; the others wait their turn (a log that ends
+  // frees its place), and a click on a waiting log's "follow live" tails it in place of the oldest.
+  const MAX_LIVE = 2;
+  const logs = []; // {url, pre, state, button, source}: live ones have a source; in the order they were added
 
   function renderFiles(container, kinds, what) {
     const seen = new Set();
@@ -100,7 +105,9 @@
         container.append(section);
       }
       seen.add(section);
+      const listed = new Set();
       for (const output of outputs) {
+        listed.add(output.url);
         let row = section.querySelector(`div.file[data-url="${CSS.escape(output.url)}"]`);
         if (!row) {
           row = fileRow(output);
@@ -112,6 +119,12 @@
         if (img && img.dataset.modified !== output.modified) {
           img.dataset.modified = output.modified;
           img.src = `${output.url}?v=${encodeURIComponent(output.modified || "")}`;
+        }
+      }
+      for (const row of section.querySelectorAll("div.file")) {
+        if (!listed.has(row.dataset.url)) { // gone from storage: its row, and its log's place if it had one
+          forget(row.dataset.url.replace("/blob/task/", "/api/log/"));
+          row.remove();
         }
       }
     }
@@ -129,19 +142,71 @@
       el("a", { href: output.url, text: "download", download: output.path.split("/").pop() }));
     if (output.image) row.append(el("img", { className: "inline", alt: output.path, data: { modified: "" } }));
     if (output.kind === "TaskLog" && output.url.startsWith("/blob/task/")) {
-      const state = el("span", { className: "log-state", text: "connecting…" });
+      const state = el("span", { className: "log-state", text: "waiting…" });
+      const button = el("button", { type: "button", className: "follow", text: "follow live", hidden: true });
       const pre = el("pre", { className: "log" });
-      row.append(el("span", { className: "log-state-row" }, state), pre);
-      follow(output.url.replace("/blob/task/", "/api/log/"), pre, state);
+      row.append(el("span", { className: "log-state-row" }, state, " ", button), pre);
+      const log = { url: output.url.replace("/blob/task/", "/api/log/"), pre, state, button, source: null };
+      button.addEventListener("click", () => {
+        const live = logs.filter((l) => l.source);
+        if (live.length >= MAX_LIVE) pause(live[0]);
+        follow(log);
+        schedule();
+      });
+      logs.push(log);
+      schedule();
     }
     return row;
   }
 
-  function follow(url, pre, state) {
+  function schedule() {
+    for (const log of logs) {
+      if (logs.filter((l) => l.source).length >= MAX_LIVE) break;
+      if (!log.source && !log.done) follow(log); // a paused log is last in line: its turn comes again
+    }
+    for (const log of logs) {
+      const waiting = !log.source && !log.done;
+      log.button.hidden = !waiting;
+      if (waiting) {
+        log.state.textContent = log.paused ? "paused" : `waiting: ${MAX_LIVE} logs are tailed at once`;
+      }
+    }
+  }
+
+  function pause(log) {
+    log.source.close();
+    log.source = null;
+    log.paused = true;
+    logs.push(...logs.splice(logs.indexOf(log), 1)); // last in line
+  }
+
+  function finish(log, why) {
+    if (log.source) log.source.close();
+    log.source = null;
+    log.done = true;
+    log.state.textContent = why;
+    log.button.hidden = true;
+    schedule();
+  }
+
+  function forget(url) {
+    const index = logs.findIndex((l) => l.url === url);
+    if (index < 0) return;
+    const [log] = logs.splice(index, 1);
+    if (log.source) log.source.close();
+    schedule();
+  }
+
+  function follow(log) {
+    const { pre, state } = log;
+    pre.replaceChildren();
     const text = document.createTextNode("");
     pre.append(text);
-    const source = new EventSource(url);
-    followers.set(url, source);
+    const source = new EventSource(log.url);
+    log.source = source;
+    log.paused = false;
+    log.button.hidden = true;
+    state.textContent = "connecting…";
     let started = false;
     let cut = false;
     source.addEventListener("start", (event) => {
@@ -166,24 +231,17 @@
       text.data = "";
       state.textContent = "replaced: shown again from its start";
     });
-    source.addEventListener("end", () => {
-      source.close();
-      followers.delete(url);
-      state.textContent = "closed by its writer";
-    });
-    source.addEventListener("failed", (event) => {
-      source.close();
-      followers.delete(url);
-      state.textContent = `stopped: ${JSON.parse(event.data)}`;
-    });
+    source.addEventListener("end", () => finish(log, "closed by its writer"));
+    source.addEventListener("failed", (event) => finish(log, `stopped: ${JSON.parse(event.data)}`));
     source.onerror = () => {
-      state.textContent = source.readyState === EventSource.CLOSED ? "disconnected" : "reconnecting…";
+      if (source.readyState === EventSource.CLOSED) finish(log, "disconnected");
+      else state.textContent = "reconnecting…";
     };
   }
 
   function stopFollowing() {
-    for (const source of followers.values()) source.close();
-    followers.clear();
+    for (const log of logs) if (log.source) log.source.close();
+    logs.length = 0;
   }
 
   // --- the tasks ---------------------------------------------------------------------------------------------
