@@ -136,6 +136,22 @@ def test_task_logs_and_upload_logs():
 
 
 @pytest.mark.parametrize(
+    "specs",
+    [["x", "../x"], ["out/*.png", "a/../../out/*.png"], ["**/*.txt", "../**/*.txt@completion"]],
+)
+def test_two_places_onto_the_same_blobs_are_refused(specs):
+    """The working directory's file and the task directory's of the same name: one would overwrite the
+    other at upload."""
+    with pytest.raises(OutputFilesError, match="would upload their files to the same blobs"):
+        batch.output_files(SAS_URL, "t1", specs)
+
+
+def test_the_same_blobs_from_two_places_when_only_one_can_run():
+    files = batch.output_files(SAS_URL, "t1", ["x@success", "../x@failure", "x@success", "*.txt=TaskLog"])
+    assert [f["filePattern"] for f in files] == ["x", "../x", "*.txt"]
+
+
+@pytest.mark.parametrize(
     "spec, message",
     [
         ("../../x", "climbs out of the task directory"),

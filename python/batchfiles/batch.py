@@ -23,7 +23,8 @@ So a wildcard pattern gets ``path = {task}/$Kind/{fixed prefix}`` (``..`` droppe
 Refused, with :class:`~batchfiles.errors.OutputFilesError`: absolute patterns, patterns that climb out of the
 task directory (more than one leading ``..``), patterns with ``$`` or ``%VAR%`` (the agent expands
 environment variables first, so their names cannot be known here), control characters or a ``[`` never
-closed (which the agent may read either way); a SAS that has expired or grants no write.
+closed (which the agent may read either way); a SAS that has expired or grants no write; two patterns
+that would put files from two places on the same blobs (``x`` and ``../x``; not ``@success`` with ``@failure``).
 
 Not covered: the agent uploads a matched file under its name as it is, so a name the conventions would
 refuse or change (control characters; a ``\\`` in a Linux file name) is uploaded where ``list`` skips it.
@@ -102,8 +103,10 @@ def output_files(
     except (TypeError, ValueError) as err:
         raise OutputFilesError(f"bad task id: {err}") from None
     files: list[dict[str, Any]] = []
+    sources: dict[tuple[str, str], tuple[str, str]] = {}  # where each file lands -> (pattern, condition)
     for spec in _specs(outputs):
         pattern, path = _pattern_and_path(spec, task_id)
+        _check_one_source(sources, pattern, path, spec.condition)
         entry = {
             "filePattern": pattern,
             "destination": {"container": {"containerUrl": container_url, "path": path, **container}},
@@ -182,6 +185,25 @@ def _pattern_and_path(spec: OutputSpec, task_id: str) -> tuple[str, str]:
     except ValueError as err:
         raise OutputFilesError(f"pattern {text!r} cannot be named by the conventions: {err}") from None
     return "../" * climbs + "/".join(parts), path
+
+
+def _check_one_source(
+    sources: dict[tuple[str, str], tuple[str, str]], pattern: str, path: str, condition: str
+) -> None:
+    """Refuse two patterns that put their files on the same blobs from two places: ``x`` and ``../x`` (the
+    working directory's file and the task directory's), ``*.txt`` and ``../*.txt``; the agent would upload
+    both, one over the other. Not when only one can run (``@success`` and ``@failure``)."""
+    key = (path, pattern.removeprefix("../")) if _has_wildcard(pattern) else (path, "")
+    seen = sources.setdefault(key, (pattern, condition))
+    if seen[0] != pattern and {seen[1], condition} != {"success", "failure"}:
+        raise OutputFilesError(
+            f"patterns {seen[0]!r} and {pattern!r} would upload their files to the same blobs ({path}): "
+            "the task directory's file and the working directory's; give them different kinds or folders"
+        )
+
+
+def _has_wildcard(pattern: str) -> bool:
+    return any(is_pattern(part) for part in pattern.split("/"))
 
 
 def _pattern_problem(text: str) -> str | None:
