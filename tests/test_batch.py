@@ -168,6 +168,7 @@ def test_the_same_blobs_from_two_places_when_only_one_can_run():
         ("out/*\n.txt", "control character"),
         ("out/[abc.txt", "without its ']'"),
         ("a[!b/*.txt", "without its ']'"),
+        ("out/[^a]*.txt", "write \\[!...\\]"),
         ("x=tasklog", "case-sensitive"),
         ("x@sometimes", "unknown condition"),
         ("=TaskLog", "no file pattern"),

@@ -23,8 +23,9 @@ So a wildcard pattern gets ``path = {task}/$Kind/{fixed prefix}`` (``..`` droppe
 Refused, with :class:`~batchfiles.errors.OutputFilesError`: absolute patterns, patterns that climb out of the
 task directory (more than one leading ``..``), patterns with ``$`` or ``%VAR%`` (the agent expands
 environment variables first, so their names cannot be known here), control characters or a ``[`` never
-closed (which the agent may read either way); a SAS that has expired or grants no write; two patterns
-that would put files from two places on the same blobs (``x`` and ``../x``; not ``@success`` with ``@failure``).
+closed or a ``[^`` set (which the agent may read either way); a SAS that has expired or grants no write;
+two patterns that would put files from two places on the same blobs (``x`` and ``../x``; not ``@success``
+with ``@failure``).
 
 Not covered: the agent uploads a matched file under its name as it is, so a name the conventions would
 refuse or change (control characters; a ``\\`` in a Linux file name) is uploaded where ``list`` skips it.
@@ -216,6 +217,8 @@ def _pattern_problem(text: str) -> str | None:
             "holds an environment variable ($VAR or %VAR%): the node agent expands them first, so the "
             "names of its files are not known here (name the files relative to the working directory)"
         )
+    if "[^" in text:
+        return "has a '[^' set, which the node agent may read as a negation, save_many not: write [!...]"
     if any(_unclosed_bracket(part) for part in text.replace("\\", "/").split("/")):
         return "has a '[' without its ']' (a literal '[' is written [[])"
     return None
