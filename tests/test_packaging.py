@@ -6,11 +6,13 @@ import importlib
 import importlib.metadata
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import batchfiles
+import batchfiles._native
 import pytest
 
 ROOT = Path(__file__).parents[1]
@@ -37,10 +39,17 @@ def test_the_installed_version_is_cargo_toml_s() -> None:
 def test_version_from_the_sources_is_cargo_toml_s(tmp_path: Path) -> None:
     """Run from a checkout's sources, ``--version`` is Cargo.toml's, not that of another batchfiles
     installed in the environment (here a stale 9.9.9 on the path first)."""
-    info = tmp_path / "batchfiles-9.9.9.dist-info"
-    info.mkdir()
+    info = tmp_path / "site" / "batchfiles-9.9.9.dist-info"
+    info.mkdir(parents=True)
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: batchfiles\nVersion: 9.9.9\n")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT / "python")])}
+    # A checkout's sources with their compiled extension (a fresh clone's python/ has none: take the one
+    # this test imports).
+    checkout = tmp_path / "checkout"
+    shutil.copytree(ROOT / "python", checkout / "python", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "Cargo.toml", checkout / "Cargo.toml")
+    native = Path(batchfiles._native.__file__)
+    shutil.copy(native, checkout / "python" / "batchfiles" / native.name)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(info.parent), str(checkout / "python")])}
     command = [sys.executable, "-m", "batchfiles", "--version"]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=True)
     assert result.stdout.strip() == f"batchfiles {_cargo_version()}"
