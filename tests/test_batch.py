@@ -195,6 +195,8 @@ def test_what_cannot_be_named_by_the_conventions_is_refused(spec, message):
         ("sv=1&sig=TOPSECRETSIG", None, "not a container URL"),
         ("https://acct.blob.core.windows.net/Job_X?sig=TOPSECRETSIG", None, "not a container URL"),
         (SAS_URL + "&se=2020-01-01T00:00:00Z", None, "expired at 2020-01-01"),
+        (SAS_URL + "&se=notadate", None, "not one time"),
+        (SAS_URL + "&se=2099-01-01T00:00:00Z&se=2098-01-01T00:00:00Z", None, "not one time"),
         ("https://me:TOPSECRETSIG@acct.blob.core.windows.net/job-x?sig=TOPSECRETSIG", None, "user name"),
         (SAS_URL.replace("sp=racwl", "sp=rl"), None, "grants no write"),
     ],

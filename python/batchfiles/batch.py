@@ -23,9 +23,9 @@ So a wildcard pattern gets ``path = {task}/$Kind/{fixed prefix}`` (``..`` droppe
 Refused, with :class:`~batchfiles.errors.OutputFilesError`: absolute patterns, patterns that climb out of the
 task directory (more than one leading ``..``), patterns with ``$`` or ``%VAR%`` (the agent expands
 environment variables first, so their names cannot be known here), control characters or a ``[`` never
-closed or a ``[^`` set (which the agent may read either way); a SAS that has expired or grants no write;
-two patterns that would put files from two places on the same blobs (``x`` and ``../x``; not ``@success``
-with ``@failure``).
+closed or a ``[^`` set (which the agent may read either way); a SAS that has expired, whose expiry is not a
+time or that grants no write; two patterns that would put files from two places on the same blobs (``x`` and
+``../x``; not ``@success`` with ``@failure``).
 
 Not covered: the agent uploads a matched file under its name as it is, so a name the conventions would
 refuse or change (control characters; a ``\\`` in a Linux file name) is uploaded where ``list`` skips it.
@@ -238,8 +238,13 @@ def _unclosed_bracket(segment: str) -> bool:
 
 
 def _check_sas(url: str, public: str, query: str) -> None:
-    """Refuse a SAS that has expired or grants no write (the uploads would fail after the task has run);
-    warn of one that expires within the hour."""
+    """Refuse a SAS that has expired, whose expiry is not a time or that grants no write (the uploads would
+    fail after the task has run); warn of one that expires within the hour."""
+    if "se" in parse_qs(query) and _sas.sas_expiry(url) is None:
+        raise OutputFilesError(
+            f"the SAS of {public!r} has an expiry (se=) that is not one time: storage would refuse the "
+            "node agent's uploads; make one with `batchfiles url JOB --expiry 2d`"
+        )
     expired = _sas.expired(url)
     if expired is not None:
         raise OutputFilesError(
