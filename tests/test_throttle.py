@@ -252,15 +252,19 @@ def test_429_and_operation_timed_out_are_retried_as_throttling(
         monkeypatch.setattr(_throttle, "THROTTLED_WINDOW", (0.01, 0.01))
         assert storage.save_bytes("TaskOutput", b"x", "many.txt").size == 1
         assert _attempts(seen, "/many.txt") == 3
-        # one request per 2 s, refused with 500 OperationTimedOut (no Retry-After): at least 4 retries,
-        # each 0.6 s apart at most, more than the 3 azure-storage-blob allows a 500
-        monkeypatch.setattr(_throttle, "THROTTLED_WINDOW", (0.6, 0.6))
+    # one request per 2 s, refused with 500 OperationTimedOut (no Retry-After): retries and the gaps between
+    # starts kept under 0.05 s, so tens of retries, far more than the 3 azure-storage-blob allows a 500, even
+    # on a loaded machine (and a budget no run can spend in 2 s)
+    monkeypatch.setattr(_throttle, "THROTTLED_WINDOW", (0.05, 0.05))
+    monkeypatch.setattr(_throttle, "FIRST_GAP", 0.05)
+    monkeypatch.setattr(_throttle, "MAX_GAP", 0.05)
+    with _storage(proxy, prepared, retry_throttled=1000) as storage:
         proxy.set_throttle(
             Throttle(requests_per_s=0.5, burst_requests=1, retry_after_s=None, timeout_share=1)
         )
         storage.save_bytes("TaskOutput", b"x", "slow1.txt")
         storage.save_bytes("TaskOutput", b"x", "slow2.txt")
-    assert proxy.counts["timed_out"] > 3
+    assert proxy.counts["timed_out"] > 3, proxy.counts
 
 
 def test_the_async_client_gets_the_async_policy(
