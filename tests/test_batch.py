@@ -199,12 +199,21 @@ def test_what_cannot_be_named_by_the_conventions_is_refused(spec, message):
         (SAS_URL + "&se=2099-01-01T00:00:00Z&se=2098-01-01T00:00:00Z", None, "not one time"),
         ("https://me:TOPSECRETSIG@acct.blob.core.windows.net/job-x?sig=TOPSECRETSIG", None, "user name"),
         (SAS_URL.replace("sp=racwl", "sp=rl"), None, "grants no write"),
+        (SAS_URL + "&sr=b", None, r"one blob's \(sr=b\)"),
+        (SAS_URL + "&sr=bs", None, r"one blob's \(sr=bs\)"),
+        (SAS_URL + "&ss=b&srt=sc", None, r"no access to blobs \(srt=sc"),
     ],
 )
 def test_bad_container_urls_and_identities_never_show_the_sas(url, identity, message):
     with pytest.raises(OutputFilesError, match=message) as err:
         batch.output_files(url, "t1", "x.txt", identity_reference=identity)
     assert "TOPSECRETSIG" not in str(err.value)
+
+
+@pytest.mark.parametrize("scope", ["&sr=c", "&ss=b&srt=sco", "&ss=b&srt=o"])
+def test_container_and_account_sas_pass(scope):
+    [spec] = batch.output_files(SAS_URL + scope, "t1", "x.txt")
+    assert spec["destination"]["container"]["containerUrl"] == SAS_URL + scope
 
 
 def test_bad_task_ids_headers_and_types():

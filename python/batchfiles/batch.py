@@ -238,8 +238,8 @@ def _unclosed_bracket(segment: str) -> bool:
 
 
 def _check_sas(url: str, public: str, query: str) -> None:
-    """Refuse a SAS that has expired, whose expiry is not a time or that grants no write (the uploads would
-    fail after the task has run); warn of one that expires within the hour."""
+    """Refuse a SAS that has expired, whose expiry is not a time, that grants no write or not this container's
+    blobs (the uploads would fail after the task has run); warn of one that expires within the hour."""
     if "se" in parse_qs(query) and _sas.sas_expiry(url) is None:
         raise OutputFilesError(
             f"the SAS of {public!r} has an expiry (se=) that is not one time: storage would refuse the "
@@ -251,10 +251,23 @@ def _check_sas(url: str, public: str, query: str) -> None:
             f"the SAS of {public!r} expired at {_sas.utc_text(expired)}: the node agent's uploads would "
             "fail; make one that outlasts the job (`batchfiles url JOB --expiry 2d`)"
         )
-    permissions = parse_qs(query).get("sp", [None])[0]
+    fields = parse_qs(query)
+    permissions = fields.get("sp", [None])[0]
     if permissions is not None and not set(permissions) & {"w", "c"}:
         raise OutputFilesError(
             f"the SAS of {public!r} grants no write (sp={permissions}): the uploads would fail"
+        )
+    resource = fields.get("sr", [None])[0]
+    if resource in {"b", "bs", "bv"}:
+        raise OutputFilesError(
+            f"the SAS of {public!r} is one blob's (sr={resource}): storage would refuse the node agent's "
+            "uploads to the others; give the container's (`batchfiles url JOB --expiry 2d`)"
+        )
+    types = fields.get("srt", [None])[0]
+    if types is not None and "o" not in types:
+        raise OutputFilesError(
+            f"the account SAS of {public!r} grants no access to blobs (srt={types}, no 'o'): the uploads "
+            "would fail"
         )
     _sas.warn_if_expiring(f"the node agent's uploads to {public}", url)
 
