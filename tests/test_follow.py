@@ -598,9 +598,15 @@ def test_an_idle_follow_costs_one_small_conditional_request_per_poll(
         assert next(follow) == b"hello\n"
         sleeps: list[float] = []
         real_sleep = time.sleep
-        monkeypatch.setattr(time, "sleep", lambda s: (sleeps.append(s), real_sleep(s)))
+
+        def sleep(seconds: float) -> None:  # the 8th idle poll's sleep: the log grows
+            sleeps.append(seconds)
+            if len(sleeps) == 8:
+                blob.append_block(b"grew\n")
+            real_sleep(seconds)
+
+        monkeypatch.setattr(time, "sleep", sleep)
         counter.requests.clear()
-        threading.Timer(0.5, lambda: blob.append_block(b"grew\n")).start()
         assert next(follow) == b"grew\n"  # through the idle polls, until it grew
         monkeypatch.undo()
         follow.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+import select
 import signal
 import subprocess
 import sys
@@ -421,9 +422,14 @@ def test_kill_9_at_random_moments_then_resume_saves_the_file_exactly(
         "follow",
     ]
     try:
-        for _ in range(24):
+        for round_ in range(24):
             child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-            time.sleep(rng.uniform(0.2, 0.8))  # python starts in about 0.35 s: some die before saving
+            if round_ % 4:  # killed at a random moment of its save, however slow the machine
+                ready, _, _ = select.select([child.stdout], [], [], 30)
+                assert ready and child.stdout.readline() == b"started\n"
+                time.sleep(rng.uniform(0, 0.3))
+            else:  # killed blind, maybe before it saved anything
+                time.sleep(rng.uniform(0.05, 0.5))
             child.send_signal(signal.SIGKILL)
             _, stderr = child.communicate(timeout=30)
             assert child.returncode == -signal.SIGKILL

@@ -376,7 +376,7 @@ def test_sigterm_and_ctrl_c_stop_cleanly(service: BlobServiceClient, job_id: str
         conn.request("GET", "/api/log/task-open/TaskLog/stdout.txt")
         assert conn.getresponse().readline() == b"event: start\n"
         started = time.monotonic()
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 15  # not aiohttp's 60 s shutdown timeout
 
 
 def test_a_failed_listing_keeps_the_last_and_says_why(
