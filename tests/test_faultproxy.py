@@ -333,11 +333,11 @@ def test_rejects_bad_fault_configuration(upstream: _Upstream) -> None:
 
 def test_deadline_stops_proxy(upstream: _Upstream, connect: Connect) -> None:
     start = time.monotonic()
-    proxy = FaultProxy(upstream.server_port, deadline_s=0.3).start()
+    proxy = FaultProxy(upstream.server_port, deadline_s=2).start()  # time for the first GET on a slow machine
     conn = connect(proxy)
     assert _call(conn, "GET", "/x")[0].status == 200  # leaves an idle keep-alive connection
     proxy.join(timeout=30)
-    assert time.monotonic() - start >= 0.3
+    assert time.monotonic() - start >= 2
     assert not proxy.running
     assert _proxy_threads() == []
     with pytest.raises(ConnectionError):
@@ -379,7 +379,8 @@ def _throttled(upstream: _Upstream, **options: float | None) -> FaultProxy:
 
 
 def test_request_bucket_burst_then_rate(upstream: _Upstream, connect: Connect) -> None:
-    with _throttled(upstream, requests_per_s=2, burst_requests=3, retry_after_s=2) as proxy:
+    """A token every 2 s: the calls between two refills have 2 s to finish, even on a loaded machine."""
+    with _throttled(upstream, requests_per_s=0.5, burst_requests=3, retry_after_s=2) as proxy:
         conn = connect(proxy)
         answers = [_call(conn, "PUT", f"/acct/c/{i}", b"x" * 1000) for i in range(5)]
         assert [r.status for r, _ in answers] == [201, 201, 201, 503, 503]
@@ -389,7 +390,7 @@ def test_request_bucket_burst_then_rate(upstream: _Upstream, connect: Connect) -
         assert busy.getheader("Retry-After") == "2"
         assert b"<Code>ServerBusy</Code><Message>The server is busy." in body
         assert [s[1] for s in upstream.seen] == ["/acct/c/0", "/acct/c/1", "/acct/c/2"]
-        time.sleep(0.6)  # one token back at 2 per second
+        time.sleep(2.2)  # one token back at 0.5 per second
         assert [_call(conn, "GET", "/again")[0].status for _ in range(2)] == [200, 503]
         sock = conn.sock
     counts = proxy.counts
@@ -407,37 +408,40 @@ def test_request_bucket_burst_then_rate(upstream: _Upstream, connect: Connect) -
 def test_throttled_request_body_is_read_before_the_answer(upstream: _Upstream, connect: Connect) -> None:
     """A refused 4 MiB upload gets its 503 after the proxy has read all of it: no reset, the connection
     carries on."""
-    with _throttled(upstream, requests_per_s=5, burst_requests=1) as proxy:
+    throttle = Throttle(requests_per_s=0.1, burst_requests=1)  # no token back during the upload
+    with FaultProxy(upstream.server_port, throttle=throttle, deadline_s=60) as proxy:
         conn = connect(proxy)
         assert _call(conn, "GET", "/first")[0].status == 200
         resp, _ = _call(conn, "PUT", "/acct/c/big", b"b" * (4 * MIB))
         assert resp.status == 503
         sock = conn.sock
-        time.sleep(0.25)
+        proxy.set_throttle(throttle)  # a full bucket again, without waiting 10 s
         assert _call(conn, "PUT", "/acct/c/big", b"b" * (4 * MIB))[1] == str(4 * MIB).encode()
         assert conn.sock is sock
     assert proxy.counts["bytes_throttled"] == proxy.counts["bytes_up"] == 4 * MIB
 
 
 def test_byte_bucket_lets_a_large_body_through_then_waits(upstream: _Upstream, connect: Connect) -> None:
-    with _throttled(upstream, mib_per_s=4, burst_mib=0.5) as proxy:
+    """1 MiB/s: the debt takes 1.5 s to clear, time enough for the refused PUT on a loaded machine."""
+    with _throttled(upstream, mib_per_s=1, burst_mib=0.5) as proxy:
         conn = connect(proxy)
         assert _call(conn, "PUT", "/acct/c/a", b"a" * (2 * MIB))[0].status == 201  # debt: -1.5 MiB
         assert _call(conn, "PUT", "/acct/c/b", b"b")[0].status == 503
-        time.sleep(0.5)  # 2 MiB back: out of debt
+        time.sleep(2)  # 2 MiB back: out of debt
         assert _call(conn, "PUT", "/acct/c/b", b"b")[0].status == 201
     assert proxy.counts["bytes_up"] == 2 * MIB + 1
     assert proxy.counts["throttled"] == 1
 
 
 def test_retry_after_options_and_head(upstream: _Upstream, connect: Connect) -> None:
-    with _throttled(upstream, requests_per_s=1, burst_requests=1, retry_after_s=0.5) as proxy:
+    """A token every 10 s: the request after the one taking it is refused, however slow the machine."""
+    with _throttled(upstream, requests_per_s=0.1, burst_requests=1, retry_after_s=0.5) as proxy:
         conn = connect(proxy)
         _call(conn, "GET", "/take-the-token")
         resp, body = _call(conn, "HEAD", "/blob")
         assert (resp.status, resp.getheader("Retry-After"), body) == (503, "0.5", b"")
-        proxy.set_throttle(Throttle(requests_per_s=1, burst_requests=1, retry_after_s=None))
-        assert proxy.throttle == Throttle(requests_per_s=1, burst_requests=1, retry_after_s=None)
+        proxy.set_throttle(Throttle(requests_per_s=0.1, burst_requests=1, retry_after_s=None))
+        assert proxy.throttle == Throttle(requests_per_s=0.1, burst_requests=1, retry_after_s=None)
         _call(conn, "GET", "/take-the-token")
         resp, _ = _call(conn, "GET", "/blob")
         assert (resp.status, resp.getheader("Retry-After")) == (503, None)
@@ -465,13 +469,14 @@ def test_timeout_share_answers_500_operation_timed_out(upstream: _Upstream, conn
 
 
 def test_retries_are_told_from_first_attempts(upstream: _Upstream, connect: Connect) -> None:
-    with _throttled(upstream, requests_per_s=2, burst_requests=1) as proxy:
+    """A token every 2 s: the refused calls between two refills have 2 s to finish on a loaded machine."""
+    with _throttled(upstream, requests_per_s=0.5, burst_requests=1) as proxy:
         conn = connect(proxy)
         assert _call(conn, "PUT", "/acct/c/a?comp=block", b"x")[0].status == 201  # first, served
         assert _call(conn, "PUT", "/acct/c/a?comp=block", b"x")[0].status == 503  # first (a new write)
         assert _call(conn, "PUT", "/acct/c/a?comp=block", b"x")[0].status == 503  # retry
         assert _call(conn, "PUT", "/acct/c/a?comp=block", b"y")[0].status == 503  # other body: first
-        time.sleep(0.6)
+        time.sleep(2.2)  # one token back at 0.5 per second
         assert _call(conn, "PUT", "/acct/c/a?comp=block", b"x")[0].status == 201  # retry, served
         assert _call(conn, "PUT", "/acct/c/a?comp=block", b"x")[0].status == 503  # first again
     counts = proxy.counts
@@ -480,9 +485,13 @@ def test_retries_are_told_from_first_attempts(upstream: _Upstream, connect: Conn
 
 
 def test_concurrent_clients_are_held_to_the_rate(upstream: _Upstream, connect: Connect) -> None:
-    """Six clients asking as fast as they can for 1.5 s: about 20 per second get through, the rest are
-    refused, and the timeline shows the served rate per half second."""
-    rate, burst, run_s = 20, 2, 1.5
+    """Six clients asking as fast as they can for 3 s: about 20 per second get through, the rest are
+    refused, and the timeline shows the admitted rate per half second.
+
+    Admissions are bounded by ``requests - throttled`` per bucket (both counted on arrival, when the token
+    is taken): ``forwarded`` is counted when upstream answers, so a stall of the machine bunches it. A stall
+    also wastes refills (the bucket holds 2), hence only half the rate is required over the run."""
+    rate, burst, run_s = 20, 2, 3.0
     with _throttled(upstream, requests_per_s=rate, burst_requests=burst) as proxy:
         stop = time.monotonic() + run_s
         statuses: list[int] = []
@@ -501,13 +510,15 @@ def test_concurrent_clients_are_held_to_the_rate(upstream: _Upstream, connect: C
         elapsed = time.monotonic() - (stop - run_s)
         timeline = proxy.timeline(0.5)
     counts = proxy.counts
+    admitted = [b["requests"] - b["throttled"] for b in timeline]
     assert statuses.count(200) == counts["forwarded"] <= burst + rate * elapsed + 1
-    assert counts["forwarded"] >= rate * run_s * 0.7  # the bucket is used, not starved
+    print(f"\nforwarded {counts['forwarded']} in {elapsed:.2f} s; admitted per 0.5 s: {admitted}")
+    assert counts["forwarded"] >= rate * run_s * 0.5  # the bucket is used, not starved
     assert statuses.count(503) == counts["throttled"] > counts["forwarded"]
     assert sum(b["requests"] for b in timeline) == counts["requests"]
     assert sum(b["throttled"] for b in timeline) == counts["throttled"]
     assert [b["t"] for b in timeline] == [0.5 * i for i in range(len(timeline))]
-    assert all(b["forwarded"] <= burst + rate * 0.5 + 1 for b in timeline)
+    assert all(n <= burst + rate * 0.5 + 1 for n in admitted)
 
 
 def test_timeline_of_an_idle_proxy_is_empty(upstream: _Upstream) -> None:

@@ -48,7 +48,17 @@ MAX_RATE_VS_BUCKET = 1.75
 
 
 @pytest.fixture
-def proxy(azurite: Azurite) -> Iterator[FaultProxy]:
+def folders(service: BlobServiceClient, job_id: str, tmp_path: Path) -> dict[str, Path]:
+    """The job's container and every task's folder (~73 MiB written), before the proxy starts."""
+    prepare_output_storage(service, job_id).close()
+    rng = random.Random(14)
+    return {f"task-{i:03d}": prepare_task(tmp_path, f"task-{i:03d}", WORKLOAD, rng) for i in range(TASKS)}
+
+
+@pytest.fixture
+def proxy(azurite: Azurite, folders: dict[str, Path]) -> Iterator[FaultProxy]:
+    """Started once the folders are written: its timeline's windows count from the tasks' start, so the
+    first burst stays in the first window even when writing the folders is slow."""
     with FaultProxy(azurite.port, seed=14, throttle=THROTTLE, deadline_s=TASK_DEADLINE_S + 10) as server:
         yield server
 
@@ -74,11 +84,8 @@ def _run_tasks(conn_str: str, job_id: str, folders: dict[str, Path]) -> tuple[li
 @pytest.mark.slow
 @pytest.mark.timeout(150)
 def test_dozens_of_tasks_through_a_throttled_account(
-    azurite: Azurite, service: BlobServiceClient, proxy: FaultProxy, job_id: str, tmp_path: Path
+    azurite: Azurite, proxy: FaultProxy, job_id: str, folders: dict[str, Path]
 ) -> None:
-    prepare_output_storage(service, job_id).close()
-    rng = random.Random(14)
-    folders = {f"task-{i:03d}": prepare_task(tmp_path, f"task-{i:03d}", WORKLOAD, rng) for i in range(TASKS)}
     start = time.monotonic()
     results, late = _run_tasks(connection_string(proxy.url_for(ACCOUNT_NAME)), job_id, folders)
     wall = time.monotonic() - start
