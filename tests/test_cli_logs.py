@@ -9,13 +9,16 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
+from batchfiles import TaskOutputStorage
 from batchfiles._cli.logs import Printer, _colour, complete_utf8
-from cli_helpers import PATIENCE, assert_one_line_error, cli, start, wait_for
+from batchfiles.testing import ACCOUNT_NAME
+from cli_helpers import PATIENCE, assert_one_line_error, blob_text, cli, start, wait_for
+from faultproxy import FaultProxy
 from hypothesis import given
 from hypothesis import strategies as st
+from scale_tasks import connection_string
 
 
 def run_task(env: dict[str, str], work: Path, task: str, script: str) -> subprocess.Popen[str]:
@@ -67,17 +70,39 @@ def test_logs_prints_prefixed_lines_raw_files_tails_and_outcomes(env, prepared, 
     assert t2["started"] <= t2["ended"]
 
 
-def test_logs_follow_picks_up_tasks_that_start_later_and_ends_when_all_are_closed(env, prepared, tmp_path):
-    follower = start("logs", prepared, "-f", "--poll-interval", "0.1", env=env, cwd=tmp_path)
-    time.sleep(1.0)  # it waits: no task has started yet
-    assert follower.poll() is None
-    slow = "import time\nprint('a first')\ntime.sleep(3)\nprint('a last')"
-    first = run_task(env, tmp_path, "a", slow)
-    wait_for(lambda: (tmp_path / "a" / "stdout.txt").exists(), "task a")
-    time.sleep(1.0)
-    second = run_task(env, tmp_path, "b", "print('b only')")
-    assert finished(second)[0] == 0 and finished(first)[0] == 0
-    code, out, err = finished(follower)
+def test_logs_follow_picks_up_tasks_that_start_later_and_ends_when_all_are_closed(
+    env, prepared, tmp_path, azurite
+):
+    with FaultProxy(azurite.port, deadline_s=120) as proxy:
+        # the follower lists through the proxy, so its polls are counted; the tasks save directly
+        through = {**env, "AZURE_STORAGE_CONNECTION_STRING": connection_string(proxy.url_for(ACCOUNT_NAME))}
+        follower = start("logs", prepared, "-f", "--poll-interval", "0.1", env=through, cwd=tmp_path)
+        procs = [follower]
+        try:
+            polled_twice_after(proxy, 0)  # it waits: no task has started yet
+            assert follower.poll() is None
+            go = tmp_path / "go"
+            slow = (
+                "import os, time\nprint('a first')\ndeadline = time.monotonic() + 60\n"
+                f"while not os.path.exists({str(go)!r}) and time.monotonic() < deadline:\n"
+                "    time.sleep(0.05)\nprint('a last')"
+            )
+            first = run_task(env, tmp_path, "a", slow)
+            procs.append(first)
+            with TaskOutputStorage.from_connection_string(azurite.connection_string, prepared, "a") as a:
+                wait_for(lambda: blob_text(a, "TaskLog", "stdout.txt") == "a first\n", "task a's first line")
+            polled_twice_after(proxy, proxy.counts["requests"])  # the follower has seen task a
+            second = run_task(env, tmp_path, "b", "print('b only')")
+            procs.append(second)
+            assert finished(second)[0] == 0
+            assert first.poll() is None  # task a still runs: b started later and ended first
+            go.touch()
+            assert finished(first)[0] == 0
+            code, out, err = finished(follower)
+        finally:
+            for proc in procs:
+                proc.kill()
+                proc.wait()
     assert code == 0, err
     lines = out.splitlines()
     assert [line.split(" | ")[1] for line in lines if line.startswith("a/stdout.txt")] == [
@@ -88,14 +113,25 @@ def test_logs_follow_picks_up_tasks_that_start_later_and_ends_when_all_are_close
     assert "Traceback" not in err
 
 
-def test_logs_follow_waits_for_a_named_task_and_ctrl_c_exits_130(env, prepared, tmp_path):
-    follower = start("logs", prepared, "later", "-f", "--poll-interval", "0.1", env=env, cwd=tmp_path)
-    time.sleep(1.5)
-    assert follower.poll() is None
-    follower.send_signal(signal.SIGINT)
-    code, out, err = finished(follower)
-    assert code == 130
+def test_logs_follow_waits_for_a_named_task_and_ctrl_c_exits_130(env, prepared, tmp_path, azurite):
+    with FaultProxy(azurite.port, deadline_s=120) as proxy:
+        through = {**env, "AZURE_STORAGE_CONNECTION_STRING": connection_string(proxy.url_for(ACCOUNT_NAME))}
+        follower = start("logs", prepared, "later", "-f", "--poll-interval", "0.1", env=through, cwd=tmp_path)
+        try:
+            polled_twice_after(proxy, 0)  # in its follow loop: Ctrl-C is handled there, not during imports
+            assert follower.poll() is None
+            follower.send_signal(signal.SIGINT)
+            code, out, err = finished(follower)
+        finally:
+            follower.kill()
+            follower.wait()
+    assert code == 130, err
     assert out == "" and "Traceback" not in err
+
+
+def polled_twice_after(proxy: FaultProxy, requests: int) -> None:
+    """Wait until the follower (the proxy's only client) has sent 2 requests (listings) past ``requests``."""
+    wait_for(lambda: proxy.counts["requests"] >= requests + 2, "the follower's polls")
 
 
 def test_logs_of_nothing_and_usage_errors(env, prepared):

@@ -252,17 +252,20 @@ def test_run_on_an_unprepared_job_does_not_start_the_command(env, job_id, tmp_pa
 def test_a_second_run_in_the_same_directory_is_refused(env, prepared, task_storage, tmp_path):
     """Two runs of one task in one directory, 50 ms apart: one runs and saves its logs; the other refuses
     at once, without running its command or touching the logs (before the lock, each emptied the other's
-    stdout.txt and both exited 0 with a blob holding either or neither)."""
+    stdout.txt and both exited 0 with a blob holding either or neither). The command that runs waits for
+    ``go``, touched once the other run has exited, so the two always overlap."""
     write_script(
         tmp_path,
         "talk.py",
         """\
-        import sys, time
+        import os, sys, time
         from pathlib import Path
         Path(f"ran-{sys.argv[1]}").touch()
+        deadline = time.monotonic() + 60
         for i in range(20):
             print(f"{sys.argv[1]} says {i}", flush=True)
-            time.sleep(0.05)
+            while i == 9 and not os.path.exists("go") and time.monotonic() < deadline:
+                time.sleep(0.05)
         """,
     )
     procs = {}
@@ -271,6 +274,10 @@ def test_a_second_run_in_the_same_directory_is_refused(env, prepared, task_stora
             "run", "--flush-interval", "0.2", "--", sys.executable, "talk.py", name, env=env, cwd=tmp_path
         )
         time.sleep(0.05)
+    try:
+        wait_for(lambda: any(proc.poll() is not None for proc in procs.values()), "one run to refuse")
+    finally:
+        (tmp_path / "go").touch()
     results = {}
     for name, proc in procs.items():
         out, err = proc.communicate(timeout=PATIENCE)

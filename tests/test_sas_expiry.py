@@ -29,7 +29,7 @@ from batchfiles import aio as batchfiles_aio
 from batchfiles._sas import TASK_SAS_PERMISSIONS
 from batchfiles.errors import ConfigurationError, TrackingError
 from batchfiles.testing import ACCOUNT_KEY, ACCOUNT_NAME, Azurite
-from cli_helpers import TASK, cli, start
+from cli_helpers import TASK, blob_text, cli, start, wait_for
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -54,6 +54,11 @@ def sas_url(azurite: Azurite, job_id: str, lasts: timedelta) -> str:
 
 def signature(url: str) -> str:
     return url.split("sig=", 1)[1].split("&")[0]
+
+
+#: The life of a SAS that expires during a test: long enough for a save to start (and flush) before it
+#: expires on a slow machine; 5 to 6 s, as ``se`` is cut to whole seconds.
+SHORT = timedelta(seconds=6)
 
 
 def wait_until_expired(url: str) -> None:
@@ -220,7 +225,7 @@ def test_the_async_constructors_warn_too(
 def test_a_save_with_an_expired_sas_says_so_with_the_time_and_what_to_do(
     azurite: Azurite, prepared_job: str, tmp_path: Path
 ) -> None:
-    url = sas_url(azurite, prepared_job, timedelta(seconds=2))
+    url = sas_url(azurite, prepared_job, SHORT)
     path = tmp_path / "out.txt"
     path.write_text("too late\n")
     with TaskOutputStorage(url, TASK) as storage:
@@ -255,7 +260,7 @@ def test_translate_error_reads_the_expiry_from_the_refused_request() -> None:
 def test_a_tracked_save_whose_sas_expires_midway_keeps_an_error_that_says_so(
     azurite: Azurite, prepared_job: str, tmp_path: Path
 ) -> None:
-    url = sas_url(azurite, prepared_job, timedelta(seconds=3))
+    url = sas_url(azurite, prepared_job, SHORT)
     path = tmp_path / "app.log"
     path.write_bytes(b"saved in time\n")
     with TaskOutputStorage(url, TASK) as storage:
@@ -279,10 +284,15 @@ def test_track_warns_at_start_and_run_exits_75_saying_the_sas_expired(
     node = {k: v for k, v in env.items() if k != "AZURE_STORAGE_CONNECTION_STRING"}
     node["BATCHFILES_CONTAINER_URL"] = sas_url(azurite, prepared_job, timedelta(minutes=20))
     (tmp_path / "app.log").write_text("x\n")
-    tracking = start("track", "app.log", env=node, cwd=tmp_path)
-    time.sleep(3)
-    tracking.terminate()
-    _, stderr = tracking.communicate(timeout=30)
+    tracking = start("track", "app.log", "--flush-interval", "0.2", env=node, cwd=tmp_path)
+    try:  # SIGTERM once it has saved (its handler is set by then), not while Python still imports
+        with TaskOutputStorage.from_connection_string(azurite.connection_string, prepared_job, TASK) as task:
+            wait_for(lambda: blob_text(task, "TaskLog", "app.log") == "x\n", "the tracked file saved")
+        tracking.terminate()
+        _, stderr = tracking.communicate(timeout=30)
+    finally:
+        tracking.kill()
+        tracking.wait()
     assert "batchfiles: warning: the SAS for container" in stderr and "expires at" in stderr
     assert signature(node["BATCHFILES_CONTAINER_URL"]) not in stderr
     assert tracking.returncode == 0, stderr
@@ -294,7 +304,8 @@ def test_track_warns_at_start_and_run_exits_75_saying_the_sas_expired(
     bad = cli("run", "--sas-margin", "soon", "--", "true", env=node, cwd=tmp_path)
     assert bad.returncode == 2 and "not a duration" in bad.stderr
     # a SAS that expires while the command runs: its logs cannot all be saved (exit 75), and why
-    node["BATCHFILES_CONTAINER_URL"] = url = sas_url(azurite, prepared_job, timedelta(seconds=3))
+    # (7 to 8 s: `run` must start, and find the container, before it expires; the command outlives it)
+    node["BATCHFILES_CONTAINER_URL"] = url = sas_url(azurite, prepared_job, timedelta(seconds=8))
     expires = _sas.sas_expiry(url)
     assert expires is not None
     wait = (expires - datetime.now(timezone.utc)).total_seconds() + 1.5
