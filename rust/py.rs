@@ -9,7 +9,7 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -91,7 +91,7 @@ const PARALLEL_AT: usize = 8 * BULK_SLICE;
 /// released, `derive` appends their names (indices counted from the slice's start) to a buffer without
 /// the GIL, and they become Python strings in the list, while all of it is still in the cache. From
 /// [`PARALLEL_AT`] items on, a second thread derives each slice while this one takes the next and makes
-/// the strings of the last (see [`Pipeline`]). A sequence whose size changes meanwhile (another thread)
+/// the strings of the last, and derives a slice itself rather than wait long for one (see [`Pipeline`]). A sequence whose size changes meanwhile (another thread)
 /// is a `RuntimeError`; an error is the first one in the items' order.
 fn bulk<'py, F>(
     py: Python<'py>,
@@ -159,12 +159,11 @@ where
             let helper = std::thread::Builder::new().name("batchfiles-naming".into());
             let spawned = helper.spawn_scoped(scope, || {
                 let _gone = HelperGone(&pipeline); // also if deriving panicked: no one waits for it
-                for n in 0..slices {
+                while let Some(n) = pipeline.claim() {
                     let Some(texts) = pipeline.wait_texts(n) else {
                         return;
                     };
-                    let mut buf = StrList::with_capacity(texts.len(), 48);
-                    let derived = derive(texts, n * BULK_SLICE, &mut buf).map(|()| buf);
+                    let derived = derive_slice(&derive, texts, n);
                     let failed = derived.is_err();
                     pipeline.finish(n, derived);
                     if failed {
@@ -183,15 +182,26 @@ where
                         hand_over(handed)?;
                         handed += 1;
                     }
-                    let derived = match py.detach(|| pipeline.wait_done(n)) {
-                        Some(derived) => derived,
-                        None => {
-                            // The helper died before deriving it: derive it here.
-                            let texts = pipeline.texts[n].get().map_or(&[][..], Vec::as_slice);
-                            let mut buf = StrList::default();
-                            py.detach(|| derive(texts, n * BULK_SLICE, &mut buf))?;
-                            Ok(buf)
+                    // Rather than wait long for slice n, derive the next slice no thread has claimed.
+                    let derived = loop {
+                        if let Some(derived) = pipeline.spin_done(n, SPIN_BEFORE_CLAIM) {
+                            break derived;
                         }
+                        let Some(m) = pipeline.claim() else {
+                            break match py.detach(|| pipeline.wait_done(n)) {
+                                Some(derived) => derived,
+                                // The helper died before deriving it: derive it here.
+                                None => {
+                                    py.detach(|| derive_slice(&derive, pipeline.texts_of(n), n))
+                                }
+                            };
+                        };
+                        while handed < slices && handed <= m + 2 {
+                            hand_over(handed)?; // and the helper's next ones
+                            handed += 1;
+                        }
+                        let derived = py.detach(|| derive_slice(&derive, pipeline.texts_of(m), m));
+                        pipeline.finish(m, derived);
                     };
                     let count = slice.get().map_or(0, Vec::len);
                     set_names(&list, n * BULK_SLICE, count, &derived?)?;
@@ -208,6 +218,15 @@ where
     Ok(list)
 }
 
+/// The names of slice `n`, whose texts are `texts`.
+fn derive_slice<F>(derive: &F, texts: &[&str], n: usize) -> Result<StrList, NamingError>
+where
+    F: Fn(&[&str], usize, &mut StrList) -> Result<(), NamingError>,
+{
+    let mut buf = StrList::with_capacity(texts.len(), 48);
+    derive(texts, n * BULK_SLICE, &mut buf).map(|()| buf)
+}
+
 /// The UTF-8 text of each item (for ASCII strings, Python's own buffer: no copy).
 fn texts<'a>(items: &'a [Bound<'_, PyString>]) -> PyResult<Vec<&'a str>> {
     items.iter().map(|item| item.to_str()).collect()
@@ -215,11 +234,16 @@ fn texts<'a>(items: &'a [Bound<'_, PyString>]) -> PyResult<Vec<&'a str>> {
 
 /// How long a thread of a parallel [`bulk`] call spins before it sleeps, waiting for the other.
 const SPIN: Duration = Duration::from_micros(200);
+/// How long the caller's thread of a parallel [`bulk`] call waits for the helper's slice before it
+/// derives one itself (a slice takes 100-300 us to derive).
+const SPIN_BEFORE_CLAIM: Duration = Duration::from_micros(40);
 
 /// The slices of a parallel [`bulk`] call between the caller's thread, which takes each slice's items
 /// and hands over their texts, and the helper, which derives their names and hands them back.
 struct Pipeline<'a> {
     texts: Vec<OnceLock<Vec<&'a str>>>,
+    /// The next slice no thread has claimed to derive.
+    next: AtomicUsize,
     done: Vec<Mutex<Option<Result<StrList, NamingError>>>>,
     /// The caller's thread is done (finished or failed): the helper stops.
     stopped: AtomicBool,
@@ -233,6 +257,7 @@ impl<'a> Pipeline<'a> {
     fn new(slices: usize) -> Self {
         Self {
             texts: (0..slices).map(|_| OnceLock::new()).collect(),
+            next: AtomicUsize::new(0),
             done: (0..slices).map(|_| Mutex::new(None)).collect(),
             stopped: AtomicBool::new(false),
             helper_gone: AtomicBool::new(false),
@@ -272,6 +297,36 @@ impl<'a> Pipeline<'a> {
         }
     }
 
+    /// Either thread: the next slice to derive, now this thread's; None when all are claimed.
+    fn claim(&self) -> Option<usize> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        (n < self.texts.len()).then_some(n)
+    }
+
+    /// In the caller's thread: the texts of slice `n`, handed over before.
+    fn texts_of(&self, n: usize) -> &[&'a str] {
+        self.texts[n].get().map_or(&[], Vec::as_slice)
+    }
+
+    /// In the caller's thread: the names of slice `n` if derived already.
+    fn take_done(&self, n: usize) -> Option<Result<StrList, NamingError>> {
+        self.done[n].lock().ok()?.take()
+    }
+
+    /// In the caller's thread: the names of slice `n` if derived within `spin`.
+    fn spin_done(&self, n: usize, spin: Duration) -> Option<Result<StrList, NamingError>> {
+        let until = Instant::now() + spin;
+        loop {
+            if let Some(derived) = self.take_done(n) {
+                return Some(derived);
+            }
+            if Instant::now() >= until {
+                return None;
+            }
+            std::hint::spin_loop();
+        }
+    }
+
     /// In the helper: the texts of slice `n` once handed over; None once the caller stopped.
     fn wait_texts(&self, n: usize) -> Option<&[&'a str]> {
         self.wait_for(&self.stopped, || self.texts[n].get().map(Vec::as_slice))
@@ -287,7 +342,7 @@ impl<'a> Pipeline<'a> {
 
     /// In the caller's thread: the names of slice `n` once derived; None if the helper ended first.
     fn wait_done(&self, n: usize) -> Option<Result<StrList, NamingError>> {
-        self.wait_for(&self.helper_gone, || self.done[n].lock().ok()?.take())
+        self.wait_for(&self.helper_gone, || self.take_done(n))
     }
 
     /// In the caller's thread: done, the helper stops.

@@ -125,6 +125,24 @@ def test_large_bulk_calls_derive_in_two_threads_and_keep_order_and_the_first_err
             naming.container_names(broken)
 
 
+@settings(max_examples=30, deadline=None)
+@given(
+    st.lists(st.integers(0, 39_999), max_size=3),
+    st.sampled_from([lambda i: f"Job_{i}", lambda i: f"job-{i}", lambda i: f"sched:{i}:x" * 3]),
+)
+def test_either_thread_may_derive_any_slice_and_the_result_is_the_same(bad, shape):
+    """The caller's thread derives a slice itself rather than wait for the helper: whichever thread
+    derives which slice, the names are in order and an error is the first bad input's."""
+    ids = [shape(i) for i in range(40_000)]
+    for index in bad:
+        ids[index] = "bad id"
+    if bad:
+        with pytest.raises(ValueError, match=rf"job_ids\[{min(bad)}\]"):
+            naming.container_names(ids)
+    else:
+        assert naming.container_names(ids) == [naming.container_name(i) for i in ids]
+
+
 @pytest.mark.parametrize("claimed", [3, 5, 20_000, 40_000])
 def test_bulk_inputs_whose_length_lies_are_refused(claimed):
     """Items are taken slice by slice: a sequence that yields more or fewer items than its length says
