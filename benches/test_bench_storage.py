@@ -16,6 +16,8 @@ Groups (targets from issue 4; ``benches/report.py`` checks them and prints the r
 - ``save_many 2,000 x 4 KiB, 5 ms per request``: the same through the project's fault proxy
   (``tests/faultproxy.py``, in a process of its own) delaying every request by 5 ms, as a network would:
   wall >= 5x the loop's, client CPU per file <= 1.0x the loop's.
+- ``..., storage on its own core``: the same with Azurite and the proxy on the last CPU and the client on the
+  others, as on a node, where storage is remote and the client has the node's cores to itself.
 
 Knobs: ``BATCHFILES_BENCH_GIB`` (size of the large file, default 1), ``BATCHFILES_BENCH_ROUNDS`` (rounds of
 each large-file benchmark, default 3), ``BATCHFILES_BENCH_MANY_FILES`` (small files, default 2,000); with
@@ -30,6 +32,7 @@ benchmark: every variant starts from an empty server, and it holds at most ROUND
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -46,7 +49,7 @@ from azure.storage.blob import BlobServiceClient, ContainerClient
 from batchfiles import TaskOutputStorage, prepare_output_storage
 from batchfiles.testing import Azurite
 from knobs import knob
-from procstat import process_tree_cpu
+from procstat import pin_tree, process_tree_cpu
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -77,9 +80,14 @@ class Server:
         self.azurite.stop()
         self.azurite = Azurite().start()
 
-    def cpu(self) -> float:
+    @property
+    def pid(self) -> int | None:
+        """Azurite's process id (its node process's parent)."""
         proc = getattr(self.azurite, "_proc", None)
-        return process_tree_cpu(proc.pid) if proc is not None else 0.0
+        return proc.pid if proc is not None else None
+
+    def cpu(self) -> float:
+        return process_tree_cpu(self.pid) if self.pid is not None else 0.0
 
     def container(self) -> ContainerClient:
         service = BlobServiceClient.from_connection_string(self.connection_string)
@@ -316,14 +324,15 @@ def _small_rounds(
     save: Callable[[TaskOutputStorage], list],
     targets,
     *,
-    connect: Callable[[], str] | None = None,
+    link: SlowLink | None = None,
+    own_core: bool = False,
     rounds: int = SMALL_ROUNDS,
 ) -> None:
-    """``rounds`` timed saves of the small files on an empty Azurite: directly, or through the connection
-    string ``connect()`` returns once it started."""
+    """``rounds`` timed saves of the small files on an empty Azurite: directly, or through ``link`` (with
+    ``own_core``: Azurite and the proxy on a core of their own)."""
     server.restart()  # an empty Azurite for each variant, as for the large file
     server.container().close()
-    connection_string = connect() if connect is not None else server.connection_string
+    connection_string = link.connect() if link is not None else server.connection_string
     wall: list[float] = []
     cpu: list[float] = []
     server_cpu: list[float] = []
@@ -345,19 +354,15 @@ def _small_rounds(
         storage.close()
 
     benchmark.extra_info.update(files=N_SMALL, targets=targets)
-    benchmark.pedantic(one_round, setup=setup, rounds=rounds)
+    with storage_on_its_own_core(link.storage_pids()) if own_core else contextlib.nullcontext():
+        benchmark.pedantic(one_round, setup=setup, rounds=rounds)
     benchmark.extra_info.update(wall_s=wall, cpu_s=cpu, server_cpu_s=server_cpu)
 
 
 @pytest.mark.benchmark(group=SMALL_GROUP)
 def test_many_save_many(benchmark, server, small_files):
     target = {"what": "save_many >= 1.25x", "metric": "speedup", "op": ">=", "value": 1.25}
-    _small_rounds(
-        benchmark,
-        server,
-        lambda s: s.save_many("TaskOutput", "**/*.exr", base_dir=small_files, max_concurrency=8),
-        [target],
-    )
+    _small_rounds(benchmark, server, _save_many_8(small_files), [target])
 
 
 def _sequential(small_files: Path) -> Callable[[TaskOutputStorage], list]:
@@ -369,6 +374,10 @@ def _sequential(small_files: Path) -> Callable[[TaskOutputStorage], list]:
     return loop
 
 
+def _save_many_8(small_files: Path) -> Callable[[TaskOutputStorage], list]:
+    return lambda s: s.save_many("TaskOutput", "**/*.exr", base_dir=small_files, max_concurrency=8)
+
+
 @pytest.mark.benchmark(group=SMALL_GROUP)
 def test_many_baseline_sequential_save(benchmark, server, small_files):
     _small_rounds(benchmark, server, _sequential(small_files), [])
@@ -378,6 +387,7 @@ def test_many_baseline_sequential_save(benchmark, server, small_files):
 
 LATENCY_MS = 5
 LATENCY_GROUP = f"{SMALL_GROUP}, {LATENCY_MS} ms per request"
+LATENCY_OWN_CORE_GROUP = f"{LATENCY_GROUP}, storage on its own core"
 LATENCY_ROUNDS = int(knob("LATENCY_ROUNDS", 2, 1))
 _PROXY = """
 import sys
@@ -390,53 +400,106 @@ with proxy:
 """
 
 
-@pytest.fixture(scope="module")
-def slow_link(server: Server) -> Iterator[Callable[[], str]]:
-    """A function that starts the fault proxy, in a process of its own, in front of the module's Azurite
-    (after a restart: a new one, since Azurite's port changed), delaying every request by LATENCY_MS, and
-    returns a connection string through it."""
-    from batchfiles.testing import ACCOUNT_KEY, ACCOUNT_NAME
+class SlowLink:
+    """The fault proxy, in a process of its own, in front of the module's Azurite, delaying every request by
+    LATENCY_MS."""
 
-    procs: list[subprocess.Popen] = []
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.procs: list[subprocess.Popen] = []
 
-    def stop() -> None:
-        for proc in procs:
-            proc.stdin.close()
-            proc.wait(30)
-        procs.clear()
+    def connect(self) -> str:
+        """Start the proxy (after a restart: a new one, since Azurite's port changed) and return a connection
+        string through it."""
+        from batchfiles.testing import ACCOUNT_KEY, ACCOUNT_NAME
 
-    def connect() -> str:
-        stop()
+        self.stop()
         tests = str(Path(__file__).parents[1] / "tests")
         proc = subprocess.Popen(
-            [sys.executable, "-c", _PROXY, tests, str(server.azurite.port), str(LATENCY_MS)],
+            [sys.executable, "-c", _PROXY, tests, str(self.server.azurite.port), str(LATENCY_MS)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
         )
-        procs.append(proc)
+        self.procs.append(proc)
         port = int(proc.stdout.readline())
         return (
             f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT_NAME};AccountKey={ACCOUNT_KEY};"
             f"BlobEndpoint=http://127.0.0.1:{port}/{ACCOUNT_NAME};"
         )
 
+    def storage_pids(self) -> list[int]:
+        """The processes that stand for the storage account: Azurite and the proxy."""
+        return [pid for pid in (self.server.pid, *(proc.pid for proc in self.procs)) if pid is not None]
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.stdin.close()
+            proc.wait(30)
+        self.procs.clear()
+
+
+@pytest.fixture(scope="module")
+def slow_link(server: Server) -> Iterator[SlowLink]:
+    link = SlowLink(server)
     try:
-        yield connect
+        yield link
     finally:
-        stop()
+        link.stop()
+
+
+@contextlib.contextmanager
+def storage_on_its_own_core(pids: list[int]) -> Iterator[None]:
+    """Azurite and the proxy on the last CPU, this thread (and the threads it starts) on the others, as on a
+    node, where storage does not share the client's cores; as before on leaving."""
+    cpus = os.sched_getaffinity(0)
+    if len(cpus) < 2:
+        pytest.skip("needs 2 CPUs: one for the client, one for storage")
+    storage = {max(cpus)}
+    for pid in pids:
+        pin_tree(pid, storage)
+    os.sched_setaffinity(0, cpus - storage)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, cpus)
+        for pid in pids:
+            pin_tree(pid, cpus)
+
+
+LATENCY_TARGETS = [
+    {"what": "save_many >= 5x", "metric": "speedup", "op": ">=", "value": 5},
+    {"what": "client CPU per file <= 1.0x the loop's", "metric": "cpu_ratio", "op": "<=", "value": 1.0},
+]
 
 
 @pytest.mark.benchmark(group=LATENCY_GROUP)
 def test_latency_save_many(benchmark, server, slow_link, small_files):
-    targets = [
-        {"what": "save_many >= 5x", "metric": "speedup", "op": ">=", "value": 5},
-        {"what": "client CPU per file <= 1.0x the loop's", "metric": "cpu_ratio", "op": "<=", "value": 1.0},
-    ]
-    save = lambda s: s.save_many("TaskOutput", "**/*.exr", base_dir=small_files, max_concurrency=8)  # noqa: E731
-    _small_rounds(benchmark, server, save, targets, connect=slow_link, rounds=LATENCY_ROUNDS)
+    _small_rounds(
+        benchmark, server, _save_many_8(small_files), LATENCY_TARGETS, link=slow_link, rounds=LATENCY_ROUNDS
+    )
 
 
 @pytest.mark.benchmark(group=LATENCY_GROUP)
 def test_latency_baseline_sequential_save(benchmark, server, slow_link, small_files):
-    _small_rounds(benchmark, server, _sequential(small_files), [], connect=slow_link, rounds=LATENCY_ROUNDS)
+    _small_rounds(benchmark, server, _sequential(small_files), [], link=slow_link, rounds=LATENCY_ROUNDS)
+
+
+@pytest.mark.benchmark(group=LATENCY_OWN_CORE_GROUP)
+def test_latency_own_core_save_many(benchmark, server, slow_link, small_files):
+    _small_rounds(
+        benchmark,
+        server,
+        _save_many_8(small_files),
+        LATENCY_TARGETS,
+        link=slow_link,
+        own_core=True,
+        rounds=LATENCY_ROUNDS,
+    )
+
+
+@pytest.mark.benchmark(group=LATENCY_OWN_CORE_GROUP)
+def test_latency_own_core_baseline_sequential_save(benchmark, server, slow_link, small_files):
+    _small_rounds(
+        benchmark, server, _sequential(small_files), [], link=slow_link, own_core=True, rounds=LATENCY_ROUNDS
+    )
