@@ -91,8 +91,9 @@ const PARALLEL_AT: usize = 8 * BULK_SLICE;
 /// released, `derive` appends their names (indices counted from the slice's start) to a buffer without
 /// the GIL, and they become Python strings in the list, while all of it is still in the cache. From
 /// [`PARALLEL_AT`] items on, a second thread derives each slice while this one takes the next and makes
-/// the strings of the last, and derives a slice itself rather than wait long for one (see [`Pipeline`]). A sequence whose size changes meanwhile (another thread)
-/// is a `RuntimeError`; an error is the first one in the items' order.
+/// the strings of the last, and derives a slice itself rather than wait long for one (see
+/// [`Pipeline`]). A sequence whose size changes meanwhile (another thread) is a `RuntimeError`; an
+/// error is the first one in the items' order.
 fn bulk<'py, F>(
     py: Python<'py>,
     what: &str,
@@ -238,8 +239,10 @@ const SPIN: Duration = Duration::from_micros(200);
 /// derives one itself (a slice takes 100-300 us to derive).
 const SPIN_BEFORE_CLAIM: Duration = Duration::from_micros(40);
 
-/// The slices of a parallel [`bulk`] call between the caller's thread, which takes each slice's items
-/// and hands over their texts, and the helper, which derives their names and hands them back.
+/// The slices of a parallel [`bulk`] call between the caller's thread, which takes each slice's items,
+/// hands over their texts and makes the names' strings, and the helper, which derives the names and
+/// hands them back. Either thread claims the next slice to derive from one counter: the helper one
+/// after another, the caller's thread when the slice it needs is not ready soon.
 struct Pipeline<'a> {
     texts: Vec<OnceLock<Vec<&'a str>>>,
     /// The next slice no thread has claimed to derive.
@@ -313,8 +316,12 @@ impl<'a> Pipeline<'a> {
         self.done[n].lock().ok()?.take()
     }
 
-    /// In the caller's thread: the names of slice `n` if derived within `spin`.
+    /// In the caller's thread: the names of slice `n` if derived within `spin` (at once if the helper
+    /// is gone).
     fn spin_done(&self, n: usize, spin: Duration) -> Option<Result<StrList, NamingError>> {
+        if self.helper_gone.load(Ordering::Acquire) {
+            return self.take_done(n);
+        }
         let until = Instant::now() + spin;
         loop {
             if let Some(derived) = self.take_done(n) {
