@@ -161,6 +161,9 @@ pub fn validate_kind(kind: &str) -> Result<(), NamingError> {
     if kind == "." || kind == ".." {
         return err("is not a valid path segment".into());
     }
+    if kind.ends_with('.') {
+        return err(format!("ends in '.': {DOT_REASON}"));
+    }
     if kind.starts_with('$') {
         return err("must not start with '$' (it is added by the conventions)".into());
     }
@@ -411,8 +414,24 @@ fn push_destination(out: &mut String, path: &str, name_start: usize) -> Result<u
         out.truncate(base);
         return invalid("names no file once '.' and '..' are resolved");
     }
+    if let Some(seg) = out[base..].split('/').find(|s| s.ends_with('.')) {
+        let which = if seg == path {
+            String::new()
+        } else {
+            format!(" ({seg:?})")
+        };
+        let why = format!("has a segment ending in '.'{which}: {DOT_REASON}");
+        out.truncate(base);
+        return invalid(&why);
+    }
     Ok(starts.len())
 }
+
+/// Why a path segment may not end in `.`: Azure stores such a blob name without its trailing dots, so
+/// `report.` would silently become (and overwrite) `report`. The .NET library passes them through.
+const DOT_REASON: &str =
+    "Azure Blob storage drops a segment's trailing dots, so it would be saved \
+                          under another name; rename it";
 
 /// The full blob name of `path` saved as `kind` (of `task_id`, or of the job).
 pub fn blob_name(kind: &str, path: &str, task_id: Option<&str>) -> Result<String, NamingError> {
@@ -503,7 +522,8 @@ pub fn file_path(blob_name: &str) -> Result<String, NamingError> {
 
 /// Why `path` is not a file path in the conventions' normal form (`destination_path(p) == p`), or
 /// `None` if it is. The first that applies of: "is empty", "has a control character", "has a '\\'",
-/// "is absolute", "has a '..' segment", "has a '.' segment", "has an empty segment".
+/// "is absolute", "has a '..' segment", "has a '.' segment", "has an empty segment",
+/// "has a segment ending in '.'".
 pub fn path_problem(path: &str) -> Option<&'static str> {
     if path.is_empty() {
         return Some("is empty");
@@ -517,13 +537,13 @@ pub fn path_problem(path: &str) -> Option<&'static str> {
     if is_absolute(path) {
         return Some("is absolute");
     }
-    let (mut parent, mut current, mut empty) = (false, false, false);
+    let (mut parent, mut current, mut empty, mut dot) = (false, false, false, false);
     for segment in path.split('/') {
         match segment {
             ".." => parent = true,
             "." => current = true,
             "" => empty = true,
-            _ => {}
+            s => dot |= s.ends_with('.'),
         }
     }
     if parent {
@@ -532,6 +552,8 @@ pub fn path_problem(path: &str) -> Option<&'static str> {
         Some("has a '.' segment")
     } else if empty {
         Some("has an empty segment")
+    } else if dot {
+        Some("has a segment ending in '.'")
     } else {
         None
     }
@@ -648,6 +670,21 @@ mod tests {
         for p in ["", "/x", "\\x", "a\0b", "..", "./.", "a/..", "x\n"] {
             assert!(destination_path(p).is_err(), "{p:?}");
         }
+        // Azure would store these without their trailing dots: refused, naming the segment.
+        for (p, seg) in [("a../b", "a.."), ("x/...", "..."), ("d.\\f", "d.")] {
+            let err = destination_path(p).unwrap_err().message;
+            assert!(
+                err.contains(&format!("ending in '.' ({seg:?})")),
+                "{p:?}: {err}"
+            );
+        }
+        let err = destination_path("report.").unwrap_err().message;
+        assert!(
+            err.starts_with("path \"report.\" has a segment ending in '.': Azure"),
+            "{err}"
+        );
+        // A segment removed by '..' is not saved, so its dot does not matter.
+        assert_eq!(destination_path("a./../b.txt").unwrap(), "b.txt");
     }
 
     #[test]
@@ -782,11 +819,14 @@ mod tests {
             ("a/./b/", "has a '.' segment"),
             ("a//b", "has an empty segment"),
             ("a/", "has an empty segment"),
+            ("...", "has a segment ending in '.'"),
+            ("report.", "has a segment ending in '.'"),
+            ("a./b", "has a segment ending in '.'"),
         ];
         for (path, want) in cases {
             assert_eq!(path_problem(path), Some(want), "{path:?}");
         }
-        for path in ["a", "a/b.txt", "%2E%2E/x", "...", "x..y/ü", "$x/y"] {
+        for path in ["a", "a/b.txt", "%2E%2E/x", ".x", "x..y/ü", "$x/y"] {
             assert_eq!(path_problem(path), None, "{path:?}");
         }
         // A drive prefix is absolute only on Windows.

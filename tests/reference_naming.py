@@ -34,8 +34,8 @@ def destination_path(path: str) -> str:
                 parts.pop()
         elif seg not in ("", "."):
             parts.append(seg)
-    if not parts:
-        raise ValueError(path)
+    if not parts or any(part.endswith(".") for part in parts):
+        raise ValueError(path)  # Azure would store a segment ending in "." without its dots
     return "/".join(parts)
 
 
@@ -63,6 +63,7 @@ def path_problem(path: str) -> str | None:
         (".." in segments, "has a '..' segment"),
         ("." in segments, "has a '.' segment"),
         ("" in segments, "has an empty segment"),
+        (any(s.endswith(".") for s in segments), "has a segment ending in '.'"),
     ]
     return next((why for failed, why in checks if failed), None)
 
@@ -79,7 +80,7 @@ def parse_output_name(blob_name: str, task_id: str | None = None) -> tuple[str, 
     if not kind.startswith("$"):
         raise ValueError("it has no $Kind segment")
     kind = kind[1:]
-    if kind in ("", ".", "..") or kind.startswith("$") or re.search(r"[/\\\x00-\x1f\x7f-\x9f]", kind):
+    if kind in ("", ".", "..") or kind.endswith(".") or kind.startswith("$") or re.search(r"[/\\\x00-\x1f\x7f-\x9f]", kind):
         raise ValueError("output kind")
     if not path:
         raise ValueError("it has no file path after its kind")

@@ -53,7 +53,11 @@ def test_file_path_vectors(case):
 
 @pytest.mark.parametrize("case", VECTORS["relative_source_paths"], ids=lambda c: c["path"])
 def test_destination_path_vectors(case):
-    assert naming.destination_path(case["path"]) == case["destination"]
+    if "error" in case:
+        with pytest.raises(ValueError, match=case["error"]):
+            naming.destination_path(case["path"])
+    else:
+        assert naming.destination_path(case["path"]) == case["destination"]
 
 
 def test_kinds():
@@ -398,3 +402,15 @@ def test_a_drive_prefix_in_a_listed_name_is_absolute_only_on_windows():
     assert native_parse("$JobOutput/c:/x", None) == (
         "its file path is absolute" if sys.platform == "win32" else ("JobOutput", "c:/x")
     )
+
+
+@pytest.mark.parametrize("path", ["report.", "frames./1.png", "a/...", "x.\\y"])
+def test_a_segment_ending_in_a_dot_is_refused_everywhere_a_name_is_made(path):
+    # Azure stores "report." as "report" (over a file of that name): refused, naming the path and why.
+    for make in (naming.destination_path, lambda p: naming.blob_name("TaskOutput", p, "t1")):
+        with pytest.raises(ValueError, match=r"ending in '\.'.*Azure Blob storage drops"):
+            make(path)
+    with pytest.raises(ValueError, match="ending in '.'"):
+        naming.blob_names("TaskOutput", ["ok.txt", path])
+    with pytest.raises(ValueError, match="ending in '.'"):
+        naming.blob_prefix("Custom.")

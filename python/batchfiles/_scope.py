@@ -97,7 +97,8 @@ class NotAnOutput(ValueError):
 
 def path_problem(path: str) -> str | None:
     """Why ``path`` is not a file path in the conventions' normal form (``destination_path(p) == p``: no
-    ``.``, ``..`` or empty segments, no ``\\``, no control characters, not absolute), or None if it is."""
+    ``.``, ``..`` or empty segments, none ending in ``.``, no ``\\``, no control characters, not absolute), or
+    None if it is."""
     return _native.path_problem(path)
 
 

@@ -173,6 +173,11 @@ def _pattern_and_path(spec: OutputSpec, task_id: str) -> tuple[str, str]:
         )
     if not parts:
         raise OutputFilesError(f"pattern {text!r} names no file once '.' and '..' are resolved")
+    if dotted := next((part for part in parts if part.endswith(".")), None):
+        raise OutputFilesError(
+            f"pattern {text!r} has a segment ending in '.' ({dotted!r}): Azure Blob storage drops a "
+            "segment's trailing dots, so its files would be saved under other names"
+        )
     kind = spec.kind
     task = None if _job_side(kind) else task_id
     wild = next((i for i, part in enumerate(parts) if is_pattern(part)), None)
