@@ -412,5 +412,5 @@ def test_a_segment_ending_in_a_dot_is_refused_everywhere_a_name_is_made(path):
             make(path)
     with pytest.raises(ValueError, match="ending in '.'"):
         naming.blob_names("TaskOutput", ["ok.txt", path])
-    with pytest.raises(ValueError, match="ending in '.'"):
-        naming.blob_prefix("Custom.")
+    with pytest.raises(ValueError, match="ends in '.'"):
+        naming.blob_prefix("Custom.")  # a custom kind too
