@@ -4,6 +4,12 @@ Nothing in a test may reach past loopback. In this process, resolving any other 
 fails. For this process and every child it starts, azure-identity's managed identity is pointed at a
 closed loopback port (its App Service variables), so a ``DefaultAzureCredential`` built by the CLI or the
 library fails at once instead of probing the instance metadata endpoint.
+
+The strict pass (``BATCHFILES_TEST_STRICT=1``, ``make test-strict``): the session's ``azurite`` is a
+:class:`StrictAzurite`, whose endpoint is a strict :class:`faultproxy.FaultProxy` in front of Azurite, so the
+tests meet the real Azure Blob service's rules where Azurite is lenient (see tests/faultproxy.py). A test's
+own ``FaultProxy(azurite.port, ...)`` then forwards to the strict proxy, and its throttled answers carry no
+``Retry-After`` (``faultproxy.STRICT_TEST_PASS``).
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ from azure.storage.blob import BlobServiceClient
 from batchfiles.testing import Azurite
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests' own helper modules
+from faultproxy import STRICT_TEST_PASS, FaultProxy
+
 #: Fixtures of the command line's end-to-end tests (env, bare_env, prepared, task_storage).
 pytest_plugins = ["cli_helpers"]
 
@@ -55,10 +63,30 @@ def _loopback_getaddrinfo(host, *args, **kwargs):  # type: ignore[no-untyped-def
 socket.getaddrinfo = _loopback_getaddrinfo
 
 
+class StrictAzurite(Azurite):
+    """Azurite as the tests see it in the strict pass: ``port``, ``account_url``, ``connection_string`` and
+    ``credential`` lead to ``proxy``, a strict :class:`FaultProxy` in front of ``upstream``, the real
+    Azurite (whose own ``connection_string`` bypasses the strict rules). Started and stopped by the
+    ``azurite`` fixture, not by :meth:`start`/:meth:`stop`."""
+
+    def __init__(self, upstream: Azurite, proxy: FaultProxy) -> None:
+        super().__init__()
+        self.upstream, self.proxy = upstream, proxy
+        self.port = proxy.port
+
+    def start(self) -> StrictAzurite:
+        raise RuntimeError("StrictAzurite is started by the azurite fixture")
+
+
 @pytest.fixture(scope="session")
 def azurite() -> Iterator[Azurite]:
     with Azurite() as server:
-        yield server
+        if not STRICT_TEST_PASS:
+            yield server
+            return
+        strict = FaultProxy(server.port, strict=server.connection_string, deadline_s=24 * 3600.0)
+        with strict:
+            yield StrictAzurite(server, strict)
 
 
 @pytest.fixture

@@ -20,16 +20,27 @@ targets, ``503 ServerBusy`` with ``Retry-After`` (or, for a share of them, ``500
 after its whole body has been read, so the client sees an answer, not a reset. The proxy counts requests,
 throttled answers, forwarded requests and body bytes, also per time slot (:meth:`FaultProxy.timeline`),
 so a test can check the request rate over time.
+
+Strict mode (``strict=`` the upstream account's connection string): the proxy answers as the Azure Blob
+service does where Azurite is lenient (see :class:`_Strict` for the rules and their sources, and
+/work/shared/DESIGN.md "Azurite is more lenient than the real service"): a Put Blob that would change a
+blob's type, metadata over 8 KiB or with a name that is no C# identifier, an Append Block over 4 MiB are
+refused; path segments ending in dots are stored without them; a ranged GET past the end of a blob and an
+expired SAS get the service's answers; throttled answers carry no ``Retry-After``. Refusals and rewrites are
+counted in ``counts["strict"]`` (per rule in :attr:`FaultProxy.strict_hits`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import http.client
 import io
 import ipaddress
 import math
+import os
 import random
+import re
 import socket
 import struct
 import threading
@@ -39,6 +50,11 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import formatdate
+from urllib.parse import parse_qsl, urlsplit
+
+from azure.core.pipeline import PipelineContext, PipelineRequest
+from azure.core.pipeline.transport import HttpRequest
+from azure.storage.blob._shared.authentication import SharedKeyCredentialPolicy  # the SDK's signer
 
 FAULTS = ("reset", "status", "delay", "drop_response")
 #: Counted per time slot (:meth:`FaultProxy.timeline`).
@@ -56,6 +72,7 @@ COUNTS = (
     "first_attempts",
     "first_attempts_throttled",
     "retries",
+    "strict",
 )
 _ERRORS = {  # status -> (reason phrase, x-ms-error-code, message)
     500: ("Internal Server Error", "InternalError", "The server encountered an internal error."),
@@ -74,6 +91,9 @@ _THROTTLED = {
     ),
 }
 MIB = 1 << 20
+#: The strict test pass (``BATCHFILES_TEST_STRICT=1``, see tests/conftest.py): every proxy then throttles as
+#: the blob service does, with no ``Retry-After`` (strict rule 5), unless told otherwise.
+STRICT_TEST_PASS = os.environ.get("BATCHFILES_TEST_STRICT") == "1"
 _MAX_PENDING = 100_000  # throttled requests remembered to tell a retry from a first attempt
 _MAX_LINE = 65536
 _MAX_HEADERS = 256
@@ -95,6 +115,18 @@ class Request:
     headers: dict[str, str]
     head: bytes
     body: bytes
+
+
+@dataclass
+class Response:
+    """One upstream response: status, headers (names lower-case), raw head and body, and whether upstream
+    closed the connection after it."""
+
+    status: int
+    headers: dict[str, str]
+    head: bytes
+    body: bytes
+    closed: bool
 
 
 @dataclass
@@ -297,16 +329,21 @@ def _wants_close(req: Request) -> bool:
 
 
 def _error_response(
-    status: int, req: Request, error: tuple[str, str, str] | None = None, extra_headers: str = ""
+    status: int,
+    req: Request,
+    error: tuple[str, str, str] | None = None,
+    extra_headers: str = "",
+    extra_xml: str = "",
 ) -> bytes:
     """An Azure Storage style error response (XML body, ``x-ms-error-code``); ``error`` is (reason phrase,
-    code, message), by default the one of ``status``; ``extra_headers`` are "Name: value\\r\\n" lines."""
+    code, message), by default the one of ``status``; ``extra_headers`` are "Name: value\\r\\n" lines;
+    ``extra_xml`` goes into ``<Error>`` after the message."""
     reason, code, message = error or _ERRORS[status]
     request_id = uuid.uuid4()
     now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     body = (
         f'<?xml version="1.0" encoding="utf-8"?><Error><Code>{code}</Code>'
-        f"<Message>{message}\nRequestId:{request_id}\nTime:{now}</Message></Error>"
+        f"<Message>{message}\nRequestId:{request_id}\nTime:{now}</Message>{extra_xml}</Error>"
     ).encode()
     if req.method == "HEAD":
         body = b""
@@ -343,10 +380,21 @@ class FaultProxy:
         upstream_host: str = "127.0.0.1",
         throttle: Throttle | None = None,
         slot_s: float = 0.1,
+        strict: str | None = None,
+        throttle_retry_after: bool | None = None,
     ) -> None:
+        """``strict``: the connection string of the upstream account (its endpoint directly, not this
+        proxy) to answer as the real service does (see the module's doc); None: forward as it is.
+        ``throttle_retry_after``: whether throttled answers carry the :class:`Throttle`'s ``Retry-After``;
+        None: yes, unless strict or in the strict test pass (:data:`STRICT_TEST_PASS`). A :class:`Rule`'s
+        ``retry_after_s`` is always sent."""
         if upstream_host != "localhost" and not ipaddress.ip_address(upstream_host).is_loopback:
             raise ValueError(f"upstream {upstream_host!r} is not loopback")
         self.upstream = (upstream_host, upstream_port)
+        self._strict = None if strict is None else _Strict(strict)
+        if throttle_retry_after is None:
+            throttle_retry_after = strict is None and not STRICT_TEST_PASS
+        self.throttle_retry_after = throttle_retry_after
         self.port = 0
         self._delay_ms = delay_ms
         self._deadline_s = deadline_s
@@ -417,14 +465,27 @@ class FaultProxy:
             return None if self._buckets is None else self._buckets.throttle
 
     @property
+    def strict(self) -> bool:
+        """Whether this proxy answers as the real service does (``strict=`` was given)."""
+        return self._strict is not None
+
+    @property
+    def strict_hits(self) -> dict[str, int]:
+        """How many requests each strict rule refused or rewrote, by rule name (see :class:`_Strict`)."""
+        return {} if self._strict is None else self._strict.hits()
+
+    @property
     def counts(self) -> dict[str, int]:
         """Snapshot of counters (see ``COUNTS``): ``requests`` received; ``forwarded`` upstream; one per fault
         kind; ``throttled`` answers, of which ``server_busy`` (503) and ``timed_out`` (500); body bytes
         ``bytes_up`` (requests forwarded), ``bytes_down`` (responses forwarded), ``bytes_throttled``
-        (requests refused); and, while throttling, ``retries`` (requests repeating one refused earlier and
-        not served since), ``first_attempts`` (the others) and ``first_attempts_throttled``."""
+        (requests refused); while throttling, ``retries`` (requests repeating one refused earlier and
+        not served since), ``first_attempts`` (the others) and ``first_attempts_throttled``; and ``strict``,
+        requests a strict rule refused or whose answer it rewrote."""
         with self._lock:
-            return dict(self._counts)
+            counts = dict(self._counts)
+        counts["strict"] = sum(self.strict_hits.values())
+        return counts
 
     def timeline(self, bucket_s: float = 1.0) -> list[dict[str, float]]:
         """Counts per ``bucket_s`` seconds (a whole number of ``slot_s``) since ``start()``, up to the
@@ -570,7 +631,9 @@ class FaultProxy:
             self._tally(now, throttled=1, bytes_throttled=len(req.body), **first, **kind)
         if timed_out:
             return _error_response(500, req, _THROTTLED[500])
-        header = "" if throttle.retry_after_s is None else f"Retry-After: {throttle.retry_after_s:g}\r\n"
+        header = ""
+        if throttle.retry_after_s is not None and self.throttle_retry_after:
+            header = f"Retry-After: {throttle.retry_after_s:g}\r\n"
         return _error_response(503, req, _THROTTLED[503], header)
 
     def _choose(self, req: Request) -> Rule | None:
@@ -611,17 +674,25 @@ class FaultProxy:
                 return not _wants_close(req)
             if rule.fault == "delay" and self._stopping.wait(rule.delay_ms / 1000):
                 return False
-        response, body_bytes, upstream_closed = upstream.exchange(req)
+        if self._strict is not None:
+            req, refusal = self._strict.before(req)
+            if refusal is not None:
+                client.sendall(refusal)
+                return not _wants_close(req)
+        response = upstream.exchange(req)
         with self._lock:
             now = time.monotonic()
-            self._tally(now, forwarded=1, bytes_up=len(req.body), bytes_down=body_bytes)
+            self._tally(now, forwarded=1, bytes_up=len(req.body), bytes_down=len(response.body))
             if self._buckets is not None:
-                self._buckets.charge(body_bytes, now)
+                self._buckets.charge(len(response.body), now)
+        answer = response.head + response.body
+        if self._strict is not None and (rewritten := self._strict.after(req, response)) is not None:
+            answer = rewritten
         if rule is not None and rule.fault == "drop_response":
             _arm_reset(client)
             return False
-        client.sendall(response)
-        return not (upstream_closed or _wants_close(req))
+        client.sendall(answer)
+        return not (response.closed or _wants_close(req))
 
 
 class _Upstream:
@@ -631,8 +702,8 @@ class _Upstream:
         self._proxy = proxy
         self._conn: tuple[socket.socket, io.BufferedReader] | None = None
 
-    def exchange(self, req: Request) -> tuple[bytes, int, bool]:
-        """Send ``req``; return (raw response, its body's length, whether upstream closed the connection)."""
+    def exchange(self, req: Request) -> Response:
+        """Send ``req``; return upstream's response."""
         fresh = self._conn is None
         if self._conn is None:
             sock = socket.create_connection(self._proxy.upstream, timeout=10)
@@ -658,9 +729,290 @@ class _Upstream:
         closed = "close" in headers.get("connection", "").lower() or not (bodyless or _is_framed(headers))
         if closed:
             self.close()
-        return raw + body, len(body), closed
+        return Response(status, headers, raw, body, closed)
 
     def close(self) -> None:
         if self._conn is not None:
             self._proxy._untrack(*self._conn)
             self._conn = None
+
+
+# -- strict mode: the real service's answers where Azurite is lenient ------------------------------------
+
+#: x-ms-version of the proxy's own HEAD requests when the client's request has none.
+_API_VERSION = "2021-08-06"
+#: Put Blob, Put Block List, Set Blob Metadata, Copy Blob pages: "The total size of all metadata pairs can be
+#: up to 8 KB in size" (names and values together, the ``x-ms-meta-`` prefix not counted).
+_METADATA_MAX = 8 * 1024
+#: Append Block page: 4 MiB per block; 100 MiB from version 2022-11-02 is marked "(preview)" there, so only
+#: 4 MiB is valid on every account and version (DESIGN.md).
+_APPEND_BLOCK_MAX = 4 * MIB
+#: Naming and Referencing Containers, Blobs, and Metadata: metadata names must be valid C# identifiers.
+#: Header names are ASCII tokens, so only ASCII letters, digits and underscores can reach the service.
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_TRAILING_DOTS = re.compile(r"(?:\.|%2[eE])+\Z")
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(-?\d+)/(\d+)\Z")
+#: error code -> (status, message), as the REST "Blob service error codes" page words them; the service
+#: uses the message as the reason phrase.
+_SERVICE_ERRORS = {
+    "InvalidBlobType": (409, "The blob type is invalid for this operation."),
+    "MetadataTooLarge": (400, "The size of the specified metadata exceeds the maximum size permitted."),
+    "InvalidMetadata": (400, "The metadata specified is invalid. It has characters that are not permitted."),
+    "RequestBodyTooLarge": (413, "The request body is too large and exceeds the maximum permissible limit."),
+    "InvalidRange": (416, "The range specified is invalid for the current size of the resource."),
+    "AuthenticationFailed": (
+        403,
+        "Server failed to authenticate the request. Make sure the value of Authorization header is formed "
+        "correctly including the signature.",
+    ),
+}
+#: The rules of :class:`_Strict`, as named in :attr:`FaultProxy.strict_hits`.
+STRICT_RULES = (
+    "blob_type",
+    "trailing_dots",
+    "metadata_name",
+    "metadata_size",
+    "range",
+    "append_block_size",
+    "expired_sas",
+)
+
+
+def _service_error(req: Request, code: str, extra_headers: str = "", extra_xml: str = "") -> bytes:
+    status, message = _SERVICE_ERRORS[code]
+    return _error_response(status, req, (message, code, message), extra_headers, extra_xml)
+
+
+def _query(req: Request) -> dict[str, str]:
+    """The request's query parameters, names lower-case, values decoded (the last of repeated ones)."""
+    return {name.lower(): value for name, value in parse_qsl(req.query, keep_blank_values=True)}
+
+
+def _with_head(req: Request, path: str, headers: Mapping[str, str]) -> Request:
+    """``req`` sent to ``path`` (same query) with the values of ``headers`` (lower-case names) replaced."""
+    lines = req.head.splitlines(keepends=True)
+    target = f"{path}?{req.query}" if req.query else path
+    out = [f"{req.method} {target} {req.version}\r\n".encode("latin-1")]
+    for line in lines[1:]:
+        name = line.split(b":", 1)[0].strip().decode("latin-1").lower()
+        if name in headers:
+            line = f"{name}: {headers[name]}\r\n".encode("latin-1")
+        out.append(line)
+    new_headers = {**req.headers, **headers}
+    return Request(req.method, path, req.query, req.version, new_headers, b"".join(out), req.body)
+
+
+def _sas_time(text: str) -> datetime | None:
+    """A SAS ``st``/``se`` value (ISO 8601 UTC, or a date) as an aware datetime; None if unreadable."""
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+
+
+class _Strict:
+    """The rules of a strict :class:`FaultProxy`: what the Azure Blob service answers where Azurite (3.37) is
+    lenient. Each rule's source is given where it is applied; the rule names are :data:`STRICT_RULES`.
+
+    Requests are refused (before forwarding) or rewritten, and answers rewritten, only for the account of
+    the connection string. The proxy looks at blobs itself with Shared Key HEAD requests sent directly to
+    that account's endpoint (loopback). Limits, by design: a blob's type is checked just before the Put Blob
+    is forwarded (a writer in between is not seen); names are rewritten only in the request path, not in
+    ``x-ms-copy-source``; a request signed for one blob (a blob SAS, ``sr=b``) to a name with dotted
+    segments is forwarded as it is (its signature covers the name). Already faithful on Azurite 3.37 and so
+    not emulated (tests/test_strict_proxy.py checks they stay so): Put Block and Put Block List on an append
+    blob and Append Block on a block blob answer 409 ``InvalidBlobType``; a ranged GET starting past the end
+    of a blob answers 416.
+    """
+
+    def __init__(self, connection_string: str) -> None:
+        settings = dict(part.split("=", 1) for part in connection_string.split(";") if "=" in part)
+        try:
+            self.account, key = settings["AccountName"], settings["AccountKey"]
+            endpoint = urlsplit(settings["BlobEndpoint"])
+        except KeyError as missing:
+            raise ValueError(f"strict: the connection string has no {missing}") from None
+        host = endpoint.hostname or ""
+        if endpoint.scheme != "http" or not endpoint.port:
+            raise ValueError("strict: the account's BlobEndpoint must be http://host:port/account")
+        if host != "localhost" and not ipaddress.ip_address(host).is_loopback:
+            raise ValueError(f"strict: the account's endpoint {host!r} is not loopback")
+        self._endpoint = (host, endpoint.port)
+        self._signer = SharedKeyCredentialPolicy(self.account, key)
+        self._lock = threading.Lock()
+        self._hits = dict.fromkeys(STRICT_RULES, 0)
+
+    def hits(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._hits)
+
+    def _hit(self, rule: str) -> None:
+        with self._lock:
+            self._hits[rule] += 1
+
+    # -- before forwarding --------------------------------------------------------------------------------
+
+    def before(self, req: Request) -> tuple[Request, bytes | None]:
+        """``req`` as the service would understand it, and the service's refusal of it (None: forward)."""
+        blob = self._blob(req)
+        if blob is None:
+            return req, None
+        query = _query(req)
+        req = self._trailing_dots(req, query, *blob)
+        refusal = self._metadata(req) or self._append_block_size(req, query) or self._blob_type(req, query)
+        return req, refusal
+
+    def _blob(self, req: Request) -> tuple[str, str] | None:
+        """(container, blob name as sent, percent-encoded) of a request to a blob of the account."""
+        parts = req.path.split("/", 3)
+        if len(parts) < 4 or parts[1] != self.account or not parts[2] or not parts[3]:
+            return None
+        return parts[2], parts[3]
+
+    def _trailing_dots(self, req: Request, query: dict[str, str], container: str, name: str) -> Request:
+        # Sources: Azure/azure-sdk-for-java#36674 ("folder/file." is stored as "folder/file"),
+        # wellcomecollection/platform#4790, microsoft/AzureStorageExplorer#1133 and #2833 (a folder whose
+        # name ends with dots loses them: "by design", says the platform); the naming page: "Avoid blob names
+        # that end with a dot (.)" and no path segment should end with a dot. Every segment's trailing dots
+        # (plain or %2E) are dropped, for every operation, so the stripped name is read, written and
+        # deleted. A segment of dots only is left alone (what the service does with it is not known here).
+        segments = name.split("/")
+        stripped = [_TRAILING_DOTS.sub("", segment) for segment in segments]
+        if stripped == segments or any(s == "" != t for s, t in zip(stripped, segments, strict=True)):
+            return req
+        path = f"/{self.account}/{container}/{'/'.join(stripped)}"
+        auth = req.headers.get("authorization", "")
+        if auth.startswith(f"SharedKey {self.account}:"):
+            return self._counted(req, path, self._sign(req.method, path, req.query, req.headers))
+        # A container SAS (sr=c) or an account SAS (ss, srt) signs no blob name: the path may change.
+        if "sig" in query and (query.get("sr") == "c" or ("ss" in query and "srt" in query)):
+            return self._counted(req, path, None)
+        return req
+
+    def _counted(self, req: Request, path: str, authorization: str | None) -> Request:
+        self._hit("trailing_dots")
+        return _with_head(req, path, {} if authorization is None else {"authorization": authorization})
+
+    def _sign(self, method: str, path: str, query: str, headers: Mapping[str, str]) -> str:
+        """The Shared Key ``Authorization`` of a request to ``path``, computed by azure-storage-blob's own
+        policy (the string to sign and header collation that Azurite accepts from it)."""
+        url = f"http://{self._endpoint[0]}:{self._endpoint[1]}{path}" + (f"?{query}" if query else "")
+        request = HttpRequest(
+            method, url, headers={k: v for k, v in headers.items() if k.lower() != "authorization"}
+        )
+        self._signer.on_request(PipelineRequest(request, PipelineContext(None)))
+        return request.headers["Authorization"]
+
+    def _metadata(self, req: Request) -> bytes | None:
+        # Sources: the Put Blob, Put Block List, Set Blob Metadata and Copy Blob pages ("The total size of
+        # all metadata pairs can be up to 8 KB in size", 400 MetadataTooLarge on the error codes page) and the
+        # naming page (metadata names are C# identifiers; 400 InvalidMetadata). Azurite checks the names but
+        # not the size (DESIGN.md). Applies to every write carrying x-ms-meta-* (container creation too).
+        if req.method != "PUT":
+            return None
+        pairs = [(n[len("x-ms-meta-") :], v) for n, v in req.headers.items() if n.startswith("x-ms-meta-")]
+        if any(not _IDENTIFIER.match(name) for name, _ in pairs):
+            self._hit("metadata_name")
+            return _service_error(req, "InvalidMetadata")
+        if sum(len(n.encode("latin-1")) + len(v.encode("latin-1")) for n, v in pairs) > _METADATA_MAX:
+            self._hit("metadata_size")
+            return _service_error(req, "MetadataTooLarge")
+        return None
+
+    def _append_block_size(self, req: Request, query: dict[str, str]) -> bytes | None:
+        # Source: the Append Block page (Content-Length: at most 4 MiB; 100 MiB from 2022-11-02 in preview)
+        # and DESIGN.md; the error codes page: 413 RequestBodyTooLarge. Azurite takes 100 MiB.
+        if req.method != "PUT" or query.get("comp") != "appendblock" or "x-ms-copy-source" in req.headers:
+            return None
+        length = int(req.headers.get("content-length", len(req.body)))
+        if length <= _APPEND_BLOCK_MAX:
+            return None
+        self._hit("append_block_size")
+        return _service_error(req, "RequestBodyTooLarge")
+
+    def _blob_type(self, req: Request, query: dict[str, str]) -> bytes | None:
+        # Sources: Put Blob page ("If the blob exists [...] you can't change its type": 409 InvalidBlobType),
+        # Azure/blobporter#111, manaflow-ai/subrouter#223 ("verified live": delete first); DESIGN.md. Azurite
+        # converts the blob silently. Put Block / Put Block List on an append blob and Append Block on a block
+        # blob are already refused by Azurite (see the class doc).
+        wanted = req.headers.get("x-ms-blob-type")
+        if req.method != "PUT" or "comp" in query or wanted is None:
+            return None
+        existing = self._properties(req)
+        if existing is None:
+            return None
+        blob_type, etag = existing
+        if blob_type.lower() == wanted.lower():
+            return None
+        if req.headers.get("if-none-match") == "*":
+            return None  # the condition fails first: Azurite answers 409 BlobAlreadyExists
+        if_match = req.headers.get("if-match")
+        if if_match is not None and if_match not in ("*", etag):
+            return None  # the condition fails first: Azurite answers 412 ConditionNotMet
+        self._hit("blob_type")
+        return _service_error(req, "InvalidBlobType")
+
+    def _properties(self, req: Request) -> tuple[str, str] | None:
+        """(blob type, ETag) of the blob ``req`` names, by a HEAD straight to the account; None if there is
+        no such blob (or upstream gave no clear answer: the request is then forwarded as it is)."""
+        headers = {
+            "x-ms-date": formatdate(usegmt=True),
+            "x-ms-version": req.headers.get("x-ms-version", _API_VERSION),
+        }
+        headers["Authorization"] = self._sign("HEAD", req.path, "", headers)
+        conn = http.client.HTTPConnection(*self._endpoint, timeout=10)
+        try:
+            conn.request("HEAD", req.path, headers=headers)
+            response = conn.getresponse()
+            response.read()
+        finally:
+            conn.close()
+        blob_type = response.getheader("x-ms-blob-type")
+        if response.status != 200 or blob_type is None:
+            return None
+        return blob_type, response.getheader("etag", "")
+
+    # -- after forwarding ---------------------------------------------------------------------------------
+
+    def after(self, req: Request, response: Response) -> bytes | None:
+        """The service's answer where it differs from ``response`` (None: send ``response``)."""
+        if self._blob(req) is None:
+            return None
+        return self._range(req, response) or self._expired_sas(req, response)
+
+    def _range(self, req: Request, response: Response) -> bytes | None:
+        # Source: Azure/Azurite#318 and the Get Blob / "Specify the range header" pages: a range starting at
+        # or past the end of the blob answers 416 InvalidRange with "Content-Range: bytes */N" (an empty blob
+        # included: azure-storage-blob retries a 416 without the range for that case). Azurite answers 206
+        # with no bytes and "Content-Range: bytes N-(N-1)/N" when the range starts exactly at the end.
+        if req.method != "GET" or response.status != 206 or response.body:
+            return None
+        match = _CONTENT_RANGE.match(response.headers.get("content-range", ""))
+        if match is None or int(match[1]) < int(match[3]):
+            return None
+        self._hit("range")
+        return _service_error(req, "InvalidRange", f"Content-Range: bytes */{match[3]}\r\n")
+
+    def _expired_sas(self, req: Request, response: Response) -> bytes | None:
+        # Source: DESIGN.md; the service's answer as reported in floci-io/floci-az#89 and
+        # microsoft/AzureStorageExplorer#3163: 403 AuthenticationFailed with an AuthenticationErrorDetail;
+        # Azurite answers 403 AuthorizationFailure to a SAS outside its time window.
+        if response.status != 403 or response.headers.get("x-ms-error-code") != "AuthorizationFailure":
+            return None
+        query = _query(req)
+        now = datetime.now(timezone.utc)
+        start, expiry = _sas_time(query.get("st", "")), _sas_time(query.get("se", ""))
+        if "sig" not in query or not ((expiry and expiry < now) or (start and start > now)):
+            return None
+        self._hit("expired_sas")
+
+        def http_date(when: datetime | None) -> str:
+            return formatdate((when or now).timestamp(), usegmt=True)
+
+        detail = (
+            f"<AuthenticationErrorDetail>Signature not valid in the specified time frame: Start "
+            f"[{http_date(start)}] - Expiry [{http_date(expiry)}] - Current [{http_date(now)}]"
+            "</AuthenticationErrorDetail>"
+        )
+        return _service_error(req, "AuthenticationFailed", extra_xml=detail)
