@@ -13,7 +13,7 @@ SOURCES := Cargo.toml Cargo.lock pyproject.toml README.md $(shell find rust pyth
 BUILD_TOOLS := "maturin>=1.9,<2" "ziglang>=0.17,<0.18" "auditwheel>=6,<7"
 WHEEL_TAG := manylinux_2_17_x86_64
 
-.PHONY: all test test-rust test-python test-installed lint demo view-demo bench bench-quick dist clean chromium
+.PHONY: all test test-rust test-python test-installed test-live lint demo view-demo bench bench-quick dist clean chromium
 all: test
 
 $(PY):
@@ -89,6 +89,13 @@ bench: $(VENV)/.installed node_modules/.installed chromium
 # dependencies runs the README's examples and the command line against Azurite; the sdist builds a wheel.
 test-installed: $(VENV)/.installed node_modules/.installed
 	$(VENV)/bin/pytest tests/installed -p no:cacheprovider
+
+# The live contract tests (tests/live/README.md) against the real Azure Blob service: skipped unless
+# BATCHFILES_LIVE_CONTAINER_URL is set (a container SAS URL with racwdl, or a container URL to sign in to);
+# the service's answers go to live-answers.json (or $BATCHFILES_LIVE_ANSWERS). Never part of `make test`.
+# --confcutdir: tests/conftest.py, which keeps every other test on loopback, is not loaded.
+test-live: $(VENV)/.installed
+	$(VENV)/bin/pytest tests/live --confcutdir=tests/live -p no:cacheprovider --timeout=1800
 
 # A short pass of every benchmark for CI (BATCHFILES_BENCH_QUICK=1: small sizes, few rounds): ratios and
 # targets printed, JSON kept in .benchmarks/quick.json, benches/README.md untouched. Only a benchmark that
