@@ -518,6 +518,12 @@ fn md5(data: Data<'_>) -> [u8; 16] {
     data.with(checksum::md5)
 }
 
+/// The `x-ms-content-crc64` header of a bytes-like object: base64 of its CRC-64/NVME, little-endian.
+#[pyfunction]
+fn crc64_header(data: Data<'_>) -> String {
+    checksum::crc64_header(data.with(checksum::crc64))
+}
+
 /// Streaming MD5: `update` with each chunk, `digest` at any time.
 #[pyclass(frozen, module = "batchfiles._native", name = "Md5")]
 struct Md5(Mutex<checksum::Md5>);
@@ -794,6 +800,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(validate_task_id, m)?)?;
     m.add_function(wrap_pyfunction!(validate_kind, m)?)?;
     m.add_function(wrap_pyfunction!(self::md5, m)?)?; // `self::`: the md-5 dev-dependency is `md5` too
+    m.add_function(wrap_pyfunction!(crc64_header, m)?)?;
     m.add_class::<Md5>()?;
     m.add_class::<BlockReader>()?;
     m.add_class::<Tracker>()?;

@@ -37,7 +37,7 @@ def test_prepare_prints_the_container_and_url_gives_a_working_sas(env, job_id, s
     query = parse_qs(urlsplit(url).query)
     start, expiry = (datetime.fromisoformat(query[k][0].replace("Z", "+00:00")) for k in ("st", "se"))
     assert expiry - start == timedelta(hours=12, minutes=5)  # the start allows 5 minutes of clock skew
-    assert query["sp"] == ["racwl"]
+    assert query["sp"] == ["racwdl"]
 
     # The URL is all a task needs: no connection string, no job id.
     task_env = {

@@ -77,7 +77,7 @@ def other_thread_runs_during(call: Callable[[], object]) -> bool:
 
 # --- layout -------------------------------------------------------------------------------------
 
-TEST_ONLY = {"crc64", "crc64_header", "validate_job_id", "tracker_stats"}
+TEST_ONLY = {"crc64", "validate_job_id", "tracker_stats"}
 
 
 def test_test_only_bindings_live_apart():
@@ -101,9 +101,9 @@ def test_the_library_never_uses_the_test_only_bindings():
 
 def test_crc64_check_value_and_header():
     assert test_support.crc64(b"123456789") == CHECK_CRC
-    assert test_support.crc64_header(b"123456789") == header_of(CHECK_CRC) == "iJh5CoYUi64="
+    assert _native.crc64_header(b"123456789") == header_of(CHECK_CRC) == "iJh5CoYUi64="
     assert test_support.crc64(b"") == 0
-    assert test_support.crc64_header(b"") == "AAAAAAAAAAA="
+    assert _native.crc64_header(b"") == "AAAAAAAAAAA="
 
 
 def test_every_bytes_like_object_hashes_its_bytes():
@@ -119,7 +119,7 @@ def test_every_bytes_like_object_hashes_its_bytes():
 
 @pytest.mark.parametrize("bad", ["123", 123, None, [1, 2]])
 def test_non_buffers_are_type_errors(bad):
-    for function in (test_support.crc64, test_support.crc64_header, _native.md5, _native.Md5().update):
+    for function in (test_support.crc64, _native.crc64_header, _native.md5, _native.Md5().update):
         with pytest.raises(TypeError):
             function(bad)
 
@@ -183,7 +183,7 @@ def test_block_reader_returns_the_file_in_blocks(tmp_path, size):
     for i, (index, offset, chunk, header) in enumerate(blocks):
         assert (index, offset) == (i, i * BS)
         assert len(chunk) == min(BS, size - offset)
-        assert header == test_support.crc64_header(chunk)
+        assert header == _native.crc64_header(chunk)
     assert len(blocks) == -(-size // BS)
     assert reader.md5() == hashlib.md5(data).digest()
     assert reader.bytes_read == size
@@ -301,7 +301,7 @@ def test_tracker_drains_appends_once(tmp_path):
     path = write(tmp_path / "log", b"hello ")
     tracker = _native.Tracker(path)
     block, events, more = tracker.poll()
-    assert block == (b"hello ", test_support.crc64_header(b"hello "), 0)
+    assert block == (b"hello ", _native.crc64_header(b"hello "), 0)
     assert events == [("opened", 0)]
     assert more is False
     assert tracker.commit() == 6
@@ -391,7 +391,7 @@ def test_tracker_waits_for_a_missing_path(tmp_path):
     assert tracker.poll() == (None, [], False)
     assert tracker.offset == 0
     write(path, b"late")
-    assert tracker.poll()[:2] == ((b"late", test_support.crc64_header(b"late"), 0), [("opened", 0)])
+    assert tracker.poll()[:2] == ((b"late", _native.crc64_header(b"late"), 0), [("opened", 0)])
 
 
 def test_tracker_resumes_and_reads_ranges(tmp_path):

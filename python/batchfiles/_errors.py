@@ -103,7 +103,7 @@ def first_line(message: object) -> str:
 @contextlib.contextmanager
 def storage_errors(container: str, blob: str | None = None) -> Iterator[None]:
     """Turn azure-core errors into batchfiles errors that say what to do. Works around awaits too."""
-    what = f"{blob!r} in container {container!r}" if blob else f"container {container!r}"
+    what = _what(container, blob)
     try:
         yield
     except HttpResponseError as err:
@@ -113,8 +113,7 @@ def storage_errors(container: str, blob: str | None = None) -> Iterator[None]:
 
 
 def translate_error(err: HttpResponseError, container: str, what: str) -> BatchFilesError:
-    code = getattr(err, "error_code", None) or ""
-    code = str(getattr(code, "value", code))  # StorageErrorCode members print as their enum name
+    code = _code(err)
     if code == "ContainerNotFound":
         return ContainerNotFoundError(
             f"container {container!r} does not exist: run prepare_output_storage for the job "
@@ -145,6 +144,13 @@ def translate_error(err: HttpResponseError, container: str, what: str) -> BatchF
             f"({code or err.status_code}: the account is over its request or bandwidth limits; try again "
             "later, or spread the load over time or over more accounts)"
         )
+    if code == "InvalidBlobType":
+        return BatchFilesError(
+            f"{what} is a blob of another type (a live log is an append blob, a saved file a block blob), "
+            "which storage cannot change in place: delete it first, or use another name"
+        )
+    if code == "MetadataTooLarge":
+        return BatchFilesError(f"storage refused the metadata of {what}: over 8 KiB in all ({code})")
     if code in ("Md5Mismatch", "Crc64Mismatch", "InvalidMd5"):
         return IntegrityError(f"storage rejected {what}: the data did not match its checksum ({code})")
     return BatchFilesError(f"storage error on {what}: {code or err.status_code} {err.reason or ''}".strip())
@@ -186,6 +192,29 @@ def already_exists_is_fine() -> Iterator[None]:
     except ResourceExistsError as err:
         if str(getattr(err.error_code, "value", err.error_code)) != "ContainerAlreadyExists":
             raise
+
+
+def cannot_replace(container: str, blob: str, blob_type: str, err: HttpResponseError) -> BatchFilesError:
+    """The error of replacing ``blob``, of another type, when storage refused to delete it: a 403 means
+    the SAS or credential lacks the delete permission that the replacement needs."""
+    what = _what(container, blob)
+    if err.status_code not in (401, 403):
+        return translate_error(err, container, what)
+    return AuthenticationError(
+        f"{what} is {'an' if blob_type[:1] in 'AEIOU' else 'a'} {blob_type}, and storage cannot change a "
+        f"blob's type in place: replacing it needs the delete permission, which this SAS or credential "
+        f"does not have ({_code(err) or err.status_code}; the task SAS of `batchfiles url` has it)"
+    )
+
+
+def _what(container: str, blob: str | None) -> str:
+    return f"{blob!r} in container {container!r}" if blob else f"container {container!r}"
+
+
+def _code(err: HttpResponseError) -> str:
+    """The error's ``x-ms-error-code`` as text ('' without one)."""
+    code = getattr(err, "error_code", None) or ""
+    return str(getattr(code, "value", code))  # StorageErrorCode members print as their enum name
 
 
 def exists_error(blob_name: str) -> OutputExistsError:

@@ -70,6 +70,35 @@ def check_block_options(block_size: int, max_concurrency: int) -> None:
         raise ValueError(f"max_concurrency must be a positive int, not {max_concurrency!r}")
 
 
+def open_file(path: PathLike, block_size: int, md5: bool) -> Any:
+    """A ``_native.BlockReader`` over the file at ``path``, once it is known to be the file checked (not
+    a link swapped in since)."""
+    reader = _native.BlockReader(path, block_size, md5=md5)
+    _patterns.check_opened(path, reader.identity)
+    return reader
+
+
+class BytesBlocks:
+    """Bytes in memory cut into blocks as ``_native.BlockReader`` cuts a file: ``next_block()`` gives
+    ``(index, offset, data, crc64 header)`` in order, ``md5()`` the whole data's MD5 (computed up front)."""
+
+    def __init__(self, data: bytes, block_size: int) -> None:
+        self.size = len(data)
+        self._data, self._block_size, self._index = memoryview(data), block_size, 0
+        self._md5 = _native.md5(data)
+
+    def next_block(self) -> tuple[int, int, bytes, str] | None:
+        offset = self._index * self._block_size
+        if offset >= self.size:
+            return None
+        chunk = bytes(self._data[offset : offset + self._block_size])
+        self._index += 1
+        return self._index - 1, offset, chunk, _native.crc64_header(chunk)
+
+    def md5(self) -> bytes:
+        return self._md5
+
+
 def encode_text(text: str, encoding: str) -> bytes:
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, not {type(text).__name__}")
@@ -218,6 +247,18 @@ def crc_headers(crc: str) -> dict[str, str]:
 
 #: Error codes of a write with ``overwrite=False`` refused because the blob exists.
 _EXISTS_CODES = frozenset({"BlobAlreadyExists", "ConditionNotMet"})
+
+
+def is_other_type(err: Exception) -> bool:
+    """Whether storage refused a write because the blob is of another type (409 ``InvalidBlobType``: the
+    service never changes a blob's type in place, e.g. a block blob saved over a live log's append blob)."""
+    code = getattr(err, "error_code", None)
+    return str(getattr(code, "value", code)) == "InvalidBlobType"
+
+
+def blob_type(props: Any) -> str:
+    """A blob's type as text (``BlockBlob``, ``AppendBlob``, ``PageBlob``)."""
+    return str(getattr(props.blob_type, "value", props.blob_type))
 
 
 def may_be_own_write(err: Exception, overwrite: bool) -> bool:

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import azure.storage.blob
-from azure.core.exceptions import HttpResponseError
+from azure.core import MatchConditions
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.storage.blob import (
     BlobClient,
     BlobServiceClient,
@@ -25,8 +26,6 @@ from . import (
     _download,
     _errors,
     _follow,
-    _native,
-    _patterns,
     _progress,
     _sas,
     _saving,
@@ -63,7 +62,8 @@ def prepare_output_storage(service: BlobServiceClient, job_id: str) -> Container
 def output_storage_container_url(
     service: BlobServiceClient, job_id: str, *, expiry: timedelta = timedelta(days=7)
 ) -> str:
-    """The job container's URL with a SAS (read, add, create, write, list; no delete) for its tasks.
+    """The job container's URL with a SAS (read, add, create, write, delete, list) for its tasks: delete
+    lets a retried task replace its first attempt's logs, as storage cannot change a blob's type in place.
 
     Signed with the account key when the client has one, otherwise with a user delegation key obtained
     through the client's Azure AD credential (valid for at most 7 days).
@@ -179,31 +179,29 @@ class _OutputStorage(StorageBase):
         """
         _saving.check_block_options(block_size, max_concurrency)
         blob = self._container.get_blob_client(self._scope.save_name(kind, path, destination))
+
         with storage_errors(self.container_name, blob.blob_name):
             if not overwrite and blob.exists():
                 raise _errors.exists_error(blob.blob_name)
             block_size = _saving.fit_block_size(os.path.getsize(path), block_size)
-            reader = _native.BlockReader(path, block_size, md5=content_md5)
-            _patterns.check_opened(path, reader.identity)
-            counter = _progress.ProgressCounter(reader.size, progress)
-            if reader.size <= min(block_size, _saving.SINGLE_PUT_SIZE):
-                data, upload = _saving.single_put(blob.blob_name, reader, overwrite)
-                response = _put(blob, data, upload, overwrite, self._slots)
-                counter.add(len(data))
-            else:
-                upload, response = _put_blocks(blob, reader, overwrite, counter, max_concurrency, self._slots)
-        return self._uploaded(blob, reader.size, upload, response)
+            reader = functools.partial(_saving.open_file, path, block_size, content_md5)
+            sent = _upload(blob, reader, block_size, overwrite, progress, max_concurrency, self._slots)
+        return self._uploaded(blob, *sent)
 
-    def save_bytes(self, kind: KindLike, data: bytes, destination: str, *, overwrite: bool = True):
-        """Save ``data`` as ``kind`` under ``destination``, in one request with its Content-MD5."""
+    def save_bytes(
+        self, kind: KindLike, data: bytes, destination: str, *, overwrite: bool = True
+    ) -> OutputFileReference:
+        """Save ``data`` as ``kind`` under ``destination``: with its Content-MD5 in one request, or, over 8
+        MiB, in blocks that each carry a CRC-64, committed with the whole data's Content-MD5."""
         data = _saving.check_bytes(data)
         blob = self._container.get_blob_client(self._scope.blob_name(kind, destination))
-        upload = _saving.upload_kwargs(blob.blob_name, data, None, overwrite)
         with storage_errors(self.container_name, blob.blob_name):
             if not overwrite and blob.exists():
                 raise _errors.exists_error(blob.blob_name)
-            response = _put(blob, data, upload, overwrite, self._slots)
-        return self._uploaded(blob, len(data), upload, response)
+            blocks = functools.partial(_saving.BytesBlocks, data, _saving.BLOCK_SIZE)
+            options = (_saving.BLOCK_SIZE, overwrite, None, _saving.MAX_CONCURRENCY, self._slots)
+            sent = _upload(blob, blocks, *options)
+        return self._uploaded(blob, *sent)
 
     def save_text(
         self, kind: KindLike, text: str, destination: str, *, encoding: str = "utf-8", overwrite: bool = True
@@ -331,6 +329,54 @@ class _OutputStorage(StorageBase):
         with storage_errors(self.container_name, blob.blob_name):
             props = blob.get_blob_properties()
         return OutputFileReference(_scope.reference_of(self._scope, blob.url, props), blob, self._container)
+
+
+def _upload(
+    blob: BlobClient,
+    open_reader: Callable[[], Any],
+    block_size: int,
+    overwrite: bool,
+    progress: Progress | None,
+    max_concurrency: int,
+    slots: _throttle.Slots,
+) -> tuple[int, dict[str, Any], Any]:
+    """Upload what ``open_reader()`` cuts into ``block_size`` blocks (a ``BlockReader`` or
+    ``BytesBlocks``): in one request if it is one block of at most 8 MiB, else in blocks. A blob of another
+    type in the way (a live log's append blob), which storage cannot overwrite, is deleted and the upload
+    made again, when ``overwrite``. Returns (size, upload options, response)."""
+    for attempt in range(2):
+        reader = open_reader()
+        counter = _progress.ProgressCounter(reader.size, progress)
+        try:
+            if reader.size <= min(block_size, _saving.SINGLE_PUT_SIZE):
+                data, upload = _saving.single_put(blob.blob_name, reader, overwrite)
+                response = _put(blob, data, upload, overwrite, slots)
+                counter.add(len(data))
+            else:
+                upload, response = _put_blocks(blob, reader, overwrite, counter, max_concurrency, slots)
+            return reader.size, upload, response
+        except HttpResponseError as err:
+            if attempt or not overwrite or not _saving.is_other_type(err):
+                raise
+        _delete_other_type(blob, "BlockBlob")
+    raise AssertionError("unreachable")
+
+
+def _delete_other_type(blob: BlobClient, wanted: str) -> None:
+    """Delete ``blob`` if it is not a ``wanted`` blob, on condition that it is unchanged since looked at."""
+    try:
+        props = blob.get_blob_properties()
+    except ResourceNotFoundError:
+        return
+    found = _saving.blob_type(props)
+    if found == wanted:
+        return
+    try:
+        blob.delete_blob(etag=props.etag, match_condition=MatchConditions.IfNotModified)
+    except ResourceNotFoundError:
+        pass
+    except HttpResponseError as err:
+        raise _errors.cannot_replace(blob.container_name, blob.blob_name, found, err) from None
 
 
 def _put_blocks(

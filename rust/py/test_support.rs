@@ -17,12 +17,6 @@ fn crc64(data: Data<'_>) -> u64 {
     data.with(checksum::crc64)
 }
 
-/// The `x-ms-content-crc64` header of a bytes-like object: base64 of its CRC-64, little-endian.
-#[pyfunction]
-fn crc64_header(data: Data<'_>) -> String {
-    checksum::crc64_header(data.with(checksum::crc64))
-}
-
 /// Checks a job id on its own (the library checks it while deriving the container name).
 #[pyfunction]
 fn validate_job_id(job_id: &str) -> Result<(), NamingError> {
@@ -53,7 +47,6 @@ pub(super) fn add_to(parent: &Bound<'_, PyModule>) -> PyResult<()> {
     let name = format!("{}.{NAME}", parent.name()?);
     let m = PyModule::new(py, &name)?;
     m.add_function(wrap_pyfunction!(crc64, &m)?)?;
-    m.add_function(wrap_pyfunction!(crc64_header, &m)?)?;
     m.add_function(wrap_pyfunction!(validate_job_id, &m)?)?;
     m.add_function(wrap_pyfunction!(tracker_stats, &m)?)?;
     parent.add_submodule(&m)?;

@@ -14,10 +14,11 @@ from .common import EXIT_OK, duration_arg
 NAME = "url"
 SUMMARY = "print a job container URL with a SAS, for its tasks"
 EPILOG = f"""\
-Prints the job container's URL with a SAS (read, add, create, write, list; no delete) for its tasks to
-use as BATCHFILES_CONTAINER_URL. The URL is a secret: hand it to the job (e.g. as an environment
-setting), do not log it. Signed with the account key, or with a user delegation key when signed in with
-an Azure credential (then at most 7 days). Durations: 90s, 30m, 12h, 7d, 1w, 1d12h.
+Prints the job container's URL with a SAS (read, add, create, write, delete, list) for its tasks to use
+as BATCHFILES_CONTAINER_URL (delete: a retried task replaces its first attempt's logs). The URL is a
+secret: hand it to the job (e.g. as an environment setting), do not log it. Signed with the account key,
+or with a user delegation key when signed in with an Azure credential (then at most 7 days). Durations:
+90s, 30m, 12h, 7d, 1w, 1d12h.
 
 examples:
   batchfiles url render-42

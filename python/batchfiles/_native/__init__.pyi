@@ -67,6 +67,10 @@ def validate_kind(kind: str) -> None:
 def md5(data: Buffer) -> bytes:
     """The 16-byte MD5 digest of ``data`` (the ``Content-MD5`` of a blob)."""
 
+def crc64_header(data: Buffer) -> str:
+    """The ``x-ms-content-crc64`` header of ``data``: base64 of its CRC-64/NVME's 8 little-endian bytes
+    (what storage checks on Put Block and Append Block)."""
+
 @final
 class Md5:
     """Streaming MD5, for instance over a download: :meth:`update` with each chunk, then :meth:`digest`."""

@@ -11,11 +11,6 @@ from . import Tracker
 def crc64(data: Buffer) -> int:
     """CRC-64/NVME of ``data`` (the CRC Azure checks in ``x-ms-content-crc64``)."""
 
-def crc64_header(data: Buffer) -> str:
-    """The ``x-ms-content-crc64`` header value: base64 of the CRC-64's 8 little-endian bytes (what
-    :meth:`~batchfiles._native.BlockReader.next_block` and :meth:`~batchfiles._native.Tracker.poll`
-    return with each block)."""
-
 def validate_job_id(job_id: str) -> None:
     """Raises ValueError unless ``job_id`` is a Batch job id (1-128 of ``A-Za-z0-9-_:``), with the
     message :func:`batchfiles._native.container_name` gives for it."""

@@ -12,7 +12,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import ContentSettings
 
-from .. import _saving
+from .. import _errors, _saving
 from .._native import Tracker
 from ..errors import OutputExistsError, TrackingError
 from . import limits
@@ -94,7 +94,7 @@ class Parts:
                 self.blob_name,
                 self.path,
             )
-        yield from self._replace(len(parts))
+        yield from self._replace(parts)
         return 0
 
     def _existing(self) -> Steps[list[Any]]:
@@ -156,11 +156,22 @@ class Parts:
         logger.info("resuming the tracked save of %s at byte %d of %s", self.path, total, self.blob_name)
         return total
 
-    def _replace(self, count: int) -> Steps[None]:
-        """Delete the parts after the first (last first), then create the blob afresh."""
-        for index in reversed(range(1, count)):
+    def _replace(self, parts: list[Any]) -> Steps[None]:
+        """Delete the parts after the first (last first), then create the blob afresh. A first blob of
+        another type (a block blob: an earlier attempt's log saved whole, by OutputFiles or ``save``) is
+        deleted first, if unchanged since probed: storage cannot turn it into an append blob in place."""
+        for index in reversed(range(1, len(parts))):
             with contextlib.suppress(ResourceNotFoundError):
                 yield Call(self.name(index), BlobMethod.DELETE)
+        found = _saving.blob_type(parts[0])
+        if found != "AppendBlob":
+            condition = {"etag": parts[0].etag, "match_condition": MatchConditions.IfNotModified}
+            try:
+                yield Call(self.blob_name, BlobMethod.DELETE, condition)
+            except ResourceNotFoundError:
+                pass
+            except HttpResponseError as err:
+                raise _errors.cannot_replace(self.container_name, self.blob_name, found, err) from None
         self.etags = [(yield from self._create(0))]
 
     def _create(self, index: int) -> Steps[str]:

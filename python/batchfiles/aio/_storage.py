@@ -12,15 +12,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import azure.storage.blob.aio
-from azure.core.exceptions import HttpResponseError
+from azure.core import MatchConditions
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.storage.blob.aio import BlobClient, BlobServiceClient, ContainerClient
 
 from .. import (
     _download,
     _errors,
     _follow,
-    _native,
-    _patterns,
     _progress,
     _sas,
     _saving,
@@ -186,31 +185,23 @@ class _OutputStorage(StorageBase):
             if not overwrite and await blob.exists():
                 raise _errors.exists_error(blob.blob_name)
             block_size = _saving.fit_block_size(os.path.getsize(path), block_size)
-            reader = await asyncio.to_thread(_native.BlockReader, path, block_size, md5=content_md5)
-            _patterns.check_opened(path, reader.identity)
-            counter = _progress.ProgressCounter(reader.size, progress)
-            if reader.size <= min(block_size, _saving.SINGLE_PUT_SIZE):
-                data, upload = await asyncio.to_thread(_saving.single_put, blob.blob_name, reader, overwrite)
-                response = await _put(blob, data, upload, overwrite, self._slots)
-                counter.add(len(data))
-            else:
-                upload, response = await _put_blocks(
-                    blob, reader, overwrite, counter, max_concurrency, self._slots
-                )
-        return self._uploaded(blob, reader.size, upload, response)
+            reader = functools.partial(_saving.open_file, path, block_size, content_md5)
+            sent = await _upload(blob, reader, block_size, overwrite, progress, max_concurrency, self._slots)
+        return self._uploaded(blob, *sent)
 
     async def save_bytes(
         self, kind: KindLike, data: bytes, destination: str, *, overwrite: bool = True
     ) -> OutputFileReference:
-        """Save ``data`` as ``kind`` under ``destination``, in one request with its Content-MD5."""
+        """Save ``data``; see :meth:`batchfiles.TaskOutputStorage.save_bytes`."""
         data = _saving.check_bytes(data)
         blob = self._container.get_blob_client(self._scope.blob_name(kind, destination))
-        upload = _saving.upload_kwargs(blob.blob_name, data, None, overwrite)
         with storage_errors(self.container_name, blob.blob_name):
             if not overwrite and await blob.exists():
                 raise _errors.exists_error(blob.blob_name)
-            response = await _put(blob, data, upload, overwrite, self._slots)
-        return self._uploaded(blob, len(data), upload, response)
+            blocks = functools.partial(_saving.BytesBlocks, data, _saving.BLOCK_SIZE)
+            options = (_saving.BLOCK_SIZE, overwrite, None, _saving.MAX_CONCURRENCY, self._slots)
+            sent = await _upload(blob, blocks, *options)
+        return self._uploaded(blob, *sent)
 
     async def save_text(
         self, kind: KindLike, text: str, destination: str, *, encoding: str = "utf-8", overwrite: bool = True
@@ -321,6 +312,51 @@ class _OutputStorage(StorageBase):
         with storage_errors(self.container_name, blob.blob_name):
             props = await blob.get_blob_properties()
         return OutputFileReference(_scope.reference_of(self._scope, blob.url, props), blob, self._container)
+
+
+async def _upload(
+    blob: BlobClient,
+    open_reader: Callable[[], Any],
+    block_size: int,
+    overwrite: bool,
+    progress: Progress | None,
+    max_concurrency: int,
+    slots: _throttle.AsyncSlots,
+) -> tuple[int, dict[str, Any], Any]:
+    """Upload what ``open_reader()`` cuts (opened in a thread); see the sync twin."""
+    for attempt in range(2):
+        reader = await asyncio.to_thread(open_reader)
+        counter = _progress.ProgressCounter(reader.size, progress)
+        try:
+            if reader.size <= min(block_size, _saving.SINGLE_PUT_SIZE):
+                data, upload = await asyncio.to_thread(_saving.single_put, blob.blob_name, reader, overwrite)
+                response = await _put(blob, data, upload, overwrite, slots)
+                counter.add(len(data))
+            else:
+                upload, response = await _put_blocks(blob, reader, overwrite, counter, max_concurrency, slots)
+            return reader.size, upload, response
+        except HttpResponseError as err:
+            if attempt or not overwrite or not _saving.is_other_type(err):
+                raise
+        await _delete_other_type(blob, "BlockBlob")
+    raise AssertionError("unreachable")
+
+
+async def _delete_other_type(blob: BlobClient, wanted: str) -> None:
+    """Delete ``blob`` if it is not a ``wanted`` blob; see the sync twin."""
+    try:
+        props = await blob.get_blob_properties()
+    except ResourceNotFoundError:
+        return
+    found = _saving.blob_type(props)
+    if found == wanted:
+        return
+    try:
+        await blob.delete_blob(etag=props.etag, match_condition=MatchConditions.IfNotModified)
+    except ResourceNotFoundError:
+        pass
+    except HttpResponseError as err:
+        raise _errors.cannot_replace(blob.container_name, blob.blob_name, found, err) from None
 
 
 async def _put_blocks(
