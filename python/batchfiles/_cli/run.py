@@ -14,7 +14,8 @@ from datetime import datetime, timezone
 from typing import IO, Any
 
 from .. import _follow, _patterns, _saving, naming
-from ..errors import BatchFilesError
+from .._errors import first_line
+from ..errors import BatchFilesError, ContainerNotFoundError
 
 try:
     import fcntl
@@ -63,7 +64,9 @@ When CMD is over, the logs are closed and marked with its exit code and when it 
 (metadata shown by `batchfiles list`; `batchfiles logs -f` stops once they are closed).
 
 Exit code: CMD's (128 + N if signal N killed it), or 75 if a log or an output could not be saved
-(CMD's code is then printed on stderr): never 0 after lost data. 127/126: CMD not found / not runnable.
+(CMD's code is then printed on stderr): never 0 after lost data. A log that cannot be saved live (a blob
+in its way that the SAS may not replace) does not stop CMD: it runs, and that log stays in its local file.
+127/126: CMD not found / not runnable.
 
 Programs that buffer their output when it is not a terminal (C stdio, Python) show it in bursts: make
 them flush (python -u or PYTHONUNBUFFERED=1, stdbuf -oL CMD).
@@ -206,14 +209,23 @@ class _Run:
         return self._report(status, trackers, saved)
 
     def _track(self, files: list[IO[bytes]]) -> list[Any]:
-        """Start the live saves of the logs; a storage problem stops us here, before the command runs."""
+        """Start the live saves of the logs. A job without a container stops us here, before the command
+        runs. A log that cannot be saved live (a blob in its way that this SAS may not replace, say) is a
+        problem, named: the command runs all the same, and that log is kept in its local file only."""
         trackers: list[Any] = []
+        options = dict(kind="TaskLog", flush_interval=self.interval, if_exists="overwrite", settle=0.0)
         try:
             for file in files:
-                options = dict(
-                    kind="TaskLog", flush_interval=self.interval, if_exists="overwrite", settle=0.0
-                )
-                trackers.append(self.storage.save_tracked(file.name, **options))
+                try:
+                    trackers.append(self.storage.save_tracked(file.name, **options))
+                except ContainerNotFoundError:
+                    raise
+                except TRANSFER_ERRORS as err:
+                    blob = naming.blob_name("TaskLog", file.name, self.storage.task_id)
+                    self.problems.append(
+                        f"live log {blob!r} not saved ({first_line(err)}); it is kept in "
+                        f"{os.path.abspath(file.name)}"
+                    )
         except BaseException:
             for tracker in trackers:
                 with contextlib.suppress(Exception):
