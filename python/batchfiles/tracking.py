@@ -208,7 +208,9 @@ class TrackedSave(TrackedSaveBase):
         ``metadata`` beside it, e.g. an outcome), on condition that no other writer wrote to it: a
         follower (``follow``, ``batchfiles logs -f``) then stops once it has read it all. A file that
         never appeared makes ``close`` wait the whole ``linger`` and log a warning; its blob stays empty.
-        Safe to call more than once.
+        Safe to call more than once. ``metadata`` that storage would refuse (names that are not
+        identifiers; over 8 KiB in all with the marks) raises :class:`ValueError` at once, before anything
+        is sent, and the save goes on.
         """
         with _scheduler.cond:
             self._engine.request_close(monotonic(), metadata=metadata)

@@ -40,8 +40,10 @@ def check_options(
             raise ValueError(f"{name} must be {'> 0' if name == 'flush_interval' else '>= 0'}, not {value}")
 
 
-def check_metadata(metadata: dict[str, str]) -> dict[str, str]:
-    """Close metadata as storage takes it: names are identifiers (not batchfiles' own), values ASCII."""
+def check_metadata(metadata: dict[str, str], current: dict[str, str]) -> dict[str, str]:
+    """Close metadata as storage takes it: names are identifiers (not batchfiles' own), values ASCII, and
+    with the ``current`` metadata of the blob and the close mark, at most 8 KiB in all (storage refuses
+    more, and only at the last request: this is checked before it)."""
     checked = {}
     for name, value in metadata.items():
         if not (isinstance(name, str) and name.isidentifier() and name.isascii()):
@@ -51,6 +53,12 @@ def check_metadata(metadata: dict[str, str]) -> dict[str, str]:
         if not (isinstance(value, str) and value.isascii() and value.isprintable()):
             raise ValueError(f"metadata values must be printable ASCII, not {value!r}")
         checked[name.lower()] = value
+    size = sum(len(k) + len(v) for k, v in {**current, **checked, limits.CLOSED_KEY: "1"}.items())
+    if size > limits.MAX_METADATA:
+        raise ValueError(
+            f"metadata would be {size} bytes in all (names and values, batchfiles' own marks included); "
+            f"Azure allows {limits.MAX_METADATA} per blob"
+        )
     return checked
 
 
@@ -146,7 +154,7 @@ class Engine:
         ``final``: without settle or linger (at interpreter exit). ``metadata``: set on the last part with
         the close mark (the first close that passes some wins)."""
         if metadata and not self._close_metadata:
-            self._close_metadata = check_metadata(metadata)
+            self._close_metadata = check_metadata(metadata, self._parts.metadata)
         self._schedule.request_close(now, final=final)
 
     def flushed(self, ticket: int) -> bool:

@@ -22,6 +22,8 @@ WRITER_KEY = "batchfiles_writer"
 CLOSED_KEY = "batchfiles_closed"
 #: Metadata keys beginning so are batchfiles' own (the writer token, the close mark, ``run``'s outcome).
 OWN_PREFIX = "batchfiles_"
+#: All of a blob's metadata together, names and values, in bytes (Azure's limit; 400 MetadataTooLarge).
+MAX_METADATA = 8 * 1024
 #: How many last bytes of an existing blob are compared with the file before resuming.
 RESUME_CHECK = 64 * 1024
 

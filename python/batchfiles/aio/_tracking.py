@@ -123,7 +123,8 @@ class TrackedSave(TrackedSaveBase):
     async def close(self, *, metadata: dict[str, str] | None = None) -> None:
         """Final flush, then follow the file until it settles (no change seen for ``settle`` s, counted
         from the last change, not from the call) or ``linger`` passed, then mark the blob
-        closed (with ``metadata``); raises the kept :attr:`error`. Safe to call more than once."""
+        closed (with ``metadata``); raises the kept :attr:`error`. Safe to call more than once. Metadata
+        storage would refuse raises :class:`ValueError` at once; see the sync twin."""
         self._engine.request_close(monotonic(), metadata=metadata)
         await self._wait(lambda: self._engine.closed)
         if self._task is not None:
