@@ -364,3 +364,20 @@ def test_a_proxy_in_front_of_the_strict_one_gets_strict_answers(
         assert front.counts["strict"] == 0
     assert [b.name for b in direct.list_blobs()] == ["chained"]
     assert strict.counts["strict"] == before + 2
+
+
+# -- more: blob name limits --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("blob", ["n" * 1025, "/".join(["s"] * 255)], ids=["1025-characters", "255-segments"])
+def test_blob_names_beyond_the_service_limits_are_refused(
+    blob: str, strict: FaultProxy, lenient: FaultProxy, names: tuple[str, ContainerClient]
+) -> None:
+    name, direct = names
+    _container(strict, name).get_blob_client("n" * 1024).upload_blob(b"at the limit")
+    _container(strict, name).get_blob_client("/".join(["s"] * 254)).upload_blob(b"at the limit")
+    with pytest.raises(HttpResponseError) as refused:
+        _container(strict, name).get_blob_client(blob).upload_blob(b"x")
+    assert (refused.value.status_code, _code(refused.value)) == (400, "OutOfRangeInput")
+    _container(lenient, name).get_blob_client(blob).upload_blob(b"x")  # Azurite takes it
+    assert direct.get_blob_client(blob).exists()
