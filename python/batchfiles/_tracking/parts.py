@@ -163,16 +163,22 @@ class Parts:
         for index in reversed(range(1, len(parts))):
             with contextlib.suppress(ResourceNotFoundError):
                 yield Call(self.name(index), BlobMethod.DELETE)
-        found = _saving.blob_type(parts[0])
-        if found != "AppendBlob":
-            condition = {"etag": parts[0].etag, "match_condition": MatchConditions.IfNotModified}
-            try:
-                yield Call(self.blob_name, BlobMethod.DELETE, condition)
-            except ResourceNotFoundError:
-                pass
-            except HttpResponseError as err:
-                raise _errors.cannot_replace(self.container_name, self.blob_name, found, err) from None
+        yield from self._delete_other_type(0, parts[0])
         self.etags = [(yield from self._create(0))]
+
+    def _delete_other_type(self, index: int, props: Any) -> Steps[None]:
+        """Delete part ``index`` if it is not an append blob (storage cannot make it one in place), on
+        condition that it is unchanged since ``props`` were read."""
+        found = _saving.blob_type(props)
+        if found == "AppendBlob":
+            return
+        condition = {"etag": props.etag, "match_condition": MatchConditions.IfNotModified}
+        try:
+            yield Call(self.name(index), BlobMethod.DELETE, condition)
+        except ResourceNotFoundError:
+            pass
+        except HttpResponseError as err:
+            raise _errors.cannot_replace(self.container_name, self.name(index), found, err) from None
 
     def _create(self, index: int) -> Steps[str]:
         """Create part ``index`` empty, bearing this save's token; returns its ETag. A part after the
@@ -195,11 +201,13 @@ class Parts:
                 return created["etag"]
             except ResourceExistsError:
                 pass
-            if not is_part((yield Call(name, BlobMethod.GET_PROPERTIES)), index):
+            props = yield Call(name, BlobMethod.GET_PROPERTIES)
+            if not is_part(props, index):
                 raise TrackingError(
                     f"{name!r} exists and is not part {index} of {self.blob_name!r}: stopped saving "
                     f"{self.path} rather than overwrite it"
                 )
+            yield from self._delete_other_type(index, props)
         return (yield Call(name, BlobMethod.CREATE, kwargs))["etag"]
 
     # -- writing ----------------------------------------------------------------------------------------
