@@ -6,6 +6,7 @@ conftest.py, so its fixtures need no import.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -54,6 +55,13 @@ def task_storage(azurite: Azurite, prepared: str):
         yield storage
 
 
+def default_sigint() -> None:
+    """In a child, before it runs: SIGINT back to its default, so that Ctrl-C (``send_signal(SIGINT)``)
+    reaches it however the tests were started (``nohup make test &`` and some CI runners ignore SIGINT,
+    and an ignored signal stays ignored across exec)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def command(*args: str) -> list[str]:
     return [sys.executable, "-m", "batchfiles", *args]
 
@@ -69,13 +77,20 @@ def cli(*args: str, env: dict[str, str], cwd: Path | None = None, stdin: str | N
         capture_output=True,
         text=True,
         timeout=120,
+        preexec_fn=default_sigint,
     )
 
 
 def start(*args: str, env: dict[str, str], cwd: Path) -> subprocess.Popen[str]:
     """Start the command line in the background, its stdout and stderr piped as text."""
     return subprocess.Popen(
-        command(*args), env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        command(*args),
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=default_sigint,
     )
 
 

@@ -105,7 +105,15 @@ def serve(job: str, env: dict[str, str], *args: str, timeout: float = 30.0) -> I
     """``batchfiles view JOB --no-browser`` on a free port until the block ends, then Ctrl-C (SIGINT): it
     must stop cleanly (exit 0, no traceback); ``Served.stderr`` has what it printed."""
     command = [sys.executable, "-m", "batchfiles", "view", job, "--no-browser", *args]
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        command,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # Ctrl-C must reach it even when the tests run with SIGINT ignored (nohup make test &)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     assert proc.stdout is not None and proc.stderr is not None
     deadline = time.monotonic() + timeout
     line = ""
