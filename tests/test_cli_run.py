@@ -243,6 +243,55 @@ def test_run_reports_outputs_it_cannot_save_and_saves_the_rest(env, prepared, ta
     assert [r.file_path for r in task_storage.list("TaskLog")] == ["stderr.txt", "stdout.txt"]
 
 
+@pytest.mark.parametrize(
+    ("pattern", "kind", "saved"),
+    [
+        ("*.txt=TaskLog", "TaskLog", {"report.txt"}),
+        ("**/*.txt=TaskLog", "TaskLog", {"report.txt", "sub/stdout.txt"}),
+        ("std*.txt=TaskLog", "TaskLog", set()),
+        ("*.txt", "TaskOutput", {"report.txt"}),
+    ],
+)
+def test_run_leaves_its_own_live_logs_out_of_the_outputs(
+    env, prepared, task_storage, tmp_path, pattern, kind, saved
+):
+    """A pattern matching run's own stdout.txt and stderr.txt: they are its live logs, already saved, and
+    stay so (append blobs, closed with the exit code), as does a link to them; the other matches are
+    saved; one line on stderr says so. (Before: re-saved as block blobs over the live logs, their exit
+    code and close mark gone.)"""
+    script = (
+        "import os, sys; open('report.txt', 'w').write('r'); os.symlink('stdout.txt', 'link.txt'); "
+        "print('out'); print('err', file=sys.stderr)"
+    )
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "stdout.txt").write_text("not run's")
+    result = cli(
+        "run",
+        "--output",
+        pattern,
+        "--output",
+        "stdout.txt=TaskLog@success",
+        "--",
+        sys.executable,
+        "-c",
+        script + "; sys.exit(3)",
+        env=env,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 3, result.stderr
+    for name, text in (("stdout.txt", "out\n"), ("stderr.txt", "err\n")):
+        ref = task_storage.get("TaskLog", name)
+        assert ref.download_text() == text
+        blob = task_storage._container.get_blob_client(ref.blob_name)
+        assert str(getattr(t := blob.get_blob_properties().blob_type, "value", t)) == "AppendBlob"
+        assert ref.metadata["batchfiles_exit_code"] == "3" and ref.metadata["batchfiles_closed"] == "1"
+    said = [line for line in result.stderr.splitlines() if "saved live" in line]
+    assert len(said) == 1 and "stdout.txt" in said[0] and "stderr.txt" in said[0], result.stderr
+    assert said[0].startswith("batchfiles: ") and "Traceback" not in result.stderr
+    found = {ref.file_path for ref in task_storage.list(kind)}
+    assert found == saved | ({"stdout.txt", "stderr.txt"} if kind == "TaskLog" else set())
+
+
 def test_run_on_an_unprepared_job_does_not_start_the_command(env, job_id, tmp_path):
     result = cli("run", "--", sys.executable, "-c", "open('ran', 'w')", env=env, cwd=tmp_path)
     assert_one_line_error(result, 1, "does not exist", "batchfiles prepare")

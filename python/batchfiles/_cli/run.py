@@ -50,6 +50,9 @@ are saved as KIND (default TaskOutput) if CONDITION holds:
   completion  always (the default)
 Patterns follow Batch's OutputFiles rules, relative to the working directory: * and ? within a name,
 ** for any folders, [abc]; the file keeps its relative path. A literal @ or = in a name: [@], [=].
+run's own stdout.txt and stderr.txt are never outputs: a pattern matching them ('*.txt=TaskLog') leaves
+them out, saying so once on stderr; they are saved live and closed with the exit code, which a copy
+saved over them would wipe.
 Patterns may not climb out (../*.txt); links leading out are skipped. All patterns are expanded and all
 names checked before the first upload: a pattern climbing out, or two files that would be one blob
 (a/b.txt and a file named a\\b.txt) are errors, not saved (exit 75); the rest is saved.
@@ -185,9 +188,13 @@ class _Run:
     ):
         self.storage, self.command, self.specs, self.interval = storage, command, specs, interval
         self.problems: list[str] = []
+        self.log_identities: set[tuple[int, int]] = set()  # (device, inode) of the log files
 
     def execute(self) -> int:
         files = _open_logs()
+        for file in files:
+            stat = os.fstat(file.fileno())
+            self.log_identities.add((stat.st_dev, stat.st_ino))
         try:
             trackers = self._track(files)
         except BaseException:
@@ -289,9 +296,14 @@ class _Run:
         pattern that cannot be used (it climbs above the working directory), a file that cannot be named,
         and files that would share a blob (across patterns of one kind) are problems, named; none of those
         files is saved, the rest is. A file matched by several patterns of one kind is saved once.
+
+        Run's own stdout.txt and stderr.txt (at their path, or a link to them) are never outputs: they are
+        saved live and closed with the exit code, and a copy saved as TaskLog would replace the live log (a
+        block blob over it: its exit code and close mark gone). Matching them is said once, on stderr.
         """
         planned: list[tuple[OutputSpec, list[tuple[str, str]]]] = []
         warned: set[object] = set()  # a link skipped is warned of once
+        left_out = False  # run's own logs left out of the patterns: said once
         for spec in self.specs:
             if not spec.applies(status):
                 continue
@@ -302,7 +314,14 @@ class _Run:
                 continue
             if not files:
                 common.warn(f"--output {str(spec)!r}: no file matches {spec.pattern!r}")
-            planned.append((spec, files))
+            kept = [(path, rel) for path, rel in files if not self._is_own_log(path, rel)]
+            if len(kept) < len(files) and not left_out:
+                left_out = True
+                common.info(
+                    f"--output leaves out {' and '.join(LOGS)}: they are this run's own logs, saved live "
+                    f"with the exit code as TaskLog ({naming.blob_prefix('TaskLog', self.storage.task_id)}/)"
+                )
+            planned.append((spec, kept))
         saving: list[list[tuple[str, str]]] = [[] for _ in planned]  # what each spec saves
         for kind in dict.fromkeys(spec.kind for spec, _ in planned):
             entries = [
@@ -327,6 +346,11 @@ class _Run:
             count += len(refs)
             size += sum(ref.size for ref in refs)
         return count, size
+
+    def _is_own_log(self, path: str, rel: str) -> bool:
+        """Is the file ``path`` (``rel`` to the working directory) one of run's own logs: at their path
+        (whatever the command made of it), or another name of the same file?"""
+        return rel in LOGS or getattr(path, "identity", None) in self.log_identities
 
     def _abandon(self, why: str, status: int) -> int:
         common.error(f"{why}: logs or outputs may be incomplete (the command exited with {status})")
