@@ -1,10 +1,15 @@
 """Downloads verified against their Content-MD5: into memory, or into a partial file renamed into
-place once verified."""
+place once verified. A large blob is read in ranges from several threads (or tasks) and hashed and written
+in order by the caller, a bounded number of ranges ahead."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -14,6 +19,76 @@ from ._types import Progress
 from .errors import (
     IntegrityError,
 )
+
+MIB = 1024 * 1024
+#: The first request reads up to this much; the rest of a larger blob is read in ranges of this size (the
+#: size of the blocks saves cut), in parallel.
+RANGE_SIZE = 8 * MIB
+#: Ranges read at once...
+RANGE_CONCURRENCY = 8
+#: ... and read ahead of the one being hashed and written: memory holds at most this many ranges.
+RANGES_AHEAD = 10
+
+
+def blob_size(download: Any) -> int:
+    """The whole blob's size, from the answer to its first read (``Content-Range: bytes 0-9/100``)."""
+    content_range = download.properties.content_range
+    return int(content_range.rpartition("/")[2]) if content_range else download.size
+
+
+def rest_of(download: Any) -> list[tuple[int, int]]:
+    """(offset, length) of the ranges of the blob after what its first read returned."""
+    total = blob_size(download)
+    return [(at, min(RANGE_SIZE, total - at)) for at in range(download.size, total, RANGE_SIZE)]
+
+
+def check_range(data: bytes, length: int, what: str) -> bytes:
+    if len(data) != length:
+        raise IntegrityError(f"{what}: a ranged read returned {len(data)} bytes instead of {length}")
+    return data
+
+
+def read_in_order(
+    read: Callable[[int, int], bytes], spans: Sequence[tuple[int, int]], consume: Callable[[bytes], None]
+) -> None:
+    """``read(offset, length)`` each span from :data:`RANGE_CONCURRENCY` threads, at most
+    :data:`RANGES_AHEAD` spans ahead of the one ``consume`` takes, in order, on this thread. On any error
+    the spans not started are dropped, the running ones awaited, and the error raised."""
+    if not spans:
+        return
+    pending: deque[Future[bytes]] = deque()
+    with ThreadPoolExecutor(min(RANGE_CONCURRENCY, len(spans))) as pool:
+        try:
+            for span in spans:
+                pending.append(pool.submit(read, *span))
+                if len(pending) >= RANGES_AHEAD:
+                    consume(pending.popleft().result())
+            while pending:
+                consume(pending.popleft().result())
+        finally:
+            for future in pending:
+                future.cancel()
+
+
+async def read_in_order_async(
+    read: Callable[[int, int], Awaitable[bytes]],
+    spans: Sequence[tuple[int, int]],
+    consume: Callable[[bytes], None],
+) -> None:
+    """:func:`read_in_order` with tasks: at most :data:`RANGES_AHEAD` reads at once; ``consume`` runs in a
+    thread, off the event loop."""
+    pending: deque[asyncio.Task[bytes]] = deque()
+    try:
+        for span in spans:
+            pending.append(asyncio.ensure_future(read(*span)))
+            if len(pending) >= RANGES_AHEAD:
+                await asyncio.to_thread(consume, await pending.popleft())
+        while pending:
+            await asyncio.to_thread(consume, await pending.popleft())
+    finally:
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
 
 
 class Md5Check:
@@ -46,7 +121,7 @@ class DownloadSink:
         self, download: Any, what: str, target: Path | None = None, progress: Progress | None = None
     ) -> None:
         self._check = Md5Check(download, what)
-        self._counter = ProgressCounter(download.size, progress)
+        self._counter = ProgressCounter(blob_size(download), progress)
         self._target = target
         self._buffer = bytearray()
         self._partial: Path | None = None

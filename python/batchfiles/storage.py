@@ -80,11 +80,14 @@ class OutputFileReference(ReferenceBase):
     """A saved output: its kind, path and properties, and the means to download or delete it."""
 
     def _fetch(self, target: Path | None, progress: Progress | None = None) -> Any:
+        """The first range, then the rest in parallel ranged reads of that very version (If-Match), hashed
+        and written in order (see :mod:`batchfiles._download`)."""
         with storage_errors(self._blob.container_name, self.blob_name):
-            download = self._blob.download_blob(max_concurrency=_saving.MAX_CONCURRENCY, decompress=False)
-            with _download.DownloadSink(download, self.blob_name, target, progress) as sink:
-                for chunk in download.chunks():
-                    sink.write(chunk)
+            first = _first_range(self._blob)
+            with _download.DownloadSink(first, self.blob_name, target, progress) as sink:
+                sink.write(first.readall())
+                read = functools.partial(_read_range, self._blob, first.properties.etag)
+                _download.read_in_order(read, _download.rest_of(first), sink.write)
         return sink.result
 
     def download_bytes(self) -> bytes:
@@ -118,6 +121,23 @@ class OutputFileReference(ReferenceBase):
     ) -> Iterator[bytes]:
         """The output's bytes as they are saved (a live log): see :meth:`TaskOutputStorage.follow`."""
         return _follow_blob(self._container, self.blob_name, start, poll_interval, idle_timeout)
+
+
+def _first_range(blob: BlobClient) -> Any:
+    """The download of the blob's first range (its properties, and the whole blob's size and MD5)."""
+    try:
+        return blob.download_blob(offset=0, length=_download.RANGE_SIZE, decompress=False)
+    except HttpResponseError as err:
+        if err.status_code != 416:
+            raise
+        return blob.download_blob(decompress=False)  # an empty blob has no range to read
+
+
+def _read_range(blob: BlobClient, etag: str, offset: int, length: int) -> bytes:
+    """The bytes at ``offset`` of the blob's version ``etag`` (412 once it changed)."""
+    condition = {"etag": etag, "match_condition": MatchConditions.IfNotModified}
+    download = blob.download_blob(offset=offset, length=length, decompress=False, **condition)
+    return _download.check_range(download.readall(), length, blob.blob_name)
 
 
 class _VerifyingStream(io.RawIOBase):

@@ -69,13 +69,13 @@ class OutputFileReference(ReferenceBase):
     """A saved output: its kind, path and properties, and async means to download or delete it."""
 
     async def _fetch(self, target: Path | None, progress: Progress | None = None) -> Any:
+        """See the sync twin; files are written and hashed in a thread."""
         with storage_errors(self._blob.container_name, self.blob_name):
-            download = await self._blob.download_blob(
-                max_concurrency=_saving.MAX_CONCURRENCY, decompress=False
-            )
-            with _download.DownloadSink(download, self.blob_name, target, progress) as sink:
-                async for chunk in download.chunks():
-                    sink.write(chunk)
+            first = await _first_range(self._blob)
+            with _download.DownloadSink(first, self.blob_name, target, progress) as sink:
+                await asyncio.to_thread(sink.write, await first.readall())
+                read = functools.partial(_read_range, self._blob, first.properties.etag)
+                await _download.read_in_order_async(read, _download.rest_of(first), sink.write)
         return sink.result
 
     async def download_bytes(self) -> bytes:
@@ -105,6 +105,23 @@ class OutputFileReference(ReferenceBase):
     ) -> AsyncIterator[bytes]:
         """The output's bytes as they are saved (``async for``): see :meth:`TaskOutputStorage.follow`."""
         return _follow_blob(self._container, self.blob_name, start, poll_interval, idle_timeout)
+
+
+async def _first_range(blob: BlobClient) -> Any:
+    """The download of the blob's first range; see the sync twin."""
+    try:
+        return await blob.download_blob(offset=0, length=_download.RANGE_SIZE, decompress=False)
+    except HttpResponseError as err:
+        if err.status_code != 416:
+            raise
+        return await blob.download_blob(decompress=False)
+
+
+async def _read_range(blob: BlobClient, etag: str, offset: int, length: int) -> bytes:
+    """The bytes at ``offset`` of the blob's version ``etag``; see the sync twin."""
+    condition = {"etag": etag, "match_condition": MatchConditions.IfNotModified}
+    download = await blob.download_blob(offset=offset, length=length, decompress=False, **condition)
+    return _download.check_range(await download.readall(), length, blob.blob_name)
 
 
 class AsyncReader:

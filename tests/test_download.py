@@ -1,0 +1,130 @@
+"""Downloads of large outputs in parallel ranged reads: equal bytes, verified, one version of the blob, no
+partial file left on failure; through faults and the strict proxy (416 for a range at a blob's end)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from azure.storage.blob import BlobServiceClient, ContentSettings
+from batchfiles import (
+    BatchFilesError,
+    IntegrityError,
+    TaskOutputStorage,
+    _download,
+    aio,
+    prepare_output_storage,
+    storage,
+)
+from batchfiles.testing import Azurite
+from faultproxy import FaultProxy
+
+RANGE = 64 * 1024  # small ranges, so a few MiB make many
+
+
+@pytest.fixture(autouse=True)
+def small_ranges(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_download, "RANGE_SIZE", RANGE)
+    monkeypatch.setattr(_download, "RANGES_AHEAD", 3)
+    monkeypatch.setattr(_download, "RANGE_CONCURRENCY", 2)
+
+
+@pytest.fixture
+def proxy(azurite: Azurite) -> Iterator[FaultProxy]:
+    with FaultProxy(azurite.port, seed=7, deadline_s=300) as running:
+        yield running
+
+
+@pytest.fixture
+def task(proxy: FaultProxy, azurite: Azurite, job_id: str) -> Iterator[TaskOutputStorage]:
+    with BlobServiceClient.from_connection_string(azurite.connection_string) as service:
+        prepare_output_storage(service, job_id)
+    url = proxy.url_for("devstoreaccount1")
+    conn = azurite.connection_string.replace(azurite.account_url, url)
+    with TaskOutputStorage.from_connection_string(conn, job_id, "t1") as s:
+        yield s
+
+
+def ranged_gets(proxy: FaultProxy) -> int:
+    return proxy.counts["forwarded"]
+
+
+@pytest.mark.parametrize("size", [0, 1, RANGE - 1, RANGE, RANGE + 1, 10 * RANGE + 7])
+def test_downloads_equal_the_saved_bytes(task: TaskOutputStorage, tmp_path: Path, size: int) -> None:
+    data = os.urandom(size)
+    ref = task.save_bytes("TaskOutput", data, "x.bin")
+    assert ref.download_bytes() == data
+    target = ref.download_to_file(tmp_path / "out" / "x.bin")
+    assert target.read_bytes() == data
+    assert sorted(p.name for p in target.parent.iterdir()) == ["x.bin"]  # no partial file left
+
+
+def test_a_large_blob_is_read_in_ranges_with_progress(
+    task: TaskOutputStorage, proxy: FaultProxy, tmp_path: Path
+) -> None:
+    data = os.urandom(10 * RANGE + 7)
+    ref = task.save_bytes("TaskOutput", data, "x.bin")
+    before = ranged_gets(proxy)
+    seen: list[tuple[int, int]] = []
+    ref.download_to_file(tmp_path / "x.bin", progress=lambda done, total: seen.append((done, total)))
+    assert ranged_gets(proxy) - before == 11  # the first range, then 10 more
+    assert seen[-1] == (len(data), len(data)) and all(t == len(data) for _, t in seen)
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+
+
+def test_resets_and_5xx_on_ranges_are_retried(task: TaskOutputStorage, proxy: FaultProxy) -> None:
+    data = os.urandom(20 * RANGE)
+    ref = task.save_bytes("TaskOutput", data, "x.bin")
+    proxy.set_random({"reset": 0.15, "status": 0.15, "drop_response": 0.1})
+    try:
+        assert hashlib.md5(ref.download_bytes()).digest() == hashlib.md5(data).digest()
+    finally:
+        proxy.clear()
+    assert proxy.counts["reset"] + proxy.counts["status"] + proxy.counts["drop_response"] > 0
+
+
+def test_a_blob_replaced_while_read_is_an_error_and_leaves_no_file(
+    task: TaskOutputStorage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ref = task.save_bytes("TaskOutput", os.urandom(5 * RANGE), "x.bin")
+    read_range = storage._read_range
+
+    def replaced_first(blob, etag, offset, length):  # type: ignore[no-untyped-def]
+        task.save_bytes("TaskOutput", os.urandom(5 * RANGE), "x.bin")  # a new version meanwhile
+        return read_range(blob, etag, offset, length)
+
+    monkeypatch.setattr(storage, "_read_range", replaced_first)
+    with pytest.raises(BatchFilesError, match="changed while it was being read"):
+        ref.download_to_file(tmp_path / "x.bin")
+    assert list(tmp_path.iterdir()) == []  # neither the target nor a partial file
+
+
+def test_a_damaged_blob_leaves_no_file(task: TaskOutputStorage, tmp_path: Path) -> None:
+    data = os.urandom(4 * RANGE)
+    task.save_bytes("TaskOutput", data, "x.bin")
+    blob = task._container.get_blob_client("t1/$TaskOutput/x.bin")
+    blob.set_http_headers(ContentSettings(content_md5=bytearray(hashlib.md5(b"other").digest())))
+    with pytest.raises(IntegrityError):
+        task.get("TaskOutput", "x.bin").download_to_file(tmp_path / "x.bin")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_async_downloads_in_ranges(azurite: Azurite, job_id: str, tmp_path: Path) -> None:
+    with BlobServiceClient.from_connection_string(azurite.connection_string) as service:
+        prepare_output_storage(service, job_id)
+
+    async def scenario() -> None:
+        conn = azurite.connection_string
+        async with aio.TaskOutputStorage.from_connection_string(conn, job_id, "t1") as task:
+            for size in (0, RANGE + 1, 7 * RANGE + 3):
+                data = os.urandom(size)
+                ref = await task.save_bytes("TaskOutput", data, f"{size}.bin")
+                assert await ref.download_bytes() == data
+                target = await ref.download_to_file(tmp_path / f"{size}.bin")
+                assert target.read_bytes() == data
+
+    asyncio.run(scenario())
