@@ -22,6 +22,7 @@ import pytest
 from azure.storage.blob import BlobServiceClient, ContainerSasPermissions, generate_container_sas
 from batchfiles import (
     AuthenticationError,
+    BatchFilesError,
     OutputExistsError,
     TaskOutputStorage,
     aio,
@@ -163,6 +164,42 @@ def test_a_save_over_a_live_log_without_the_delete_right(
         with pytest.raises(AuthenticationError, match=r"is an AppendBlob.*needs the delete permission"):
             no_delete.save_text("TaskLog", "whole\n", "app.log")
     assert task.get("TaskLog", "app.log").download_text() == "live\n"
+
+
+@pytest.fixture
+def dropping(target: Azurite) -> Iterator[FaultProxy]:
+    """A proxy in front of the target that drops the answer of the first DELETE (it is applied)."""
+    with FaultProxy(target.port, deadline_s=300) as proxy:
+        proxy.add_rule("drop_response", lambda request: request.method == "DELETE", times=1)
+        yield proxy
+
+
+def test_a_lost_answer_to_the_delete_does_not_fail_the_replacement(
+    target: Azurite, task: TaskOutputStorage, dropping: FaultProxy, job_id: str, tmp_path: Path
+) -> None:
+    # The retried conditional DELETE finds no blob: Azurite answers 412, the service 404.
+    conn = target.connection_string.replace(target.account_url, dropping.url_for(ACCOUNT_NAME))
+    log = tmp_path / "stdout.txt"
+    log.write_text("second attempt\n")
+    with TaskOutputStorage.from_connection_string(conn, job_id, TASK) as through:
+        through.save_text("TaskLog", "first attempt\n", "stdout.txt")
+        with through.save_tracked(log, "stdout.txt", flush_interval=0.2):
+            pass
+        assert dropping.counts["drop_response"] == 1
+        dropping.add_rule("drop_response", lambda request: request.method == "DELETE", times=1)
+        assert through.save_text("TaskLog", "whole\n", "stdout.txt").download_text() == "whole\n"
+        strict = isinstance(target, StrictAzurite)  # Azurite overwrites an append blob: no delete
+        assert dropping.counts["drop_response"] == (2 if strict else 1)
+
+
+def test_a_blob_with_snapshots_is_not_deleted_to_replace_it(task: TaskOutputStorage, tmp_path: Path) -> None:
+    ref = task.save_text("TaskLog", "first attempt\n", "stdout.txt")
+    task._container.get_blob_client(ref.blob_name).create_snapshot()
+    log = tmp_path / "stdout.txt"
+    log.write_text("second attempt\n")
+    with pytest.raises(BatchFilesError, match=r"has snapshots.*does not delete it"):
+        task.save_tracked(log, "stdout.txt")
+    assert task.get("TaskLog", "stdout.txt").download_text() == "first attempt\n"
 
 
 # --- `batchfiles run` of a retried task ---------------------------------------------------------------------

@@ -198,6 +198,19 @@ def cannot_replace(container: str, blob: str, blob_type: str, err: HttpResponseE
     """The error of replacing ``blob``, of another type, when storage refused to delete it: a 403 means
     the SAS or credential lacks the delete permission that the replacement needs."""
     what = _what(container, blob)
+    code = _code(err)
+    if err.status_code == 412 and code != "LeaseIdMissing":
+        return BatchFilesError(
+            f"{what} changed while batchfiles was replacing it (another writer: a live log still open?); "
+            "nothing was saved"
+        )
+    if code in ("SnapshotsPresent", "LeaseIdMissing"):
+        held = "has snapshots" if code == "SnapshotsPresent" else "is leased"
+        return BatchFilesError(
+            f"{what} is {'an' if blob_type[:1] in 'AEIOU' else 'a'} {blob_type} that {held}, and storage "
+            f"cannot change a blob's type in place: batchfiles does not delete it ({code}); delete it "
+            "yourself, or use another name"
+        )
     if err.status_code not in (401, 403):
         return translate_error(err, container, what)
     return AuthenticationError(

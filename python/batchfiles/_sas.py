@@ -158,7 +158,9 @@ def expired(url_or_token: str | None, now: datetime | None = None) -> datetime |
 #: The permissions of the container SAS handed to tasks: read, add, create, write, delete, list. Delete,
 #: because storage cannot change a blob's type in place: a retried task's live log (an append blob) must
 #: replace the block blob its first attempt left, and a ``save`` over a live log the other way round. Write
-#: already lets a task overwrite any blob of the container, so delete adds no new reach.
+#: already lets a task overwrite any blob of the container; delete adds removing blobs, their snapshots,
+#: and breaking a lease, which is accepted for the same blobs (batchfiles itself never deletes a blob that
+#: has snapshots or a lease).
 TASK_SAS_PERMISSIONS = ContainerSasPermissions(
     read=True, add=True, create=True, write=True, delete=True, list=True
 )

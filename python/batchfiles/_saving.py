@@ -256,6 +256,12 @@ def is_other_type(err: Exception) -> bool:
     return str(getattr(code, "value", code)) == "InvalidBlobType"
 
 
+def is_condition_failed(err: Exception) -> bool:
+    """Whether a conditional request was refused with 412 (the blob changed, or is gone: Azurite answers
+    412 where the service answers 404 for a conditional request on a missing blob)."""
+    return getattr(err, "status_code", None) == 412
+
+
 def blob_type(props: Any) -> str:
     """A blob's type as text (``BlockBlob``, ``AppendBlob``, ``PageBlob``)."""
     return str(getattr(props.blob_type, "value", props.blob_type))

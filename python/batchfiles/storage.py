@@ -383,7 +383,8 @@ def _upload(
 
 
 def _delete_other_type(blob: BlobClient, wanted: str) -> None:
-    """Delete ``blob`` if it is not a ``wanted`` blob, on condition that it is unchanged since looked at."""
+    """Delete ``blob`` if it is not a ``wanted`` blob, on condition that it is unchanged since looked at.
+    A 412 may answer a retry of a delete that landed (its answer lost): then what is there now decides."""
     try:
         props = blob.get_blob_properties()
     except ResourceNotFoundError:
@@ -396,7 +397,17 @@ def _delete_other_type(blob: BlobClient, wanted: str) -> None:
     except ResourceNotFoundError:
         pass
     except HttpResponseError as err:
+        if _saving.is_condition_failed(err) and _gone_or(blob, wanted):
+            return
         raise _errors.cannot_replace(blob.container_name, blob.blob_name, found, err) from None
+
+
+def _gone_or(blob: BlobClient, wanted: str) -> bool:
+    """Whether ``blob`` is missing, or now a ``wanted`` blob."""
+    try:
+        return _saving.blob_type(blob.get_blob_properties()) == wanted
+    except ResourceNotFoundError:
+        return True
 
 
 def _put_blocks(

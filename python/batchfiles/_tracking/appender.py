@@ -104,6 +104,8 @@ class Appender:
         try:
             etag = (yield Call(parts.last, BlobMethod.APPEND, kwargs))["etag"]
         except HttpResponseError as err:
+            if _saving.is_other_type(err):
+                raise parts._changed(parts.last, "was replaced by a blob of another type") from err
             if err.status_code != 412 or err.error_code not in CONDITION_CODES:
                 raise
             etag = yield from self._check_landed(data, err)

@@ -53,7 +53,9 @@ def check_metadata(metadata: dict[str, str], current: dict[str, str]) -> dict[st
         if not (isinstance(value, str) and value.isascii() and value.isprintable()):
             raise ValueError(f"metadata values must be printable ASCII, not {value!r}")
         checked[name.lower()] = value
-    size = sum(len(k) + len(v) for k, v in {**current, **checked, limits.CLOSED_KEY: "1"}.items())
+    # A roll-over before the close puts the part mark on the last part: room is kept for it.
+    marks = {limits.CLOSED_KEY: "1", limits.PART_KEY: str(limits.MAX_PARTS_MARK)}
+    size = sum(len(k) + len(v) for k, v in {**current, **checked, **marks}.items())
     if size > limits.MAX_METADATA:
         raise ValueError(
             f"metadata would be {size} bytes in all (names and values, batchfiles' own marks included); "

@@ -24,6 +24,8 @@ CLOSED_KEY = "batchfiles_closed"
 OWN_PREFIX = "batchfiles_"
 #: All of a blob's metadata together, names and values, in bytes (Azure's limit; 400 MetadataTooLarge).
 MAX_METADATA = 8 * 1024
+#: The widest part mark counted against it (a save of over 10^6 parts is over 100 TiB of log).
+MAX_PARTS_MARK = 999_999
 #: How many last bytes of an existing blob are compared with the file before resuming.
 RESUME_CHECK = 64 * 1024
 

@@ -172,13 +172,21 @@ class Parts:
         found = _saving.blob_type(props)
         if found == "AppendBlob":
             return
+        name = self.name(index)
         condition = {"etag": props.etag, "match_condition": MatchConditions.IfNotModified}
         try:
-            yield Call(self.name(index), BlobMethod.DELETE, condition)
+            yield Call(name, BlobMethod.DELETE, condition)
         except ResourceNotFoundError:
             pass
         except HttpResponseError as err:
-            raise _errors.cannot_replace(self.container_name, self.name(index), found, err) from None
+            if _saving.is_condition_failed(err):  # a retry of a delete that landed?
+                try:
+                    now = yield Call(name, BlobMethod.GET_PROPERTIES)
+                except ResourceNotFoundError:
+                    return
+                if _saving.blob_type(now) == "AppendBlob":
+                    return
+            raise _errors.cannot_replace(self.container_name, name, found, err) from None
 
     def _create(self, index: int) -> Steps[str]:
         """Create part ``index`` empty, bearing this save's token; returns its ETag. A part after the

@@ -373,7 +373,17 @@ async def _delete_other_type(blob: BlobClient, wanted: str) -> None:
     except ResourceNotFoundError:
         pass
     except HttpResponseError as err:
+        if _saving.is_condition_failed(err) and await _gone_or(blob, wanted):
+            return
         raise _errors.cannot_replace(blob.container_name, blob.blob_name, found, err) from None
+
+
+async def _gone_or(blob: BlobClient, wanted: str) -> bool:
+    """Whether ``blob`` is missing, or now a ``wanted`` blob."""
+    try:
+        return _saving.blob_type(await blob.get_blob_properties()) == wanted
+    except ResourceNotFoundError:
+        return True
 
 
 async def _put_blocks(
