@@ -9,12 +9,14 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
+import pytest
 from batchfiles import TaskOutputStorage
 from batchfiles._cli.logs import Printer, _colour, complete_utf8
 from batchfiles.testing import ACCOUNT_NAME
-from cli_helpers import PATIENCE, assert_one_line_error, blob_text, cli, start, wait_for
+from cli_helpers import PATIENCE, assert_one_line_error, cli, start, wait_for
 from faultproxy import FaultProxy
 from hypothesis import given
 from hypothesis import strategies as st
@@ -70,47 +72,50 @@ def test_logs_prints_prefixed_lines_raw_files_tails_and_outcomes(env, prepared, 
     assert t2["started"] <= t2["ended"]
 
 
-def test_logs_follow_picks_up_tasks_that_start_later_and_ends_when_all_are_closed(
+def test_following_a_job_goes_on_until_ctrl_c_and_named_tasks_end_when_their_logs_close(
     env, prepared, tmp_path, azurite
 ):
+    """Issue 20: a whole job's follow does not end when every log it has seen is closed (tasks that start
+    later are what it waits for); a follow of named tasks ends once their logs are closed."""
     with FaultProxy(azurite.port, deadline_s=120) as proxy:
-        # the follower lists through the proxy, so its polls are counted; the tasks save directly
+        # the job's follower lists through the proxy, so its polls are counted; the rest go directly
         through = {**env, "AZURE_STORAGE_CONNECTION_STRING": connection_string(proxy.url_for(ACCOUNT_NAME))}
         follower = start("logs", prepared, "-f", "--poll-interval", "0.1", env=through, cwd=tmp_path)
-        procs = [follower]
+        named = start("logs", prepared, "a", "b", "-f", "--poll-interval", "0.1", env=env, cwd=tmp_path)
+        procs = [follower, named]
         try:
             polled_twice_after(proxy, 0)  # it waits: no task has started yet
-            assert follower.poll() is None
-            go = tmp_path / "go"
-            slow = (
-                "import os, time\nprint('a first')\ndeadline = time.monotonic() + 60\n"
-                f"while not os.path.exists({str(go)!r}) and time.monotonic() < deadline:\n"
-                "    time.sleep(0.05)\nprint('a last')"
-            )
-            first = run_task(env, tmp_path, "a", slow)
+            first = run_task(env, tmp_path, "b", "print('b only')")
             procs.append(first)
-            with TaskOutputStorage.from_connection_string(azurite.connection_string, prepared, "a") as a:
-                wait_for(lambda: blob_text(a, "TaskLog", "stdout.txt") == "a first\n", "task a's first line")
-            polled_twice_after(proxy, proxy.counts["requests"])  # the follower has seen task a
-            second = run_task(env, tmp_path, "b", "print('b only')")
-            procs.append(second)
-            assert finished(second)[0] == 0
-            assert first.poll() is None  # task a still runs: b started later and ended first
-            go.touch()
             assert finished(first)[0] == 0
+            polled_twice_after(proxy, proxy.counts["requests"])  # it has seen b's logs closed: all it knows
+            assert follower.poll() is None and named.poll() is None  # named: a has not started yet
+            later = run_task(env, tmp_path, "a", "print('a later')")
+            procs.append(later)
+            assert finished(later)[0] == 0
+            named_code, named_out, named_err = finished(named)  # a and b closed: it ends by itself
+            polled_twice_after(proxy, proxy.counts["requests"])
+            assert follower.poll() is None  # a whole job: it goes on, for tasks that start later still
+            follower.send_signal(signal.SIGINT)
             code, out, err = finished(follower)
         finally:
             for proc in procs:
                 proc.kill()
                 proc.wait()
-    assert code == 0, err
-    lines = out.splitlines()
-    assert [line.split(" | ")[1] for line in lines if line.startswith("a/stdout.txt")] == [
-        "a first",
-        "a last",
-    ]
-    assert "b/stdout.txt | b only" in lines
-    assert "Traceback" not in err
+    assert named_code == 0, named_err
+    assert sorted(named_out.splitlines()) == ["a/stdout.txt | a later", "b/stdout.txt | b only"]
+    assert code == 130, err
+    assert sorted(out.splitlines()) == ["a/stdout.txt | a later", "b/stdout.txt | b only"]
+    assert "Traceback" not in err + named_err
+
+
+def test_idle_timeout_ends_a_follow_of_a_job(env, prepared, tmp_path):
+    assert finished(run_task(env, tmp_path, "t1", "print('one')"))[0] == 0
+    result = cli("logs", prepared, "-f", "--poll-interval", "0.1", "--idle-timeout", "0.5", env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "t1/stdout.txt | one\n"
+    assert "no log grew for 0.5 s (--idle-timeout): stopped following" in result.stderr
+    assert_one_line_error(cli("logs", prepared, "--idle-timeout", "1", env=env), 2, "-f")
 
 
 def test_logs_follow_waits_for_a_named_task_and_ctrl_c_exits_130(env, prepared, tmp_path, azurite):
@@ -127,6 +132,97 @@ def test_logs_follow_waits_for_a_named_task_and_ctrl_c_exits_130(env, prepared, 
             follower.wait()
     assert code == 130, err
     assert out == "" and "Traceback" not in err
+
+
+def test_logs_follow_waits_out_throttling_saying_so_once(
+    env, prepared, azurite, service, monkeypatch, capsysbinary
+):
+    """Issue 20: far more throttled polls than a follow allows failures; it goes on while the log is open,
+    says once on stderr that storage is throttling, and prints the log to its end. In-process, with the
+    throttling waits scaled down."""
+    from batchfiles import _throttle, naming
+    from batchfiles.cli import main
+
+    monkeypatch.setattr(_throttle, "THROTTLED_WINDOW", (0.01, 0.05))
+    blob = service.get_blob_client(naming.container_name(prepared), "t1/$TaskLog/stdout.txt")
+    blob.create_append_blob(metadata={"batchfiles_writer": "test"})
+    blob.append_block(b"before\n")
+    with FaultProxy(azurite.port, deadline_s=120) as proxy:
+        proxy.add_rule("status", times=60, status=503)
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", connection_string(proxy.url_for(ACCOUNT_NAME)))
+        code: list[int] = []
+        args = ["logs", prepared, "t1", "--file", "stdout.txt", "-f", "--poll-interval", "0.05"]
+        follower = threading.Thread(target=lambda: code.append(main(args)))
+        follower.start()
+        try:
+            wait_for(lambda: proxy.counts["status"] >= 60 or not follower.is_alive(), "60 throttled answers")
+            blob.append_block(b"after\n")
+            blob.set_blob_metadata({"batchfiles_writer": "test", "batchfiles_closed": "1"})
+            follower.join(PATIENCE)
+        finally:
+            proxy.clear()
+    assert not follower.is_alive()
+    out, err = capsysbinary.readouterr()
+    assert code == [0], err
+    assert out == b"before\nafter\n"
+    said = [line for line in err.decode().splitlines() if "throttl" in line]
+    assert len(said) == 1 and said[0].startswith("batchfiles: warning: storage is throttling the account"), (
+        err
+    )
+
+
+@pytest.mark.parametrize("command", [["list"], ["get", "-o", "out"]])
+def test_list_and_get_keep_the_librarys_patience_with_throttling_and_say_they_wait(
+    command, env, prepared, azurite, task_storage, monkeypatch, capsys, tmp_path
+):
+    """Issue 20: more throttled answers in a row than the interactive retry_total (2) allows: list and get
+    wait as the library does (scaled down here), say so once on stderr, and succeed."""
+    from batchfiles import _throttle
+    from batchfiles.cli import main
+
+    monkeypatch.setattr(_throttle, "THROTTLED_WINDOW", (0.01, 0.05))
+    monkeypatch.chdir(tmp_path)
+    task_storage.save_bytes("TaskOutput", b"result\n", "result.txt")
+    with FaultProxy(azurite.port, deadline_s=120) as proxy:
+        proxy.add_rule("status", times=6, status=503)
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", connection_string(proxy.url_for(ACCOUNT_NAME)))
+        code = main([command[0], prepared, *command[1:]])
+        throttled = proxy.counts["status"]
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert throttled == 6
+    assert "result.txt" in out
+    said = [line for line in err.splitlines() if "throttl" in line]
+    assert said == [
+        "batchfiles: storage is throttling the account: waiting and trying again (this can take minutes)"
+    ]
+
+
+@pytest.mark.parametrize("mode", [["t1", "--file", "stdout.txt"], [], ["--no-prefix"]])
+def test_a_reader_that_stops_early_gets_141_in_every_mode(env, prepared, mode, tmp_path):
+    """``logs ... | head``: stdout closed before everything was printed exits 141 (as a command killed by
+    SIGPIPE), one raw file as well as prefixed or bare lines (a pipe takes part of a write, then fails)."""
+    for task in ("t1", "t2"):
+        storage = TaskOutputStorage.from_connection_string(
+            env["AZURE_STORAGE_CONNECTION_STRING"], prepared, task
+        )
+        with storage:
+            storage.save_bytes("TaskLog", b"".join(b"line %d\n" % i for i in range(200_000)), "stdout.txt")
+    reader = start("logs", prepared, *mode, env=env, cwd=tmp_path)
+    try:
+        assert reader.stdout.readline().endswith("line 0\n")
+        reader.stdout.close()  # as head does, having its lines
+        err = reader.stderr.read()
+        code = reader.wait(PATIENCE)
+    finally:
+        reader.kill()
+        reader.wait()
+    assert code == 141, err
+    assert err == ""
 
 
 def polled_twice_after(proxy: FaultProxy, requests: int) -> None:
@@ -191,6 +287,22 @@ def test_raw_output_is_the_bytes_and_never_ends_inside_a_character(text: str, cu
         printer.write(("t", "p"), piece)
     printer.finish()
     assert out.getvalue() == data
+
+
+@given(TEXTS, st.integers(1, 5), st.booleans())
+def test_every_byte_is_written_when_the_output_takes_part_of_a_write(texts, most, raw) -> None:
+    """A pipe may take part of a write (its reader went away, a signal came): the rest is written again."""
+
+    class Short(io.BytesIO):
+        def write(self, chunk) -> int:  # type: ignore[override]
+            return super().write(bytes(chunk[:most]))
+
+    out = Short()
+    printer = Printer(out, raw=raw, prefixed=False, colour=False)
+    data = "".join(texts).encode()
+    printer.write(("t", "p"), data)
+    printer.finish()
+    assert out.getvalue() == data if raw else out.getvalue().rstrip(b"\n") == data.rstrip(b"\n")
 
 
 @given(st.binary(max_size=12))

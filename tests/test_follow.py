@@ -163,9 +163,12 @@ class MemoryStore:
         return out
 
 
-def run_in_memory(steps: Any, store: MemoryStore, act: Any, *, limit: int = 20_000) -> list[Any]:
+def run_in_memory(
+    steps: Any, store: MemoryStore, act: Any, *, limit: int = 20_000, sleeps: list[float] | None = None
+) -> list[Any]:
     """Drive a follow on ``store``; ``act(point)`` is called before every request and sleep ("request",
-    "sleep") and may change the store or return an exception to fail the request with."""
+    "sleep") and may change the store or return an exception to fail the request with. ``sleeps``: gets
+    the seconds of each sleep."""
     out: list[Any] = []
     result: Any = None
     error: BaseException | None = None
@@ -176,6 +179,8 @@ def run_in_memory(steps: Any, store: MemoryStore, act: Any, *, limit: int = 20_0
             return out
         result = error = None
         if isinstance(item, Sleep):
+            if sleeps is not None:
+                sleeps.append(item.seconds)
             act("sleep")
         elif isinstance(item, (Read, Probe, Listing)):
             fault = act("request")
@@ -204,19 +209,21 @@ OPS = st.lists(
 
 
 class Script:
-    """Writer operations done one per point of the follow, then the close mark."""
+    """Writer operations done one per point of the follow, then the close marks."""
 
     def __init__(self, store: MemoryStore, ops: list[tuple[str, Any]], bases: list[str]) -> None:
         self.store, self.ops, self.bases, self.faults, self.turn = store, list(ops), bases, 0, 0
+        self.closed_at: int | None = None  # requests made before the close marks
 
     def __call__(self, point: str) -> Any:
-        if point == "polled":
-            blobs, last = self.store.blobs, self.store.last_part
-            return all(b in blobs and limits.CLOSED_KEY in blobs[last(b)].metadata for b in self.bases)
+        if point == "polled":  # done once a whole poll was made after the close marks
+            after = self.store.requests[self.closed_at :] if self.closed_at is not None else []
+            return any(isinstance(request, Listing) for request in after)
         base = self.bases[self.turn % len(self.bases)]
         self.turn += 1
-        if not self.ops:
-            if point == "sleep":
+        if not self.ops:  # the close marks, before any request or sleep (between a listing and a read)
+            if self.closed_at is None:
+                self.closed_at = len(self.store.requests)
                 for name in self.bases:
                     self.store.close(name)
             return None
@@ -270,6 +277,27 @@ def test_follow_listing_hands_out_every_byte_of_every_log_once(
     assert not [event for event in out if isinstance(event, Restarted)]
     closed = {event.key for event in out if isinstance(event, Closed)}
     assert closed == set(bases)
+
+
+def test_a_close_between_the_listing_and_the_read_ends_only_after_what_it_closed() -> None:
+    """The writer's last append and its close mark land between a poll's listing and its read: the read
+    says closed and bigger than listed, and the follow reads on to that size before it ends (issue 20)."""
+    base = "t1/$TaskLog/stdout.txt"
+    store = MemoryStore()
+    store.append(base, b"first\n")
+    writes = iter([lambda: (store.append(base, b"last\n"), store.close(base))])
+
+    def act(point: str) -> Any:
+        if point == "polled":
+            return limits.CLOSED_KEY in store.blobs[base].metadata
+        if point == "request" and store.requests and isinstance(store.requests[-1], Listing):
+            next(writes, lambda: None)()  # the listing is answered: the writer goes on before the read
+        return None
+
+    out = run_in_memory(follow_listing("", lambda n: n, poll_interval=0.01, clock=lambda: 0.0), store, act)
+    got = b"".join(event.data for event in out if isinstance(event, Data))
+    assert got == b"first\nlast\n"
+    assert [event for event in out if isinstance(event, Closed)] == [Closed(base, {limits.CLOSED_KEY: "1"})]
 
 
 def test_follow_listing_reads_only_what_grew_and_lists_once_per_poll() -> None:
@@ -346,6 +374,68 @@ def test_idle_timeout_and_a_start_from_the_end() -> None:
     out = run_in_memory(follow_blob(LOG, start=4, idle_timeout=0, clock=lambda: now[0]), store, act)
     assert out == [b"456789"]
     assert [type(r).__name__ for r in store.requests[-2:]] == ["Probe", "Read"]  # no bytes before start read
+
+
+def throttled(status: int = 503, code: str = "ServerBusy") -> HttpResponseError:
+    error = HttpResponseError(f"{status} {code}: The server is currently unable to receive requests.")
+    error.status_code, error.error_code = status, code
+    return error
+
+
+class Throttling:
+    """Every request fails with ``fault()`` until ``count`` have; then the writer appends and closes."""
+
+    def __init__(self, store: MemoryStore, base: str, count: int, fault: Any = throttled) -> None:
+        self.store, self.base, self.left, self.fault = store, base, count, fault
+        self.sleeps: list[float] = []
+
+    def __call__(self, point: str) -> Any:
+        if point == "polled":
+            return limits.CLOSED_KEY in self.store.blobs[self.base].metadata
+        if point == "request" and self.left:
+            self.left -= 1
+            if not self.left:
+                self.store.append(self.base, b"after\n")
+                self.store.close(self.base)
+            return self.fault()
+        return None
+
+
+@pytest.mark.parametrize("listing", [False, True])
+def test_throttling_is_waited_out_backing_off_and_said_once(listing: bool, caplog) -> None:
+    """Far more throttled polls in a row than MAX_FAILED_POLLS: the follow goes on, waits as throttled
+    requests wait (growing windows of full jitter, at least a poll interval), says so once, and reads on."""
+    base = "t1/$TaskLog/stdout.txt"
+    store = MemoryStore()
+    store.append(base, b"before\n")
+    act = Throttling(store, base, 40)
+    sleeps: list[float] = []
+    if listing:
+        steps = follow_listing("", lambda n: n, poll_interval=0.01, clock=lambda: 0.0)
+    else:
+        steps = follow_blob(base, poll_interval=0.01, clock=lambda: 0.0)
+
+    with mock.patch("batchfiles._throttle.throttled_backoff", side_effect=lambda n, a, r: 2.0**n):
+        out = run_in_memory(steps, store, act, sleeps=sleeps)
+    got = b"".join(e.data if isinstance(e, Data) else e for e in out if isinstance(e, (Data, bytes)))
+    assert got == b"before\nafter\n"
+    waits = [seconds for seconds in sleeps if seconds != 0.01]  # not the poll interval: a throttled wait
+    assert waits[:4] == [1.0, 2.0, 4.0, 8.0] and len(waits) == 40  # one throttled draw per failed poll
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(said) == 1 and "storage is throttling the account (503 ServerBusy)" in said[0], said
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "polls"), [(500, "InternalError", 6), (403, "AuthorizationFailure", 1)]
+)
+def test_other_failures_still_end_a_follow(status: int, code: str, polls: int) -> None:
+    """Throttling is waited out; other errors are not: a 500 after MAX_FAILED_POLLS polls, a 403 at once."""
+    store = MemoryStore()
+    store.append(LOG, b"x\n")
+    act = Throttling(store, LOG, 100, lambda: throttled(status, code))
+    with pytest.raises(HttpResponseError, match=code):
+        run_in_memory(follow_blob(LOG, poll_interval=0.01, clock=lambda: 0.0), store, act)
+    assert 100 - act.left == polls
 
 
 @given(st.binary(max_size=60).map(lambda b: b.replace(b"\x00", b"\n")), st.integers(0, 8), st.integers(0, 60))
@@ -709,6 +799,49 @@ def test_faults_never_duplicate_or_skip_a_byte(
     assert b"".join(got) == path.read_bytes()
     assert b"".join(listed) == path.read_bytes()
     assert len(storage._container.get_blob_client(f"{LOG}.1").download_blob().readall()) > 0  # parts
+
+
+def test_the_aio_follow_the_view_uses_waits_out_throttling(
+    azurite: Azurite, storage: TaskOutputStorage, proxy: FaultProxy, job_id: str, monkeypatch
+) -> None:
+    """Issue 20: the view's live logs follow through ``batchfiles.aio``: far more throttled answers than a
+    follow allows failed polls, and it reads the log to its close mark (throttled waits scaled down)."""
+    from azure.storage.blob.aio import LinearRetry as AsyncLinearRetry
+    from batchfiles import _throttle
+
+    monkeypatch.setattr(_throttle, "THROTTLED_WINDOW", (0.01, 0.05))
+    blob = storage._container.get_blob_client(LOG)
+    blob.create_append_blob()
+    blob.append_block(b"before\n")
+    url = f"{proxy.url_for(ACCOUNT_NAME)}/{naming.container_name(job_id)}"
+    proxy.add_rule("status", times=80, status=503)
+
+    async def main() -> bytes:
+        options = fast_retries(AsyncLinearRetry)
+        async with bf_aio.TaskOutputStorage(url, TASK, credential=azurite.credential, **options) as t:
+            got = []
+            async for chunk in t.follow("app.log", poll_interval=0.02):
+                got.append(chunk)
+            return b"".join(got)
+
+    def close_when_throttled() -> None:
+        wait_until(lambda: proxy.counts["status"] >= 80)
+        blob.append_block(b"after\n")
+        blob.set_blob_metadata({limits.CLOSED_KEY: "1"})
+
+    writer = threading.Thread(target=close_when_throttled)
+    writer.start()
+    try:
+        assert asyncio.run(asyncio.wait_for(main(), 60)) == b"before\nafter\n"
+    finally:
+        writer.join(60)
+
+
+def wait_until(condition: Any) -> None:
+    deadline = time.monotonic() + 60
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
 
 
 def test_list_shows_the_parts_of_a_closed_log_as_closed(

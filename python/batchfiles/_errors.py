@@ -255,6 +255,14 @@ def is_throttling(exc: BaseException) -> bool:
     return is_throttled(exc.status_code, str(getattr(exc.error_code, "value", exc.error_code) or ""))
 
 
+def throttling(exc: BaseException) -> str:
+    """A throttling answer in a few words: ``storage is throttling the account (503 ServerBusy)``."""
+    status = getattr(exc, "status_code", None)
+    code = _code(exc) if isinstance(exc, HttpResponseError) else ""
+    answer = " ".join(str(part) for part in (status, code) if part)
+    return f"storage is throttling the account ({answer or type(exc).__name__})"
+
+
 def retry_after(exc: BaseException) -> float | None:
     """The seconds a throttling answer's ``Retry-After`` asks to wait (see :func:`_throttle.retry_after`), or
     None when it has none or it cannot be read."""

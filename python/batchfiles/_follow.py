@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 import re
 from collections.abc import Callable, Generator, Hashable, Iterable
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from typing import Any
 from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
-from . import _errors
+from . import _errors, _throttle
 from ._tracking import limits
 from .errors import OutputReplacedError
 
@@ -281,13 +282,35 @@ def checked_read(request: Read, result: tuple[bytes, Any]) -> tuple[bytes, Info]
 
 
 class Retry:
-    """Failed polls in a row: the backoff before the next, or the error once there were too many."""
+    """Failed polls in a row: the wait before the next, or the error that ends the follow.
 
-    def __init__(self, poll_interval: float, what: str) -> None:
-        self.poll_interval, self.what, self.failures = poll_interval, what, 0
+    Throttling (``_errors.is_throttling``: the account is over its limits) is waited out for as long as it
+    lasts (or ``throttled_patience`` throttled polls in a row, if set), each wait drawn as the throttling
+    module draws a throttled request's (:func:`._throttle.throttled_backoff`), and said once as a warning.
+    Other transient failures end the follow after :data:`MAX_FAILED_POLLS` in a row; any other error at once.
+    """
+
+    def __init__(
+        self,
+        poll_interval: float,
+        what: str,
+        *,
+        throttled_patience: int | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.poll_interval, self.what, self.patience = poll_interval, what, throttled_patience
+        self.rng = rng or random.Random()
+        self.failures = 0  # failed polls in a row, throttled ones not counted
+        self.throttled = 0  # throttled polls in a row
+        self.said = False  # that storage is throttling
+
+    def succeeded(self) -> None:
+        self.failures = self.throttled = 0
 
     def failed(self, exc: Exception) -> float:
         """The wait before trying again; raises ``exc`` if it is not transient or too many failed."""
+        if _errors.is_throttling(exc):
+            return self._throttled(exc)
         if not (_errors.is_transient(exc) or isinstance(exc, ShortRead)):
             raise exc
         self.failures += 1
@@ -298,6 +321,18 @@ class Retry:
             "following %s failed (%s); trying again in %.1f s", self.what, _errors.first_line(exc), delay
         )
         return delay
+
+    def _throttled(self, exc: Exception) -> float:
+        if self.patience is not None and self.throttled >= self.patience:
+            raise exc
+        wait = _throttle.throttled_backoff(self.throttled, _errors.retry_after(exc), self.rng)
+        self.throttled += 1
+        level = logging.DEBUG if self.said else logging.WARNING
+        self.said = True
+        logger.log(
+            level, "%s: following %s waits it out, polling less often", _errors.throttling(exc), self.what
+        )
+        return max(wait, self.poll_interval)
 
 
 # --- one blob: a conditional read per poll ------------------------------------------------------------------
@@ -315,7 +350,8 @@ def follow_blob(
     """Follow the blob ``name`` and its parts; hands out ``bytes``. Each poll is one read of the current
     part from the offset, conditional on its ETag: an unchanged blob costs one small request (a 304).
     Ends once a closed blob is read to its end, or after ``idle_timeout`` seconds without new bytes (0:
-    as soon as it is caught up); :class:`OutputReplacedError` if the blob is replaced."""
+    as soon as it is caught up; looked at only after a poll that succeeded); :class:`OutputReplacedError`
+    if the blob is replaced. Throttling is waited out for as long as it lasts (see :class:`Retry`)."""
     check_options(start, poll_interval, idle_timeout)
     stream = Stream(name, start)
     retry = Retry(poll_interval, f"{name!r}{where}")
@@ -335,7 +371,7 @@ def follow_blob(
         except Exception as exc:  # transient: try again after a backoff; else raised
             yield Sleep(retry.failed(exc))
             continue
-        retry.failures = 0
+        retry.succeeded()
         if data:
             grew_at = clock()
             yield data
@@ -473,13 +509,16 @@ def follow_listing(
     poll_interval: float = 1.0,
     clock: Callable[[], float],
     where: str = "",
+    throttled_patience: int | None = None,
 ) -> Follow:
     """Follow every blob under ``prefix`` that ``select(name)`` gives a key (None: not followed); hands out
     :class:`Data`, :class:`Restarted`, :class:`Closed` and, after each poll, :class:`Polled`. Each poll is
     one listing (sizes, ETags, metadata of every blob); only outputs that grew are read, up to their listed
-    size. ``tail``: start each output found by the first poll at its last ``tail`` lines (None: from its
-    start; outputs found later always start at their start). Never ends by itself: the consumer stops when
-    :class:`Polled` says it is done."""
+    size (or, once a read saw the close mark, up to the size seen with it). ``tail``: start each output
+    found by the first poll at its last ``tail`` lines (None: from its start; outputs found later always
+    start at their start). Never ends by itself: the consumer stops when :class:`Polled` says it is done.
+    Throttling is waited out (``throttled_patience``: at most that many throttled polls in a row; see
+    :class:`Retry`)."""
     check_options(0, poll_interval, None)
     if tail is not None and (isinstance(tail, bool) or not isinstance(tail, int) or tail < 0):
         raise ValueError(f"tail must be a number of lines >= 0, not {tail!r}")
@@ -487,7 +526,8 @@ def follow_listing(
     keys: dict[str, Hashable] = {}
     ignored: set[str] = set()
     polls = 0
-    retry = Retry(poll_interval, f"the outputs under {prefix!r}{where}")
+    under = f" under {prefix!r}" if prefix else ""
+    retry = Retry(poll_interval, f"the outputs{under}{where}", throttled_patience=throttled_patience)
     while True:
         try:
             listed = group_parts((yield Listing(prefix)))
@@ -507,7 +547,7 @@ def follow_listing(
         except Exception as exc:  # transient: try again after a backoff; else raised
             yield Sleep(retry.failed(exc))
             continue
-        retry.failures = 0
+        retry.succeeded()
         polls += 1
         yield Polled({keys[name]: stream.done for name, stream in streams.items()})
         yield Sleep(poll_interval)
@@ -554,9 +594,11 @@ def _read_listed(stream: Stream, parts: list[Info], key: Hashable) -> Generator[
         return False
     stream.observe(parts[stream.part])
     stream.skip()
-    listed = parts[stream.part].size  # what grew since is read at the next poll: one read per log a poll
-    while stream.offset < listed:
-        yield from _read_more(stream, key, min(listed - stream.offset, CHUNK))
+    # what grew since the listing is read at the next poll (one read per log a poll), unless a read saw the
+    # close mark: then the log ends at the size seen with it, which may be past the listed one
+    yield from _read_to(stream, key, parts[stream.part].size)
+    while stream.info is not None and stream.info.closed and not stream.drained:
+        yield from _read_to(stream, key, stream.info.size)
     info = stream.info
     assert info is not None
     if info.closed:
@@ -578,6 +620,12 @@ def _read_listed(stream: Stream, parts: list[Info], key: Hashable) -> Generator[
         stream.next_part()
         return True
     return False
+
+
+def _read_to(stream: Stream, key: Hashable, end: int) -> Generator[Any, Any, None]:
+    """Read the current part up to ``end`` (at most CHUNK a read), handing out what was read."""
+    while stream.offset < end:
+        yield from _read_more(stream, key, min(end - stream.offset, CHUNK))
 
 
 def _read_more(stream: Stream, key: Hashable, length: int) -> Generator[Any, Any, None]:

@@ -11,16 +11,17 @@ from __future__ import annotations
 import argparse
 import inspect
 import os
+import threading
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from azure.storage.blob import BlobServiceClient
 
-from .. import _environment, _errors, _sas, _urls
+from .. import _environment, _errors, _sas, _throttle, _urls
 from .._environment import ENV_ACCOUNT_URL, ENV_CONNECTION_STRING, ENV_CONTAINER_URL, ENV_JOB_ID, ENV_TASK_ID
 from .._urls import client_kwargs
 from ..errors import ConfigurationError
 from ..storage import JobOutputStorage, TaskOutputStorage
-from .common import job_id_arg, margin_arg, task_id_arg
+from .common import info, job_id_arg, margin_arg, task_id_arg
 
 if TYPE_CHECKING:
     from ..aio import JobOutputStorage as AsyncJobOutputStorage
@@ -155,6 +156,9 @@ def _need_job(job: str | None, source: str) -> str:
 #: are tuned for tasks on nodes that must not lose data; commands run on nodes keep those. A storage
 #: endpoint that accepts connections but never answers costs some 35 s, not the SDK's 4 x 60 s.
 INTERACTIVE_RETRY: dict[str, Any] = {"retry_total": 2, "connection_timeout": 10, "read_timeout": 10}
+#: list and get keep the library's patience with throttling (a budget of throttled retries of its own:
+#: some minutes), and say that they wait (:class:`ThrottlingNotice`).
+PATIENT_RETRY: dict[str, Any] = {**INTERACTIVE_RETRY, "retry_throttled": _throttle.THROTTLED_RETRIES}
 #: The OAuth scope of Azure Storage, in every cloud.
 STORAGE_SCOPE = "https://storage.azure.com/.default"
 
@@ -245,6 +249,7 @@ def job_storage(
     job: str | None = None,
     *,
     interactive: bool = False,
+    patient: bool = False,
     aio: Literal[False] = False,
 ) -> JobOutputStorage: ...
 
@@ -256,6 +261,7 @@ def job_storage(
     job: str | None = None,
     *,
     interactive: bool = False,
+    patient: bool = False,
     aio: Literal[True],
 ) -> AsyncJobOutputStorage: ...
 
@@ -266,13 +272,15 @@ def job_storage(
     job: str | None = None,
     *,
     interactive: bool = False,
+    patient: bool = False,
     aio: bool = False,
 ) -> JobOutputStorage | AsyncJobOutputStorage:
     """The job's storage; the job (``job``, ``--job`` or ``AZ_BATCH_JOB_ID``), when known, must be the
-    one whose container a container URL is of. ``interactive``: retry less (:data:`INTERACTIVE_RETRY`).
+    one whose container a container URL is of. ``interactive``: retry less (:data:`INTERACTIVE_RETRY`),
+    but with ``patient`` as long as the library when throttled (:data:`PATIENT_RETRY`).
     ``aio``: a :class:`batchfiles.aio.JobOutputStorage` (needs the ``aio`` extra), else the sync one.
     """
-    options = INTERACTIVE_RETRY if interactive else {}
+    options = (PATIENT_RETRY if patient else INTERACTIVE_RETRY) if interactive else {}
     margin = getattr(args, "sas_margin", None)
     source, value, origin = _source(args, (CONTAINER_URL, CONNECTION_STRING, ACCOUNT_URL), what)
     cls: Any = JobOutputStorage
@@ -284,6 +292,21 @@ def job_storage(
     if source == CONNECTION_STRING:
         return cls.from_connection_string(value, job, sas_margin=margin, **options)
     return cls.from_service(_service(source, value, options, aio=aio), job, sas_margin=margin)
+
+
+class ThrottlingNotice:
+    """Says once on stderr, at the first throttled answer to ``storage``'s requests, that the command waits
+    for storage (its retry policy tells of each; keep this object as long as the storage)."""
+
+    def __init__(self, storage: JobOutputStorage) -> None:
+        self._said = threading.Lock()
+        policy = getattr(getattr(storage._container, "_config", None), "retry_policy", None)
+        if isinstance(policy, _throttle._Throttled):
+            policy.add_listener(self.heard)
+
+    def heard(self) -> None:
+        if self._said.acquire(blocking=False):  # never released: once
+            info("storage is throttling the account: waiting and trying again (this can take minutes)")
 
 
 def task_storage(args: argparse.Namespace, what: str) -> TaskOutputStorage:

@@ -23,6 +23,9 @@ a mismatch leaves no file. Existing files are replaced. Prints each file's local
 not an output (a path with '.', '..' or empty segments, which batchfiles never saves) or that would share
 its local file with another is skipped with an error line; the rest is downloaded, and the exit code is 1.
 
+When storage throttles the account, it says so once on stderr and waits, trying again for some minutes
+before it gives up.
+
 examples:
   batchfiles get render-42 -o results                       # everything
   batchfiles get render-42 --task frame-7 --kind TaskOutput frames/0007.png
@@ -52,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
     def skip(blob_name: str, reason: str) -> None:
         found.append((blob_name, reason))
 
-    with connect.job_storage(args, "get", args.job_id, interactive=True) as job:
+    with connect.job_storage(args, "get", args.job_id, interactive=True, patient=True) as job:
+        notice = connect.ThrottlingNotice(job)  # noqa: F841 - kept while the storage is used
         if args.path is not None and args.task is not None and args.kind is not None:
             refs = [(args.task, job.task(args.task).get(args.kind, args.path))]
         else:

@@ -22,6 +22,9 @@ logs state, exit_code, started, ended (null otherwise).
 Live logs (saved by `batchfiles run` or `track`) get a STATUS column: open while they are written (or if
 their writer died), closed once saved to the end, and for `run`'s logs "exit N": the command's exit code.
 
+When storage throttles the account, it says so once on stderr and waits, trying again for some minutes
+before it gives up.
+
 examples:
   batchfiles list render-42
   batchfiles list render-42 --task frame-7 --kind TaskLog
@@ -39,7 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """The table (or JSON lines) of the selection; then a warning for each blob skipped as not an output."""
     skipped: list[tuple[str, str]] = []
-    with connect.job_storage(args, "list", args.job_id, interactive=True) as job:
+    with connect.job_storage(args, "list", args.job_id, interactive=True, patient=True) as job:
+        notice = connect.ThrottlingNotice(job)  # noqa: F841 - kept while the storage is used
         found = selection.outputs(job, args.task, args.kind, lambda name, why: skipped.append((name, why)))
         if args.json:
             count = 0

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import argparse
 import codecs
+import math
 import os
 import sys
 import time
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable, Iterator
 from typing import IO, Any
 
-from .. import _follow
+from .. import _follow, _throttle
 from .._scope import NotAnOutput, Scope, path_problem
 from ..kinds import builtin_side
 from . import common, connect
@@ -38,21 +39,25 @@ cut in the middle of a UTF-8 character; with prefixes, bytes that are not UTF-8 
 
 --tail N starts each file at its last N lines (files of tasks that start later, while following, are
 printed from their start). --follow keeps printing what the logs gain while the tasks run (`batchfiles
-run` saves them live, every --flush-interval seconds), picks up tasks that start later, and exits 0 once
-every log it follows is closed: `batchfiles run` closes its logs when the command is over. With tasks
-named, it waits for the ones not started yet; with none named, it ends once every log it has seen is
-closed. Ctrl-C exits 130.
+run` saves them live, every --flush-interval seconds) and picks up tasks that start later. With tasks
+named, it waits for the ones not started yet and exits 0 once each named task's logs are closed (`batchfiles
+run` closes its logs when the command is over). A whole job has no last task: following it goes on until
+Ctrl-C (exit 130) or --idle-timeout S, which exits 0 once no log has gained a byte for S seconds (either way
+of following). When storage throttles the account, following says so once and goes on, polling less often
+while it lasts; other storage errors end it (exit 1).
 Each poll is one listing of the job's blobs (sizes and ETags), then a ranged read of each log that grew,
 so following 200 running tasks costs one listing per --poll-interval, not 200 requests.
 
 A log replaced while it is followed (a task run again) is announced on stderr and printed again from its
 start. When `batchfiles run` closed a log, its exit code is reported on stderr (`batchfiles list` shows it
-too).
+too). When stdout is closed before everything was printed (`| head`), logs exits 141, as a command killed
+by SIGPIPE, whatever the mode.
 
 examples:
   batchfiles logs render-42 frame-7                  # both logs of one task, prefixed
   batchfiles logs render-42 frame-7 --file stdout.txt -f        # raw stdout, live, until the task ends
   batchfiles logs render-42 -f --tail 10             # every task, the last 10 lines of each, then live
+  batchfiles logs render-42 -f --idle-timeout 600    # every task, until none has logged for 10 minutes
   batchfiles logs render-42 --file stderr.txt | grep -i error  # every task's stderr, once
 
 {connect.STORAGE_HELP}"""
@@ -78,6 +83,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--poll-interval", type=seconds_arg, default=1.0, metavar="S", help="seconds between polls (1)"
     )
+    parser.add_argument(
+        "--idle-timeout",
+        type=timeout_arg,
+        metavar="S",
+        help="with -f: stop once no log has grown for S seconds (default: never)",
+    )
     connect.add_storage_options(parser)
 
 
@@ -85,6 +96,16 @@ def lines_arg(text: str) -> int:
     if not (text.isascii() and text.isdigit()):  # "²".isdigit(), and int("²") fails
         raise argparse.ArgumentTypeError(f"not a number of lines: {text!r}")
     return int(text)
+
+
+def timeout_arg(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds more than 0, not {text}")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -96,45 +117,83 @@ def run(args: argparse.Namespace) -> int:
         problem = path_problem(path)
         if problem is not None:
             raise UsageError(f"--file {path!r} is not the path of an output: it {problem}")
+    if args.idle_timeout is not None and not args.follow:
+        raise UsageError("--idle-timeout is for following (-f)")
     with connect.job_storage(args, "logs", args.job_id, interactive=True) as job:
         selection = Selection(job.container_name, args.kind, tasks, files)
         one = len(tasks) == 1 and len(files) == 1
         prefixed = not args.no_prefix and not one
         colour = prefixed and _colour(sys.stdout)
         printer = Printer(_stdout(), raw=one, prefixed=prefixed, colour=colour)
-        where = f" in container {job.container_name!r}"
         steps = _follow.follow_listing(
             selection.prefix,
             selection.key,
             tail=args.tail,
             poll_interval=args.poll_interval,
             clock=time.monotonic,
-            where=where,
+            where=f" in container {job.container_name!r}",
+            # printing once is a read like `get`: it waits out throttling as long as the library's requests
+            throttled_patience=None if args.follow else _throttle.THROTTLED_RETRIES,
         )
-        reported: set[str] = set()
-        seen = False
+        watch = Watch(selection, args.follow, args.idle_timeout)
         try:
-            for event in job._drive(steps):
-                if isinstance(event, _follow.Data):
-                    printer.write(event.key, event.data)
-                elif isinstance(event, _follow.Restarted):
-                    printer.end(event.key)
-                    common.warn(f"{_name(event.key)} was replaced ({event.why}): printing it from its start")
-                elif isinstance(event, _follow.Closed):
-                    printer.end(event.key)
-                    _report_outcome(event, reported)
-                elif isinstance(event, _follow.Polled):
-                    seen = bool(event.outputs)
-                    if not args.follow or selection.finished(event.outputs):
-                        break
+            _print(job._drive(steps), printer, watch)
         except KeyboardInterrupt:
             printer.finish()
             return EXIT_INTERRUPTED
         printer.finish()
-    if not seen:
+    if not watch.seen:
         common.error(f"no {args.kind} files found{selection.describe()} in job {args.job_id!r}")
         return EXIT_ERROR
+    if watch.idle:
+        info(f"no log grew for {args.idle_timeout:g} s (--idle-timeout): stopped following")
     return EXIT_OK
+
+
+def _print(events: Iterator[Any], printer: Printer, watch: Watch) -> None:
+    """Print a follow's events until ``watch`` says it is over."""
+    reported: set[str] = set()
+    for event in events:
+        if isinstance(event, _follow.Data):
+            printer.write(event.key, event.data)
+            watch.grew()
+        elif isinstance(event, _follow.Restarted):
+            printer.end(event.key)
+            common.warn(f"{_name(event.key)} was replaced ({event.why}): printing it from its start")
+        elif isinstance(event, _follow.Closed):
+            printer.end(event.key)
+            _report_outcome(event, reported)
+        elif isinstance(event, _follow.Polled) and watch.over(event.outputs):
+            return
+
+
+class Watch:
+    """When printing is over: after one poll; following named tasks, once their logs are closed;
+    following a whole job, never; following either way, once no log grew for ``idle_timeout`` seconds."""
+
+    def __init__(
+        self,
+        selection: Selection,
+        follow: bool,
+        idle_timeout: float | None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.selection, self.follow, self.idle_timeout, self.clock = selection, follow, idle_timeout, clock
+        self.grew_at = clock()
+        self.seen = False  # a log was found
+        self.idle = False  # it ended by the idle timeout
+
+    def grew(self) -> None:
+        self.grew_at = self.clock()
+
+    def over(self, outputs: dict[Hashable, bool]) -> bool:
+        """Whether printing is over, after a poll that found ``outputs`` (key: closed and read to its end)."""
+        self.seen = bool(outputs)
+        if not self.follow or self.selection.finished(outputs):
+            return True
+        if self.idle_timeout is not None and self.clock() - self.grew_at >= self.idle_timeout:
+            self.idle = True
+        return self.idle
 
 
 class Selection:
@@ -161,14 +220,15 @@ class Selection:
         return (task, path)
 
     def finished(self, outputs: dict[Hashable, bool]) -> bool:
-        """Whether following is over: every log seen is closed, and every task (and file) named was seen."""
-        if not outputs or not all(outputs.values()):
+        """Whether following is over: tasks were named, each (and each file named) was seen, and every log
+        seen is closed. A whole job is never over: its tasks may start at any time."""
+        if not self._tasks or not outputs or not all(outputs.values()):
             return False
         seen = set(outputs)
         seen_tasks = {task for task, _ in seen}  # type: ignore[misc]
         if not self._tasks <= seen_tasks:
             return False
-        return not self._tasks or all((task, path) in seen for task in self._tasks for path in self._files)
+        return all((task, path) in seen for task in self._tasks for path in self._files)
 
     def describe(self) -> str:
         tasks = f" of task{'s' if len(self.tasks) > 1 else ''} {', '.join(self.tasks)}" if self.tasks else ""
@@ -260,9 +320,11 @@ class Printer:
         return f"{name} | {line}\n".encode("utf-8", "replace")
 
     def _emit(self, data: bytes) -> None:
-        if data:
-            self.out.write(data)
-            self.out.flush()
+        """Write all of ``data``: a pipe whose reader went away takes part of a write without an error,
+        and the next write raises :class:`BrokenPipeError` (exit 141, whatever the mode)."""
+        while data:
+            data = data[self.out.write(data) :]
+        self.out.flush()
 
 
 def _stdout() -> IO[bytes]:
