@@ -136,14 +136,40 @@ def test_task_logs_and_upload_logs():
 
 
 @pytest.mark.parametrize(
-    "specs",
-    [["x", "../x"], ["out/*.png", "a/../../out/*.png"], ["**/*.txt", "../**/*.txt@completion"]],
+    ("specs", "name"),
+    [
+        (["x", "../x"], "x"),
+        (["*.txt=TaskLog", "../stdout.txt=TaskLog"], "stdout.txt"),
+        (["*.txt=TaskLog", *batch.TASK_LOGS], "stdout.txt"),  # --task-logs with run's own logs
+        (["**/*.log", "../*.log"], "a.log"),
+        (["../*.log@success", "**/*.log"], "a.log"),
+        (["std?ut.txt=TaskLog", "../std*.txt=TaskLog"], "stdout.txt"),
+        (["**=TaskLog", *batch.UPLOAD_LOGS], "fileupload.txt"),
+        (["out.txt=JobOutput", "../*.txt=JobOutput@failure"], "out.txt"),
+    ],
 )
-def test_two_places_onto_the_same_blobs_are_refused(specs):
-    """The working directory's file and the task directory's of the same name: one would overwrite the
-    other at upload."""
-    with pytest.raises(OutputFilesError, match="would upload their files to the same blobs"):
+def test_two_places_onto_the_same_blobs_are_refused(specs, name):
+    """The working directory's file and the task directory's of the same name, under one kind: one would
+    overwrite the other at upload. Decided by what the patterns can match, whatever their text."""
+    with pytest.raises(OutputFilesError, match="would upload two files to one blob") as err:
         batch.output_files(SAS_URL, "t1", specs)
+    assert f"the working directory's {name!r} and the task directory's ('../{name}')" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "specs",
+    [
+        ["*.txt=TaskLog", "../*.log=TaskLog"],  # no name both match
+        ["*.txt", *batch.TASK_LOGS, *batch.UPLOAD_LOGS],  # other kinds
+        ["sub/*.txt=TaskLog", "**/sub/*.txt=TaskLog", *batch.TASK_LOGS],  # only in a folder
+        [".*=TaskLog", "../*.txt=TaskLog"],  # a dot-name is never '*'
+        ["**=TaskLog", "../.x=TaskLog"],
+        ["*.txt=TaskLog@success", "../stdout.txt=TaskLog@failure"],  # only one can run
+        ["x=JobOutput", "../x"],  # the job's outputs, and the task's
+    ],
+)
+def test_patterns_that_cannot_meet_on_one_blob_pass(specs):
+    assert len(batch.output_files(SAS_URL, "t1", specs)) == len(specs)
 
 
 def test_the_same_blobs_from_two_places_when_only_one_can_run():
@@ -155,6 +181,11 @@ def test_the_same_blobs_from_two_places_when_only_one_can_run():
     "spec, message",
     [
         ("../../x", "climbs out of the task directory"),
+        ("../wd/*.txt", "reaches into a folder of the task directory"),
+        ("../wd/x.txt", "reaches into a folder of the task directory"),
+        ("../**/*.txt", "reaches into a folder of the task directory"),
+        ("../**", "reaches into a folder of the task directory"),
+        ("a/../../out/*.png", "reaches into a folder of the task directory"),
         ("a/../../../x", "climbs out of the task directory"),
         ("/etc/*.conf", "is absolute"),
         ("\\\\server\\share\\x", "is absolute"),
@@ -202,6 +233,15 @@ def test_what_cannot_be_named_by_the_conventions_is_refused(spec, message):
         (SAS_URL + "&sr=b", None, r"one blob's \(sr=b\)"),
         (SAS_URL + "&sr=bs", None, r"one blob's \(sr=bs\)"),
         (SAS_URL + "&ss=b&srt=sc", None, r"no access to blobs \(srt=sc"),
+        (SAS_URL.replace(".net/", ".net:99999/"), None, "port out of range"),
+        (SAS_URL.replace(".net/", ".net:0/"), None, "port out of range"),
+        (SAS_URL.replace(".net/", ".net:https/"), None, "port out of range"),
+        (SAS_URL + "&ss=q&srt=sco", None, r"no access to the blob service \(ss=q"),
+        (SAS_URL + "&st=2199-01-01T00:00:00Z", None, "more than 1 hour ahead"),
+        (SAS_URL + "&st=soon", None, r"starts at 'soon' \(st=\)"),
+        (SAS_URL + "&st=2098-01-01T00:00:00Z&se=2097-01-01T00:00:00Z", None, "after its expiry"),
+        (SAS_URL + "#fragment", None, "#fragment"),
+        (SAS_URL.replace("?", "#x?"), None, "#fragment"),
     ],
 )
 def test_bad_container_urls_and_identities_never_show_the_sas(url, identity, message):
@@ -210,10 +250,14 @@ def test_bad_container_urls_and_identities_never_show_the_sas(url, identity, mes
     assert "TOPSECRETSIG" not in str(err.value)
 
 
-@pytest.mark.parametrize("scope", ["&sr=c", "&ss=b&srt=sco", "&ss=b&srt=o"])
+@pytest.mark.parametrize(
+    "scope", ["&sr=c", "&ss=b&srt=sco", "&ss=bfqt&srt=o", "&st=2020-01-01T00:00:00Z", "&st=2020-01-01"]
+)
 def test_container_and_account_sas_pass(scope):
     [spec] = batch.output_files(SAS_URL + scope, "t1", "x.txt")
     assert spec["destination"]["container"]["containerUrl"] == SAS_URL + scope
+    ported = SAS_URL.replace(".net/", ".net:443/") + scope
+    assert batch.output_files(ported, "t1", "x.txt")[0]["destination"]["container"]["containerUrl"] == ported
 
 
 def test_bad_task_ids_headers_and_types():
@@ -323,6 +367,9 @@ def test_cli_prints_the_json(bare_env):
         (["--output", "../../x"], "climbs out"),
         (["--output", "x=tasklog"], "case-sensitive"),
         ([], "nothing to upload"),
+        (["--output", "*.txt=TaskLog", "--task-logs"], "with `batchfiles run` as the command leave"),
+        (["--output", "**/*.log", "--output", "../*.log"], "would upload two files to one blob"),
+        (["--output", "x", "--container-url", SAS_URL + "&ss=q&srt=o#f"], "#fragment"),
         (["--output", "x", "--identity-reference", IDENTITY], "give one"),
         (["--output", "x", "--container-url", "https://acct.blob.core.windows.net/job-x"], "has no SAS"),
         (["--output", "x", "--container-url", "http://example.com/a/job-x?sig=TOPSECRETSIG"], "plain http"),
@@ -479,7 +526,7 @@ def test_the_agent_names_what_save_many_names(tmp_path_factory, files, pattern, 
             for seg in data.draw(st.sampled_from(files)).split("/")
         )
     if any(part.endswith(".") for part in pattern.split("/") if part not in (".", "..")):
-        with pytest.raises(OutputFilesError, match="ending in '.'"):  # Azure would drop the dots
+        with pytest.raises(OutputFilesError, match=r"ending in '\.'"):  # Azure would drop the dots
             batch.output_files(SAS_URL, "t1", f"{pattern}={kind}")
         return
     (file,) = batch.output_files(SAS_URL, "t1", f"{pattern}={kind}")
@@ -487,7 +534,7 @@ def test_the_agent_names_what_save_many_names(tmp_path_factory, files, pattern, 
     event("some files match" if names else "no file matches")
     if any(part.endswith(".") for name in names for part in name.split("/")):
         # The agent uploads what a wildcard matches, as it is named; save_many refuses such a file.
-        with pytest.raises(ValueError, match="ending in '.'"):
+        with pytest.raises(ValueError, match=r"ending in '\.'"):
             save_many_names(pattern, kind, agent.wd, "t1")
         event("a match ends in '.'")
         return
@@ -555,3 +602,129 @@ def test_any_spec_gives_conventions_json_or_a_clear_error(text):
     assert ".." not in segments[1:]
     assert path.startswith(("t1/$", "$")) and ".." not in path.split("/")
     assert json.loads(json.dumps(file)) == file
+
+
+# --- two patterns, one blob: what they can match, not their text -----------------------------------------
+
+NAME_SEGMENT = st.one_of(
+    st.text(alphabet="ab.c", min_size=1, max_size=3),
+    st.lists(
+        st.sampled_from(["a", "b", ".", "c", "*", "?", "[ab]", "[!a]", "[a-b]", "[.]", "[*]"]),
+        min_size=1,
+        max_size=4,
+    ).map("".join),
+)
+
+
+def brute_force_common_name(first: str, second: str) -> str | None:
+    """A name over a small alphabet, up to 6 characters, that both name patterns match as the node agent
+    matches them (the simulation's regex, dot rule included)."""
+    import itertools
+    import re
+
+    from nodeagent import _segment_regex
+
+    a, b = re.compile(_segment_regex(first)), re.compile(_segment_regex(second))
+    for size in range(1, 7):
+        for chars in itertools.product("ab.cZ*", repeat=size):
+            name = "".join(chars)
+            if a.fullmatch(name) and b.fullmatch(name):
+                return name
+    return None
+
+
+@settings(max_examples=400, deadline=None)
+@given(first=NAME_SEGMENT, second=NAME_SEGMENT)
+def test_common_name_is_a_name_both_match_when_there_is_one(first, second):
+    """Exact on both sides, against the simulated node agent's matching: the name found matches both; none
+    found means none exists (checked for all names of up to 6 characters from an alphabet covering both)."""
+    import re
+
+    from nodeagent import _segment_regex
+
+    name = _patterns.common_name(first, second)
+    if name is None:
+        assert brute_force_common_name(first, second) is None
+        return
+    event("a common name")
+    assert re.fullmatch(_segment_regex(first), name) and re.fullmatch(_segment_regex(second), name)
+
+
+WD_PATTERN = st.lists(
+    st.one_of(UNDOTTED, st.sampled_from(["*", "?", "*.c", "a*", ".*", "[ab]*", "[!a]*", "**", "?b"])),
+    min_size=1,
+    max_size=3,
+).map("/".join)
+TASK_DIR_PATTERN = st.one_of(
+    UNDOTTED, st.sampled_from(["*", "?", "*.c", "a*", ".*", "[ab]*", "?b", "a?"])
+).map(lambda name: "../" + name)
+SPEC_KIND = st.sampled_from(["=TaskOutput", "=TaskLog", "=JobOutput"])
+#: The names of one or two characters of NAME's alphabet ('.' and '..' left out).
+SHORT_NAMES = [a + b for a in "ab.c" for b in ["", *"ab.c"] if a + b not in (".", "..")]
+SPEC_CONDITION = st.sampled_from(["@success", "@failure", "@completion"])
+
+
+def agent_uploads(agent: NodeAgent, files: list[dict], exit_code: int) -> dict[str, set[Path]]:
+    """Blob name -> the files the simulated agent would upload to it, for ``exit_code``."""
+    out: dict[str, set[Path]] = {}
+    for file in files:
+        condition = file["uploadOptions"]["uploadCondition"].lower()
+        if condition == ("taskfailure" if exit_code == 0 else "tasksuccess"):
+            continue
+        path = file["destination"]["container"]["path"]
+        for local, rel in agent.select(file["filePattern"]):
+            blob = path if rel is None else f"{path}/{rel}"
+            out.setdefault(blob, set()).add(local.resolve())
+    return out
+
+
+@PROPERTY
+@given(
+    wd_files=TREE,
+    task_files=st.lists(UNDOTTED, max_size=6),
+    wd=st.tuples(WD_PATTERN, SPEC_KIND, SPEC_CONDITION),
+    task=st.tuples(TASK_DIR_PATTERN, SPEC_KIND, SPEC_CONDITION),
+    same_kind=st.booleans(),
+    swap=st.booleans(),
+)
+def test_two_patterns_never_put_two_files_on_one_blob(
+    tmp_path_factory, wd_files, task_files, wd, task, same_kind, swap
+):
+    """A working-directory pattern and a task-directory one: output_files refuses them exactly when some
+    tree makes the simulated agent upload two files to one blob. Refused: the name in the message, put in
+    both folders, does; accepted: this random tree does not."""
+    import re
+
+    agent = NodeAgent(tmp_path_factory.mktemp("task"))
+    if same_kind:
+        task = (task[0], wd[1], task[2])
+    specs = ["".join(task), "".join(wd)] if swap else ["".join(wd), "".join(task)]
+    try:
+        files = batch.output_files(SAS_URL, "t1", specs)
+    except OutputFilesError as err:
+        found = re.search(r"the working directory's '([^']+)' and", str(err))
+        if not found:
+            event("refused for another reason")  # a segment ending in '.', say
+            return
+        event("refused: two files, one blob")
+        name = found.group(1)
+        (agent.wd / name).write_text("the working directory's")
+        (agent.task_dir / name).write_text("the task directory's")
+        files = [batch.output_files(SAS_URL, "t1", spec)[0] for spec in specs]
+        shared = [
+            blob
+            for code in (0, 1)
+            for blob, sources in agent_uploads(agent, files, code).items()
+            if len(sources) > 1
+        ]
+        assert shared, (specs, name)
+        return
+    # Every short name, and the drawn ones, in both folders: a name both patterns match is there to collide.
+    in_both = [*SHORT_NAMES, *task_files]
+    make_tree(agent.wd, [*in_both, *wd_files])
+    for name in in_both:
+        (agent.task_dir / name).write_text(name)
+    for code in (0, 1):
+        for blob, sources in agent_uploads(agent, files, code).items():
+            assert len(sources) == 1, (specs, blob, sources)
+    event("accepted")

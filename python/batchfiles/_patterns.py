@@ -356,3 +356,84 @@ def _last_outside_brackets(text: str, char: str) -> int:
         elif c == char:
             found = index
     return found
+
+
+# --- two name patterns: a name both match ---------------------------------------------------------------
+
+_STAR = "*"
+
+
+def _tokens(segment: str) -> list[str]:
+    """``segment`` (one name pattern) as its tokens, read as :func:`fnmatch.translate` reads it: ``*``, and
+    one-character tokens (``?``, a ``[...]`` set, or a literal character)."""
+    tokens: list[str] = []
+    i, n = 0, len(segment)
+    while i < n:
+        c = segment[i]
+        if c == "[":
+            j = i + 1
+            j += 1 if j < n and segment[j] == "!" else 0
+            j += 1 if j < n and segment[j] == "]" else 0
+            end = segment.find("]", j)
+            if end >= 0:
+                tokens.append(segment[i : end + 1])
+                i = end + 1
+                continue
+        if not (c == _STAR and tokens and tokens[-1] == _STAR):
+            tokens.append(c)
+        i += 1
+    return tokens
+
+
+def common_name(first: str, second: str) -> str | None:
+    """A file name that both name patterns (one ``/``-free segment each, ``**`` not included) match, the
+    rule for dot-names included (a name starting with ``.`` only where the pattern starts with one); None
+    if there is none. Exact: the two patterns are walked together (the product of their automata), trying
+    the characters where a set or a literal of either begins or ends, and two no set names."""
+    a, b = _tokens(first), _tokens(second)
+    matchers = {t: re.compile(fnmatch.translate(t), _FLAGS) for t in {*a, *b} if t != _STAR}
+    chars = {"a", "\ue000"}
+    for c in first + second:
+        chars.update(chr(o) for o in (ord(c) - 1, ord(c), ord(c) + 1) if 0 < o < 0x110000)
+    usable = (c for c in chars if c != "/" and not 0xD800 <= ord(c) <= 0xDFFF)
+    candidates = sorted(usable, key=lambda c: (not c.isalnum(), c))  # a readable example first
+    dot_ok = first.startswith(".") and second.startswith(".")
+
+    def steps(tokens: list[str], i: int, c: str) -> list[int]:
+        if i == len(tokens):
+            return []
+        if tokens[i] == _STAR:
+            return [i]
+        return [i + 1] if matchers[tokens[i]].match(c) else []
+
+    def closure(i: int, tokens: list[str]) -> list[int]:
+        out = [i]
+        while out[-1] < len(tokens) and tokens[out[-1]] == _STAR:
+            out.append(out[-1] + 1)
+        return out
+
+    # Breadth-first over (position in a, position in b, any character read yet), keeping the name read
+    # so far for each state: the first name found is one of the shortest.
+    Start = tuple[int, int, bool]
+    start: list[Start] = [(i, j, False) for i in closure(0, a) for j in closure(0, b)]
+    seen: dict[Start, str] = dict.fromkeys(start, "")
+    todo = start
+    while todo:
+        following: list[Start] = []
+        for i, j, started in todo:
+            name = seen[(i, j, started)]
+            for c in candidates:
+                if not started and c == "." and not dot_ok:
+                    continue
+                for i2 in steps(a, i, c):
+                    for j2 in steps(b, j, c):
+                        for x in closure(i2, a):
+                            for y in closure(j2, b):
+                                if (x, y, True) in seen:
+                                    continue
+                                seen[(x, y, True)] = name + c
+                                if (x, y) == (len(a), len(b)):
+                                    return name + c
+                                following.append((x, y, True))
+        todo = following
+    return None

@@ -23,9 +23,13 @@ So a wildcard pattern gets ``path = {task}/$Kind/{fixed prefix}`` (``..`` droppe
 Refused, with :class:`~batchfiles.errors.OutputFilesError`: absolute patterns, patterns that climb out of the
 task directory (more than one leading ``..``), patterns with ``$`` or ``%VAR%`` (the agent expands
 environment variables first, so their names cannot be known here), control characters or a ``[`` never
-closed or a ``[^`` set (which the agent may read either way); a SAS that has expired, whose expiry is not a
-time or that grants no write; two patterns that would put files from two places on the same blobs (``x`` and
-``../x``; not ``@success`` with ``@failure``).
+closed or a ``[^`` set (which the agent may read either way); patterns that reach into a folder of the task
+directory (``../wd/*.txt``, ``../**``: names ``save_many`` never gives); a container URL with a ``#fragment``
+or a port out of range; a SAS that has expired, whose expiry or start is not a time, that starts more than
+an hour ahead, grants no write, or is an account SAS without the blob service (``ss=``); two patterns of
+one kind that can upload a working-directory file and the task directory's of the same name to one blob
+(``*.txt=TaskLog`` with ``../stdout.txt=TaskLog``, ``**/*.log`` with ``../*.log``: decided by the names both
+can match, :func:`batchfiles._patterns.common_name`; not ``@success`` with ``@failure``).
 
 Not covered: the agent uploads a matched file under its name as it is, so a name the conventions would
 refuse or change (control characters; a ``\\`` in a Linux file name) is uploaded where ``list`` skips it.
@@ -36,11 +40,14 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from fnmatch import fnmatchcase
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from . import _errors, _sas, _urls, naming
-from ._patterns import CONDITIONS, OutputSpec, is_pattern, parse_spec
+from ._patterns import CONDITIONS, RECURSIVE, OutputSpec, common_name, is_pattern, parse_spec
 from .errors import OutputFilesError
 from .kinds import JobOutputKind, OutputKind, builtin_side
 
@@ -75,6 +82,9 @@ _IDENTITY = re.compile(
     r"userAssignedIdentities/[^/?#\s]+",
     re.IGNORECASE,
 )
+#: How far ahead a SAS's start time (``st=``) may be: a task can run, and its uploads start, as soon as it
+#: is added; the service allows for some clock skew.
+START_AHEAD = timedelta(hours=1)
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
@@ -104,10 +114,15 @@ def output_files(
     except (TypeError, ValueError) as err:
         raise OutputFilesError(f"bad task id: {err}") from None
     files: list[dict[str, Any]] = []
-    sources: dict[tuple[str, str], tuple[str, str]] = {}  # where each file lands -> (pattern, condition)
+    uploads: list[_Upload] = []
     for spec in _specs(outputs):
         pattern, path = _pattern_and_path(spec, task_id)
-        _check_one_source(sources, pattern, path, spec.condition)
+        upload = _Upload(
+            spec, pattern, naming.blob_prefix(spec.kind, None if _job_side(spec.kind) else task_id)
+        )
+        for other in uploads:
+            _check_no_overlap(other, upload)
+        uploads.append(upload)
         entry = {
             "filePattern": pattern,
             "destination": {"container": {"containerUrl": container_url, "path": path, **container}},
@@ -173,6 +188,12 @@ def _pattern_and_path(spec: OutputSpec, task_id: str) -> tuple[str, str]:
         )
     if not parts:
         raise OutputFilesError(f"pattern {text!r} names no file once '.' and '..' are resolved")
+    if climbs and (len(parts) > 1 or parts[0] == RECURSIVE):
+        raise OutputFilesError(
+            f"pattern {text!r} reaches into a folder of the task directory: above the working directory "
+            "only the task directory's own files may be named (../stdout.txt, ../std*.txt); name the "
+            "working directory's files relative to it (wd/*.txt is *.txt), so they get save_many's names"
+        )
     if dotted := next((part for part in parts if part.endswith(".")), None):
         raise OutputFilesError(
             f"pattern {text!r} has a segment ending in '.' ({dotted!r}): Azure Blob storage drops a "
@@ -193,23 +214,59 @@ def _pattern_and_path(spec: OutputSpec, task_id: str) -> tuple[str, str]:
     return "../" * climbs + "/".join(parts), path
 
 
-def _check_one_source(
-    sources: dict[tuple[str, str], tuple[str, str]], pattern: str, path: str, condition: str
-) -> None:
-    """Refuse two patterns that put their files on the same blobs from two places: ``x`` and ``../x`` (the
-    working directory's file and the task directory's), ``*.txt`` and ``../*.txt``; the agent would upload
-    both, one over the other. Not when only one can run (``@success`` and ``@failure``)."""
-    key = (path, pattern.removeprefix("../")) if _has_wildcard(pattern) else (path, "")
-    seen = sources.setdefault(key, (pattern, condition))
-    if seen[0] != pattern and {seen[1], condition} != {"success", "failure"}:
-        raise OutputFilesError(
-            f"patterns {seen[0]!r} and {pattern!r} would upload their files to the same blobs ({path}): "
-            "the task directory's file and the working directory's; give them different kinds or folders"
-        )
+@dataclass(frozen=True)
+class _Upload:
+    """One output as the node agent uploads it: where its files are and where they land."""
+
+    spec: OutputSpec
+    pattern: str  #: ``filePattern``, normalised: relative to the working directory, ``../NAME`` above it
+    prefix: str  #: the blob prefix of its kind: every file lands at ``{prefix}/{its path from its root}``
+
+    @property
+    def in_task_directory(self) -> bool:
+        return self.pattern.startswith("../")
+
+    def root_name(self) -> str | None:
+        """The name pattern of the files it can upload from its root folder (the working directory, or the
+        task directory for ``../``), or None if it only reaches into folders: ``*.txt`` for ``**/*.txt``,
+        ``*`` for ``**`` (not a dot-name)."""
+        parts = self.pattern.removeprefix("../").split("/")
+        if any(part != RECURSIVE for part in parts[:-1]):
+            return None
+        return "*" if parts[-1] == RECURSIVE else parts[-1]
 
 
-def _has_wildcard(pattern: str) -> bool:
-    return any(is_pattern(part) for part in pattern.split("/"))
+def _check_no_overlap(first: _Upload, second: _Upload) -> None:
+    """Refuse two outputs that can upload two files to one blob: a working-directory file and the task
+    directory's file of the same name, under the same kind (``*.txt=TaskLog`` and ``../stdout.txt=TaskLog``;
+    ``**/*.log`` and ``../*.log``); the agent would upload both, one over the other. Decided by what the
+    patterns can match (every file lands at ``{kind's prefix}/{its path from its root}``, so two files
+    share a blob only from the two roots); not when only one can run (``@success`` and ``@failure``)."""
+    if first.in_task_directory == second.in_task_directory or first.prefix != second.prefix:
+        return
+    if {first.spec.condition, second.spec.condition} == {"success", "failure"}:
+        return
+    wd, task = (second, first) if first.in_task_directory else (first, second)
+    wd_name, task_name = wd.root_name(), task.root_name()
+    if not (wd_name and task_name):
+        return
+    logs = [
+        log for log in ("stdout.txt", "stderr.txt") if all(fnmatchcase(log, p) for p in (wd_name, task_name))
+    ]
+    name = logs[0] if logs else common_name(wd_name, task_name)
+    if name is None:
+        return
+    hint = (
+        "; with `batchfiles run` as the command leave ../stdout.txt and ../stderr.txt (--task-logs) out: it "
+        "saves its own logs live, and storage refuses the agent's copy over them"
+        if logs
+        else ""
+    )
+    raise OutputFilesError(
+        f"patterns {str(first.spec)!r} and {str(second.spec)!r} would upload two files to one blob: the "
+        f"working directory's {name!r} and the task directory's ('../{name}') both go to "
+        f"{wd.prefix}/{name}; give them different kinds or patterns, or @success and @failure{hint}"
+    )
 
 
 def _pattern_problem(text: str) -> str | None:
@@ -268,6 +325,22 @@ def _check_sas(url: str, public: str, query: str) -> None:
             f"the SAS of {public!r} is one blob's (sr={resource}): storage would refuse the node agent's "
             "uploads to the others; give the container's (`batchfiles url JOB --expiry 2d`)"
         )
+    services = fields.get("ss", [None])[0]
+    if services is not None and "b" not in services:
+        raise OutputFilesError(
+            f"the account SAS of {public!r} grants no access to the blob service (ss={services}, no 'b'): "
+            "the uploads would fail"
+        )
+    if "st" in fields:
+        start = _sas_time(fields["st"])
+        latest = datetime.now(timezone.utc) + START_AHEAD
+        if start is None or start > latest or start >= (_sas.sas_expiry(url) or start + START_AHEAD):
+            raise OutputFilesError(
+                f"the SAS of {public!r} starts at {fields['st'][0]!r} (st=): not one time, after its expiry, "
+                f"or more than {START_AHEAD.seconds // 3600} hour ahead; the node agent's uploads, as soon "
+                "as a task ends, would be refused until then; make one that starts now (`batchfiles url JOB "
+                "--expiry 2d`)"
+            )
     types = fields.get("srt", [None])[0]
     if types is not None and "o" not in types:
         raise OutputFilesError(
@@ -275,6 +348,18 @@ def _check_sas(url: str, public: str, query: str) -> None:
             "would fail"
         )
     _sas.warn_if_expiring(f"the node agent's uploads to {public}", url)
+
+
+def _sas_time(values: list[str]) -> datetime | None:
+    """A SAS field's one time (``st=2026-01-01T00:00:00Z``), in UTC; None if it is not one time."""
+    if len(values) != 1:
+        return None
+    text = values[0].strip().replace(" ", "+")  # an offset's unescaped "+" arrives as a space
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+        return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when.astimezone(timezone.utc)
+    except (ValueError, OverflowError):
+        return None
 
 
 def _job_side(kind: str | OutputKind) -> bool:
@@ -288,6 +373,17 @@ def _container(url: str, identity: str | None, headers: Mapping[str, str] | None
     except ValueError as err:
         raise OutputFilesError(str(err)) from None
     public = _urls.public_url(url)
+    if "#" in url:
+        raise OutputFilesError(
+            f"container URL {public!r} holds a '#fragment': the node agent would put its blob names after "
+            "it (the SAS included, if it follows); give the URL without one"
+        )
+    try:
+        port = urlsplit(url).port
+    except ValueError:  # not a number, or above 65535
+        port = -1
+    if port is not None and not 0 < port < 65536:
+        raise OutputFilesError(f"container URL {public!r} has a port out of range (1-65535)")
     if "@" in urlsplit(url).netloc:
         raise OutputFilesError(f"container URL {public!r} holds a user name or password: give a SAS URL")
     query = urlsplit(url).query

@@ -22,16 +22,22 @@ node agent uploads each --output PATTERN[=KIND][@CONDITION] when the task exits,
 failure, completion (default); a job KIND (JobOutput, JobPreview) goes to the job's outputs.
 
 Patterns are the agent's, relative to the task's working directory: * and ? within a name, ** for any
-folders, [abc], [!abc]; only the task directory's own files may be above it (../stdout.txt). A pattern
-with a wildcard keeps each match's path below its fixed folders (out/**/*.txt: out/a/b.txt is saved as
-out/a/b.txt). Refused: absolute patterns, ../.. and $VAR or %VAR% (the agent expands variables).
+folders, [abc], [!abc]; only the task directory's own files may be above it (../stdout.txt, ../std*.txt;
+not ../wd/*.txt or ../**). A pattern with a wildcard keeps each match's path below its fixed folders
+(out/**/*.txt: out/a/b.txt is saved as out/a/b.txt). Refused: absolute patterns, ../.. and $VAR or %VAR%
+(the agent expands variables); and two patterns of one kind that can upload a working-directory file and
+the task directory's file of the same name to one blob (*.txt=TaskLog with --task-logs; **/*.log with
+../*.log), unless one is @success and the other @failure.
 
 --task-logs adds ../stdout.txt, ../stderr.txt and the agent's own upload logs (../fileupload*.txt,
 which it writes while uploading: they hold what was written when their turn came) as TaskLog. Not with
 `batchfiles run` as the task's command: it saves its own stdout.txt and stderr.txt, live and with the exit
-code, which the agent's copies would replace.
+code, which the agent's copies would replace (storage refuses them: 409 InvalidBlobType); nor, then,
+a TaskLog pattern matching stdout.txt or stderr.txt in the working directory (*.txt=TaskLog).
 
-The container URL needs a SAS granting write (`batchfiles url JOB_ID --expiry 2d`), or with
+The container URL needs a SAS granting write (`batchfiles url JOB_ID --expiry 2d`): one that has expired,
+starts more than an hour ahead (st=), is one blob's, or an account SAS without the blob service (ss=) is
+refused, as is a URL with a #fragment or a port out of range; or with
 --identity-reference a plain URL and a managed identity of the pool. The printed JSON holds that URL,
 SAS included: treat it as a secret.
 
