@@ -23,6 +23,7 @@ from .errors import (
     TrackingError,
 )
 from .kinds import JobOutputKind, OutputKind, TaskOutputKind
+from .snapshot import JobSnapshot, OutputSnapshot, TaskSnapshot
 from .storage import (
     JobOutputStorage,
     OutputFileReference,
@@ -57,14 +58,17 @@ __all__ = [
     "IntegrityError",
     "JobOutputKind",
     "JobOutputStorage",
+    "JobSnapshot",
     "OutputExistsError",
     "OutputFileReference",
     "OutputFilesError",
     "OutputKind",
     "OutputNotFoundError",
     "OutputReplacedError",
+    "OutputSnapshot",
     "TaskOutputKind",
     "TaskOutputStorage",
+    "TaskSnapshot",
     "TrackedSave",
     "TrackingError",
     "__version__",

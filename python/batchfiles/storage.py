@@ -33,6 +33,7 @@ from . import (
     _throttle,
     _types,
     naming,
+    snapshot,
 )
 from ._base import JobConstructors, ReferenceBase, StorageBase, TaskConstructors
 from ._errors import storage_errors
@@ -599,3 +600,26 @@ class JobOutputStorage(JobConstructors, _OutputStorage):
             for item in self._container.walk_blobs(delimiter="/"):
                 if _scope.is_task_folder(item.name):
                     yield item.name[:-1]
+
+    def snapshot(self, *, on_invalid: _types.OnInvalid | None = None) -> snapshot.JobSnapshot:
+        """The whole job from one flat listing of its container (5,000 blobs a request, with metadata):
+        its own outputs, and each task's outputs by kind, a tracked log's parts folded into one, and its
+        state (running, exited with a code, started, ended). Immutable; see :mod:`batchfiles.snapshot`.
+        A blob that is not an output is skipped and told to ``on_invalid(blob_name, reason)`` (by default
+        a warning on the ``batchfiles`` logger)."""
+        builder = snapshot.Builder(self.container_name, self._container.url, on_invalid)
+        pieces = list(self._pieces(builder))
+        return snapshot.assemble(self.container_name, pieces, builder.skipped)
+
+    def iter_snapshot(self, *, on_invalid: _types.OnInvalid | None = None) -> Iterator[snapshot.Piece]:
+        """:meth:`snapshot`'s pieces as the listing's pages arrive: ``(None, outputs)`` for the job's own
+        outputs, then ``(task_id, outputs)`` for each task once the listing has passed its folder (a
+        flat listing holds a task's blobs together), in listing order."""
+        return self._pieces(snapshot.Builder(self.container_name, self._container.url, on_invalid))
+
+    def _pieces(self, builder: snapshot.Builder) -> Iterator[snapshot.Piece]:
+        with storage_errors(self.container_name):
+            listing = self._container.list_blobs(include=["metadata"], results_per_page=snapshot.PAGE_SIZE)
+            for props in listing:
+                yield from builder.add(props)
+        yield from builder.finish()

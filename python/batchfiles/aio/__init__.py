@@ -17,6 +17,7 @@ from ..errors import (
     TrackingError,
 )
 from ..kinds import JobOutputKind, OutputKind, TaskOutputKind
+from ..snapshot import JobSnapshot, OutputSnapshot, TaskSnapshot
 from ._storage import (
     AsyncReader,
     JobOutputStorage,
@@ -36,14 +37,17 @@ __all__ = [
     "IntegrityError",
     "JobOutputKind",
     "JobOutputStorage",
+    "JobSnapshot",
     "OutputExistsError",
     "OutputFileReference",
     "OutputFilesError",
     "OutputKind",
     "OutputNotFoundError",
     "OutputReplacedError",
+    "OutputSnapshot",
     "TaskOutputKind",
     "TaskOutputStorage",
+    "TaskSnapshot",
     "TrackedSave",
     "TrackingError",
     "output_storage_container_url",

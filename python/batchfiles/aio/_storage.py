@@ -27,6 +27,7 @@ from .. import (
     _throttle,
     _types,
     naming,
+    snapshot,
 )
 from .._base import JobConstructors, ReferenceBase, StorageBase, TaskConstructors
 from .._errors import storage_errors
@@ -545,3 +546,22 @@ class JobOutputStorage(JobConstructors, _OutputStorage):
             async for item in self._container.walk_blobs(delimiter="/"):
                 if _scope.is_task_folder(item.name):
                     yield item.name[:-1]
+
+    async def snapshot(self, *, on_invalid: _types.OnInvalid | None = None) -> snapshot.JobSnapshot:
+        """The whole job from one flat listing; see :meth:`batchfiles.JobOutputStorage.snapshot`."""
+        builder = snapshot.Builder(self.container_name, self._container.url, on_invalid)
+        pieces = [piece async for piece in self._pieces(builder)]
+        return snapshot.assemble(self.container_name, pieces, builder.skipped)
+
+    def iter_snapshot(self, *, on_invalid: _types.OnInvalid | None = None) -> AsyncIterator[snapshot.Piece]:
+        """The snapshot's pieces as pages arrive (``async for``); see the sync twin."""
+        return self._pieces(snapshot.Builder(self.container_name, self._container.url, on_invalid))
+
+    async def _pieces(self, builder: snapshot.Builder) -> AsyncIterator[snapshot.Piece]:
+        with storage_errors(self.container_name):
+            listing = self._container.list_blobs(include=["metadata"], results_per_page=snapshot.PAGE_SIZE)
+            async for props in listing:
+                for piece in builder.add(props):
+                    yield piece
+        for piece in builder.finish():
+            yield piece
