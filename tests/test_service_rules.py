@@ -62,11 +62,11 @@ def task(target: Azurite, service: BlobServiceClient, job_id: str) -> Iterator[T
         yield storage
 
 
-def sas_url(target: Azurite, job_id: str, *, delete: bool) -> str:
-    """A container SAS URL like the task SAS of ``batchfiles url``, with or without the delete right."""
+def sas_url(target: Azurite, job_id: str, *, delete: bool, write: bool = True) -> str:
+    """A container SAS URL like the task SAS of ``batchfiles url``, with or without delete (or write)."""
     container = naming.container_name(job_id)
     permission = ContainerSasPermissions(
-        read=True, add=True, create=True, write=True, delete=delete, list=True
+        read=True, add=write, create=write, write=write, delete=delete, list=True
     )
     expiry = datetime.now(timezone.utc) + timedelta(days=2)  # no warning that it ends soon
     sas = generate_container_sas(
@@ -234,12 +234,26 @@ def test_run_without_the_delete_right_runs_the_command_and_exits_75(
     assert "second attempt" in result.stdout  # the command ran
     assert (tmp_path / "stdout.txt").read_text() == "second attempt\n"  # its log is kept
     assert result.returncode == 75, result.stderr
-    assert f"live log '{TASK}/$TaskLog/stdout.txt' not saved" in result.stderr
-    assert str(tmp_path / "stdout.txt") in result.stderr
+    assert f"log '{TASK}/$TaskLog/stdout.txt' not saved live" in result.stderr
+    assert "needs the delete permission" in result.stderr and "saved when the command ended" in result.stderr
     assert "(the command exited with 3)" in result.stderr
     assert "Traceback" not in result.stderr and "sig=" not in result.stderr
-    assert task.get("TaskLog", "stdout.txt").download_text() == "first attempt\n"
-    assert task.get("TaskLog", "stderr.txt").download_text() == ""  # the other log was saved
+    # A block blob over a block blob needs no delete right: the log is saved whole at the end.
+    assert task.get("TaskLog", "stdout.txt").download_text() == "second attempt\n"
+    assert blob_type(task, "TaskLog", "stdout.txt") == "BlockBlob"
+    assert task.get("TaskLog", "stderr.txt").download_text() == ""  # the other log was saved live
+
+
+def test_run_keeps_a_log_it_cannot_save_at_all_in_its_local_file(
+    target: Azurite, task: TaskOutputStorage, job_id: str, tmp_path: Path
+) -> None:
+    url = sas_url(target, job_id, delete=False, write=False)  # a foreign SAS that may only read
+    result = cli("run", "--", sys.executable, "-c", SCRIPT, env=node_env(url), cwd=tmp_path)
+    assert "second attempt" in result.stdout  # the command ran
+    assert (tmp_path / "stdout.txt").read_text() == "second attempt\n"
+    assert result.returncode == 75, result.stderr
+    assert f"it is kept in {tmp_path / 'stdout.txt'}" in result.stderr
+    assert "Traceback" not in result.stderr and "sig=" not in result.stderr
 
 
 # --- names ending in '.' ------------------------------------------------------------------------------------

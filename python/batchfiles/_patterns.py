@@ -301,6 +301,12 @@ class OutputSpec:
     def __post_init__(self) -> None:
         if not isinstance(self.pattern, str) or not self.pattern:
             raise ValueError(f"an output's pattern must be a non-empty str, not {self.pattern!r}")
+        segments = re.split(r"[/\\]", self.pattern)
+        if dotted := next((s for s in segments if s.endswith(".") and s not in (".", "..")), None):
+            raise ValueError(
+                f"pattern {self.pattern!r} has a segment ending in '.' ({dotted!r}): Azure Blob storage "
+                "drops a segment's trailing dots, so its files would be saved under other names"
+            )
         if isinstance(self.kind, str):
             object.__setattr__(self, "kind", parse_kind(self.kind))
         elif not isinstance(self.kind, OutputKind):

@@ -194,11 +194,6 @@ def _pattern_and_path(spec: OutputSpec, task_id: str) -> tuple[str, str]:
             "only the task directory's own files may be named (../stdout.txt, ../std*.txt); name the "
             "working directory's files relative to it (wd/*.txt is *.txt), so they get save_many's names"
         )
-    if dotted := next((part for part in parts if part.endswith(".")), None):
-        raise OutputFilesError(
-            f"pattern {text!r} has a segment ending in '.' ({dotted!r}): Azure Blob storage drops a "
-            "segment's trailing dots, so its files would be saved under other names"
-        )
     kind = spec.kind
     task = None if _job_side(kind) else task_id
     wild = next((i for i, part in enumerate(parts) if is_pattern(part)), None)

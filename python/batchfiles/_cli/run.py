@@ -68,8 +68,8 @@ When CMD is over, the logs are closed and marked with its exit code and when it 
 
 Exit code: CMD's (128 + N if signal N killed it), or 75 if a log or an output could not be saved
 (CMD's code is then printed on stderr): never 0 after lost data. A log that cannot be saved live (a blob
-in its way that the SAS may not replace) does not stop CMD: it runs, and that log stays in its local file.
-127/126: CMD not found / not runnable.
+in its way that the SAS may not replace) does not stop CMD: it runs, that log is saved whole when it ends
+(without the outcome), and the exit code is 75. 127/126: CMD not found / not runnable.
 
 Programs that buffer their output when it is not a terminal (C stdio, Python) show it in bursts: make
 them flush (python -u or PYTHONUNBUFFERED=1, stdbuf -oL CMD).
@@ -188,6 +188,7 @@ class _Run:
     ):
         self.storage, self.command, self.specs, self.interval = storage, command, specs, interval
         self.problems: list[str] = []
+        self.not_live: dict[str, str] = {}  # log file -> why it could not be saved live
         self.log_identities: set[tuple[int, int]] = set()  # (device, inode) of the log files
 
     def execute(self) -> int:
@@ -216,9 +217,10 @@ class _Run:
         return self._report(status, trackers, saved)
 
     def _track(self, files: list[IO[bytes]]) -> list[Any]:
-        """Start the live saves of the logs. A job without a container stops us here, before the command
-        runs. A log that cannot be saved live (a blob in its way that this SAS may not replace, say) is a
-        problem, named: the command runs all the same, and that log is kept in its local file only."""
+        """Start the live saves of the logs, one per file (None where it could not start). A job without
+        a container stops us here, before the command runs. A log that cannot be saved live (a blob in its
+        way that this SAS may not replace, say) does not: the command runs all the same, and that log is
+        saved whole once it ends (see :meth:`_close_logs`)."""
         trackers: list[Any] = []
         options = dict(kind="TaskLog", flush_interval=self.interval, if_exists="overwrite", settle=0.0)
         try:
@@ -228,11 +230,8 @@ class _Run:
                 except ContainerNotFoundError:
                     raise
                 except TRANSFER_ERRORS as err:
-                    blob = naming.blob_name("TaskLog", file.name, self.storage.task_id)
-                    self.problems.append(
-                        f"live log {blob!r} not saved ({first_line(err)}); it is kept in "
-                        f"{os.path.abspath(file.name)}"
-                    )
+                    trackers.append(None)
+                    self.not_live[file.name] = first_line(err)
         except BaseException:
             for tracker in trackers:
                 with contextlib.suppress(Exception):
@@ -275,9 +274,13 @@ class _Run:
 
     def _close_logs(self, files: list[IO[bytes]], trackers: list[Any], outcome: dict[str, str]) -> None:
         """Close the live saves, marking the logs with the command's ``outcome`` (exit code, start and end),
-        then the files (their locks keep another ``run`` out until then)."""
+        then the files (their locks keep another ``run`` out until then). A log that was not saved live is
+        saved whole now (a block blob over a block blob needs no delete right), and is still a problem."""
         try:
-            for tracker in trackers:
+            for file, tracker in zip(files, trackers, strict=True):
+                if tracker is None:
+                    self._save_whole(file.name)
+                    continue
                 try:
                     tracker.close(metadata=outcome)
                 except TRANSFER_ERRORS as err:
@@ -288,6 +291,17 @@ class _Run:
         finally:
             for file in files:
                 file.close()
+
+    def _save_whole(self, log: str) -> None:
+        blob = naming.blob_name("TaskLog", log, self.storage.task_id)
+        why = self.not_live[log]
+        try:
+            self.storage.save("TaskLog", log)
+        except TRANSFER_ERRORS as err:
+            where = os.path.abspath(log)
+            self.problems.append(f"log {blob!r} not saved ({why}; {first_line(err)}); it is kept in {where}")
+            return
+        self.problems.append(f"log {blob!r} not saved live ({why}): saved when the command ended")
 
     def _save_outputs(self, status: int) -> tuple[int, int]:
         """Save the outputs whose condition holds; (files, bytes) saved.
@@ -366,7 +380,7 @@ class _Run:
                 f"not everything was saved; exiting with {EXIT_NOT_SAVED} (the command exited with {status})"
             )
             return EXIT_NOT_SAVED
-        logs = ", ".join(f"{t.blob_name} ({human_size(t.bytes_saved)})" for t in trackers)
+        logs = ", ".join(f"{t.blob_name} ({human_size(t.bytes_saved)})" for t in trackers if t)
         outputs = f"{saved[0]} output{'s' if saved[0] != 1 else ''} ({human_size(saved[1])})"
         info(f"the command exited with {status}; saved {logs} and {outputs}")
         return status
