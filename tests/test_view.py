@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -24,14 +25,20 @@ from batchfiles.testing import Azurite
 from batchfiles.view import _model
 from hypothesis import given
 from hypothesis import strategies as st
-from view_helpers import make_job, png, put_log, serve, view_env
+from view_helpers import make_job, png, put_log, serve, serve_in_thread, view_env
 
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
 
-def get(port: int, path: str, host: str | None = None, headers: dict[str, str] | None = None) -> Any:
+def get(
+    port: int,
+    path: str,
+    host: str | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 15,
+) -> Any:
     """(status, headers, body) of a GET sent as is (no normalisation of the path)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     conn.putrequest("GET", path, skip_host=True)
     conn.putheader("Host", host or f"127.0.0.1:{port}")
     for name, value in (headers or {}).items():
@@ -478,3 +485,168 @@ def test_a_browser_that_waits_for_the_page_gets_it(
         proc.terminate()
         _, err = proc.communicate(timeout=15)
     assert proc.returncode == 0 and "no browser" not in err and "Traceback" not in err, err
+
+
+# --- under load: a stalled reader, a big job's listing, reconnects, malformed requests (issue 20) -----------
+
+LOG_MIB = 96
+#: What the server may hold for one stalled reader of a log, whatever the log's size.
+HELD_MIB = 40
+
+
+def _status_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} in /proc/{pid}/status")
+
+
+def _sse_request(port: int, path: str, last_event_id: str) -> bytes:
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\n"
+        f"Last-Event-ID: {last_event_id}\r\n\r\n"
+    ).encode()
+
+
+def _dechunked(body: bytes) -> bytes:
+    """An HTTP/1.1 chunked body's bytes."""
+    out, at = bytearray(), 0
+    while True:
+        end = body.index(b"\r\n", at)
+        size = int(body[at:end].split(b";")[0], 16)
+        if size == 0:
+            return bytes(out)
+        out += body[end + 2 : end + 2 + size]
+        at = end + 2 + size + 2
+
+
+def test_a_stalled_reader_of_a_large_log_holds_the_server_to_a_bound(
+    service: BlobServiceClient, job_id: str, azurite: Azurite
+) -> None:
+    """A page that reconnects from byte 0 of a large log and then reads nothing (a stalled tab, a slow link):
+    the server reads from storage only as fast as the page takes the events, so its memory stays within a
+    bound whatever the log's size; read at last, the page gets every byte, in order."""
+    container = make_job(service, job_id, 1)
+    line = "".join(chr(33 + i % 90) for i in range(99)) + "\n"
+    text = line * (LOG_MIB * 1024 * 1024 // len(line))
+    put_log(container, "task-0", text, exit_code=0, name="big.txt")
+    path = "/api/log/task-0/TaskLog/big.txt"
+    with serve(job_id, view_env(AZURE_STORAGE_CONNECTION_STRING=azurite.connection_string)) as served:
+        pid = served.proc.pid
+        assert get(served.port, "/api/log/task-0/TaskLog/stdout.txt")[0] == 200  # the code paths loaded
+        before = _status_kib(pid, "VmRSS")
+        Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM from now on
+        with socket.create_connection(("127.0.0.1", served.port), timeout=30) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+            sock.sendall(_sse_request(served.port, path, "0"))
+            # stalled: nothing read until the server's memory stops changing (or passes the bound)
+            steady, last = 0, before
+            while steady < 12:
+                time.sleep(0.25)
+                rss = _status_kib(pid, "VmRSS")
+                assert rss - before < HELD_MIB * 1024, f"{(rss - before) >> 10} MiB held for a stalled reader"
+                steady = steady + 1 if abs(rss - last) < 1024 else 0
+                last = rss
+            received = bytearray()
+            while not received.endswith(b"\r\n0\r\n\r\n"):  # the last chunk, after the end event
+                chunk = sock.recv(1 << 20)
+                assert chunk, "the stream ended before its end"
+                received += chunk
+        peak = _status_kib(pid, "VmHWM")
+    events = _dechunked(bytes(received).partition(b"\r\n\r\n")[2]).decode().split("\n\n")
+    assert events[0] == 'event: start\ndata: {"offset": 0}' and events[-2] == "event: end\ndata: {}"
+    data = [e.partition("data: ")[2] for e in events if e.startswith("id: ")]
+    assert "".join(json.loads(d) for d in data) == text
+    assert peak - before < HELD_MIB * 1024, f"{(peak - before) >> 10} MiB held at the peak"
+
+
+def test_no_request_waits_for_a_listing(
+    service: BlobServiceClient, job_id: str, azurite: Azurite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the server builds a new snapshot of the job (held here until the requests are answered, as a
+    5,000-task job's listing holds it for seconds), every request is answered from the last one."""
+    from batchfiles.view import _server
+
+    make_job(service, job_id, 3)
+    entered, release = threading.Event(), threading.Event()
+    build = _model.snapshot
+
+    def held(*args: Any, **kwargs: Any) -> _model.Snapshot:
+        entered.set()
+        release.wait(60)
+        return build(*args, **kwargs)
+
+    with serve_in_thread(azurite.connection_string, job_id) as url:
+        port = int(url.rstrip("/").rsplit(":", 1)[1])
+        monkeypatch.setattr(_server, "REFRESH", 0.0)  # every request asks for a new listing
+        monkeypatch.setattr(_model, "snapshot", held)
+        try:
+            assert get(port, "/api/job")[0] == 200
+            assert entered.wait(30), "no new listing started"
+            for path in ("/api/job", "/api/tasks?limit=2", "/api/tasks/task-1", "/"):
+                try:
+                    status = get(port, path, timeout=10)[0]
+                except TimeoutError:
+                    pytest.fail(f"{path} waited for the listing")
+                assert status == 200, path
+        finally:
+            release.set()
+
+
+def test_a_resumed_log_that_only_grew_goes_on(
+    service: BlobServiceClient, job_id: str, azurite: Azurite
+) -> None:
+    """A page that reconnects with a Last-Event-ID past the size of the (up to 1.5 s old) listing, because
+    the log grew since, goes on from there: no ``reset``, nothing read twice."""
+    container = make_job(service, job_id, 1)
+    put_log(container, "task-0", "first\n", open_=True)
+    blob = container.get_blob_client(naming.blob_name("TaskLog", "stdout.txt", "task-0"))
+    path = "/api/log/task-0/TaskLog/stdout.txt"
+    with serve(job_id, view_env(AZURE_STORAGE_CONNECTION_STRING=azurite.connection_string)) as served:
+        assert json.loads(get(served.port, "/api/tasks/task-0")[2])["outputs"]["TaskLog"][0]["size"] == 6
+        blob.append_block(b"second\n")  # no request of the server since: its listing says 6 bytes
+        conn = http.client.HTTPConnection("127.0.0.1", served.port, timeout=15)
+        conn.request("GET", path, headers={"Last-Event-ID": "9"})
+        response = conn.getresponse()
+        events: list[str] = []
+        while len(events) < 2:
+            event = ""
+            while (line := response.readline().decode()) not in ("\n", ""):
+                event += line
+            assert line, events
+            if event and not event.startswith(":"):
+                events.append(event.rstrip("\n"))
+        conn.close()
+    assert events == ['event: start\ndata: {"offset": 9}', 'id: 13\ndata: "ond\\n"'], events
+
+
+MALFORMED = [
+    b"GET /<script>SECRET\x01 HTTP/1.1\r\nHost: {host}\r\n\r\n",
+    b"G\x00T /<script>SECRET HTTP/1.1\r\nHost: {host}\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: {host}\r\n<script>SECRET\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: {host}\r\nContent-Length: <script>SECRET\r\n\r\n",
+    b"GET / HTTP/7.1<script>SECRET\r\nHost: {host}\r\n\r\n",
+    b"GET /" + b"a" * 70_000 + b"<script>SECRET HTTP/1.1\r\nHost: {host}\r\n\r\n",
+]
+
+
+def test_malformed_requests_get_the_security_headers(job: str, azurite: Azurite) -> None:
+    """aiohttp answers a request it cannot parse itself (400), before any handler: that answer too has the
+    headers every answer has, and does not echo the request's bytes back."""
+    with serve(job, view_env(AZURE_STORAGE_CONNECTION_STRING=azurite.connection_string)) as served:
+        for raw in MALFORMED:
+            with socket.create_connection(("127.0.0.1", served.port), timeout=15) as sock:
+                sock.sendall(raw.replace(b"{host}", f"127.0.0.1:{served.port}".encode()))
+                answer = b""
+                while chunk := sock.recv(65536):
+                    answer += chunk
+            head, _, body = answer.partition(b"\r\n\r\n")
+            lines = head.decode("latin-1").split("\r\n")
+            headers = {k.lower(): v.strip() for k, _, v in (h.partition(":") for h in lines[1:])}
+            assert lines[0].startswith("HTTP/1.") and lines[0][9:12] == "400", (raw[:40], lines[0])
+            assert headers["x-content-type-options"] == "nosniff", (raw[:40], headers)
+            assert headers["content-security-policy"].startswith("default-src 'none'"), raw[:40]
+            assert headers["x-frame-options"] == "DENY" and headers["cache-control"] == "no-store"
+            assert headers["content-type"] == "application/json; charset=utf-8", headers
+            assert b"SECRET" not in body and b"script" not in body, body
+            assert "error" in json.loads(body), body

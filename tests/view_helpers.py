@@ -10,6 +10,7 @@ import signal
 import struct
 import subprocess
 import sys
+import threading
 import time
 import zlib
 from collections.abc import Iterator
@@ -137,3 +138,48 @@ def serve(job: str, env: dict[str, str], *args: str, timeout: float = 30.0) -> I
             raise AssertionError("view did not stop on Ctrl-C within 15 s") from None
     assert proc.returncode == 0, served.stderr
     assert "Traceback" not in served.stderr, served.stderr
+
+
+@contextmanager
+def serve_in_thread(connection_string: str, job: str, timeout: float = 30.0) -> Iterator[str]:
+    """:func:`batchfiles.view.serve` in a thread of this process (an event loop of its own), so a test can
+    patch the server's code; yields the page's URL, and stops the server (cancelled) when the block ends."""
+    import asyncio
+
+    from batchfiles.aio import JobOutputStorage
+    from batchfiles.view import serve as serve_view
+
+    urls: list[str] = []
+    started = threading.Event()
+    failure: list[BaseException] = []
+    loop = asyncio.new_event_loop()
+
+    def ready(url: str) -> None:
+        urls.append(url)
+        started.set()
+
+    storage = JobOutputStorage.from_connection_string(connection_string, job)
+    task = loop.create_task(serve_view(storage, job, ready=ready))
+
+    def run() -> None:
+        try:
+            loop.run_until_complete(task)
+        except asyncio.CancelledError:
+            pass
+        except BaseException as exc:  # the test reports it
+            failure.append(exc)
+        finally:
+            started.set()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        if not started.wait(timeout) or not urls:
+            raise AssertionError(f"view did not start: {failure!r}")
+        yield urls[0]
+    finally:
+        loop.call_soon_threadsafe(task.cancel)
+        thread.join(timeout)
+        if not thread.is_alive():
+            loop.close()
+    assert not failure, failure

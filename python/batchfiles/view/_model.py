@@ -115,10 +115,7 @@ class Task:
         return UNKNOWN, None
 
     def matches(self, wanted: str) -> bool:
-        state, code = self.state()
-        if wanted == "failed":
-            return state == EXITED and code != 0
-        return wanted == "all" or state == wanted
+        return matches(wanted, *self.state())
 
     def row(self) -> dict[str, Any]:
         """The task's line in the list: state, counts and sizes per kind, the first thumbnails."""
@@ -142,6 +139,13 @@ class Task:
         return {**self.row(), "outputs": kinds}
 
 
+def matches(wanted: str, state: str, code: int | None) -> bool:
+    """Whether a task in ``state`` (with exit ``code``) is shown by the filter ``wanted``."""
+    if wanted == "failed":
+        return state == EXITED and code != 0
+    return wanted == "all" or state == wanted
+
+
 def kind_totals(outputs: Iterable[Output]) -> dict[str, dict[str, int]]:
     totals: dict[str, dict[str, int]] = {}
     for output in outputs:
@@ -153,12 +157,37 @@ def kind_totals(outputs: Iterable[Output]) -> dict[str, dict[str, int]]:
 
 @dataclass
 class Snapshot:
-    """The job as one listing saw it."""
+    """The job as one listing saw it, with what requests read of it computed once (:meth:`index`), where
+    the snapshot is built: off the server's event loop, so a request costs a slice and a ``json.dumps``."""
 
     container: str
     job_outputs: list[Output] = field(default_factory=list)
     tasks: dict[str, Task] = field(default_factory=dict)  # in natural order of their ids
     skipped: int = 0  # blobs that are not outputs
+    listed: datetime | None = None  # when the listing was made
+    _ids: dict[str, list[str]] = field(default_factory=dict, repr=False)  # per filter, in order
+    _rows: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
+    _summary: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def index(self) -> None:
+        """Each task's row, the task ids of each filter, and the job's summary."""
+        self._rows = {task_id: task.row() for task_id, task in self.tasks.items()}
+        self._ids = {name: [] for name in FILTERS}
+        for task_id, row in self._rows.items():
+            for name in FILTERS:
+                if matches(name, row["state"], row["exit_code"]):
+                    self._ids[name].append(task_id)
+        every = [o for t in self.tasks.values() for o in t.outputs]
+        outputs = sorted(self.job_outputs, key=lambda o: (o.kind, natural_key(o.path)))
+        self._summary = {
+            "container": self.container,
+            "tasks": {name: len(ids) for name, ids in self._ids.items()},
+            "job_kinds": kind_totals(self.job_outputs),
+            "task_kinds": kind_totals(every),
+            "job_outputs": [o.to_json() for o in outputs],
+            "skipped": self.skipped,
+            "listed": self.listed.isoformat(timespec="milliseconds") if self.listed else None,
+        }
 
     def find(self, task: str | None, kind: str, path: str) -> Output | None:
         """The output of ``task`` (None: the job's) of ``kind`` at ``path``, if the listing has it."""
@@ -166,33 +195,24 @@ class Snapshot:
         return next((o for o in outputs if o.kind == kind and o.path == path), None)
 
     def summary(self, job_id: str) -> dict[str, Any]:
-        counts = {name: 0 for name in FILTERS}
-        for task in self.tasks.values():
-            for name in FILTERS:
-                counts[name] += task.matches(name)
-        every = [o for t in self.tasks.values() for o in t.outputs]
-        outputs = sorted(self.job_outputs, key=lambda o: (o.kind, natural_key(o.path)))
-        return {
-            "job_id": job_id,
-            "container": self.container,
-            "tasks": counts,
-            "job_kinds": kind_totals(self.job_outputs),
-            "task_kinds": kind_totals(every),
-            "job_outputs": [o.to_json() for o in outputs],
-            "skipped": self.skipped,
-        }
+        if not self._summary:
+            self.index()
+        return {"job_id": job_id, **self._summary}
 
     def page(self, offset: int, limit: int, wanted: str = "all") -> dict[str, Any]:
-        tasks = [t for t in self.tasks.values() if t.matches(wanted)] if wanted != "all" else self.tasks
-        ids = list(tasks if isinstance(tasks, dict) else (t.id for t in tasks))
-        rows = [self.tasks[i].row() for i in ids[offset : offset + limit]]
+        if not self._ids:
+            self.index()
+        ids = self._ids[wanted]
+        rows = [self._rows[i] for i in ids[offset : offset + limit]]
         return {"total": len(ids), "offset": offset, "tasks": rows}
 
 
-def snapshot(container: str, listing: Iterable[Any]) -> Snapshot:
-    """The snapshot of a listing of ``container`` (``BlobProperties`` with metadata). Only names in the
-    conventions' normal form are outputs (the library's own parser says which); the rest are counted."""
-    snap = Snapshot(container)
+def snapshot(container: str, listing: Iterable[Any], listed: datetime | None = None) -> Snapshot:
+    """The snapshot of a listing of ``container`` (``BlobProperties`` with metadata, or the view's own
+    :class:`._listing.Listed`) made at ``listed``, indexed. Only names in the conventions' normal form are
+    outputs (the library's own parser says which); the rest are counted. Pure CPU: the server runs it in
+    a worker thread."""
+    snap = Snapshot(container, listed=listed)
     found: dict[str, Output] = {}
     parts: list[tuple[str, int, Any]] = []
     tasks: dict[str, Task] = {}
@@ -225,4 +245,5 @@ def snapshot(container: str, listing: Iterable[Any]) -> Snapshot:
             metadata = {k.lower(): v for k, v in (props.metadata or {}).items()}
             found[base].add_part(props.name, index, props.size or 0, props.last_modified, metadata)
     snap.tasks = {i: tasks[i] for i in sorted(tasks, key=natural_key)}
+    snap.index()
     return snap

@@ -18,20 +18,23 @@ import logging
 import signal
 import time
 from collections.abc import Callable
+from datetime import datetime, timezone
+from http import HTTPStatus
 from importlib import resources
 from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 from azure.core.exceptions import AzureError
 
-from .. import _errors, _native
+from .. import _errors, _follow, _native
 from .._scope import ReferenceInfo, Scope, path_problem
 from .._urls import public_url
 from ..aio import JobOutputStorage, OutputFileReference
 from ..errors import BatchFilesError, ContainerNotFoundError, OutputNotFoundError, OutputReplacedError
 from ..kinds import OutputKind
-from . import _model
+from . import _listing, _model
 
 logger = logging.getLogger("batchfiles")
 
@@ -53,6 +56,11 @@ REFRESH = 1.5
 MAX_PAGE = 500
 #: A log's live view starts at most this many bytes before its end.
 TAIL_BYTES = 256 * 1024
+#: A live log's bytes read from storage ahead of what the page took: at most this many chunks of
+#: :data:`batchfiles._follow.CHUNK` wait in its queue (the next read waits for room: backpressure).
+QUEUED_CHUNKS = 1
+#: The most bytes of a log in one event (a chunk read from storage is sent as several).
+EVENT_BYTES = 64 * 1024
 #: Seconds between keep-alive comments of an idle event stream (a closed page is noticed then).
 HEARTBEAT = 5.0
 #: The longest request line and header the server reads: an output's URL may be long (a blob name has up to
@@ -109,11 +117,24 @@ class Viewer:
                 logger.warning("view: listing the job failed: %s", self.failure)
 
     async def _list(self) -> None:
+        """A new snapshot: the listing's pages are fetched here and parsed in a worker thread, where the
+        snapshot is built too (a second of CPU for thousands of tasks): requests are answered meanwhile."""
         container = self.storage._container
+        listed = datetime.now(timezone.utc)
         with _errors.storage_errors(container.container_name):
-            listing = [p async for p in container.list_blobs(include=["metadata"])]
-        self._snapshot = _model.snapshot(container.container_name, listing)
+            listing = await _listing.list_blobs(container)
+        build = _model.snapshot
+        self._snapshot = await asyncio.to_thread(build, container.container_name, listing, listed)
         self._listed_at, self.failure = time.monotonic(), None
+
+    async def _size_now(self, output: _model.Output) -> int:
+        """The bytes of ``output`` (its blob and a tracked save's parts) as storage has them now: one
+        listing of its name."""
+        container = self.storage._container
+        with _errors.storage_errors(container.container_name, output.name):
+            listed = await _listing.list_blobs(container, prefix=output.name)
+        sizes = [b.size for b in listed if _follow.part_of(b.name, b.metadata)[0] == output.name]
+        return sum(sizes)
 
     async def _output(self, task: str | None, kind: str, path: str) -> _model.Output:
         """The output named in a URL; it must be in the job's listing (names checked first)."""
@@ -255,10 +276,16 @@ class Viewer:
         last = request.headers.get("Last-Event-ID", "")
         replaced = False
         if _decimal(last) and len(last) < 16:
-            # Beyond what the listing has: the page read a log since replaced by a shorter one (a task
-            # run again, a server restarted): from the tail again, and the page is told to start over.
-            replaced = int(last) > output.size
-            start = start if replaced else int(last)
+            # Beyond what the listing has (up to REFRESH seconds old): the log grew since, or the page read
+            # a log since replaced by a shorter one (a task run again, a server restarted). Storage says
+            # which: a log only grows, so one shorter now than the page's offset is another one; then from
+            # the tail again, and the page is told to start over.
+            if int(last) > output.size:
+                size = await self._size_now(output)
+                replaced = int(last) > size
+                start = max(0, size - TAIL_BYTES) if replaced else int(last)
+            else:
+                start = int(last)
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"}
         )
@@ -280,7 +307,9 @@ class Viewer:
         storage = self._scoped(output.task)
         await _event(response, "start", json.dumps({"offset": start}))
         while True:
-            queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+            # bounded: the follow reads on only once the page took the bytes before (a stalled page holds
+            # the server to a few chunks, not the log's size)
+            queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(maxsize=QUEUED_CHUNKS)
             follow = storage.follow(
                 output.path, kind=output.kind, start=start, poll_interval=self.poll_interval
             )
@@ -295,11 +324,13 @@ class Viewer:
                         await response.write(b": keep-alive\n\n")
                         continue
                     if what == "data":
-                        offset += len(item)
-                        text = decoder.decode(item)
-                        pending = len(decoder.getstate()[0])
-                        if text:
-                            await _event(response, None, json.dumps(text), event_id=offset - pending)
+                        for at in range(0, len(item), EVENT_BYTES):  # each write waits for the page
+                            piece = item[at : at + EVENT_BYTES]
+                            offset += len(piece)
+                            text = decoder.decode(piece)
+                            pending = len(decoder.getstate()[0])
+                            if text:
+                                await _event(response, None, json.dumps(text), event_id=offset - pending)
                         continue
                     break
             finally:
@@ -345,6 +376,10 @@ async def _event(
 
 async def _secure(request: web.Request, response: web.StreamResponse) -> None:
     """The headers of every response, errors included (an output's own policy is kept)."""
+    _secure_headers(response)
+
+
+def _secure_headers(response: web.StreamResponse) -> None:
     headers = response.headers
     headers["X-Content-Type-Options"] = "nosniff"
     headers.setdefault("Content-Security-Policy", PAGE_CSP)
@@ -413,6 +448,44 @@ def _int_arg(request: web.Request, name: str, default: int, low: int, high: int)
 # --- running it ---------------------------------------------------------------------------------------------
 
 
+class _Handler(RequestHandler):
+    """aiohttp's connection handler, but its own error answers (a request it cannot parse: 400, before any
+    handler or ``on_response_prepare``; a handler that failed outside the middleware) are this server's:
+    short JSON with the headers of every answer, never the request's bytes echoed as text."""
+
+    def handle_error(
+        self,
+        request: Any,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        super().handle_error(request, status, exc, message)  # logs it (one line); raises if too late
+        try:
+            phrase = HTTPStatus(status).phrase
+        except ValueError:
+            phrase = "error"
+        why = "the request could not be read" if status < 500 else "the server failed"
+        response = _error(status, f"{why} ({status} {phrase})")
+        _secure_headers(response)
+        response.force_close()
+        return response
+
+
+class _Server(web.Server):
+    def __call__(self) -> RequestHandler:
+        return _Handler(self, loop=self._loop, **self._kwargs)
+
+
+class _Runner(web.AppRunner):
+    """An :class:`~aiohttp.web.AppRunner` whose connections use :class:`_Handler`."""
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        server.__class__ = _Server  # aiohttp has no option for its error answers; same state, one method
+        return server
+
+
 class _OneLineLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
     """aiohttp's own error log (a malformed request, a handler that failed outside the middleware) as one
     redacted warning line, never a traceback in the terminal."""
@@ -438,7 +511,7 @@ async def serve(
     async with storage:
         viewer = Viewer(storage, job_id, poll_interval=poll_interval)
         await viewer.snapshot()
-        runner = web.AppRunner(
+        runner = _Runner(
             viewer.app(),
             access_log=None,
             handle_signals=False,
