@@ -80,7 +80,8 @@ def parse_output_name(blob_name: str, task_id: str | None = None) -> tuple[str, 
     if not kind.startswith("$"):
         raise ValueError("it has no $Kind segment")
     kind = kind[1:]
-    if kind in ("", ".", "..") or kind.endswith(".") or kind.startswith("$") or re.search(r"[/\\\x00-\x1f\x7f-\x9f]", kind):
+    invalid = re.search(r"[/\\\x00-\x1f\x7f-\x9f]", kind)
+    if kind in ("", ".", "..") or kind.endswith(".") or kind.startswith("$") or invalid:
         raise ValueError("output kind")
     if not path:
         raise ValueError("it has no file path after its kind")

@@ -410,7 +410,7 @@ def test_a_segment_ending_in_a_dot_is_refused_everywhere_a_name_is_made(path):
     for make in (naming.destination_path, lambda p: naming.blob_name("TaskOutput", p, "t1")):
         with pytest.raises(ValueError, match=r"ending in '\.'.*Azure Blob storage drops"):
             make(path)
-    with pytest.raises(ValueError, match="ending in '.'"):
+    with pytest.raises(ValueError, match=r"ending in '\.'"):
         naming.blob_names("TaskOutput", ["ok.txt", path])
-    with pytest.raises(ValueError, match="ends in '.'"):
+    with pytest.raises(ValueError, match=r"ends in '\.'"):
         naming.blob_prefix("Custom.")  # a custom kind too
