@@ -144,6 +144,7 @@ def test_logs_follow_waits_out_throttling_saying_so_once(
     from batchfiles.cli import main
 
     monkeypatch.setattr(_throttle, "THROTTLED_WINDOW", (0.01, 0.05))
+    monkeypatch.setattr(_throttle, "NO_RETRY_AFTER", 0.01)  # answers without Retry-After
     blob = service.get_blob_client(naming.container_name(prepared), "t1/$TaskLog/stdout.txt")
     blob.create_append_blob(metadata={"batchfiles_writer": "test"})
     blob.append_block(b"before\n")
@@ -183,6 +184,7 @@ def test_list_and_get_keep_the_librarys_patience_with_throttling_and_say_they_wa
     from batchfiles.cli import main
 
     monkeypatch.setattr(_throttle, "THROTTLED_WINDOW", (0.01, 0.05))
+    monkeypatch.setattr(_throttle, "NO_RETRY_AFTER", 0.01)  # answers without Retry-After
     monkeypatch.chdir(tmp_path)
     task_storage.save_bytes("TaskOutput", b"result\n", "result.txt")
     with FaultProxy(azurite.port, deadline_s=120) as proxy:

@@ -186,7 +186,8 @@ def test_run_exits_75_when_it_cannot_save(env, prepared, task_storage, tmp_path)
 
 #: ``python -m batchfiles`` with throttled retries 10 ms apart and only 2 of them.
 FAST_THROTTLED_RETRIES = (
-    "import runpy, batchfiles._throttle as t; t.THROTTLED_WINDOW = (0.01, 0.01); t.THROTTLED_RETRIES = 2; "
+    "import runpy, batchfiles._throttle as t; t.THROTTLED_WINDOW = (0.01, 0.01); t.NO_RETRY_AFTER = 0.01; "
+    "t.THROTTLED_RETRIES = 2; "
     "runpy.run_module('batchfiles', run_name='__main__', alter_sys=True)"
 )
 

@@ -810,6 +810,7 @@ def test_the_aio_follow_the_view_uses_waits_out_throttling(
     from batchfiles import _throttle
 
     monkeypatch.setattr(_throttle, "THROTTLED_WINDOW", (0.01, 0.05))
+    monkeypatch.setattr(_throttle, "NO_RETRY_AFTER", 0.01)  # answers without Retry-After
     blob = storage._container.get_blob_client(LOG)
     blob.create_append_blob()
     blob.append_block(b"before\n")

@@ -80,7 +80,7 @@ def test_retry_after_never_raises_and_stays_in_bounds(headers: dict[str, str]) -
 def test_throttled_backoff_is_what_was_asked_plus_the_window(n: int, after: float | None, seed: int) -> None:
     wait = _throttle.throttled_backoff(n, after, random.Random(seed))
     first, cap = _throttle.THROTTLED_WINDOW
-    floor = min(after or 0.0, _throttle.MAX_RETRY_AFTER)
+    floor = min(_throttle.NO_RETRY_AFTER if after is None else after, _throttle.MAX_RETRY_AFTER)
     assert floor <= wait <= floor + min(cap, first * 2**n)
 
 
@@ -110,6 +110,7 @@ def proxy(azurite: Azurite) -> Iterator[FaultProxy]:
 def fast_windows(monkeypatch: pytest.MonkeyPatch) -> None:
     """Throttled retries 10 ms apart, so budgets are counted in milliseconds."""
     monkeypatch.setattr(_throttle, "THROTTLED_WINDOW", (0.01, 0.01))
+    monkeypatch.setattr(_throttle, "NO_RETRY_AFTER", 0.01)  # answers without Retry-After
 
 
 def _storage(proxy: FaultProxy, job_id: str, **options: object) -> TaskOutputStorage:
@@ -265,12 +266,14 @@ def test_429_and_operation_timed_out_are_retried_as_throttling(
     proxy.add_rule("status", _to("/many.txt"), times=2, status=429)  # azure-storage-blob never retries 429
     with _storage(proxy, prepared) as storage:
         monkeypatch.setattr(_throttle, "THROTTLED_WINDOW", (0.01, 0.01))
+        monkeypatch.setattr(_throttle, "NO_RETRY_AFTER", 0.01)  # answers without Retry-After
         assert storage.save_bytes("TaskOutput", b"x", "many.txt").size == 1
         assert _attempts(seen, "/many.txt") == 3
     # one request per 2 s, refused with 500 OperationTimedOut (no Retry-After): retries and the gaps between
     # starts kept under 0.05 s, so tens of retries, far more than the 3 azure-storage-blob allows a 500, even
     # on a loaded machine (and a budget no run can spend in 2 s)
     monkeypatch.setattr(_throttle, "THROTTLED_WINDOW", (0.05, 0.05))
+    monkeypatch.setattr(_throttle, "NO_RETRY_AFTER", 0.05)  # answers without Retry-After
     monkeypatch.setattr(_throttle, "FIRST_GAP", 0.05)
     monkeypatch.setattr(_throttle, "MAX_GAP", 0.05)
     with _storage(proxy, prepared, retry_throttled=1000) as storage:
@@ -536,6 +539,7 @@ def test_saves_feed_the_slots_of_their_container(
     the storage's slots saw the throttled answers (and cut), every file is saved, and a storage of the same
     container shares the slots."""
     monkeypatch.setattr(_throttle, "THROTTLED_WINDOW", (0.2, 0.5))
+    monkeypatch.setattr(_throttle, "NO_RETRY_AFTER", 0.2)  # answers without Retry-After
     monkeypatch.setattr(_throttle, "FIRST_GAP", 0.1)
     for i in range(12):
         (tmp_path / f"f{i}.txt").write_bytes(bytes([i]) * 100)

@@ -44,6 +44,9 @@ THROTTLED_RETRIES = 15
 THROTTLED_WINDOW = (2.0, 20.0)
 #: A longer ``Retry-After`` is taken as this many seconds.
 MAX_RETRY_AFTER = 60.0
+#: What a throttling answer without ``Retry-After`` is taken to ask: the blob service documents none for its
+#: data plane's 503 ServerBusy and 500 OperationTimedOut (tracked saves take ``THROTTLED_BACKOFF[0]``, 1 s).
+NO_RETRY_AFTER = 1.0
 #: Requests of one container's saves in flight at first (:class:`Aimd`): a new task ramps up, not floods.
 FIRST_LIMIT = 2
 #: Seconds between request starts after a first throttled answer (:class:`Aimd`), doubled by each throttled
@@ -94,12 +97,14 @@ def _http_date_from_now(value: str) -> float | None:
 
 
 def throttled_backoff(n: int, after: float | None, rng: random.Random) -> float:
-    """The wait before throttled retry ``n`` (from 0): what the answer asked (``after``), plus a uniform
-    draw from a window doubling from ``THROTTLED_WINDOW[0]`` to ``[1]`` seconds (full jitter), so tasks
-    throttled together do not come back together, and come back less often the longer it lasts."""
+    """The wait before throttled retry ``n`` (from 0): what the answer asked (``after``; None: it asked
+    nothing, taken as :data:`NO_RETRY_AFTER`), plus a uniform draw from a window doubling from
+    ``THROTTLED_WINDOW[0]`` to ``[1]`` seconds (full jitter), so tasks throttled together do not come back
+    together, and come back less often the longer it lasts."""
     first, cap = THROTTLED_WINDOW
     window = min(cap, first * 2 ** min(n, 32))
-    return min(after or 0.0, MAX_RETRY_AFTER) + rng.uniform(0.0, window)
+    asked = NO_RETRY_AFTER if after is None else after
+    return min(asked, MAX_RETRY_AFTER) + rng.uniform(0.0, window)
 
 
 class _Throttled:
@@ -133,7 +138,7 @@ class _Throttled:
         settings = super().configure_retries(request)  # type: ignore[misc]
         settings["throttled"] = None if per_call_total else self.retry_throttled
         settings["throttled_count"] = 0
-        settings["after"] = False  # after a throttled answer: the seconds it asked to wait (0.0: none)
+        settings["after"] = False  # after a throttled answer: the seconds it asked to wait (None: none)
         return settings
 
     def _retryable(self, response: Any, settings: dict[str, Any]) -> bool:
@@ -143,7 +148,7 @@ class _Throttled:
         self, settings: dict[str, Any], request: Any, response: Any = None, error: Any = None
     ) -> bool:
         throttled = response is not None and is_throttled_response(response)
-        settings["after"] = (retry_after(response.headers) or 0.0) if throttled else False
+        settings["after"] = retry_after(response.headers) if throttled else False
         if throttled:
             self._heard_throttling()
             budget = settings["throttled"]
