@@ -28,6 +28,7 @@ from batchfiles.testing import Azurite
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests' own helper modules
 from faultproxy import STRICT_TEST_PASS, FaultProxy
+from strict_azurite import StrictAzurite
 
 #: Fixtures of the command line's end-to-end tests (env, bare_env, prepared, task_storage).
 pytest_plugins = ["cli_helpers"]
@@ -61,21 +62,6 @@ def _loopback_getaddrinfo(host, *args, **kwargs):  # type: ignore[no-untyped-def
 
 
 socket.getaddrinfo = _loopback_getaddrinfo
-
-
-class StrictAzurite(Azurite):
-    """Azurite as the tests see it in the strict pass: ``port``, ``account_url``, ``connection_string`` and
-    ``credential`` lead to ``proxy``, a strict :class:`FaultProxy` in front of ``upstream``, the real
-    Azurite (whose own ``connection_string`` bypasses the strict rules). Started and stopped by the
-    ``azurite`` fixture, not by :meth:`start`/:meth:`stop`."""
-
-    def __init__(self, upstream: Azurite, proxy: FaultProxy) -> None:
-        super().__init__()
-        self.upstream, self.proxy = upstream, proxy
-        self.port = proxy.port
-
-    def start(self) -> StrictAzurite:
-        raise RuntimeError("StrictAzurite is started by the azurite fixture")
 
 
 @pytest.fixture(scope="session")

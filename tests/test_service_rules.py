@@ -32,8 +32,8 @@ from batchfiles import (
 )
 from batchfiles.testing import ACCOUNT_KEY, ACCOUNT_NAME, Azurite
 from cli_helpers import TASK, assert_one_line_error, cli
-from conftest import StrictAzurite
 from faultproxy import FaultProxy
+from strict_azurite import StrictAzurite
 
 MIB = 1 << 20
 
