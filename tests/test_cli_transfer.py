@@ -9,9 +9,11 @@ import hashlib
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import textwrap
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
 from urllib.parse import parse_qs, quote, urlsplit
@@ -20,8 +22,20 @@ import hostile
 import pytest
 from azure.storage.blob import ContentSettings
 from batchfiles import JobOutputStorage, TaskOutputStorage, naming
-from batchfiles.testing import ACCOUNT_KEY
-from cli_helpers import PATIENCE, TASK, assert_one_line_error, cli, command, slash_and_backslash
+from batchfiles._tracking import limits
+from batchfiles.testing import ACCOUNT_KEY, ACCOUNT_NAME
+from cli_helpers import (
+    PATIENCE,
+    TASK,
+    assert_one_line_error,
+    cli,
+    command,
+    slash_and_backslash,
+    start,
+    wait_for,
+)
+from faultproxy import FaultProxy, Request
+from scale_tasks import connection_string
 
 # --- prepare, url, names ------------------------------------------------------------------------------------
 
@@ -332,6 +346,167 @@ def test_get_skips_blobs_that_are_not_outputs_and_downloads_the_rest(env, prepar
     # One output named exactly: a dot segment is refused, not resolved to another blob.
     one = cli("get", prepared, "q/../b", "--task", "t1", "--kind", "TaskOutput", "-o", str(out), env=env)
     assert_one_line_error(one, 1, "'.' or '..' segment")
+
+
+class Requests:
+    """What a proxy's client asked, in order: ``list`` (a listing of the container) or ``get`` (a read)."""
+
+    def __init__(self, proxy: FaultProxy) -> None:
+        self.seen: list[str] = []
+        proxy.add_rule("delay", self._record)
+
+    def _record(self, req: Request) -> bool:
+        if "comp=list" in req.query:
+            self.seen.append("list")
+        elif req.method == "GET":
+            self.seen.append("get")
+        return False  # counted, not delayed
+
+    def count(self, what: str) -> int:
+        return self.seen.count(what)
+
+
+def through(env: dict[str, str], proxy: FaultProxy) -> dict[str, str]:
+    return {**env, "AZURE_STORAGE_CONNECTION_STRING": connection_string(proxy.url_for(ACCOUNT_NAME))}
+
+
+SMALL_PAGES = """\
+import sys
+from batchfiles import snapshot
+snapshot.PAGE_SIZE = 10
+from batchfiles.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_get_of_100_tasks_is_one_listing_and_downloads_start_on_the_first_page(
+    env, prepared, azurite, tmp_path
+):
+    """Issue 21: get used to walk the job's folders, then list each task (101 listings for 100 tasks), and
+    waited for them all before its first download; now one flat listing, and downloads start on page 1."""
+    with (
+        JobOutputStorage.from_connection_string(azurite.connection_string, prepared) as job,
+        ThreadPoolExecutor(8) as pool,
+    ):
+        saves = [pool.submit(job.task(f"t{i}").save_text, "TaskOutput", f"t{i}", "x.txt") for i in range(100)]
+        for save in saves:
+            save.result()
+    with FaultProxy(azurite.port, deadline_s=120) as proxy:
+        requests = Requests(proxy)
+        result = cli("get", prepared, "-o", str(tmp_path / "all"), env=through(env, proxy))
+        assert result.returncode == 0, result.stderr
+        assert (requests.count("list"), requests.count("get")) == (1, 100)
+
+        # pages of 10 blobs: a download goes out before the listing's last page
+        requests.seen.clear()
+        args = [sys.executable, "-c", SMALL_PAGES, "get", prepared, "-o", str(tmp_path / "paged")]
+        paged = subprocess.run(args, env=through(env, proxy), capture_output=True, text=True, timeout=120)
+        assert paged.returncode == 0, paged.stderr
+        assert requests.count("list") == 10 and requests.count("get") == 100
+        last_listing = len(requests.seen) - 1 - requests.seen[::-1].index("list")
+        assert requests.seen.index("get") < last_listing, requests.seen
+    assert len(list((tmp_path / "paged").rglob("x.txt"))) == 100
+
+
+def save_log_in_parts(storage: TaskOutputStorage, work: Path, monkeypatch: pytest.MonkeyPatch) -> bytes:
+    """A tracked stdout.txt rolled over into three parts (one block a part), closed; its bytes."""
+    monkeypatch.setattr(limits, "MAX_BLOCKS", 1)
+    log = work / "stdout.txt"
+    save = storage.save_tracked(log, "stdout.txt", flush_interval=3600, settle=0)
+    for line in (b"one\n", b"two\n", b"three\n"):
+        with log.open("ab") as f:
+            f.write(line)
+        save.flush()
+    save.close()
+    return log.read_bytes()
+
+
+def test_a_log_in_parts_is_one_row_and_one_whole_file(env, prepared, task_storage, tmp_path, monkeypatch):
+    """A log that rolled over used to be listed and downloaded as stdout.txt, stdout.txt.1, stdout.txt.2."""
+    whole = save_log_in_parts(task_storage, tmp_path, monkeypatch)
+    assert [ref.file_path for ref in task_storage.list()] == ["stdout.txt", "stdout.txt.1", "stdout.txt.2"]
+
+    table = cli("list", prepared, env=env)
+    assert table.returncode == 0, table.stderr
+    rows = [line.split() for line in table.stdout.splitlines()[1:]]
+    assert [row[:3] for row in rows] == [[TASK, "TaskLog", "stdout.txt"]]
+    assert rows[0][3:5] == [str(len(whole)), "B"] and rows[0][-1] == "closed"
+    (record,) = [json.loads(line) for line in cli("list", prepared, "--json", env=env).stdout.splitlines()]
+    assert record["size"] == len(whole) and record["parts"] == [
+        f"{TASK}/$TaskLog/stdout.txt.1",
+        f"{TASK}/$TaskLog/stdout.txt.2",
+    ]
+
+    out = tmp_path / "out"
+    result = cli("get", prepared, "-o", str(out), env=env)
+    assert result.returncode == 0, result.stderr
+    assert [p.name for p in out.rglob("*") if p.is_file()] == ["stdout.txt"]
+    assert (out / TASK / "TaskLog" / "stdout.txt").read_bytes() == whole
+    named = cli("get", prepared, "stdout.txt", "--task", TASK, "--kind", "TaskLog", "-o", str(out), env=env)
+    assert named.returncode == 0, named.stderr
+    assert (out / TASK / "TaskLog" / "stdout.txt").read_bytes() == whole
+
+
+def test_get_skip_existing_downloads_only_what_changed(
+    env, prepared, task_storage, azurite, tmp_path, monkeypatch
+):
+    task_storage.save_bytes("TaskOutput", b"a" * 1000, "a.bin")
+    task_storage.save_bytes("TaskOutput", b"b" * 1000, "b.bin")
+    whole = save_log_in_parts(task_storage, tmp_path, monkeypatch)  # no Content-MD5: size and time
+    out = tmp_path / "out"
+    assert cli("get", prepared, "-o", str(out), env=env).returncode == 0
+    files = {
+        name: out / TASK / kind / name
+        for kind, name in [("TaskOutput", "a.bin"), ("TaskOutput", "b.bin"), ("TaskLog", "stdout.txt")]
+    }
+
+    with FaultProxy(azurite.port, deadline_s=120) as proxy:
+        requests = Requests(proxy)
+        again = cli("get", prepared, "-o", str(out), "--skip-existing", env=through(env, proxy))
+        assert again.returncode == 0, again.stderr
+        assert (again.stdout, requests.seen) == ("", ["list"])  # a finished job: nothing downloaded
+        assert "downloaded 0 files" in again.stderr and "3 already there" in again.stderr
+
+        files["a.bin"].write_bytes(b"A" * 1000)  # changed, same size
+        files["stdout.txt"].write_bytes(b"x" * len(whole))  # changed, same size: its time tells
+        requests.seen.clear()
+        third = cli("get", prepared, "-o", str(out), "--skip-existing", env=through(env, proxy))
+        assert third.returncode == 0, third.stderr
+        assert sorted(third.stdout.split()) == sorted([str(files["a.bin"]), str(files["stdout.txt"])])
+    assert files["a.bin"].read_bytes() == b"a" * 1000 and files["stdout.txt"].read_bytes() == whole
+    assert_one_line_error(cli("get", prepared, "--idle-timeout", "1", env=env), 2, "--follow")
+
+
+def test_get_follow_fetches_outputs_saved_after_it_started(env, prepared, task_storage, tmp_path):
+    task_storage.save_text("TaskOutput", "early", "early.txt")
+    out = tmp_path / "out"
+    follower = start(
+        "get", prepared, "-o", str(out), "--follow", "--poll-interval", "0.1", env=env, cwd=tmp_path
+    )
+    try:
+        early, late = out / TASK / "TaskOutput" / "early.txt", out / TASK / "TaskOutput" / "late.txt"
+        wait_for(early.exists, "the first download")
+        task_storage.save_text("TaskOutput", "late", "late.txt")
+        wait_for(lambda: late.exists() and late.read_text() == "late", "the output saved later")
+        task_storage.save_text("TaskOutput", "early, again", "early.txt")
+        wait_for(lambda: early.read_text() == "early, again", "the changed output")
+        follower.send_signal(signal.SIGINT)
+        stdout, stderr = follower.communicate(timeout=PATIENCE)
+    finally:
+        follower.kill()
+        follower.wait()
+    assert follower.returncode == 130, stderr
+    assert stdout.split() == [str(early), str(late), str(early)]
+    assert "Traceback" not in stderr
+
+    idle = cli(
+        *("get", prepared, "-o", str(out), "-f", "--skip-existing"),
+        *("--poll-interval", "0.1", "--idle-timeout", "0.5"),
+        env=env,
+    )
+    assert idle.returncode == 0, idle.stderr
+    assert idle.stdout == ""  # all there
+    assert "nothing new for 0.5 s (--idle-timeout): stopped following" in idle.stderr
 
 
 # --- errors and secrets -------------------------------------------------------------------------------------

@@ -169,6 +169,30 @@ def listed_info(
         return None
 
 
+def snapshot_info(output: Any) -> ReferenceInfo:
+    """The info of an output of a :mod:`batchfiles.snapshot` (its first blob's, for one in parts), without
+    asking storage again."""
+    return ReferenceInfo(
+        kind=output.kind,
+        file_path=output.file_path,
+        blob_name=output.blob_name,
+        url=output.url,
+        size=output.size,
+        content_md5=output.content_md5,
+        content_type=output.content_type,
+        last_modified=output.last_modified,
+        metadata=dict(output.metadata),
+    )
+
+
+def snapshot_prefix(task_id: str | None) -> str:
+    """What a snapshot lists: the whole container, or one task's folder (ValueError for a bad task id)."""
+    if task_id is None:
+        return ""
+    _native.validate_task_id(task_id)
+    return f"{task_id}/"
+
+
 def uploaded_info(scope: Scope, blob: Any, size: int, upload: dict[str, Any], response: Any) -> ReferenceInfo:
     """The info of a blob just written with the ``upload`` options, without asking storage again."""
     try:

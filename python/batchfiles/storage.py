@@ -601,25 +601,70 @@ class JobOutputStorage(JobConstructors, _OutputStorage):
                 if _scope.is_task_folder(item.name):
                     yield item.name[:-1]
 
-    def snapshot(self, *, on_invalid: _types.OnInvalid | None = None) -> snapshot.JobSnapshot:
+    def snapshot(
+        self, *, on_invalid: _types.OnInvalid | None = None, task_id: str | None = None
+    ) -> snapshot.JobSnapshot:
         """The whole job from one flat listing of its container (5,000 blobs a request, with metadata):
         its own outputs, and each task's outputs by kind, a tracked log's parts folded into one, and its
         state (running, exited with a code, started, ended). Immutable; see :mod:`batchfiles.snapshot`.
         A blob that is not an output is skipped and told to ``on_invalid(blob_name, reason)`` (by default
-        a warning on the ``batchfiles`` logger)."""
+        a warning on the ``batchfiles`` logger). ``task_id``: only that task's folder is listed (the
+        snapshot then holds that task alone, if it saved anything)."""
         builder = snapshot.Builder(self.container_name, self._container.url, on_invalid)
-        pieces = list(self._pieces(builder))
+        pieces = list(self._pieces(builder, _scope.snapshot_prefix(task_id)))
         return snapshot.assemble(self.container_name, pieces, builder.skipped)
 
-    def iter_snapshot(self, *, on_invalid: _types.OnInvalid | None = None) -> Iterator[snapshot.Piece]:
+    def iter_snapshot(
+        self, *, on_invalid: _types.OnInvalid | None = None, task_id: str | None = None
+    ) -> Iterator[snapshot.Piece]:
         """:meth:`snapshot`'s pieces as the listing's pages arrive: ``(None, outputs)`` for the job's own
         outputs, then ``(task_id, outputs)`` for each task once the listing has passed its folder (a
-        flat listing holds a task's blobs together), in listing order."""
-        return self._pieces(snapshot.Builder(self.container_name, self._container.url, on_invalid))
+        flat listing holds a task's blobs together), in listing order. ``task_id``: as for
+        :meth:`snapshot`."""
+        prefix = _scope.snapshot_prefix(task_id)
+        return self._pieces(snapshot.Builder(self.container_name, self._container.url, on_invalid), prefix)
 
-    def _pieces(self, builder: snapshot.Builder) -> Iterator[snapshot.Piece]:
+    def _pieces(self, builder: snapshot.Builder, prefix: str = "") -> Iterator[snapshot.Piece]:
         with storage_errors(self.container_name):
-            listing = self._container.list_blobs(include=["metadata"], results_per_page=snapshot.PAGE_SIZE)
+            listing = self._container.list_blobs(
+                name_starts_with=prefix or None, include=["metadata"], results_per_page=snapshot.PAGE_SIZE
+            )
             for props in listing:
                 yield from builder.add(props)
         yield from builder.finish()
+
+    def download(
+        self, output: snapshot.OutputSnapshot, path: PathLike, *, progress: Progress | None = None
+    ) -> Path:
+        """Download an output of this job's :meth:`snapshot` to ``path`` (folders are created), without
+        asking for its properties first. One blob is read as :meth:`OutputFileReference.download_to_file`
+        reads it, checked against its Content-MD5. A tracked save in parts (``output.parts``) becomes one
+        file, its blobs read one after the other, each checked against its own Content-MD5 where it has one
+        (a live log's append blobs have none). On any error no file is left at ``path``.
+        ``progress(received, total)`` is called as bytes arrive."""
+        target = Path(path)
+        if not output.parts:
+            reference = OutputFileReference(
+                _scope.snapshot_info(output),
+                self._container.get_blob_client(output.blob_name),
+                self._container,
+            )
+            return reference.download_to_file(target, progress=progress)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        counter = _progress.ProgressCounter(output.size, progress)
+        partial, file = _download.open_partial(target.parent)
+        try:
+            with file:
+                for name in output.blob_names:
+                    with storage_errors(self.container_name, name):
+                        download = self._container.get_blob_client(name).download_blob(decompress=False)
+                        check = _download.Md5Check(download, name)
+                        for chunk in download.chunks():
+                            check.update(chunk)
+                            file.write(chunk)
+                            counter.add(len(chunk))
+                    check.verify()
+            os.replace(partial, target)
+        finally:
+            partial.unlink(missing_ok=True)
+        return target

@@ -6,8 +6,7 @@ import argparse
 import base64
 import json
 
-from .. import _follow
-from ..storage import OutputFileReference
+from ..snapshot import OutputSnapshot
 from . import common, connect, selection
 from .common import EXIT_OK, human_size, info, utc_text
 
@@ -16,11 +15,16 @@ SUMMARY = "list a job's outputs: a table, or JSON lines"
 EPILOG = f"""\
 Without --task: the job's own outputs, then every task's. A table (task, kind, path, size, modified
 time in UTC), or with --json one JSON object a line: job, task (null for the job's own), kind, path,
-size, content_md5 (base64, null if none), last_modified (ISO 8601), url (no SAS), blob, and for live
-logs state, exit_code, started, ended (null otherwise).
+size, content_md5 (base64, null if none), last_modified (ISO 8601), url (no SAS), blob, parts (the blobs
+of a live log's roll-over parts, after blob: [] for most), and for live logs state, exit_code, started,
+ended (null otherwise).
 
 Live logs (saved by `batchfiles run` or `track`) get a STATUS column: open while they are written (or if
 their writer died), closed once saved to the end, and for `run`'s logs "exit N": the command's exit code.
+A live log that rolled over into parts (name, name.1, ...) is one row: the size of all its parts.
+
+The job is read from one listing of its container (5,000 blobs a request; with --task, of that task's
+folder); a blob in it that is not an output is skipped with a warning.
 
 When storage throttles the account, it says so once on stderr and waits, trying again for some minutes
 before it gives up.
@@ -54,14 +58,14 @@ def run(args: argparse.Namespace) -> int:
             count = len(rows)
             if rows:
                 _print_table(rows, with_task=args.task is None)
-    for blob_name, reason in sorted(skipped):  # listed in parallel: printed once done, in a stable order
+    for blob_name, reason in sorted(skipped):  # printed once the listing is done, in a stable order
         common.warn(f"skipped blob {blob_name!r}: {reason}")
     if not count:
         info(f"no outputs found for job {args.job_id!r}" + (f", task {args.task!r}" if args.task else ""))
     return EXIT_OK
 
 
-def _json_line(job_id: str, task: str | None, ref: OutputFileReference) -> str:
+def _json_line(job_id: str, task: str | None, ref: OutputSnapshot) -> str:
     md5 = base64.b64encode(ref.content_md5).decode() if ref.content_md5 else None
     modified = ref.last_modified.isoformat() if ref.last_modified else None
     record = {
@@ -74,8 +78,9 @@ def _json_line(job_id: str, task: str | None, ref: OutputFileReference) -> str:
         "last_modified": modified,
         "url": ref.url,
         "blob": ref.blob_name,
+        "parts": list(ref.parts),
     }
-    state = _follow.log_state(ref.metadata)
+    state = ref.log
     record.update(
         state=state.state,
         exit_code=state.exit_code,
@@ -85,29 +90,17 @@ def _json_line(job_id: str, task: str | None, ref: OutputFileReference) -> str:
     return json.dumps(record, ensure_ascii=False)
 
 
-def status_text(ref: OutputFileReference) -> str:
-    """A live log's state for the table: ``open``, ``closed``, ``exit N`` (``run``'s); ``-`` otherwise."""
-    state = _follow.log_state(ref.metadata)
+def status_text(ref: OutputSnapshot) -> str:
+    """A live log's state for the table: ``open``, ``closed``, ``exit N`` (``run``'s); ``-`` otherwise
+    (read from its last part, where the close mark and the outcome are)."""
+    state = ref.log
     if state.exit_code is not None:
         return f"exit {state.exit_code}"
     return state.state or "-"
 
 
-def _statuses(refs: list[OutputFileReference]) -> list[str]:
-    """Each row's status; the parts of a tracked save (``name``, ``name.1``, ...) all show the last one's,
-    where the close mark and the outcome are."""
-    last: dict[str, tuple[int, str]] = {}  # base blob name: (highest part index, its status)
-    bases = []
-    for ref in refs:
-        base, index = _follow.part_of(ref.blob_name, ref.metadata)
-        bases.append(base)
-        if index >= last.get(base, (-1, ""))[0]:
-            last[base] = (index, status_text(ref))
-    return [last[base][1] for base in bases]
-
-
-def _print_table(rows: list[tuple[str | None, OutputFileReference]], *, with_task: bool) -> None:
-    statuses = _statuses([ref for _, ref in rows])
+def _print_table(rows: list[selection.Selected], *, with_task: bool) -> None:
+    statuses = [status_text(ref) for _, ref in rows]
     with_status = any(status != "-" for status in statuses)
     header = ["TASK"] if with_task else []
     header += ["KIND", "PATH", "SIZE", "MODIFIED (UTC)"] + (["STATUS"] if with_status else [])

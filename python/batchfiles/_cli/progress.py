@@ -26,21 +26,31 @@ class Progress:
         self._lock = threading.Lock()
         self._sent: dict[object, int] = {}
         self._total, self._description = total, description
-        self._wanted = not common.quiet and total >= MIN_BYTES and _stderr_is_terminal()
+        self._allowed = not common.quiet and _stderr_is_terminal()  # False once closed
 
     @property
     def drawn(self) -> bool:
         return self._bar is not None
 
     def advance(self, n: int) -> None:
-        if not n or not self._wanted:
+        if not n or not self._allowed:
             return
         with self._lock:
-            if self._bar is None and self._wanted:
+            if self._bar is None and self._allowed and self._total >= MIN_BYTES:
                 self._bar = _bar(self._total, self._description)
-                self._wanted = self._bar is not None
+                self._allowed = self._bar is not None
             if self._bar is not None:
                 self._bar.update(n)
+
+    def grow(self, n: int, description: str) -> None:
+        """Add ``n`` bytes to the total, now described as ``description``: for transfers planned while a
+        listing goes on (a bar is drawn once the total is large enough)."""
+        with self._lock:
+            self._total += n
+            self._description = description
+            if self._bar is not None:
+                self._bar.total = self._total
+                self._bar.set_description(description, refresh=True)
 
     def callback(self, key: object) -> Callable[[int, int], None]:
         """A ``progress(sent, total)`` callback for one file of the transfer (the library's signature)."""
@@ -55,7 +65,7 @@ class Progress:
 
     def close(self) -> None:
         with self._lock:
-            self._wanted = False
+            self._allowed = False
             if self._bar is not None:
                 self._bar.close()
                 self._bar = None

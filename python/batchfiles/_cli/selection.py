@@ -1,20 +1,21 @@
-"""The outputs ``list`` and ``get`` look at: a job's own and every task's, or one task's, of one kind or
-of all, listed in parallel."""
+"""The outputs ``list`` and ``get`` look at, read from the job's snapshot as its listing goes on (one flat
+listing of the container; with ``--task``, of that task's folder alone): the job's own and every task's,
+or one task's, of one kind or of all."""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 
 from .._types import OnInvalid
 from ..kinds import builtin_side
-from ..storage import JobOutputStorage, OutputFileReference, TaskOutputStorage
+from ..snapshot import OutputSnapshot
+from ..storage import JobOutputStorage
 from . import connect
 from .common import UsageError, kind_arg, task_id_arg
 
-#: Parallel listings (one per task).
-LIST_CONCURRENCY = 8
+#: One selected output: its task's id (None: the job's own) and the output.
+Selected = tuple[str | None, OutputSnapshot]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,36 +30,32 @@ def _applies(kind: str | None, task: bool) -> bool:
     return builtin_side(kind) != ("job" if task else "task")
 
 
-def _scopes(
-    job: JobOutputStorage, task: str | None, kind: str | None
-) -> Iterator[tuple[str | None, JobOutputStorage | TaskOutputStorage]]:
-    """(task id or None, storage) of what to look at: one task, or the job's own outputs and every task's."""
-    if task is not None:
-        if not _applies(kind, task=True):
-            raise UsageError(f"{kind!r} is a job output kind; drop --task to see the job's own outputs")
-        yield task, job.task(task)
-        return
-    if _applies(kind, task=False):
-        yield None, job
-    if _applies(kind, task=True):
-        for task_id in job.task_ids():
-            yield task_id, job.task(task_id)
+def pieces(
+    job: JobOutputStorage, task: str | None, kind: str | None, on_invalid: OnInvalid
+) -> Iterator[tuple[str | None, list[OutputSnapshot]]]:
+    """Each owner's selected outputs (None: the job's own) as soon as the listing has passed them: the
+    job's first, then task by task in listing order; an owner's outputs in blob name order, as listed.
+    A tracked log's parts are one output.
+
+    ``on_invalid(blob_name, reason)`` is told of each blob of the listing that is not an output.
+    """
+    if task is not None and not _applies(kind, task=True):
+        raise UsageError(f"{kind!r} is a job output kind; drop --task to see the job's own outputs")
+    for owner, outputs in job.iter_snapshot(on_invalid=on_invalid, task_id=task):
+        if not _applies(kind, task=owner is not None):
+            continue
+        chosen = sorted(
+            (output for output in outputs if kind is None or str(output.kind) == kind),
+            key=lambda output: output.blob_name,
+        )
+        if chosen:
+            yield owner, chosen
 
 
 def outputs(
     job: JobOutputStorage, task: str | None, kind: str | None, on_invalid: OnInvalid
-) -> Iterator[tuple[str | None, OutputFileReference]]:
-    """Every output of the selection, the job's first, then task by task; tasks are listed in parallel.
-
-    ``on_invalid(blob_name, reason)`` is told of each blob skipped as not an output (from any thread).
-    """
-
-    def listing(
-        scope: tuple[str | None, JobOutputStorage | TaskOutputStorage],
-    ) -> list[tuple[str | None, OutputFileReference]]:
-        task_id, storage = scope
-        return [(task_id, ref) for ref in storage.list(kind, on_invalid=on_invalid)]
-
-    with ThreadPoolExecutor(LIST_CONCURRENCY) as pool:
-        for chunk in pool.map(listing, _scopes(job, task, kind)):
-            yield from chunk
+) -> Iterator[Selected]:
+    """Every output of the selection, in the order of :func:`pieces`, as the listing goes on."""
+    for owner, chosen in pieces(job, task, kind, on_invalid):
+        for output in chosen:
+            yield owner, output

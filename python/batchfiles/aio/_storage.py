@@ -547,21 +547,60 @@ class JobOutputStorage(JobConstructors, _OutputStorage):
                 if _scope.is_task_folder(item.name):
                     yield item.name[:-1]
 
-    async def snapshot(self, *, on_invalid: _types.OnInvalid | None = None) -> snapshot.JobSnapshot:
+    async def snapshot(
+        self, *, on_invalid: _types.OnInvalid | None = None, task_id: str | None = None
+    ) -> snapshot.JobSnapshot:
         """The whole job from one flat listing; see :meth:`batchfiles.JobOutputStorage.snapshot`."""
         builder = snapshot.Builder(self.container_name, self._container.url, on_invalid)
-        pieces = [piece async for piece in self._pieces(builder)]
+        pieces = [piece async for piece in self._pieces(builder, _scope.snapshot_prefix(task_id))]
         return snapshot.assemble(self.container_name, pieces, builder.skipped)
 
-    def iter_snapshot(self, *, on_invalid: _types.OnInvalid | None = None) -> AsyncIterator[snapshot.Piece]:
+    def iter_snapshot(
+        self, *, on_invalid: _types.OnInvalid | None = None, task_id: str | None = None
+    ) -> AsyncIterator[snapshot.Piece]:
         """The snapshot's pieces as pages arrive (``async for``); see the sync twin."""
-        return self._pieces(snapshot.Builder(self.container_name, self._container.url, on_invalid))
+        prefix = _scope.snapshot_prefix(task_id)
+        return self._pieces(snapshot.Builder(self.container_name, self._container.url, on_invalid), prefix)
 
-    async def _pieces(self, builder: snapshot.Builder) -> AsyncIterator[snapshot.Piece]:
+    async def _pieces(self, builder: snapshot.Builder, prefix: str = "") -> AsyncIterator[snapshot.Piece]:
         with storage_errors(self.container_name):
-            listing = self._container.list_blobs(include=["metadata"], results_per_page=snapshot.PAGE_SIZE)
+            listing = self._container.list_blobs(
+                name_starts_with=prefix or None, include=["metadata"], results_per_page=snapshot.PAGE_SIZE
+            )
             async for props in listing:
                 for piece in builder.add(props):
                     yield piece
         for piece in builder.finish():
             yield piece
+
+    async def download(
+        self, output: snapshot.OutputSnapshot, path: PathLike, *, progress: Progress | None = None
+    ) -> Path:
+        """Download an output of this job's snapshot to ``path``, a tracked save in parts as one file; see
+        :meth:`batchfiles.JobOutputStorage.download`."""
+        target = Path(path)
+        if not output.parts:
+            reference = OutputFileReference(
+                _scope.snapshot_info(output),
+                self._container.get_blob_client(output.blob_name),
+                self._container,
+            )
+            return await reference.download_to_file(target, progress=progress)
+        await asyncio.to_thread(target.parent.mkdir, parents=True, exist_ok=True)
+        counter = _progress.ProgressCounter(output.size, progress)
+        partial, file = await asyncio.to_thread(_download.open_partial, target.parent)
+        try:
+            with file:
+                for name in output.blob_names:
+                    with storage_errors(self.container_name, name):
+                        download = await self._container.get_blob_client(name).download_blob(decompress=False)
+                        check = _download.Md5Check(download, name)
+                        async for chunk in download.chunks():
+                            check.update(chunk)
+                            await asyncio.to_thread(file.write, chunk)
+                            counter.add(len(chunk))
+                    check.verify()
+            await asyncio.to_thread(os.replace, partial, target)
+        finally:
+            partial.unlink(missing_ok=True)
+        return target
