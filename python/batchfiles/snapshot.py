@@ -119,7 +119,7 @@ class JobSnapshot:
     container: str
     outputs: tuple[OutputSnapshot, ...]
     tasks: Mapping[str, TaskSnapshot]
-    skipped: int = 0  # blobs that are not outputs (told to ``on_invalid``)
+    skipped: int = 0  # blobs that are not outputs (those in the conventions' space told to ``on_invalid``)
 
     def find(self, task_id: str | None, kind: str | OutputKind, path: str) -> OutputSnapshot | None:
         """The output of ``task_id`` (None: the job's) of ``kind`` at ``path``, if listed."""
@@ -163,8 +163,8 @@ class Builder:
         self.skipped = 0
 
     def add(self, props: Any) -> list[Piece]:
-        if "/" not in props.name:  # outside every task folder and kind
-            self._skip(props.name, "it has no $Kind segment")
+        if "/" not in props.name:  # outside every task folder and kind: not told
+            self._skip(props.name, "it has no $Kind segment", tell=False)
             return []
         owner = None if props.name.startswith("$") else props.name.partition("/")[0]
         done = []
@@ -177,21 +177,25 @@ class Builder:
     def finish(self) -> list[Piece]:
         return [self._close()] if self._started else []
 
-    def _skip(self, name: str, reason: str) -> None:
+    def _skip(self, name: str, reason: str, *, tell: bool = True) -> None:
+        """Count a blob that is not an output; tell ``on_invalid`` of it when it is in the conventions'
+        space (under ``$Kind/`` or a task's folder), not of a stranger beside them (``README``)."""
         self.skipped += 1
-        if self._on_invalid is not None:
+        if not tell:
+            logger.debug("skipped blob %r: %s", name, reason)
+        elif self._on_invalid is not None:
             self._on_invalid(name, reason)
         else:
             logger.warning("skipped blob %r: %s", name, reason)
 
     def _take(self, owner: str | None, props: Any) -> None:
+        if owner is not None and not is_task_folder(f"{owner}/"):
+            self._skip(props.name, f"{owner!r} is not a task id", tell=False)
+            return
         metadata = {k.lower(): v for k, v in (props.metadata or {}).items()}
         base, index = _follow.part_of(props.name, metadata)
         if index:
             self._parts.append((base, index, props))
-            return
-        if owner is not None and not is_task_folder(f"{owner}/"):
-            self._skip(props.name, f"{owner!r} is not a task id")
             return
         try:
             scope = Scope(self.container, owner)
