@@ -128,3 +128,30 @@ def test_async_downloads_in_ranges(azurite: Azurite, job_id: str, tmp_path: Path
                 assert target.read_bytes() == data
 
     asyncio.run(scenario())
+
+
+class _Answered:
+    """A download whose bytes arrived in one response (as the SDK's after its first request)."""
+
+    def __init__(self, *parts: bytes) -> None:
+        self.parts = parts
+
+    def readinto(self, stream) -> int:  # type: ignore[no-untyped-def]
+        return sum(stream.write(part) for part in self.parts)
+
+
+def test_a_range_is_the_answers_bytes_object_not_a_copy() -> None:
+    data = os.urandom(3 * RANGE)
+    assert _download.content_of(_Answered(data)) is data
+    assert _download.content_of(_Answered()) == b""
+    assert _download.content_of(_Answered(b"ab", b"cd")) == b"abcd"
+
+
+def test_downloads_into_existing_and_missing_folders(task: TaskOutputStorage, tmp_path: Path) -> None:
+    data = os.urandom(RANGE + 1)
+    ref = task.save_bytes("TaskOutput", data, "x.bin")
+    for target in (tmp_path / "x.bin", tmp_path / "a" / "b" / "x.bin", tmp_path / "a" / "y.bin"):
+        assert ref.download_to_file(target).read_bytes() == data
+    (tmp_path / "file").write_bytes(b"")
+    with pytest.raises(OSError):
+        ref.download_to_file(tmp_path / "file" / "x.bin")  # a file where a folder should be

@@ -26,7 +26,10 @@ MIB = 1024 * 1024
 RANGE_SIZE = 8 * MIB
 #: Ranges read at once...
 RANGE_CONCURRENCY = 8
-#: ... and read ahead of the one being hashed and written: memory holds at most this many ranges.
+#: ... and read ahead of the one being hashed and written. Memory holds at most RANGES_AHEAD + 1 ranges (the
+#: one being written too), plus, while a reading thread joins a range's pieces (the SDK's answer), one more
+#: per thread: (10 + 1 + 8) x 8 MiB = 152 MiB whatever the blob's size. Each range is one bytes object, the
+#: SDK's own (:func:`content_of`), never copied again in Python.
 RANGES_AHEAD = 10
 
 
@@ -40,6 +43,35 @@ def rest_of(download: Any) -> list[tuple[int, int]]:
     """(offset, length) of the ranges of the blob after what its first read returned."""
     total = blob_size(download)
     return [(at, min(RANGE_SIZE, total - at)) for at in range(download.size, total, RANGE_SIZE)]
+
+
+class _Kept:
+    """A write-only stream that keeps the objects written to it, by reference."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def write(self, data: bytes) -> int:
+        self.parts.append(data)
+        return len(data)
+
+    def content(self) -> bytes:
+        return self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
+
+
+def content_of(download: Any) -> bytes:
+    """The bytes of a download answered in one response, without the copy ``readall()`` makes (into a
+    ``BytesIO``): ``readinto`` hands over the response's bytes object as it is."""
+    kept = _Kept()
+    download.readinto(kept)
+    return kept.content()
+
+
+async def content_of_async(download: Any) -> bytes:
+    """:func:`content_of` for an ``aio`` download."""
+    kept = _Kept()
+    await download.readinto(kept)
+    return kept.content()
 
 
 def check_range(data: bytes, length: int, what: str) -> bytes:
@@ -130,8 +162,12 @@ class DownloadSink:
 
     def __enter__(self) -> DownloadSink:
         if self._target is not None:
-            self._target.parent.mkdir(parents=True, exist_ok=True)
-            self._partial, self._file = open_partial(self._target.parent)
+            folder = self._target.parent
+            try:  # many files go to folders that exist: create a folder only when it is missing
+                self._partial, self._file = open_partial(folder)
+            except FileNotFoundError:
+                folder.mkdir(parents=True, exist_ok=True)
+                self._partial, self._file = open_partial(folder)
         return self
 
     def write(self, chunk: bytes) -> None:

@@ -86,7 +86,7 @@ class OutputFileReference(ReferenceBase):
         with storage_errors(self._blob.container_name, self.blob_name):
             first = _first_range(self._blob)
             with _download.DownloadSink(first, self.blob_name, target, progress) as sink:
-                sink.write(first.readall())
+                sink.write(_download.content_of(first))
                 read = functools.partial(_read_range, self._blob, first.properties.etag)
                 _download.read_in_order(read, _download.rest_of(first), sink.write)
         return sink.result
@@ -138,7 +138,7 @@ def _read_range(blob: BlobClient, etag: str, offset: int, length: int) -> bytes:
     """The bytes at ``offset`` of the blob's version ``etag`` (412 once it changed)."""
     condition = {"etag": etag, "match_condition": MatchConditions.IfNotModified}
     download = blob.download_blob(offset=offset, length=length, decompress=False, **condition)
-    return _download.check_range(download.readall(), length, blob.blob_name)
+    return _download.check_range(_download.content_of(download), length, blob.blob_name)
 
 
 class _VerifyingStream(io.RawIOBase):

@@ -74,7 +74,7 @@ class OutputFileReference(ReferenceBase):
         with storage_errors(self._blob.container_name, self.blob_name):
             first = await _first_range(self._blob)
             with _download.DownloadSink(first, self.blob_name, target, progress) as sink:
-                await asyncio.to_thread(sink.write, await first.readall())
+                await asyncio.to_thread(sink.write, await _download.content_of_async(first))
                 read = functools.partial(_read_range, self._blob, first.properties.etag)
                 await _download.read_in_order_async(read, _download.rest_of(first), sink.write)
         return sink.result
@@ -122,7 +122,7 @@ async def _read_range(blob: BlobClient, etag: str, offset: int, length: int) -> 
     """The bytes at ``offset`` of the blob's version ``etag``; see the sync twin."""
     condition = {"etag": etag, "match_condition": MatchConditions.IfNotModified}
     download = await blob.download_blob(offset=offset, length=length, decompress=False, **condition)
-    return _download.check_range(await download.readall(), length, blob.blob_name)
+    return _download.check_range(await _download.content_of_async(download), length, blob.blob_name)
 
 
 class AsyncReader:
