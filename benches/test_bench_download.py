@@ -8,14 +8,13 @@ Groups (``benches/report.py`` checks the targets and prints the ratios):
   ``BlobClient.download_blob(max_concurrency=8).readinto(file)`` and a ``hashlib`` MD5 of the file, checked
   against the blob's Content-MD5. Wall <= 1.0x, client CPU <= 1.0x; peak RSS bounded by a number of
   ranges (``RSS_BOUND_MIB``), not by the file's size.
-- ``download 2,000 x 256 KiB over 200 tasks``: the library's way to fetch a job's outputs today
-  (``task_ids()``, each task's ``list()`` from 8 threads, then ``download_to_file`` of every output from
-  the same 8 threads) vs the baseline, 8 threads of ``download_blob().readinto(file)`` over one
-  ``list_blobs()`` of the container, each file's MD5 checked as above. Wall <= 1.0x, client CPU <= 1.0x;
-  the CPU of the downloads alone (after the listing) is compared too, as an indication: the listing
-  differs (one request per task) until the job snapshot lands. Listing requests are counted in one more,
-  untimed, round of each through the project's fault proxy (``tests/faultproxy.py``, in this process):
-  the library lists per task until the job snapshot lands (issue 21: one request per 5,000 blobs).
+- ``download 2,000 x 256 KiB over 200 tasks``: the library's way to fetch a job's outputs
+  (``JobOutputStorage.snapshot()``, one flat listing, then ``download(output, path)`` of every output from
+  8 threads) vs the baseline, 8 threads of ``download_blob().readinto(file)`` over one ``list_blobs()`` of
+  the container, each file's MD5 checked as above. Wall <= 1.0x, client CPU <= 1.0x; the CPU of the
+  downloads alone (after the listing) is compared too, as an indication. Listing requests are counted in
+  one more, untimed, round of each through the project's fault proxy (``tests/faultproxy.py``, in this
+  process): one request per 5,000 blobs.
 
 Each round runs both peers, each in a fresh interpreter (so neither inherits the other's memory, threads or
 connections), the order swapped every round; a child imports, connects and makes one request before it
@@ -130,15 +129,15 @@ else:
             return 1
     else:
         def run():
-            def fetch(ref):
-                ref.download_to_file(out / ref.blob_name.replace("$", ""))
+            def fetch(output):
+                job_storage.download(output, out / output.blob_name.replace("$", ""))
 
+            snap = job_storage.snapshot()  # one listing request per 5,000 blobs
+            outputs = list(snap.all_outputs())
+            listed.append(time.process_time())
             with ThreadPoolExecutor(8) as pool:
-                listings = pool.map(lambda t: list(job_storage.task(t).list()), job_storage.task_ids())
-                refs = [ref for refs in listings for ref in refs]
-                listed.append(time.process_time())
-                list(pool.map(fetch, refs))
-            return len(refs)
+                list(pool.map(fetch, outputs))
+            return len(outputs)
 
 try:  # reset VmHWM, the peak RSS of this address space, to the current RSS
     with open("/proc/self/clear_refs", "w") as f:
@@ -321,8 +320,8 @@ def test_download_many_baseline_sdk_readinto(benchmark, small_rounds):
 def test_download_many(benchmark, small_rounds):
     r = small_rounds["ours"]
     assert r.files == small_rounds["sdk"].files == N_FILES
-    rss = {  # grows with the job: a reference (and its BlobClient) per listed output, until the snapshot
-        "what": "peak RSS - RSS before (the listed references held)",
+    rss = {  # grows with the job: the snapshot holds every listed output
+        "what": "peak RSS - RSS before (the snapshot held)",
         "metric": "rss_delta_mib",
         "op": "<=",
         "value": 64,
@@ -330,7 +329,7 @@ def test_download_many(benchmark, small_rounds):
     }
     pages = -(-N_FILES // 5000)
     listings = {
-        "what": f"listing requests <= {pages} (one per 5,000 blobs: the job snapshot's part of issue 21)",
+        "what": f"listing requests <= {pages} (one per 5,000 blobs)",
         "metric": "listing_requests",
         "op": "<=",
         "value": pages,
