@@ -359,6 +359,67 @@ def test_a_replaced_blob_is_an_error_for_follow_and_a_restart_for_a_listing() ->
     assert events[2:] == [Data(LOG, b"new\n"), Closed(LOG, {limits.CLOSED_KEY: "1"})]
 
 
+def test_a_log_created_again_between_the_listing_and_the_read_restarts_once() -> None:
+    """The read sees a new blob the poll's listing did not: the log restarts once, at the next poll with
+    its fresh listing (it looped on the stale listing, with no sleep, before)."""
+    store = MemoryStore()
+    store.append(LOG, b"old one\n")
+    polls = 0
+
+    def act(point: str) -> Any:
+        nonlocal polls
+        if point == "polled":
+            polls += 1
+            return polls == 4
+        if polls == 1 and point == "sleep" and len(store.blobs[LOG].data) == 8:
+            store.append(LOG, b"more\n")  # the old log grows: the next poll reads it...
+        elif polls == 1 and point == "request" and isinstance(store.requests[-1], Listing):
+            store.recreate(LOG)  # ... but the task is run again between that listing and the read
+            store.append(LOG, b"the new, longer log\n")
+            store.close(LOG)
+        return None
+
+    out = run_in_memory(follow_listing("", lambda n: n, poll_interval=0.01, clock=lambda: 0.0), store, act)
+    events = [e for e in out if not isinstance(e, Polled)]
+    assert events[0] == Data(LOG, b"old one\n")
+    assert isinstance(events[1], Restarted) and "created again" in events[1].why
+    assert events[2:] == [Data(LOG, b"the new, longer log\n"), Closed(LOG, {limits.CLOSED_KEY: "1"})]
+
+
+def test_a_part_listed_before_its_last_appends_is_read_to_its_end_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The listing saw part 0 before its last appends and part 1 after them: part 0 is read past its
+    listed size, once, then part 1 (the same bytes were handed out again and again before)."""
+    monkeypatch.setattr(limits, "MAX_BLOCKS", 2)
+    store = MemoryStore()
+    for data in (b"0123456789", b"ABCDE", b"part1\n"):
+        store.append(LOG, data)
+    store.close(LOG)
+
+    def stale(request: Any) -> Any:
+        answer = store(request)
+        if isinstance(request, Listing):
+            for props in answer:
+                if props.name == LOG:
+                    props.size = 10  # listed before "ABCDE" was appended
+        return answer
+
+    polls = 0
+
+    def act(point: str) -> Any:
+        nonlocal polls
+        if point != "polled":
+            return None
+        polls += 1
+        return polls == 3
+
+    steps = follow_listing("", lambda n: LOG if n.startswith(LOG) else n, poll_interval=0.01, clock=lambda: 0)
+    out = run_in_memory(steps, stale, act)
+    assert not [e for e in out if isinstance(e, Restarted)]
+    assert b"".join(e.data for e in out if isinstance(e, Data)) == b"0123456789ABCDEpart1\n"
+
+
 def test_idle_timeout_and_a_start_from_the_end() -> None:
     store = MemoryStore()
     store.append(LOG, b"0123456789")

@@ -573,14 +573,15 @@ def group_parts(listing: Iterable[Any]) -> dict[str, list[Info]]:
 
 
 def _poll_listed(stream: Stream, parts: list[Info], key: Hashable) -> Generator[Any, Any, None]:
-    """Read what the output gained, as the listing says; a replaced output starts again from 0."""
+    """Read what the output gained, as the listing says; a replaced output starts again from 0 at the next
+    poll, whose listing shows the new blob (this one's is older than the read that saw it replaced)."""
     while not stream.done:
         try:
             more = yield from _read_listed(stream, parts, key)
         except Replaced as why:
             stream.reset()
             yield Restarted(key, str(why))
-            continue
+            return
         if not more:
             return
 
@@ -605,18 +606,19 @@ def _read_listed(stream: Stream, parts: list[Info], key: Hashable) -> Generator[
         stream.done = True
         yield Closed(key, info.metadata)
         return False
-    if stream.part + 1 < len(parts):  # the next part is there: this one is final once read to its end now
-        request = stream.read()
-        try:
-            data, info = checked_read(request, (yield request))
-        except HttpResponseError as err:
-            if status(err) != 416:
-                raise
-            data, info = b"", info_of((yield Probe(request.blob)))
-        stream.observe(info)
-        if data:
+    if stream.part + 1 < len(parts):  # the next part is there: this one is final, read to its end now
+        while True:  # (past its listed size: the listing may have passed it before its last appends)
+            request = stream.read()
+            try:
+                data, info = checked_read(request, (yield request))
+            except HttpResponseError as err:
+                if status(err) != 416:
+                    raise
+                data, info = b"", info_of((yield Probe(request.blob)))
+            stream.observe(info)
+            if not data:
+                break
             yield Data(key, stream.take(request.offset, data))
-            return True
         stream.next_part()
         return True
     return False
