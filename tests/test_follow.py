@@ -906,11 +906,9 @@ def wait_until(condition: Any) -> None:
         time.sleep(0.02)
 
 
-def test_list_shows_the_parts_of_a_closed_log_as_closed(
-    storage: TaskOutputStorage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_a_closed_log_in_parts_is_one_closed_output(
+    storage: TaskOutputStorage, azurite: Azurite, job_id: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from batchfiles._cli.list_ import _statuses
-
     monkeypatch.setattr(limits, "MAX_BLOCKS", 1)
     path = tmp_path / "app.log"
     path.touch()
@@ -922,5 +920,7 @@ def test_list_shows_the_parts_of_a_closed_log_as_closed(
     save_parts = save.parts
     refs = sorted(storage.list("TaskLog"), key=lambda ref: ref.blob_name)
     assert [ref.blob_name for ref in refs] == save_parts
-    assert _statuses(refs) == ["closed"] * 3
+    with JobOutputStorage.from_connection_string(azurite.connection_string, job_id) as job:
+        (output,) = job.snapshot().tasks[TASK].outputs  # what list, get and logs read
+    assert output.blob_names == tuple(save_parts) and output.log.state == "closed"
     assert b"".join(storage.follow("app.log")) == b"one\ntwo\nthree\n"
