@@ -293,6 +293,19 @@ def test_run_leaves_its_own_live_logs_out_of_the_outputs(
     assert found == saved | ({"stdout.txt", "stderr.txt"} if kind == "TaskLog" else set())
 
 
+def test_run_never_saves_an_output_over_a_part_of_its_live_log(env, prepared, task_storage, tmp_path):
+    """A file named as a roll-over part of run's log (stdout.txt.1), saved as TaskLog, would replace that
+    part of the live log (its last lines, exit code and close mark): left out like the logs themselves;
+    as another kind it is an ordinary output. (Found by a hostile review of issue 20.)"""
+    script = "open('stdout.txt.1', 'w').write('mine'); open('stderr.txt.12', 'w').write('mine'); print('out')"
+    args = ["--output", "*=TaskLog", "--output", "*.1=TaskOutput"]
+    result = cli("run", *args, "--", sys.executable, "-c", script, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert sorted(ref.file_path for ref in task_storage.list("TaskLog")) == ["stderr.txt", "stdout.txt"]
+    assert [ref.file_path for ref in task_storage.list("TaskOutput")] == ["stdout.txt.1"]
+    assert "roll-over parts" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_run_on_an_unprepared_job_does_not_start_the_command(env, job_id, tmp_path):
     result = cli("run", "--", sys.executable, "-c", "open('ran', 'w')", env=env, cwd=tmp_path)
     assert_one_line_error(result, 1, "does not exist", "batchfiles prepare")

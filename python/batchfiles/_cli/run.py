@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -328,12 +329,13 @@ class _Run:
                 continue
             if not files:
                 common.warn(f"--output {str(spec)!r}: no file matches {spec.pattern!r}")
-            kept = [(path, rel) for path, rel in files if not self._is_own_log(path, rel)]
+            kept = [(path, rel) for path, rel in files if not self._is_own_log(path, rel, str(spec.kind))]
             if len(kept) < len(files) and not left_out:
                 left_out = True
                 common.info(
-                    f"--output leaves out {' and '.join(LOGS)}: they are this run's own logs, saved live "
-                    f"with the exit code as TaskLog ({naming.blob_prefix('TaskLog', self.storage.task_id)}/)"
+                    f"--output leaves out {' and '.join(LOGS)} (and, as TaskLog, files named as their "
+                    f"roll-over parts, {LOGS[0]}.1, ...): they are this run's own logs, saved live with the "
+                    f"exit code as TaskLog ({naming.blob_prefix('TaskLog', self.storage.task_id)}/)"
                 )
             planned.append((spec, kept))
         saving: list[list[tuple[str, str]]] = [[] for _ in planned]  # what each spec saves
@@ -361,10 +363,13 @@ class _Run:
             size += sum(ref.size for ref in refs)
         return count, size
 
-    def _is_own_log(self, path: str, rel: str) -> bool:
+    def _is_own_log(self, path: str, rel: str, kind: str) -> bool:
         """Is the file ``path`` (``rel`` to the working directory) one of run's own logs: at their path
-        (whatever the command made of it), or another name of the same file?"""
-        return rel in LOGS or getattr(path, "identity", None) in self.log_identities
+        (whatever the command made of it), or another name of the same file? Saved as TaskLog, a file
+        named as one of their roll-over parts (``stdout.txt.1``) would replace that part: left out too."""
+        if rel in LOGS or getattr(path, "identity", None) in self.log_identities:
+            return True
+        return kind == "TaskLog" and _LOG_PART.fullmatch(rel) is not None
 
     def _abandon(self, why: str, status: int) -> int:
         common.error(f"{why}: logs or outputs may be incomplete (the command exited with {status})")
@@ -384,6 +389,10 @@ class _Run:
         outputs = f"{saved[0]} output{'s' if saved[0] != 1 else ''} ({human_size(saved[1])})"
         info(f"the command exited with {status}; saved {logs} and {outputs}")
         return status
+
+
+#: The blob names of the roll-over parts of run's logs, under TaskLog.
+_LOG_PART = re.compile("|".join(rf"{re.escape(log)}\.[1-9][0-9]*" for log in LOGS))
 
 
 def _open_logs() -> list[IO[bytes]]:
