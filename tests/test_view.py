@@ -435,6 +435,22 @@ def test_a_resumed_log_that_was_replaced_starts_again(
     assert '"new run\\n"' in body.decode() and events[-2] == "event: end\ndata: {}"
 
 
+def test_a_log_ending_in_a_cut_character_keeps_its_last_bytes(
+    service: BlobServiceClient, job_id: str, azurite: Azurite
+) -> None:
+    """A closed log whose last character is cut (a writer killed mid-character): its bytes are shown,
+    replaced, before ``end``, not dropped."""
+    container = make_job(service, job_id, 1)
+    blob = container.get_blob_client(naming.blob_name("TaskLog", "stdout.txt", "task-0"))
+    metadata = {limits.WRITER_KEY: "test", limits.CLOSED_KEY: "1"}
+    blob.upload_blob(b"last line \xe2\x98", blob_type="AppendBlob", metadata=metadata, overwrite=True)
+    with serve(job_id, view_env(AZURE_STORAGE_CONNECTION_STRING=azurite.connection_string)) as served:
+        status, _, body = get(served.port, "/api/log/task-0/TaskLog/stdout.txt")
+    events = body.decode().split("\n\n")
+    assert status == 200 and events[-2] == "event: end\ndata: {}", events
+    assert events[-3] == 'id: 12\ndata: "\\ufffd"', events
+
+
 def test_a_tracked_log_in_parts_downloads_whole(
     service: BlobServiceClient, job_id: str, azurite: Azurite
 ) -> None:

@@ -337,6 +337,9 @@ class Viewer:
                 pump.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await pump
+            rest = decoder.decode(b"", final=True)  # a character cut at the end: its bytes, replaced
+            if rest and what != "reset":
+                await _event(response, None, json.dumps(rest), event_id=offset)
             if what == "reset":
                 start = 0
                 await _event(response, "reset", "{}", event_id=0)  # a reconnect goes on in the new one
