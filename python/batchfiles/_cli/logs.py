@@ -44,7 +44,8 @@ named, it waits for the ones not started yet and exits 0 once each named task's 
 run` closes its logs when the command is over). A whole job has no last task: following it goes on until
 Ctrl-C (exit 130) or --idle-timeout S, which exits 0 once no log has gained a byte for S seconds (either way
 of following). When storage throttles the account, following says so once and goes on, polling less often
-while it lasts; other storage errors end it (exit 1).
+while it lasts (a log it cannot see is not idle: --idle-timeout counts only polls that succeeded); other
+storage errors end it (exit 1).
 Each poll is one listing of the job's blobs (sizes and ETags), then a ranged read of each log that grew,
 so following 200 running tasks costs one listing per --poll-interval, not 200 requests.
 
