@@ -83,12 +83,12 @@ class TaskSnapshot:
     @property
     def state(self) -> str:
         """:data:`RUNNING`, :data:`EXITED` or :data:`UNKNOWN`."""
-        return _task_state(self.outputs)[0]
+        return task_state(self._logs())[0]
 
     @property
     def exit_code(self) -> int | None:
         """The command's exit code (the first one other than 0 among its logs), once exited."""
-        return _task_state(self.outputs)[1]
+        return task_state(self._logs())[1]
 
     @property
     def started(self) -> datetime | None:
@@ -102,8 +102,9 @@ class TaskSnapshot:
         return [o.log for o in self.outputs if str(o.kind) == "TaskLog"]
 
 
-def _task_state(outputs: Iterable[OutputSnapshot]) -> tuple[str, int | None]:
-    states = [o.log for o in outputs if str(o.kind) == "TaskLog"]
+def task_state(states: Iterable[_follow.LogState]) -> tuple[str, int | None]:
+    """A task's state and exit code from what its ``TaskLog`` outputs' metadata say."""
+    states = list(states)
     codes = [s.exit_code for s in states if s.exit_code is not None]
     if codes:
         return EXITED, next((c for c in codes if c != 0), 0)

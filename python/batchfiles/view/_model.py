@@ -3,7 +3,6 @@ own outputs, each task's outputs and state, the JSON the page reads, and the onl
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -12,6 +11,7 @@ from urllib.parse import quote
 
 from .. import _follow
 from .._scope import NotAnOutput, Scope, is_task_folder
+from ..snapshot import EXITED, RUNNING, UNKNOWN, natural_key, task_state
 
 #: The image types shown inline (never SVG: it can hold script), by file extension.
 IMAGE_TYPES = {
@@ -22,7 +22,6 @@ IMAGE_TYPES = {
     ".webp": "image/webp",
 }
 #: Task states, as the page shows them.
-RUNNING, EXITED, UNKNOWN = "running", "exited", "unknown"
 #: The task list's filters: ``failed`` is exited with a code other than 0.
 FILTERS = ("all", RUNNING, EXITED, "failed", UNKNOWN)
 #: At most this many TaskPreview thumbnails per task in the list.
@@ -40,12 +39,6 @@ def blob_url(task: str | None, kind: str, path: str) -> str:
     ``/blob/task/TASK/KIND/PATH``, percent-encoded."""
     where = "job" if task is None else f"task/{quote(task, safe='')}"
     return f"/blob/{where}/{quote(kind, safe='')}/{quote(path, safe='/')}"
-
-
-def natural_key(text: str) -> tuple[Any, ...]:
-    """Sorts ``task-2`` before ``task-10``."""
-    parts = re.split(r"([0-9]+)", text)  # ASCII digits at odd places ("²".isdigit(), yet int("²") fails)
-    return tuple((0, int(p), "") if i % 2 else (1, 0, p) for i, p in enumerate(parts) if p)
 
 
 def _iso(when: datetime | None) -> str | None:
@@ -106,13 +99,7 @@ class Task:
     outputs: list[Output] = field(default_factory=list)
 
     def state(self) -> tuple[str, int | None]:
-        states = [_follow.log_state(o.metadata) for o in self.outputs if o.kind == "TaskLog"]
-        codes = [s.exit_code for s in states if s.exit_code is not None]
-        if codes:
-            return EXITED, next((c for c in codes if c != 0), 0)
-        if any(s.state == "open" for s in states):
-            return RUNNING, None
-        return UNKNOWN, None
+        return task_state(_follow.log_state(o.metadata) for o in self.outputs if o.kind == "TaskLog")
 
     def matches(self, wanted: str) -> bool:
         return matches(wanted, *self.state())
