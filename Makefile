@@ -65,11 +65,13 @@ test-python: $(VENV)/.installed node_modules/.installed chromium
 # (BATCHFILES_TEST_STRICT=1, see tests/conftest.py and tests/faultproxy.py): the real Azure Blob service's
 # answers where Azurite is lenient (blob types, trailing dots, metadata limits, ranges, no Retry-After...).
 # Left out: fault and kill -9 rounds (test_tracking_faults but its throttling test), hostile endpoints
-# (test_edge_attacks), argument parsing (test_cli_args) and test_sas (its OAuth Azurite is its own).
+# (test_edge_attacks), argument parsing (test_cli_args), test_sas (its OAuth Azurite is its own), and the
+# 24-task throttling simulation (test_throttling: bench-quick runs its scale twin without Retry-After).
+# test_service_rules runs against Azurite and a strict proxy of its own in every pass.
 STRICT_TESTS := tests/test_strict_proxy.py tests/test_storage.py tests/test_storage_aio.py \
 	tests/test_tracking.py tests/test_tracking_schedule.py tests/test_two_writers.py tests/test_follow.py \
 	tests/test_cli_run.py tests/test_cli_transfer.py tests/test_cli_logs.py tests/test_throttle.py \
-	tests/test_throttling.py tests/test_hostile_names.py tests/test_sas_expiry.py \
+	tests/test_hostile_names.py tests/test_sas_expiry.py tests/test_download.py tests/test_snapshot.py \
 	tests/test_tracking_faults.py::test_under_heavy_throttling_a_tracked_save_coalesces_and_never_gives_up
 test-strict: $(VENV)/.installed node_modules/.installed
 	BATCHFILES_TEST_STRICT=1 $(VENV)/bin/pytest -p no:cacheprovider $(STRICT_TESTS)

@@ -1,6 +1,6 @@
 """``batchfiles view`` answering its JSON API while it re-lists a 5,000-task job (issue 20, item 7).
 
-The job: 5,000 tasks (500 in the quick pass), each with a TaskPreview PNG and a closed log
+The job: 5,000 tasks (300 in the quick pass), each with a TaskPreview PNG and a closed log
 (tests/view_helpers.make_job): 10,000 blobs, two pages of List Blobs. The server is ``python -m batchfiles
 view`` as users run it. A client asks, one request after another on one connection, what the page asks
 (``/api/job``, a page of 200 tasks, one task's outputs) for a fixed time; the server re-lists the job
@@ -25,8 +25,8 @@ from batchfiles.testing import Azurite
 from knobs import knob
 from view_helpers import make_job, serve, view_env
 
-TASKS = int(knob("VIEW_RELIST_TASKS", 5000, quick=500))
-SECONDS = knob("VIEW_RELIST_S", 30, quick=8)
+TASKS = int(knob("VIEW_RELIST_TASKS", 5000, quick=300))
+SECONDS = knob("VIEW_RELIST_S", 30, quick=5)
 SMALL = 12
 GROUP = f"view: API requests while re-listing a {TASKS}-task job"
 #: Filled by the baseline (a 12-task job), read by the big job's benchmark for its ratio.

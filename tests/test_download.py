@@ -8,6 +8,7 @@ import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from azure.storage.blob import BlobServiceClient, ContentSettings
@@ -16,6 +17,7 @@ from batchfiles import (
     IntegrityError,
     TaskOutputStorage,
     _download,
+    _throttle,
     aio,
     prepare_output_storage,
     storage,
@@ -76,15 +78,24 @@ def test_a_large_blob_is_read_in_ranges_with_progress(
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
 
 
-def test_resets_and_5xx_on_ranges_are_retried(task: TaskOutputStorage, proxy: FaultProxy) -> None:
+def test_resets_and_5xx_on_ranges_are_retried(
+    task: TaskOutputStorage, proxy: FaultProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_throttle, "THROTTLED_WINDOW", (0.01, 0.01))  # a 503 is throttling: waits shrunk
+    monkeypatch.setattr(_throttle, "NO_RETRY_AFTER", 0.01)
     data = os.urandom(20 * RANGE)
     ref = task.save_bytes("TaskOutput", data, "x.bin")
-    proxy.set_random({"reset": 0.15, "status": 0.15, "drop_response": 0.1})
+
+    def later_range(request: Any) -> bool:  # a range after the first (under If-Match)
+        return request.method == "GET" and "if-match" in request.headers
+
+    for fault, status in (("reset", 503), ("status", 500), ("status", 503), ("drop_response", 503)):
+        proxy.add_rule(fault, later_range, times=1, status=status)
     try:
         assert hashlib.md5(ref.download_bytes()).digest() == hashlib.md5(data).digest()
     finally:
         proxy.clear()
-    assert proxy.counts["reset"] + proxy.counts["status"] + proxy.counts["drop_response"] > 0
+    assert (proxy.counts["reset"], proxy.counts["status"], proxy.counts["drop_response"]) == (1, 2, 1)
 
 
 def test_a_blob_replaced_while_read_is_an_error_and_leaves_no_file(
