@@ -1,7 +1,7 @@
 """The live contract suite (tests/live/, ``make test-live``) is not dead code: run here with loopback URLs in
-``BATCHFILES_LIVE_CONTAINER_URL``, container SAS URLs of Azurite directly and through a strict proxy, and
-once a plain container URL of OAuth Azurite (DefaultAzureCredential signs in through a loopback managed
-identity).
+``BATCHFILES_LIVE_CONTAINER_URL``, container SAS URLs of Azurite directly and through a strict proxy. The
+suite's other way in, a plain container URL signed in with the user's own ``DefaultAzureCredential``, is
+not run here: no test builds that credential.
 
 Each run must pass (the product scenarios hold everywhere) and write an answers file holding every scenario
 step and no SAS signature; the suite must stay out of a plain ``pytest`` run even with the variable set,
@@ -15,11 +15,9 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -29,7 +27,6 @@ import pytest
 from azure.storage.blob import BlobServiceClient, ContainerSasPermissions, generate_container_sas
 from batchfiles.testing import ACCOUNT_KEY, ACCOUNT_NAME, Azurite
 from faultproxy import FaultProxy
-from oauth_helpers import StaticTokenCredential, loopback_certificate, unsigned_jwt
 
 ROOT = Path(__file__).resolve().parent.parent
 LIVE = ROOT / "tests" / "live"
@@ -129,59 +126,6 @@ def test_live_suite_passes_and_records_every_scenario(
     rules = recorded["scenarios"]
     assert rules["blob_type"]["append_blob_over_block_blob"]["status"] in (201, 409)
     assert rules["ranged_get"]["start_before_end"]["headers"]["Content-Range"] == "bytes 9-9/10"
-
-
-@pytest.fixture
-def managed_identity() -> Iterator[str]:
-    """An App Service managed-identity endpoint on loopback (``IDENTITY_ENDPOINT``), handing out tokens that
-    OAuth Azurite accepts: what DefaultAzureCredential signs in with here."""
-
-    class Tokens(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            token, expires_on = unsigned_jwt()
-            body = json.dumps(
-                {"access_token": token, "expires_on": str(expires_on), "token_type": "Bearer"}
-            ).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    with ThreadingHTTPServer(("127.0.0.1", 0), Tokens) as server:
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        yield f"http://127.0.0.1:{server.server_port}/msi/token"
-        server.shutdown()
-        thread.join()
-
-
-@pytest.mark.slow
-def test_live_suite_signs_in_when_the_url_has_no_sas(tmp_path: Path, managed_identity: str) -> None:
-    """A plain container URL: DefaultAzureCredential (here a managed identity on loopback) gets a user
-    delegation key, and the suite signs its own two SAS (with and without delete) with it."""
-    tls = loopback_certificate(tmp_path)
-    with Azurite(https_cert=tls.cert, https_key=tls.key, oauth="basic") as server:
-        name = f"batchfiles-live-{uuid.uuid4().hex[:12]}"
-        credential = StaticTokenCredential()
-        with BlobServiceClient(server.account_url, credential, connection_verify=tls.cert) as service:
-            service.create_container(name)
-        recorded, _ = _run_live(
-            tmp_path,
-            "-k",
-            "not save_bytes",  # the scenarios' storage is covered above: here, only how the suite signs in
-            BATCHFILES_LIVE_CONTAINER_URL=f"{server.account_url}/{name}",
-            IDENTITY_ENDPOINT=managed_identity,
-            IDENTITY_HEADER="batchfiles-tests",
-            AZURE_TOKEN_CREDENTIALS="ManagedIdentityCredential",  # no other credential of the chain is tried
-            REQUESTS_CA_BUNDLE=tls.cert,
-        )
-    assert recorded["service"] == f"{server.account_url}/{name}"
-    assert _steps(recorded) == {k: v for k, v in EVERY_STEP.items() if k != "save_bytes_over_64_mib"}
-    assert recorded["scenarios"]["delete_rights"]["delete_without_d"]["status"] == 403
 
 
 def test_live_suite_is_skipped_without_its_variable(tmp_path: Path) -> None:
