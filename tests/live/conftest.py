@@ -5,9 +5,9 @@ The tests here are collected only when the command line names this folder (``mak
 through ``testpaths`` and ignores it, whatever the environment holds. Named, they are skipped unless
 ``BATCHFILES_LIVE_CONTAINER_URL`` is set, and no request is made before that is checked.
 
-With a SAS in that URL, every request uses it. Without one, DefaultAzureCredential (azure-identity: ``az
-login``, environment, managed identity) signs a user delegation key, and the suite uses two SAS of its own
-for the container: one with every right it needs (racwdl) and one without delete.
+With a SAS in that URL, every request uses it. Without one, the account key in
+``BATCHFILES_LIVE_ACCOUNT_KEY`` signs two SAS of the suite's own for the container: one with every right it
+needs (racwdl) and one without delete. No test builds ``DefaultAzureCredential``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,16 @@ from urllib.parse import urlsplit
 
 import pytest
 from azure.storage.blob import ContainerClient
-from live_support import DEFAULT_ANSWERS, ENV_ANSWERS, ENV_NO_DELETE, ENV_URL, Recorder, Target, public_url
+from live_support import (
+    DEFAULT_ANSWERS,
+    ENV_ACCOUNT_KEY,
+    ENV_ANSWERS,
+    ENV_NO_DELETE,
+    ENV_URL,
+    Recorder,
+    Target,
+    public_url,
+)
 
 HERE = Path(__file__).resolve().parent
 
@@ -50,35 +59,29 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _delegated_urls(url: str) -> tuple[str, str]:
-    """Two SAS URLs of the container at ``url`` (racwdl, and racwl), signed with a user delegation key
-    that DefaultAzureCredential's sign-in obtains."""
-    from azure.identity import DefaultAzureCredential
-    from azure.storage.blob import BlobServiceClient, ContainerSasPermissions, generate_container_sas
+def _signed_urls(url: str) -> tuple[str, str]:
+    """Two SAS URLs of the container at ``url`` (racwdl, and racwl), signed with the account key in
+    ``BATCHFILES_LIVE_ACCOUNT_KEY``."""
+    from azure.storage.blob import ContainerSasPermissions, generate_container_sas
 
+    key = os.environ.get(ENV_ACCOUNT_KEY)
     account_url, _, container = public_url(url).rstrip("/").rpartition("/")
-    if not container or account_url.endswith(":/"):
+    host = urlsplit(account_url).hostname or ""  # acct.blob.core.windows.net, or path-style on loopback
+    account = account_url.rpartition("/")[2] if _is_loopback(host) else host.split(".")[0]
+    if not container or account_url.endswith(":/") or not account:
         raise pytest.UsageError(f"{ENV_URL} is not a container URL: {public_url(url)}")
-    now = datetime.now(timezone.utc)
-    start, expiry = now - timedelta(minutes=5), now + timedelta(hours=2)
-    with DefaultAzureCredential() as credential, BlobServiceClient(account_url, credential) as service:
-        key = service.get_user_delegation_key(start, expiry)
+    if not key:
+        raise pytest.UsageError(f"{ENV_URL} has no SAS: set {ENV_ACCOUNT_KEY} to the account's key")
+    expiry = datetime.now(timezone.utc) + timedelta(hours=2)
 
-        def signed(delete: bool) -> str:
-            rights = ContainerSasPermissions(
-                read=True, add=True, create=True, write=True, delete=delete, list=True
-            )
-            sas = generate_container_sas(
-                service.account_name or "",
-                container,
-                user_delegation_key=key,
-                permission=rights,
-                start=start,
-                expiry=expiry,
-            )
-            return f"{account_url}/{container}?{sas}"
+    def signed(delete: bool) -> str:
+        rights = ContainerSasPermissions(
+            read=True, add=True, create=True, write=True, delete=delete, list=True
+        )
+        sas = generate_container_sas(account, container, account_key=key, permission=rights, expiry=expiry)
+        return f"{account_url}/{container}?{sas}"
 
-        return signed(True), signed(False)
+    return signed(True), signed(False)
 
 
 @pytest.fixture(scope="session")
@@ -97,7 +100,7 @@ def target() -> Target:
         )
     if "sig=" in urlsplit(url).query.lower():
         return Target(url, os.environ.get(ENV_NO_DELETE) or None, public_url(url))
-    full, no_delete = _delegated_urls(url)
+    full, no_delete = _signed_urls(url)
     return Target(full, no_delete, public_url(url))
 
 

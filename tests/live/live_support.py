@@ -8,6 +8,7 @@ An *answer* is what one request got back, as plain JSON: ``status``, ``error_cod
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -21,8 +22,10 @@ from azure.core.exceptions import AzureError, HttpResponseError
 from azure.core.pipeline import PipelineResponse
 from azure.storage.blob import ContainerClient
 
-#: A container URL with a SAS (racwdl), or without one (signed in with DefaultAzureCredential).
+#: A container URL with a SAS (racwdl), or without one (with the account key of ENV_ACCOUNT_KEY).
 ENV_URL = "BATCHFILES_LIVE_CONTAINER_URL"
+#: With a container URL without SAS: the account's key, to sign the suite's own SAS (racwdl and racwl).
+ENV_ACCOUNT_KEY = "BATCHFILES_LIVE_ACCOUNT_KEY"
 #: Optional, with a SAS URL: the same container with a SAS lacking the delete right.
 ENV_NO_DELETE = "BATCHFILES_LIVE_CONTAINER_URL_NO_DELETE"
 #: Where the answers are written (default: ``live-answers.json`` in the current directory).
@@ -73,7 +76,9 @@ _KEY = re.compile(r"(AccountKey=)[^;\s\"']*", re.IGNORECASE)
 
 def redact(text: str) -> str:
     """``text`` with every SAS signature and account key replaced by ``REDACTED``."""
-    return _KEY.sub(r"\1REDACTED", _SIG.sub(r"\1REDACTED", text))
+    text = _KEY.sub(r"\1REDACTED", _SIG.sub(r"\1REDACTED", text))
+    key = os.environ.get(ENV_ACCOUNT_KEY)
+    return text.replace(key, "REDACTED") if key else text
 
 
 def public_url(url: str) -> str:
