@@ -45,6 +45,7 @@ class OutputSnapshot:
 
     ``size`` is all parts'; ``metadata`` (names lower-case) and ``log`` are the last part's, where the
     close mark and ``batchfiles run``'s outcome are; ``content_md5`` is the blob's (None for one in parts).
+    ``etags``: each blob's ETag as listed, in the order of ``blob_names`` (what ``delete`` is conditional on).
     """
 
     task_id: str | None
@@ -58,6 +59,7 @@ class OutputSnapshot:
     last_modified: datetime | None
     metadata: Mapping[str, str] = field(compare=False)
     parts: tuple[str, ...] = ()  # the blobs of parts 1, 2, ... in order
+    etags: tuple[str | None, ...] = ()
 
     @property
     def blob_names(self) -> tuple[str, ...]:
@@ -245,6 +247,7 @@ class Builder:
             last_modified=max(modified) if modified else None,
             metadata=MappingProxyType({k.lower(): v for k, v in (last.metadata or {}).items()}),
             parts=tuple(p.name for p in every[1:]),
+            etags=tuple(getattr(p, "etag", None) for p in every),
         )
 
 
