@@ -330,25 +330,20 @@ def _aimd() -> tuple[Aimd, Clock]:
     return Aimd(clock, random.Random(14)), clock
 
 
-def test_slow_start_then_no_gap_until_throttled() -> None:
+def test_no_limit_and_no_gap_until_throttled() -> None:
     aimd, _ = _aimd()
-    assert aimd.limit == _throttle.FIRST_LIMIT == 2
-    tickets = [aimd.start(), aimd.start()]
-    assert aimd.delay() is None  # both slots taken
-    aimd.succeeded()
-    aimd.succeeded()
-    assert aimd.limit == 4 and aimd.delay() == 0  # doubling per round until throttled
-    for _ in range(2):
-        aimd.start()
-    for _ in range(4):
+    assert aimd.limit is None and aimd.gap == 0
+    tickets = [aimd.start() for _ in range(16)]
+    assert aimd.delay() == 0  # full concurrency from the first request
+    for _ in range(16):
         aimd.succeeded()
-    assert aimd.limit == 8 and aimd.gap == 0 and tickets == [0, 0]
+    assert aimd.limit is None and aimd.gap == 0 and tickets == [0] * 16
 
 
 def test_a_throttled_answer_to_another_request_paces_saves_not_paced_yet() -> None:
     aimd, _ = _aimd()
     aimd.heard()
-    assert aimd.gap == _throttle.FIRST_GAP and aimd.limit == _throttle.FIRST_LIMIT and aimd.cuts == 0
+    assert aimd.gap == _throttle.FIRST_GAP and aimd.limit is None and aimd.cuts == 0
     delay = aimd.delay()
     assert delay is not None and 0.5 * _throttle.FIRST_GAP <= delay <= 1.5 * _throttle.FIRST_GAP
     aimd.throttled(aimd.start())
@@ -360,7 +355,6 @@ def test_a_throttled_answer_to_another_request_paces_saves_not_paced_yet() -> No
 
 def test_a_throttled_round_cuts_once() -> None:
     aimd, clock = _aimd()
-    aimd.limit = None
     tickets = [aimd.start() for _ in range(8)]
     aimd.throttled(tickets[0])
     assert aimd.limit == 4 and aimd.cuts == 1
@@ -401,7 +395,6 @@ def test_the_gap_spaces_starts_and_eases_with_successes() -> None:
 
 def test_the_limit_grows_back_and_goes() -> None:
     aimd, _ = _aimd()
-    aimd.limit = None
     tickets = [aimd.start() for _ in range(4)]
     aimd.throttled(tickets[0])
     assert aimd.limit == 2
@@ -546,7 +539,6 @@ def test_saves_feed_the_slots_of_their_container(
     (tmp_path / "big.bin").write_bytes(random.Random(14).randbytes(3 * 1024 * 1024))
     proxy.set_throttle(Throttle(requests_per_s=10, burst_requests=2, retry_after_s=0.1))
     with _storage(proxy, prepared) as storage:
-        storage._slots.aimd.limit = None  # as if ramped up already: 8 at once
         refs = storage.save_many("TaskOutput", "*.txt", base_dir=tmp_path)
         assert len(refs) == 12 and storage._slots.aimd.cuts >= 1
         cuts = storage._slots.aimd.cuts

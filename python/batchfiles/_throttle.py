@@ -47,8 +47,6 @@ MAX_RETRY_AFTER = 60.0
 #: What a throttling answer without ``Retry-After`` is taken to ask: the blob service documents none for its
 #: data plane's 503 ServerBusy and 500 OperationTimedOut (tracked saves take ``THROTTLED_BACKOFF[0]``, 1 s).
 NO_RETRY_AFTER = 1.0
-#: Requests of one container's saves in flight at first (:class:`Aimd`): a new task ramps up, not floods.
-FIRST_LIMIT = 2
 #: Seconds between request starts after a first throttled answer (:class:`Aimd`), doubled by each throttled
 #: answer up to MAX_GAP; each success divides the gap by GAP_EASE, and below MIN_GAP there is none.
 FIRST_GAP = 1.0
@@ -261,14 +259,15 @@ def retry_policy(options: Mapping[str, Any], *, user_total: bool, aio: bool) -> 
 class Aimd:
     """Sans-IO: when the next request of one container's saves may start. Times are ``clock()`` seconds.
 
-    Two controls, both idle until the account throttles. *How many* requests are in flight: it starts at
-    :data:`FIRST_LIMIT`, grows by one per success (doubling per round) until the first throttled answer,
-    which cuts it to half of what was in flight (at least 1); from then on each success adds ``1 / limit``
-    (one more per round of ``limit`` successes) and once it passes the most ever in flight there is no limit
-    again. *How often* requests start: requests taking milliseconds, one at a time still floods a throttled
-    account, so a throttled answer also spaces starts by a gap, :data:`FIRST_GAP` then doubled by each
-    throttled answer up to :data:`MAX_GAP`, divided by :data:`GAP_EASE` by each success, and gone below
-    :data:`MIN_GAP` (while the account stays busy, about one answer in eight is then throttled).
+    Two controls, both idle until the account throttles, so a save on an account that is not throttling
+    goes at its full concurrency from its first request. *How many* requests are in flight: no limit until
+    the first throttled answer, which cuts it to half of what was in flight (at least 1); from then on each
+    success adds ``1 / limit`` (one more per round of ``limit`` successes) and once it passes the most ever
+    in flight there is no limit again. *How often* requests start: requests taking milliseconds, one at a
+    time still floods a throttled account, so a throttled answer also spaces starts by a gap,
+    :data:`FIRST_GAP` then doubled by each throttled answer up to :data:`MAX_GAP`, divided by
+    :data:`GAP_EASE` by each success, and gone below :data:`MIN_GAP` (while the account stays busy, about
+    one answer in eight is then throttled).
 
     A throttled answer to a request started before the last cut cuts nothing (that cut answered its round
     already); one started since does. A throttled answer to another request of the same client
@@ -279,7 +278,7 @@ class Aimd:
     def __init__(self, clock: Callable[[], float], rng: random.Random | None = None) -> None:
         self.clock = clock
         self.rng = rng or random.Random()
-        self.limit: float | None = float(FIRST_LIMIT)
+        self.limit: float | None = None
         self.gap = 0.0
         self.in_flight = 0
         self.peak = 0
@@ -331,8 +330,8 @@ class Aimd:
             self._next_start = min(self._next_start, self.clock() + self._jittered(self.gap))
         if self.limit is None:
             return
-        self.limit += 1 if self.cuts == 0 else 1 / self.limit
-        if self.cuts and self.limit > self.peak:
+        self.limit += 1 / self.limit
+        if self.limit > self.peak:
             self.limit = None
 
 
