@@ -214,15 +214,17 @@ def test_given_files_are_checked_like_save_many(task, tmp_path):
     write_files(tmp_path, "a.txt", "bb.txt")
     a, b = str(tmp_path / "a.txt"), str(tmp_path / "bb.txt")
     with pytest.raises(ValueError, match=r"would both be saved as 'task-1/\$TaskOutput/x\.txt'"):
-        task._save_files(TASK_OUTPUT, [(a, "x.txt"), (b, "./x.txt")])
+        task.save_files(TASK_OUTPUT, [(a, "x.txt"), (b, "./x.txt")])
     with pytest.raises(ValueError, match="Azure allows 1024"):
-        task._save_files(TASK_OUTPUT, [(a, "a.txt"), (b, "n" * 1100)])
+        task.save_files(TASK_OUTPUT, [(a, "a.txt"), (b, "n" * 1100)])
     with pytest.raises(ValueError, match="job output kind"):
-        task._save_files("JobOutput", [(a, "a.txt")])
+        task.save_files("JobOutput", [(a, "a.txt")])
+    with pytest.raises(TypeError, match=r"\(local path, destination\) pairs"):
+        task.save_files(TASK_OUTPUT, [a])  # type: ignore[list-item]
     assert list(task.list()) == []
     seen: list[tuple[int, int]] = []
-    files = [(a, "x/a.txt"), (b, "bb.txt"), (a, "x/a.txt")]
-    refs = task._save_files(TASK_OUTPUT, files, progress=lambda s, t: seen.append((s, t)))
+    files = [(tmp_path / "a.txt", "x/a.txt"), (b, "bb.txt"), (a, "x/a.txt")]  # paths or str
+    refs = task.save_files(TASK_OUTPUT, files, progress=lambda s, t: seen.append((s, t)))
     assert [r.blob_name for r in refs] == ["task-1/$TaskOutput/x/a.txt", "task-1/$TaskOutput/bb.txt"]
     assert seen[-1] == (len("a.txt") + len("bb.txt"),) * 2
 

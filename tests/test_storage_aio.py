@@ -112,13 +112,13 @@ async def test_given_files_are_checked_like_save_many(task, job, tmp_path):
         (tmp_path / name).write_text(name)
     a, b = str(tmp_path / "a.txt"), str(tmp_path / "bb.txt")
     with pytest.raises(ValueError, match=r"would both be saved as 't1/\$TaskOutput/x\.txt'"):
-        await task._save_files(TASK_OUTPUT, [(a, "x.txt"), (b, "./x.txt")])
+        await task.save_files(TASK_OUTPUT, [(a, "x.txt"), (b, "./x.txt")])
     with pytest.raises(ValueError, match="Azure allows 1024"):
-        await task._save_files(TASK_OUTPUT, [(a, "a.txt"), (b, "n" * 1100)])
+        await task.save_files(TASK_OUTPUT, [(a, "a.txt"), (b, "n" * 1100)])
     assert [r async for r in task.list()] == []
     seen: list[tuple[int, int]] = []
     files = [(a, "x/a.txt"), (b, "bb.txt"), (a, "x/a.txt")]
-    refs = await task._save_files(TASK_OUTPUT, files, progress=lambda s, t: seen.append((s, t)))
+    refs = await task.save_files(TASK_OUTPUT, files, progress=lambda s, t: seen.append((s, t)))
     assert [r.blob_name for r in refs] == ["t1/$TaskOutput/x/a.txt", "t1/$TaskOutput/bb.txt"]
     assert seen[-1] == (len("a.txt") + len("bb.txt"),) * 2
 

@@ -179,7 +179,7 @@ def expand_many(
 def plan_files(
     scope: Scope,
     kind: KindLike,
-    files: Sequence[tuple[str, str]],
+    files: Iterable[tuple[PathLike, str]],
     max_concurrency: int,
     progress: Progress | None,
 ) -> tuple[list[tuple[str, str]], ProgressCounter]:
@@ -192,7 +192,12 @@ def plan_files(
     """
     check_block_options(BLOCK_SIZE, max_concurrency)
     output_kind = scope.kind(kind)
-    files = unique_names(files, lambda path: naming.blob_name(output_kind, path, scope.task_id))
+    pairs = []
+    for pair in files:
+        if not (isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[1], str)):
+            raise TypeError(f"files must hold (local path, destination) pairs, not {pair!r}")
+        pairs.append((os.fspath(pair[0]), pair[1]))
+    files = unique_names(pairs, lambda path: naming.blob_name(output_kind, path, scope.task_id))
     return files, ProgressCounter(sum(os.path.getsize(path) for path, _ in files), progress)
 
 

@@ -7,7 +7,7 @@ import io
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
@@ -255,24 +255,24 @@ class _OutputStorage(StorageBase):
         all files. On the first upload error, files not started yet are not saved, and it is raised.
         """
         files = _saving.expand_many(self._scope, kind, patterns, base_dir, max_concurrency)
-        return self._save_files(
+        return self.save_files(
             kind, files, max_concurrency=max_concurrency, overwrite=overwrite, progress=progress
         )
 
-    def _save_files(
+    def save_files(
         self,
         kind: KindLike,
-        files: Sequence[tuple[str, str]],
+        files: Iterable[tuple[PathLike, str]],
         *,
         max_concurrency: int = 8,
         overwrite: bool = True,
         progress: Progress | None = None,
     ) -> list[OutputFileReference]:
-        """Save (local path, destination) pairs in parallel, as ``save_many`` does (the command line's
-        ``save`` and ``run`` too): every blob name is derived first, two files that would share a blob raise
-        :class:`ValueError` and nothing is saved; a file given twice is saved once. ``progress(sent, total)``
-        counts the bytes of all files. On the first upload error, files not started are not saved, and it
-        is raised."""
+        """Save ``(local path, destination)`` pairs in parallel, as :meth:`save_many` saves what its patterns
+        match: every blob name is derived first, and two files that would share a blob (or a name that
+        cannot be one) raise :class:`ValueError` and nothing is saved; a file given twice under one
+        destination is saved once. ``progress(sent, total)`` counts the bytes of all files. On the first
+        upload error, files not started yet are not saved, and it is raised."""
         files, counter = _saving.plan_files(self._scope, kind, files, max_concurrency, progress)
         blocks = _saving.blocks_per_file(len(files), max_concurrency)
         with ThreadPoolExecutor(max_concurrency) as pool:

@@ -355,7 +355,7 @@ class _Run:
             if not files:
                 continue
             try:
-                refs = self.storage._save_files(spec.kind, files)
+                refs = self.storage.save_files(spec.kind, files)
             except TRANSFER_ERRORS as err:
                 self.problems.append(f"--output {str(spec)!r} not saved: {err}")
                 continue

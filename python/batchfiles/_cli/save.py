@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     label = f"{len(files)} file{'s' if len(files) != 1 else ''}"
     storage = connect.saving_storage(args, "save", job_side)
     with storage, Progress(total, f"saving {label}") as bar:
-        refs = storage._save_files(args.kind, files, progress=bar.callback(None))
+        refs = storage.save_files(args.kind, files, progress=bar.callback(None))
     for ref in refs:
         print(ref.blob_name)
     info(f"saved {label} ({human_size(total)}) to container {storage.container_name!r}")

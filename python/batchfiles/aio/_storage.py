@@ -246,21 +246,21 @@ class _OutputStorage(StorageBase):
         """
         expand = _saving.expand_many
         files = await asyncio.to_thread(expand, self._scope, kind, patterns, base_dir, max_concurrency)
-        return await self._save_files(
+        return await self.save_files(
             kind, files, max_concurrency=max_concurrency, overwrite=overwrite, progress=progress
         )
 
-    async def _save_files(
+    async def save_files(
         self,
         kind: KindLike,
-        files: Sequence[tuple[str, str]],
+        files: Iterable[tuple[PathLike, str]],
         *,
         max_concurrency: int = 8,
         overwrite: bool = True,
         progress: Progress | None = None,
     ) -> list[OutputFileReference]:
-        """Save (local path, destination) pairs concurrently, every blob name checked first; see the sync
-        twin."""
+        """Save ``(local path, destination)`` pairs concurrently, every blob name checked first: see
+        :meth:`batchfiles.TaskOutputStorage.save_files`."""
         plan = _saving.plan_files
         files, counter = await asyncio.to_thread(plan, self._scope, kind, files, max_concurrency, progress)
         slots = asyncio.Semaphore(max_concurrency)
