@@ -1,5 +1,6 @@
 //! batchfiles native core: pure Rust modules, plus a thin PyO3 layer behind the `python` feature.
 
+pub mod bulk;
 pub mod checksum;
 pub mod chunk;
 pub mod naming;

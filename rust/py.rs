@@ -1,29 +1,29 @@
 //! The PyO3 layer: thin wrappers over the pure Rust modules. Long work runs with the GIL released.
-//! This file holds what the library calls; `py/test_support.rs` what only tests and benchmarks call.
+//! This file holds what the library calls (a tracker's blocks are made in `py/block.rs`, the names of
+//! a bulk call in `bulk.rs`); `py/test_support.rs` holds what only tests and benchmarks call.
 //!
 //! The classes are `frozen` and keep their state behind a `Mutex` taken with `lock_py_attached`:
 //! calls from several Python threads run one at a time, a waiting thread not holding the GIL.
 
-use std::cell::OnceCell;
 use std::io;
-use std::mem::MaybeUninit;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::{Mutex, MutexGuard};
 
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
-use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::MutexExt;
-use pyo3::types::{PyBytes, PyList, PyMemoryView, PyString};
+use pyo3::types::{PyBytes, PyIterator, PyList, PyMemoryView, PyString};
 
+use crate::bulk;
 use crate::checksum;
 use crate::chunk;
 use crate::naming::{self, NamingError, StrList};
-use crate::track::{self, BlockData, Event};
+use crate::track::{self, Event};
 
+use block::PyBlock;
+
+mod block;
 mod test_support;
 
 /// Every refused naming input is a `ValueError` with the error's text (`paths[3]: ...` for a bulk item).
@@ -81,22 +81,13 @@ fn container_name(job_id: &str) -> Result<String, NamingError> {
     naming::container_name(job_id)
 }
 
-/// How many names are derived per slice: each slice's inputs, buffer and names stay cache-hot.
-const BULK_SLICE: usize = 2048;
-/// From this many inputs on, a second thread derives the names (a thread costs tens of microseconds).
-const PARALLEL_AT: usize = 8 * BULK_SLICE;
-
-/// Derives one name per `str` of `seq` (any iterable but a `str`), slice by slice: the slice's items
-/// are taken, each held by a reference so that Rust can borrow its (immutable) text with the GIL
-/// released, `derive` appends their names (indices counted from the slice's start) to a buffer without
-/// the GIL, and they become Python strings in the list, while all of it is still in the cache. From
-/// [`PARALLEL_AT`] items on, a second thread derives each slice while this one takes the next and makes
-/// the strings of the last, and derives a slice itself rather than wait long for one (see
-/// [`Pipeline`]). A sequence whose size changes meanwhile (another thread) is a `RuntimeError`; an
-/// error is the first one in the items' order.
+/// Derives one name per `str` of `seq` (any iterable but a `str`) with [`bulk::run`]: the binding
+/// takes the items (each held by a reference, so that Rust can borrow its immutable text with the GIL
+/// released) and makes the names' strings. A sequence whose size changes meanwhile (another thread)
+/// is a `RuntimeError`.
 fn bulk<'py, F>(
     py: Python<'py>,
-    what: &str,
+    what: &'static str,
     seq: &Bound<'py, PyAny>,
     derive: F,
 ) -> PyResult<Bound<'py, PyList>>
@@ -117,296 +108,59 @@ where
         }
     };
     let len = seq.len()?;
-    let changed = || PyRuntimeError::new_err(format!("{what} changed size while it was read"));
-    let list = list_of_len(py, len)?;
-    let mut items = seq.try_iter()?;
-    // The items of slice `n`, exactly as many as the length said.
-    let mut take = |n: usize| -> PyResult<Vec<Bound<'py, PyString>>> {
-        let first = n * BULK_SLICE;
-        let count = len.saturating_sub(first).min(BULK_SLICE);
-        let mut slice = Vec::with_capacity(count);
-        for item in items.by_ref().take(count) {
-            slice.push(str_item(what, first + slice.len(), item?)?);
-        }
-        if slice.len() == count {
-            Ok(slice)
-        } else {
-            Err(changed())
-        }
+    let mut names = Names {
+        what,
+        items: seq.try_iter()?,
+        names: Vec::with_capacity(len),
     };
-    let slices = len.div_ceil(BULK_SLICE);
-    if len < PARALLEL_AT {
-        let mut buf = StrList::default();
-        for n in 0..slices {
-            let slice = take(n)?;
-            buf.clear();
-            let texts = texts(&slice)?;
-            py.detach(|| derive(&texts, n * BULK_SLICE, &mut buf))?;
-            set_names(&list, n * BULK_SLICE, slice.len(), &buf)?;
-        }
-    } else {
-        let held: Vec<OnceCell<Vec<Bound<'py, PyString>>>> =
-            (0..slices).map(|_| OnceCell::new()).collect();
-        let pipeline = Pipeline::new(slices);
-        // Takes slice `n` and hands its texts to the helper.
-        let mut hand_over = |n: usize| -> PyResult<()> {
-            let _ = held[n].set(take(n)?);
-            let texts = texts(held[n].get().map_or(&[], Vec::as_slice))?;
-            let _ = pipeline.texts[n].set(texts);
-            pipeline.signal();
-            Ok(())
-        };
-        std::thread::scope(|scope| {
-            let helper = std::thread::Builder::new().name("batchfiles-naming".into());
-            let spawned = helper.spawn_scoped(scope, || {
-                let _gone = HelperGone(&pipeline); // also if deriving panicked: no one waits for it
-                while let Some(n) = pipeline.claim() {
-                    let Some(texts) = pipeline.wait_texts(n) else {
-                        return;
-                    };
-                    let derived = derive_slice(&derive, texts, n);
-                    let failed = derived.is_err();
-                    pipeline.finish(n, derived);
-                    if failed {
-                        return;
-                    }
-                }
-            });
-            if spawned.is_err() {
-                // No thread to be had (a limit reached): this one derives every slice itself.
-                pipeline.helper_gone.store(true, Ordering::Release);
-            }
-            let result = (|| -> PyResult<()> {
-                let mut handed = 0;
-                for (n, slice) in held.iter().enumerate() {
-                    while handed < slices && handed <= n + 2 {
-                        hand_over(handed)?;
-                        handed += 1;
-                    }
-                    // Rather than wait long for slice n, derive the next slice no thread has claimed.
-                    let derived = loop {
-                        if let Some(derived) = pipeline.spin_done(n, SPIN_BEFORE_CLAIM) {
-                            break derived;
-                        }
-                        let Some(m) = pipeline.claim() else {
-                            break match py.detach(|| pipeline.wait_done(n)) {
-                                Some(derived) => derived,
-                                // The helper died before deriving it: derive it here.
-                                None => {
-                                    py.detach(|| derive_slice(&derive, pipeline.texts_of(n), n))
-                                }
-                            };
-                        };
-                        while handed < slices && handed <= m + 2 {
-                            hand_over(handed)?; // and the helper's next ones
-                            handed += 1;
-                        }
-                        let derived = py.detach(|| derive_slice(&derive, pipeline.texts_of(m), m));
-                        pipeline.finish(m, derived);
-                    };
-                    let count = slice.get().map_or(0, Vec::len);
-                    set_names(&list, n * BULK_SLICE, count, &derived?)?;
-                }
-                Ok(())
-            })();
-            pipeline.stop();
-            result
-        })?;
+    bulk::run(&mut names, len, derive)?;
+    if names.items.next().is_some() {
+        return Err(changed_size(what));
     }
-    if items.next().is_some() {
-        return Err(changed());
-    }
-    Ok(list)
+    PyList::new(py, names.names)
 }
 
-/// The names of slice `n`, whose texts are `texts`.
-fn derive_slice<F>(derive: &F, texts: &[&str], n: usize) -> Result<StrList, NamingError>
-where
-    F: Fn(&[&str], usize, &mut StrList) -> Result<(), NamingError>,
-{
-    let mut buf = StrList::with_capacity(texts.len(), 48);
-    derive(texts, n * BULK_SLICE, &mut buf).map(|()| buf)
+/// The Python side of a [`bulk`] call: `str` items in, `str` names out.
+struct Names<'py> {
+    what: &'static str,
+    items: Bound<'py, PyIterator>,
+    names: Vec<Bound<'py, PyString>>,
 }
 
-/// The UTF-8 text of each item (for ASCII strings, Python's own buffer: no copy).
-fn texts<'a>(items: &'a [Bound<'_, PyString>]) -> PyResult<Vec<&'a str>> {
-    items.iter().map(|item| item.to_str()).collect()
-}
+impl<'py> bulk::Caller for Names<'py> {
+    type Item = Bound<'py, PyString>;
+    type Error = PyErr;
 
-/// How long a thread of a parallel [`bulk`] call spins before it sleeps, waiting for the other.
-const SPIN: Duration = Duration::from_micros(200);
-/// How long the caller's thread of a parallel [`bulk`] call waits for the helper's slice before it
-/// derives one itself (a slice takes 100-300 us to derive).
-const SPIN_BEFORE_CLAIM: Duration = Duration::from_micros(40);
-
-/// The slices of a parallel [`bulk`] call between the caller's thread, which takes each slice's items,
-/// hands over their texts and makes the names' strings, and the helper, which derives the names and
-/// hands them back. Either thread claims the next slice to derive from one counter: the helper one
-/// after another, the caller's thread when the slice it needs is not ready soon.
-struct Pipeline<'a> {
-    texts: Vec<OnceLock<Vec<&'a str>>>,
-    /// The next slice no thread has claimed to derive.
-    next: AtomicUsize,
-    done: Vec<Mutex<Option<Result<StrList, NamingError>>>>,
-    /// The caller's thread is done (finished or failed): the helper stops.
-    stopped: AtomicBool,
-    /// The helper ended.
-    helper_gone: AtomicBool,
-    /// Signalled whenever one of the above changes.
-    changed: (Mutex<()>, Condvar),
-}
-
-impl<'a> Pipeline<'a> {
-    fn new(slices: usize) -> Self {
-        Self {
-            texts: (0..slices).map(|_| OnceLock::new()).collect(),
-            next: AtomicUsize::new(0),
-            done: (0..slices).map(|_| Mutex::new(None)).collect(),
-            stopped: AtomicBool::new(false),
-            helper_gone: AtomicBool::new(false),
-            changed: (Mutex::new(()), Condvar::new()),
-        }
+    fn take(&mut self, index: usize) -> PyResult<Self::Item> {
+        let item = self.items.next().ok_or_else(|| changed_size(self.what))??;
+        item.cast_into::<PyString>().map_err(|err| {
+            let type_name = err.into_inner().get_type().name().map(|n| n.to_string());
+            PyTypeError::new_err(format!(
+                "{}[{index}] must be a str, not {}",
+                self.what,
+                type_name.unwrap_or_default()
+            ))
+        })
     }
 
-    /// Wakes the other thread (taking the lock first, so that a waiter either sees the change or is
-    /// already waiting).
-    fn signal(&self) {
-        drop(self.changed.0.lock());
-        self.changed.1.notify_all();
+    /// The UTF-8 text (for an ASCII string, Python's own buffer: no copy).
+    fn text<'i>(&self, item: &'i Self::Item) -> PyResult<&'i str> {
+        item.to_str()
     }
 
-    /// Waits until `ready` or the other side is gone (`gone`); `ready`'s value, if it came.
-    fn wait_for<T>(&self, gone: &AtomicBool, mut ready: impl FnMut() -> Option<T>) -> Option<T> {
-        // Spin a little first: the other thread is usually about to hand it over, and waking a thread
-        // from a condition variable takes longer than a slice on a busy machine.
-        let spin_until = Instant::now() + SPIN;
-        while Instant::now() < spin_until {
-            for _ in 0..64 {
-                if let Some(value) = ready() {
-                    return Some(value);
-                }
-                std::hint::spin_loop();
-            }
-        }
-        let mut guard = self.changed.0.lock().ok()?;
-        loop {
-            if let Some(value) = ready() {
-                return Some(value);
-            }
-            if gone.load(Ordering::Acquire) {
-                return None;
-            }
-            guard = self.changed.1.wait(guard).ok()?;
-        }
+    fn put(&mut self, _index: usize, name: &str) -> PyResult<()> {
+        self.names.push(PyString::new(self.items.py(), name));
+        Ok(())
     }
 
-    /// Either thread: the next slice to derive, now this thread's; None when all are claimed.
-    fn claim(&self) -> Option<usize> {
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        (n < self.texts.len()).then_some(n)
-    }
-
-    /// In the caller's thread: the texts of slice `n`, handed over before.
-    fn texts_of(&self, n: usize) -> &[&'a str] {
-        self.texts[n].get().map_or(&[], Vec::as_slice)
-    }
-
-    /// In the caller's thread: the names of slice `n` if derived already.
-    fn take_done(&self, n: usize) -> Option<Result<StrList, NamingError>> {
-        self.done[n].lock().ok()?.take()
-    }
-
-    /// In the caller's thread: the names of slice `n` if derived within `spin` (at once if the helper
-    /// is gone).
-    fn spin_done(&self, n: usize, spin: Duration) -> Option<Result<StrList, NamingError>> {
-        if self.helper_gone.load(Ordering::Acquire) {
-            return self.take_done(n);
-        }
-        let until = Instant::now() + spin;
-        loop {
-            if let Some(derived) = self.take_done(n) {
-                return Some(derived);
-            }
-            if Instant::now() >= until {
-                return None;
-            }
-            std::hint::spin_loop();
-        }
-    }
-
-    /// In the helper: the texts of slice `n` once handed over; None once the caller stopped.
-    fn wait_texts(&self, n: usize) -> Option<&[&'a str]> {
-        self.wait_for(&self.stopped, || self.texts[n].get().map(Vec::as_slice))
-    }
-
-    /// In the helper: hands back the names of slice `n`.
-    fn finish(&self, n: usize, derived: Result<StrList, NamingError>) {
-        if let Ok(mut done) = self.done[n].lock() {
-            *done = Some(derived);
-        }
-        self.signal();
-    }
-
-    /// In the caller's thread: the names of slice `n` once derived; None if the helper ended first.
-    fn wait_done(&self, n: usize) -> Option<Result<StrList, NamingError>> {
-        self.wait_for(&self.helper_gone, || self.take_done(n))
-    }
-
-    /// In the caller's thread: done, the helper stops.
-    fn stop(&self) {
-        self.stopped.store(true, Ordering::Release);
-        self.signal();
+    fn detach<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        self.items.py().detach(f)
     }
 }
 
-/// Marks the helper thread of [`bulk`] gone when dropped, and wakes the caller's thread.
-struct HelperGone<'p, 'a>(&'p Pipeline<'a>);
-
-impl Drop for HelperGone<'_, '_> {
-    fn drop(&mut self) {
-        self.0.helper_gone.store(true, Ordering::Release);
-        self.0.signal();
-    }
-}
-
-/// `item` as a `str`, else a `TypeError` naming it as `what[index]`.
-fn str_item<'py>(
-    what: &str,
-    index: usize,
-    item: Bound<'py, PyAny>,
-) -> PyResult<Bound<'py, PyString>> {
-    item.cast_into::<PyString>().map_err(|err| {
-        let type_name = err.into_inner().get_type().name().map(|n| n.to_string());
-        PyTypeError::new_err(format!(
-            "{what}[{index}] must be a str, not {}",
-            type_name.unwrap_or_default()
-        ))
-    })
-}
-
-/// A new list of `len` items, all unset (NULL): every one must be set before Python sees it. Dropped
-/// unfinished (an error), it is freed like any list (its unset items are skipped).
-fn list_of_len(py: Python<'_>, len: usize) -> PyResult<Bound<'_, PyList>> {
-    let len = ffi::Py_ssize_t::try_from(len).map_err(|e| PyValueError::new_err(e.to_string()))?;
-    // SAFETY: `PyList_New` returns a new reference, or NULL with an exception set.
-    let list = unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyList_New(len)) }?;
-    Ok(list.cast_into::<PyList>()?)
-}
-
-/// Sets the items `first..first + count` of `list` (made by [`list_of_len`]) to the strings of `names`.
-fn set_names(
-    list: &Bound<'_, PyList>,
-    first: usize,
-    count: usize,
-    names: &StrList,
-) -> PyResult<()> {
-    if names.len() != count {
-        return Err(PyRuntimeError::new_err("a bulk name is missing"));
-    }
-    for (i, name) in names.iter().enumerate() {
-        list.set_item(first + i, PyString::new(list.py(), name))?;
-    }
-    Ok(())
+/// The error of an iterable that yields more or fewer items than its length said.
+fn changed_size(what: &str) -> PyErr {
+    PyRuntimeError::new_err(format!("{what} changed size while it was read"))
 }
 
 #[pyfunction]
@@ -641,69 +395,6 @@ type Polled<'py> = (
     bool,
 );
 
-/// A tracker's block, read straight into a Python `bytes` (filled with the GIL released): the
-/// bytes are copied once, by the kernel, and a poll hands out that very object, again until it is
-/// committed.
-struct PyBlock {
-    bytes: Py<PyBytes>,
-    /// Its buffer and length: a `bytes` never changes nor moves, and `bytes` keeps it alive.
-    ptr: *const u8,
-    len: usize,
-}
-
-// SAFETY: `ptr` points into the immutable `bytes` owned by the block, so it may be read from any
-// thread, and by several at once, while the block lives; `Py<PyBytes>` itself is `Send + Sync`.
-unsafe impl Send for PyBlock {}
-unsafe impl Sync for PyBlock {}
-
-impl BlockData for PyBlock {
-    fn read(
-        len: usize,
-        fill: impl FnOnce(&mut [MaybeUninit<u8>]) -> io::Result<usize> + Send,
-    ) -> io::Result<Self> {
-        // Called by the tracker with the GIL released (`Tracker::poll`): taken for the allocation
-        // only, and released again while `fill` reads into the new object.
-        Python::attach(|py| {
-            let size = ffi::Py_ssize_t::try_from(len).map_err(io::Error::other)?;
-            // SAFETY: with a NULL source, `PyBytes_FromStringAndSize` returns a new reference to a
-            // new bytes object of `size` bytes, not initialised (no zero-filling), or NULL with an
-            // exception set.
-            let raw = unsafe { ffi::PyBytes_FromStringAndSize(std::ptr::null(), size) };
-            // SAFETY: `raw` is an owned reference or NULL.
-            let new = unsafe { Bound::from_owned_ptr_or_err(py, raw) }.map_err(io::Error::other)?;
-            // SAFETY: the buffer of the new object, `len` bytes. No other code can reach the object
-            // until this returns it, so writing it without the GIL races with nothing; of it, only
-            // the bytes `fill` wrote are read.
-            let buf = unsafe {
-                let data = ffi::PyBytes_AsString(new.as_ptr()).cast::<MaybeUninit<u8>>();
-                std::slice::from_raw_parts_mut(data, len)
-            };
-            let filled = py.detach(|| fill(buf))?.min(len);
-            let bytes = if filled < len {
-                // The file ended early (it shrank since its size was seen): the bytes read only.
-                // SAFETY: `fill` wrote the first `filled` bytes.
-                let read = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), filled) };
-                PyBytes::new(py, read)
-            } else {
-                new.cast_into::<PyBytes>()
-                    .map_err(|e| io::Error::other(e.to_string()))?
-            };
-            let data = bytes.as_bytes();
-            let (ptr, len) = (data.as_ptr(), data.len());
-            Ok(Self {
-                bytes: bytes.unbind(),
-                ptr,
-                len,
-            })
-        })
-    }
-
-    fn bytes(&self) -> &[u8] {
-        // SAFETY: see `PyBlock::ptr`.
-        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
-    }
-}
-
 /// Follows a growing file like `tail -F`, cutting its new bytes into append blocks.
 #[pyclass(frozen, module = "batchfiles._native", name = "Tracker")]
 struct Tracker {
@@ -739,7 +430,7 @@ impl Tracker {
             .detach(|| tracker.poll(min_bytes))
             .map_err(|e| os_error(e, &self.path))?;
         let block = found.block.map(|block| {
-            let data = block.data.bytes.bind(py).clone();
+            let data = block.data.to_bytes(py);
             (data, checksum::crc64_header(block.crc64), block.file_offset)
         });
         let events = found.events.iter().map(event_item).collect();

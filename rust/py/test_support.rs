@@ -1,5 +1,5 @@
 //! `batchfiles._native.test_support`: bindings that only the tests and benchmarks call, kept apart from
-//! what the library uses (everything in `py.rs`). Production code never imports this module.
+//! what the library uses (`py.rs`, `py/block.rs`). Production code never imports this module.
 
 use pyo3::prelude::*;
 use pyo3::types::{IntoPyDict, PyDict};
