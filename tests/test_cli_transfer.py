@@ -64,7 +64,9 @@ def test_prepare_prints_the_container_and_url_gives_a_working_sas(env, job_id, s
     sig = query["sig"][0]
     assert sig not in saved.stdout + saved.stderr
     other = cli("save", "TaskOutput", "hello.txt", "--job", "other-job", env=task_env, cwd=tmp_path)
-    assert_one_line_error(other, 1, "BATCHFILES_CONTAINER_URL is for container", "--job is 'other-job'")
+    assert_one_line_error(
+        other, 1, "BATCHFILES_CONTAINER_URL is for container", "the job id given is 'other-job'"
+    )
 
 
 def test_url_warns_when_the_container_is_not_prepared(env, job_id):
@@ -515,9 +517,9 @@ def test_get_follow_fetches_outputs_saved_after_it_started(env, prepared, task_s
 def test_missing_credentials(bare_env, tmp_path):
     (tmp_path / "x.txt").write_text("x")
     assert_one_line_error(
-        cli("list", "job-1", env=bare_env), 1, "no storage configured", "--connection-string"
+        cli("list", "job-1", env=bare_env), 1, "no storage configured", "AZURE_STORAGE_CONNECTION_STRING"
     )
-    assert_one_line_error(cli("prepare", "job-1", env=bare_env), 1, "no storage configured")
+    assert_one_line_error(cli("prepare", "job-1", env=bare_env), 1, "no storage account configured")
     with_storage = {**bare_env, "BATCHFILES_CONTAINER_URL": "http://127.0.0.1:1/job-x?sig=abc"}
     assert_one_line_error(cli("save", "TaskOutput", "x.txt", env=with_storage, cwd=tmp_path), 1, "no task id")
 

@@ -10,15 +10,19 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from azure.core.exceptions import ClientAuthenticationError
 from azure.storage.blob import BlobServiceClient
 from batchfiles import (
+    AuthenticationError,
     BatchFilesError,
     ConfigurationError,
     JobOutputStorage,
     TaskOutputStorage,
     output_storage_container_url,
     prepare_output_storage,
+    service_from_environment,
 )
+from batchfiles.naming import container_name
 from batchfiles.testing import ACCOUNT_KEY, Azurite
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -84,7 +88,7 @@ def test_cli_refuses_a_container_url_of_another_job_in_the_environment(two_jobs,
     result = run_cli("save", "TaskOutput", "out.txt", "--job", job_a, env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     result = run_cli("list", job_b, env=env, cwd=tmp_path)
-    assert_one_line(result, 1, f"the job is {job_b!r}")
+    assert_one_line(result, 1, f"the job id given is {job_b!r}")
 
 
 def test_library_refuses_a_container_url_of_another_job(two_jobs, monkeypatch):
@@ -95,6 +99,71 @@ def test_library_refuses_a_container_url_of_another_job(two_jobs, monkeypatch):
     with pytest.raises(ConfigurationError, match="left over from another job") as caught:
         TaskOutputStorage.from_environment()
     assert "sig=" not in str(caught.value)
+
+
+# --- one path from options and variables to storage ---------------------------------------------------------
+
+
+def test_a_value_given_wins_over_its_variable(two_jobs, azurite, monkeypatch):
+    """``from_environment``'s keywords are what the command line's options hand it: each wins over its
+    variable, and the storage variables are not looked at once one storage is given."""
+    _, job_b, url_a = two_jobs
+    for name in [n for n in os.environ if n.startswith(ENV_PREFIXES)]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("BATCHFILES_CONTAINER_URL", url_a)
+    monkeypatch.setenv("AZ_BATCH_JOB_ID", job_b)
+    monkeypatch.setenv("AZ_BATCH_TASK_ID", "t-env")
+    given = TaskOutputStorage.from_environment(
+        connection_string=azurite.connection_string, job_id=job_b, task_id="t-given"
+    )
+    with given:
+        assert (given.container_name, given.task_id) == (container_name(job_b), "t-given")
+    with pytest.raises(ConfigurationError, match="give one storage, not container_url and account_url"):
+        JobOutputStorage.from_environment(container_url=url_a, account_url="https://a.blob.core.windows.net")
+    monkeypatch.delenv("AZ_BATCH_JOB_ID")
+    with pytest.raises(ConfigurationError, match="no job id: none given and AZ_BATCH_JOB_ID is not set"):
+        JobOutputStorage.from_environment(connection_string=azurite.connection_string)
+    with pytest.raises(ConfigurationError, match=r"the job id given is .* left over from another job"):
+        JobOutputStorage.from_environment(job_id=job_b)  # the URL of the variable, the job given
+
+
+def test_service_from_environment(azurite, monkeypatch):
+    for name in [n for n in os.environ if n.startswith(ENV_PREFIXES)]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("BATCHFILES_CONTAINER_URL", "https://a.blob.core.windows.net/job-x?sig=" + SECRET)
+    with pytest.raises(ConfigurationError, match="single container's SAS, is not enough") as caught:
+        service_from_environment()
+    assert SECRET not in str(caught.value)
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", azurite.connection_string)
+    with service_from_environment() as service:
+        prepare_output_storage(service, "svc-env")
+        assert service.get_container_client("job-svc-env").exists()
+
+
+class _NoSignIn:
+    """A credential of a node without any sign-in."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    def get_token(self, *scopes: str, **kwargs: object) -> object:
+        self.asked += 1
+        raise ClientAuthenticationError("no managed identity on this node")
+
+    get_token_info = get_token
+
+
+def test_a_credential_that_cannot_sign_in_fails_the_first_request_at_once():
+    """Not after minutes of retries (the retry policy takes a credential's failure as final; azure-identity
+    retries its own transient failures), and the message says where to sign in."""
+    credential = _NoSignIn()
+    storage = TaskOutputStorage("https://127.0.0.1:9/devstoreaccount1/job-x", "t1", credential=credential)
+    with (
+        storage,
+        pytest.raises(AuthenticationError, match=r"no Azure sign-in for .*no managed identity.*az login"),
+    ):
+        storage.save_bytes("TaskOutput", b"x", "a.txt")
+    assert credential.asked == 1
 
 
 # --- secrets in messages ------------------------------------------------------------------------------------

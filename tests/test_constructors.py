@@ -118,7 +118,12 @@ def test_the_public_signatures_stay():
         assert parameters(job.from_service) == [service, job_id, margin]
         assert parameters(task.from_connection_string) == [conn, job_id, task_id, margin, kwargs]
         assert parameters(job.from_connection_string) == [conn, job_id, margin, kwargs]
-        assert parameters(task.from_environment) == parameters(job.from_environment) == [margin, kwargs]
+        sources = ("container_url", "connection_string", "account_url")
+        given = [(name, "KEYWORD_ONLY", None) for name in sources]
+        ids = [("job_id", "KEYWORD_ONLY", None), ("task_id", "KEYWORD_ONLY", None)]
+        assert parameters(task.from_environment) == [*ids, *given, margin, kwargs]
+        assert parameters(job.from_environment) == [ids[0], *given, margin, kwargs]
+        assert parameters(module.service_from_environment) == [*given[1:], kwargs]
         assert parameters(job.task)[1:] == [task_id]  # after self
 
 

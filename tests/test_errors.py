@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ServiceRequestError
-from batchfiles import AuthenticationError, BatchFilesError, ConfigurationError, _errors, _throttle
+from batchfiles import AuthenticationError, BatchFilesError, _errors, _throttle
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
@@ -131,15 +131,10 @@ def test_describe_adds_a_credential_failure_from_the_context():
         assert _errors.describe(err) == "could not get a token: no token"
 
 
-def test_sign_in_error_says_where_to_sign_in():
-    err = _errors.sign_in_error(
-        "https://acct.blob.core.windows.net/?sig=abc", ClientAuthenticationError("\nno credential\nmore")
-    )
-    assert isinstance(err, ConfigurationError)
-    text = str(err)
-    assert text.startswith(
-        "no Azure sign-in for https://acct.blob.core.windows.net/?sig=REDACTED: no credential"
-    )
+def test_a_credential_that_cannot_sign_in_says_where_to_sign_in():
+    err = ClientAuthenticationError("\nno credential\nmore")
+    text = str(_errors.translate_error(err, "job-x", "'a' in container 'job-x'"))
+    assert text.startswith("no Azure sign-in for 'a' in container 'job-x': no credential (")
     assert "az login" in text and "more" not in text and "\n" not in text
 
 

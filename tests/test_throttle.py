@@ -161,6 +161,24 @@ def test_retry_after_is_honoured(proxy: FaultProxy, prepared: str) -> None:
     assert 2.5 <= waited <= 2.5 + _throttle.THROTTLED_WINDOW[0] + 2
 
 
+def test_on_throttled_is_told_of_each_throttled_answer(
+    proxy: FaultProxy, prepared: str, fast_windows: None
+) -> None:
+    """``on_throttled=`` (a constructor's keyword) is called at each throttled answer to the storage's
+    requests, as the command line's notice is; it needs batchfiles' retry policy."""
+    proxy.add_rule("status", _to("/b.txt"), times=2, retry_after_s=0.01)
+    heard: list[str] = []
+    with _storage(proxy, prepared, on_throttled=lambda: heard.append("busy")) as storage:
+        storage.save_bytes("TaskOutput", b"first", "a.txt")
+        assert heard == []
+        storage.save_bytes("TaskOutput", b"second", "b.txt")
+    assert heard == ["busy", "busy"]
+    with pytest.raises(TypeError, match="callable"):
+        _storage(proxy, prepared, on_throttled="yes")
+    with pytest.raises(ValueError, match="retry_policy"):
+        _storage(proxy, prepared, on_throttled=print, retry_policy=ExponentialRetry())
+
+
 def test_tasks_throttled_together_retry_spread_out(
     proxy: FaultProxy, seen: list[tuple[float, str]], prepared: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -30,6 +30,7 @@ from .storage import (
     TaskOutputStorage,
     output_storage_container_url,
     prepare_output_storage,
+    service_from_environment,
 )
 from .tracking import TrackedSave
 
@@ -75,4 +76,5 @@ __all__ = [
     "naming",
     "output_storage_container_url",
     "prepare_output_storage",
+    "service_from_environment",
 ]

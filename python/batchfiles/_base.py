@@ -92,10 +92,7 @@ class StorageBase:
         if config.container_url:
             return cls._clients.ContainerClient.from_container_url(config.container_url, **options)
         assert config.job_id is not None  # environment_config guarantees it without a container URL
-        if config.connection_string:
-            return cls._connection_string_container(config.connection_string, config.job_id, kwargs)
-        credential = _environment.default_credential(cls._clients)
-        service = cls._clients.BlobServiceClient(config.account_url, credential, **options)
+        service = _environment.service_client(cls._clients, config, options)
         return service.get_container_client(naming.container_name(config.job_id))
 
     def _uploaded(self, blob: Any, size: int, upload: dict[str, Any], response: Any) -> Any:
@@ -181,13 +178,33 @@ class TaskConstructors(StorageBase):
         return cls._from_container(container, task_id, sas_margin, check=True)
 
     @classmethod
-    def from_environment(cls: type[_Task], *, sas_margin: timedelta | None = None, **kwargs: Any) -> _Task:
+    def from_environment(
+        cls: type[_Task],
+        *,
+        job_id: str | None = None,
+        task_id: str | None = None,
+        container_url: str | None = None,
+        connection_string: str | None = None,
+        account_url: str | None = None,
+        sas_margin: timedelta | None = None,
+        **kwargs: Any,
+    ) -> _Task:
         """For code on a Batch node: ids from ``AZ_BATCH_JOB_ID`` and ``AZ_BATCH_TASK_ID``, storage from
         ``BATCHFILES_CONTAINER_URL``, ``AZURE_STORAGE_CONNECTION_STRING`` or ``AZURE_STORAGE_ACCOUNT_URL``
-        (with ``DefaultAzureCredential``, e.g. the node's managed identity). Warns when the SAS expires
-        within ``sas_margin`` (see the constructor)."""
+        (the first set; an account URL is signed in with ``DefaultAzureCredential``, e.g. the node's managed
+        identity). A value passed wins over its variable (at most one of ``container_url``,
+        ``connection_string``, ``account_url``), as the command line's options do. A container URL must be
+        of the job's container when the job id is known. ``kwargs`` go to the blob client (e.g. retry
+        options); warns when the SAS expires within ``sas_margin`` (see the constructor)."""
         _sas.check_margin(sas_margin)
-        config = _environment.environment_config(need_task=True)
+        config = _environment.environment_config(
+            need_task=True,
+            job_id=job_id,
+            task_id=task_id,
+            container_url=container_url,
+            connection_string=connection_string,
+            account_url=account_url,
+        )
         assert config.task_id is not None  # need_task: environment_config guarantees it
         container = cls._environment_container(config, kwargs)
         return cls._from_container(container, config.task_id, sas_margin, check=True)
@@ -233,8 +250,23 @@ class JobConstructors(StorageBase):
         return cls._from_container(container, sas_margin, check=True)
 
     @classmethod
-    def from_environment(cls: type[_Job], *, sas_margin: timedelta | None = None, **kwargs: Any) -> _Job:
+    def from_environment(
+        cls: type[_Job],
+        *,
+        job_id: str | None = None,
+        container_url: str | None = None,
+        connection_string: str | None = None,
+        account_url: str | None = None,
+        sas_margin: timedelta | None = None,
+        **kwargs: Any,
+    ) -> _Job:
         """Like ``TaskOutputStorage.from_environment``, without the task."""
         _sas.check_margin(sas_margin)
-        config = _environment.environment_config(need_task=False)
+        config = _environment.environment_config(
+            need_task=False,
+            job_id=job_id,
+            container_url=container_url,
+            connection_string=connection_string,
+            account_url=account_url,
+        )
         return cls._from_container(cls._environment_container(config, kwargs), sas_margin, check=True)

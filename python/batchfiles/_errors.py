@@ -25,7 +25,6 @@ from ._throttle import is_throttled
 from .errors import (
     AuthenticationError,
     BatchFilesError,
-    ConfigurationError,
     ContainerNotFoundError,
     IntegrityError,
     OutputExistsError,
@@ -126,7 +125,11 @@ def translate_error(err: HttpResponseError, container: str, what: str) -> BatchF
     if code == "ConditionNotMet":
         return BatchFilesError(f"{what} changed while it was being read: try again")
     if isinstance(err, ClientAuthenticationError) and err.status_code is None:  # from the credential
-        return AuthenticationError(f"could not get a token for {what}: {redact(err.message or str(err))}")
+        return AuthenticationError(
+            f"no Azure sign-in for {what}: {first_line(err.message or err)} (use a managed identity, "
+            "`az login`, AZURE_CLIENT_ID/AZURE_TENANT_ID/AZURE_CLIENT_SECRET, or a connection string or "
+            "container URL)"
+        )
     if isinstance(err, ClientAuthenticationError) or err.status_code in (401, 403):
         expires = _sas.expired(_request_url(err))
         if expires is not None:
@@ -160,14 +163,6 @@ def _request_url(err: HttpResponseError) -> str | None:
     """The URL of the request ``err`` answers (its query holds the SAS, if one was used)."""
     url = getattr(getattr(getattr(err, "response", None), "request", None), "url", None)
     return url if isinstance(url, str) else None
-
-
-def sign_in_error(account_url: str, err: ClientAuthenticationError) -> ConfigurationError:
-    """A credential that could not get a token before any request was made, said with where to sign in."""
-    return ConfigurationError(
-        f"no Azure sign-in for {redact(account_url)}: {first_line(err)} (use a managed identity, `az login`, "
-        "AZURE_CLIENT_ID/AZURE_TENANT_ID/AZURE_CLIENT_SECRET, or a connection string or container URL)"
-    )
 
 
 def describe(err: BaseException) -> str:

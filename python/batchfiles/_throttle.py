@@ -30,7 +30,7 @@ from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from azure.core.exceptions import AzureError
+from azure.core.exceptions import AzureError, ClientAuthenticationError
 from azure.storage.blob import ExponentialRetry
 from azure.storage.blob._shared import policies as _policies
 from azure.storage.blob._shared import policies_async as _policies_async
@@ -105,6 +105,14 @@ def throttled_backoff(n: int, after: float | None, rng: random.Random) -> float:
     return min(asked, MAX_RETRY_AFTER) + rng.uniform(0.0, window)
 
 
+def is_final(err: AzureError) -> bool:
+    """Whether an error raised before any answer is not worth retrying: a request that could not be signed,
+    or a credential that could not get a token (azure-identity retries its own transient failures, such as
+    the managed-identity endpoint's, before it raises), so a node without a sign-in fails at its first
+    request, not after minutes of retries."""
+    return isinstance(err, (AzureSigningError, ClientAuthenticationError))
+
+
 class _Throttled:
     """What :class:`ThrottleRetry` and :class:`AsyncThrottleRetry` add to ``ExponentialRetry``."""
 
@@ -115,14 +123,16 @@ class _Throttled:
         super().__init__(**kwargs)
         self.retry_throttled = retry_throttled
         self.random = random.Random()
-        self._listeners: list[weakref.WeakMethod[Callable[[], None]]] = []
+        self._listeners: list[Callable[[], Callable[[], None] | None]] = []
         self._listeners_lock = threading.Lock()
 
-    def add_listener(self, method: Callable[[], None]) -> None:
-        """Call the bound ``method`` on every throttled answer this policy sees (while its object lives)."""
+    def add_listener(self, method: Callable[[], None], *, weak: bool = True) -> None:
+        """Call ``method`` on every throttled answer this policy sees; ``weak``: a bound method, called while
+        its object lives (the policy does not keep it alive)."""
         with self._listeners_lock:
             self._listeners = [ref for ref in self._listeners if ref() is not None]
-            self._listeners.append(weakref.WeakMethod(method))  # type: ignore[arg-type]
+            ref = weakref.WeakMethod(method) if weak else (lambda: method)  # type: ignore[arg-type]
+            self._listeners.append(ref)
 
     def _heard_throttling(self) -> None:
         with self._listeners_lock:
@@ -177,9 +187,7 @@ class ThrottleRetry(_Throttled, ExponentialRetry):
             try:
                 response = self.next.send(request)
             except AzureError as err:
-                if isinstance(err, AzureSigningError) or not self.increment(
-                    settings, request=request.http_request, error=err
-                ):
+                if is_final(err) or not self.increment(settings, request=request.http_request, error=err):
                     raise
                 _policies.retry_hook(settings, request=request.http_request, response=None, error=err)
             else:
@@ -205,9 +213,7 @@ class AsyncThrottleRetry(_Throttled, AsyncExponentialRetry):
             try:
                 response = await self.next.send(request)
             except AzureError as err:
-                if isinstance(err, AzureSigningError) or not self.increment(
-                    settings, request=request.http_request, error=err
-                ):
+                if is_final(err) or not self.increment(settings, request=request.http_request, error=err):
                     raise
                 await _policies_async.retry_hook(
                     settings, request=request.http_request, response=None, error=err

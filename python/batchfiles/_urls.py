@@ -28,12 +28,20 @@ RETRY_DEFAULTS: dict[str, Any] = {
 def client_kwargs(user: dict[str, Any], *, aio: bool = False) -> dict[str, Any]:
     """Client options: the fast retry defaults, overridden by what the caller passed, in a retry policy that
     absorbs throttling (:func:`_throttle.retry_policy`; ``aio``: for an async client) unless the caller
-    passed a ``retry_policy`` of their own. ``retry_throttled`` (retries of a throttled request) is ours:
-    it never reaches azure-storage-blob."""
+    passed a ``retry_policy`` of their own. ``retry_throttled`` (retries of a throttled request) and
+    ``on_throttled`` (called, from any thread, at each throttled answer to the client's requests) are
+    ours: they never reach azure-storage-blob."""
     merged = {**RETRY_DEFAULTS, **user}
+    on_throttled = merged.pop("on_throttled", None)
+    if on_throttled is not None and not callable(on_throttled):
+        raise TypeError(f"on_throttled must be callable, not {on_throttled!r}")
     options = {name: value for name, value in merged.items() if name != "retry_throttled"}
     if options.get("retry_policy") is None:
         options["retry_policy"] = _throttle.retry_policy(merged, user_total="retry_total" in user, aio=aio)
+    elif on_throttled is not None:
+        raise ValueError("on_throttled needs batchfiles' retry policy: it cannot be given with retry_policy")
+    if on_throttled is not None:
+        options["retry_policy"].add_listener(on_throttled, weak=False)
     return options
 
 

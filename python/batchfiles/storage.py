@@ -24,6 +24,7 @@ from azure.storage.blob import (
 
 from . import (
     _download,
+    _environment,
     _errors,
     _follow,
     _progress,
@@ -32,6 +33,7 @@ from . import (
     _scope,
     _throttle,
     _types,
+    _urls,
     naming,
     snapshot,
 )
@@ -49,7 +51,21 @@ __all__ = [
     "TaskOutputStorage",
     "output_storage_container_url",
     "prepare_output_storage",
+    "service_from_environment",
 ]
+
+
+def service_from_environment(
+    *, connection_string: str | None = None, account_url: str | None = None, **kwargs: Any
+) -> BlobServiceClient:
+    """The storage account's ``BlobServiceClient``, for :func:`prepare_output_storage` and
+    :func:`output_storage_container_url` on the client side: from ``connection_string`` or
+    ``account_url`` if given (one of them), else ``AZURE_STORAGE_CONNECTION_STRING`` or
+    ``AZURE_STORAGE_ACCOUNT_URL``; an account URL is signed in with ``DefaultAzureCredential``. ``kwargs``
+    go to the client (e.g. retry options), with batchfiles' retries and throttling patience as for
+    storage objects. A container URL is not enough: its SAS is for one container."""
+    config = _environment.account_config(connection_string=connection_string, account_url=account_url)
+    return _environment.service_client(azure.storage.blob, config, _urls.client_kwargs(kwargs))
 
 
 def prepare_output_storage(service: BlobServiceClient, job_id: str) -> ContainerClient:

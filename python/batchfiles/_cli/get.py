@@ -90,8 +90,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--poll-interval and --idle-timeout are for following (--follow)")
     if args.path is not None and naming.destination_path(args.path) != args.path:
         raise ValueError(f"path {args.path!r} has a '.' or '..' segment: give the file path `list` shows")
-    with connect.job_storage(args, "get", args.job_id, interactive=True, patient=True) as job:
-        notice = connect.ThrottlingNotice(job)  # noqa: F841 - kept while the storage is used
+    with connect.job_storage(args, args.job_id, interactive=True, patient=True) as job:
         getter = Getter(job, Path(args.output_dir), skip_existing=args.skip_existing)
         if args.follow:
             return _follow(args, getter)

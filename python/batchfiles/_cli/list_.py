@@ -46,8 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """The table (or JSON lines) of the selection; then a warning for each blob skipped as not an output."""
     skipped: list[tuple[str, str]] = []
-    with connect.job_storage(args, "list", args.job_id, interactive=True, patient=True) as job:
-        notice = connect.ThrottlingNotice(job)  # noqa: F841 - kept while the storage is used
+    with connect.job_storage(args, args.job_id, interactive=True, patient=True) as job:
         found = selection.outputs(job, args.task, args.kind, lambda name, why: skipped.append((name, why)))
         if args.json:
             count = 0

@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"--file {path!r} is not the path of an output: it {problem}")
     if args.idle_timeout is not None and not args.follow:
         raise UsageError("--idle-timeout is for following (-f)")
-    with connect.job_storage(args, "logs", args.job_id, interactive=True) as job:
+    with connect.job_storage(args, args.job_id, interactive=True) as job:
         selection = Selection(job.container_name, args.kind, tasks, files)
         one = len(tasks) == 1 and len(files) == 1
         prefixed = not args.no_prefix and not one

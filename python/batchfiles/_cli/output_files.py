@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     if not outputs:
         raise UsageError("nothing to upload: give --output PATTERN[=KIND][@CONDITION] or --task-logs")
     try:
-        url = connect.container_url(args, "output-files")
+        url = connect.container_url(args)
         files = batch.output_files(url, args.task_id, outputs, identity_reference=args.identity_reference)
     except (ConfigurationError, OutputFilesError) as err:
         raise UsageError(str(err)) from None

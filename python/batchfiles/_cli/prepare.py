@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    with connect.service_client(args, "prepare") as service:
+    with connect.service_client(args) as service:
         container = prepare_output_storage(service, args.job_id)
     print(container.container_name)
     return EXIT_OK

@@ -179,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
         command = command[1:]
     if not command:
         raise UsageError("no command to run: give it after --, e.g. `batchfiles run -- python render.py`")
-    with connect.task_storage(args, "run") as storage:
+    with connect.task_storage(args) as storage:
         return _Run(storage, command, args.outputs or [], args.flush_interval).execute()
 
 

@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     files = files_to_save(args.paths, args.dest)
     total = sum(os.path.getsize(local) for local, _ in files)
     label = f"{len(files)} file{'s' if len(files) != 1 else ''}"
-    storage = connect.saving_storage(args, "save", job_side)
+    storage = connect.saving_storage(args, job_side)
     with storage, Progress(total, f"saving {label}") as bar:
         refs = storage.save_files(args.kind, files, progress=bar.callback(None))
     for ref in refs:

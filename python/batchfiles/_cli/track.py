@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     dest = args.dest
     if dest is None and os.path.isabs(args.path):
         dest = os.path.basename(args.path)
-    storage = connect.saving_storage(args, "track", job_side)
+    storage = connect.saving_storage(args, job_side)
     stop = threading.Event()
 
     def handle(signum: int, frame: object) -> None:

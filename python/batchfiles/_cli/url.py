@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    with connect.service_client(args, "url") as service:
+    with connect.service_client(args) as service:
         sas_url = output_storage_container_url(service, args.job_id, expiry=args.expiry)
         container = naming.container_name(args.job_id)
         try:

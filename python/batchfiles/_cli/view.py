@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     except ImportError as err:
         common.error(f"batchfiles view needs {err.name or 'aiohttp'}: pip install 'batchfiles[view]'")
         return EXIT_ERROR
-    storage = connect.job_storage(args, "view", args.job_id, interactive=True, aio=True)
+    storage = connect.job_storage(args, args.job_id, interactive=True, aio=True)
 
     def ready(url: str) -> None:
         print(url, flush=True)

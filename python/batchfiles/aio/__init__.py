@@ -25,6 +25,7 @@ from ._storage import (
     TaskOutputStorage,
     output_storage_container_url,
     prepare_output_storage,
+    service_from_environment,
 )
 from ._tracking import TrackedSave
 
@@ -52,4 +53,5 @@ __all__ = [
     "TrackingError",
     "output_storage_container_url",
     "prepare_output_storage",
+    "service_from_environment",
 ]

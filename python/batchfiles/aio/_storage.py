@@ -6,7 +6,7 @@ import asyncio
 import functools
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,6 +18,7 @@ from azure.storage.blob.aio import BlobClient, BlobServiceClient, ContainerClien
 
 from .. import (
     _download,
+    _environment,
     _errors,
     _follow,
     _progress,
@@ -26,6 +27,7 @@ from .. import (
     _scope,
     _throttle,
     _types,
+    _urls,
     naming,
     snapshot,
 )
@@ -43,7 +45,18 @@ __all__ = [
     "TaskOutputStorage",
     "output_storage_container_url",
     "prepare_output_storage",
+    "service_from_environment",
 ]
+
+
+def service_from_environment(
+    *, connection_string: str | None = None, account_url: str | None = None, **kwargs: Any
+) -> BlobServiceClient:
+    """The async twin of :func:`batchfiles.service_from_environment` (an
+    ``azure.storage.blob.aio.BlobServiceClient``, signed in with azure-identity's async
+    ``DefaultAzureCredential`` over an account URL)."""
+    config = _environment.account_config(connection_string=connection_string, account_url=account_url)
+    return _environment.service_client(azure.storage.blob.aio, config, _urls.client_kwargs(kwargs, aio=True))
 
 
 async def prepare_output_storage(service: BlobServiceClient, job_id: str) -> ContainerClient:
