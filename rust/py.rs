@@ -477,8 +477,13 @@ fn event_item(event: &Event) -> (&'static str, u64) {
     }
 }
 
+/// The `[package]` version of Cargo.toml this extension was built from: `batchfiles.__version__`,
+/// and the version maturin writes into the wheel's metadata (a plain `X.Y.Z` reads the same in both).
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", VERSION)?;
     m.add_function(wrap_pyfunction!(container_name, m)?)?;
     m.add_function(wrap_pyfunction!(container_names, m)?)?;
     m.add_function(wrap_pyfunction!(blob_prefix, m)?)?;

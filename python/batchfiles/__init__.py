@@ -5,11 +5,8 @@ with :func:`prepare_output_storage` and hands tasks :func:`output_storage_contai
 every name are in :mod:`batchfiles.aio`; name derivation alone is in :mod:`batchfiles.naming`.
 """
 
-import importlib.metadata as _metadata
-import re as _re
-from pathlib import Path as _Path
-
 from . import naming
+from ._native import __version__
 from .errors import (
     AuthenticationError,
     BatchFilesError,
@@ -33,23 +30,6 @@ from .storage import (
     service_from_environment,
 )
 from .tracking import TrackedSave
-
-
-def _version() -> str:
-    """Cargo.toml's: read there when these are a checkout's sources (on the path, or installed editable),
-    else the installed distribution's, which the wheel's build took from it."""
-    cargo = _Path(__file__).resolve().parents[2] / "Cargo.toml"
-    if cargo.is_file():
-        found = _re.search(r'(?m)^version = "([^"]+)"', cargo.read_text(encoding="utf-8"))
-        if found:
-            return found[1]
-    try:
-        return _metadata.version("batchfiles")
-    except _metadata.PackageNotFoundError:  # pragma: no cover - neither a checkout nor installed
-        return "0+unknown"
-
-
-__version__ = _version()
 
 __all__ = [
     "AuthenticationError",

@@ -19,6 +19,9 @@ from typing_extensions import Buffer
 
 from . import test_support as test_support
 
+__version__: str
+"""The version of Cargo.toml the extension was built from (``batchfiles.__version__``)."""
+
 # Naming. Each raises ValueError naming the offending input, TypeError for a wrong argument type.
 
 def container_name(job_id: str) -> str:
