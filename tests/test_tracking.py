@@ -725,3 +725,24 @@ def test_aio_flush_and_close_raise_once_the_task_ended(
             assert isinstance(save.error.__cause__, cause)
 
     asyncio.run(scenario())
+
+def test_the_async_driver_reads_the_file_off_the_event_loop(container, tmp_path):
+    """Opening and polling the file are file calls the engine yields, which the async driver makes in a
+    worker thread: a slow disk holds up the save, not the event loop (its other tasks, a viewer)."""
+    from batchfiles._tracking import FileCall
+    from batchfiles.aio._tracking import _drive
+
+    def steps():
+        return (yield FileCall(threading.get_ident))
+
+    async def where() -> tuple[int, int]:
+        return threading.get_ident(), await _drive(None, steps())  # type: ignore[arg-type]
+
+    loop_thread, read_thread = asyncio.run(where())
+    assert read_thread != loop_thread
+    engine = Engine(container.container_name, "log.txt", tmp_path / "log.txt")
+    calls = engine.opening()
+    assert not any(isinstance(call, FileCall) for call in [next(calls)])  # the probe: a storage call
+    (tmp_path / "log.txt").write_bytes(b"x")
+    step = engine.begin(engine.wake_at())
+    assert step is not None and isinstance(next(step), FileCall)  # the poll

@@ -2,11 +2,12 @@
 
 How it is built:
 
-- The sans-IO engine lives in :mod:`batchfiles._tracking`, shared with :mod:`batchfiles.aio`: the blob
-  parts (opening, resume, roll-over), the appender, and a pure schedule. It owns the Rust tracker
+- The engine lives in :mod:`batchfiles._tracking`, shared with :mod:`batchfiles.aio`: the blob parts
+  (opening, resume, roll-over), the appender, and a pure schedule. It owns the Rust tracker
   (:class:`batchfiles._native.Tracker`, which follows the path through rotation and truncation) and
-  decides what to send and when. Its work comes as generators that yield calls (one storage call each)
-  and are sent back each call's result, or thrown its error.
+  decides what to send and when. Its work comes as generators that yield calls (one storage call or one
+  read of the file each) and are sent back each call's result, or thrown its error: the drivers make them
+  (the async one reads the file in a worker thread).
 - This module is the sync driver: one daemon thread per process (:class:`_Scheduler`) serving every
   :class:`TrackedSave`; the async driver is one task per save in the caller's event loop.
 

@@ -9,6 +9,7 @@ A block is committed to the tracker only once storage holds it, so a failed appe
 
 from __future__ import annotations
 
+import functools
 import logging
 from time import monotonic
 
@@ -19,7 +20,7 @@ from .. import _saving
 from .._native import Tracker
 from ..errors import TrackingError
 from . import limits
-from .calls import BlobMethod, Call, Steps
+from .calls import BlobMethod, Call, FileCall, Steps
 from .parts import Parts
 
 logger = logging.getLogger("batchfiles")
@@ -72,7 +73,7 @@ class Appender:
         client's retries of each append (None: the client's own setting)."""
         appended = 0
         while True:
-            block, events, more = self._tracker.poll(min_bytes)
+            block, events, more = yield FileCall(functools.partial(self._tracker.poll, min_bytes))
             self.polls += 1
             if (changes := self._tracker.changes) != self._changes:
                 self._changes, self.grew = changes, True

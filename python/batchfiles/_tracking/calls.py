@@ -1,8 +1,10 @@
-"""The storage calls the engine of a tracked save asks for, and the runner that steps its work.
+"""The calls the engine of a tracked save asks for, and the runner that steps its work.
 
-The engine's work comes as generators (:data:`Steps`) that yield :class:`Call` s, one storage call each,
-and are sent back each call's result or thrown its error. A driver runs them with :class:`StepRunner`
-(:func:`drive` is the sync loop) and makes each call on a sync or async blob client.
+The engine's work comes as generators (:data:`Steps`) that yield a :class:`Call` (one storage call) or a
+:class:`FileCall` (one read of the file followed), and are sent back each call's result or thrown its
+error. A driver runs them with :class:`StepRunner` (:func:`drive` is the sync loop): storage calls on a
+sync or async blob client, file reads in its own thread (the async driver: in a worker thread, never on
+the event loop).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 #: Work of an engine: yields the calls to make, is sent their results, returns a ``T``.
-Steps = Generator["Call", Any, T]
+Steps = Generator["Call | FileCall", Any, T]
 
 
 class BlobMethod(enum.Enum):
@@ -42,6 +44,13 @@ class Call:
         return self.method is BlobMethod.DOWNLOAD
 
 
+@dataclass(frozen=True)
+class FileCall:
+    """One read of the file followed (a poll of its tracker, a range, a reopen): ``read()``'s result."""
+
+    read: Callable[[], Any]
+
+
 def client_method(blob: Any, method: BlobMethod) -> Callable[..., Any]:
     """The bound method of a sync or async blob client that makes a call of ``method``."""
     methods: dict[BlobMethod, Callable[..., Any]] = {
@@ -64,7 +73,7 @@ class StepRunner:
         self.error: BaseException | None = None
         self.value: Any = None
 
-    def next(self) -> Call | None:
+    def next(self) -> Call | FileCall | None:
         """The next call to make, or None once the generator returned (its value is in ``value``)."""
         result, error, self.result, self.error = self.result, self.error, None, None
         try:
@@ -75,11 +84,12 @@ class StepRunner:
 
 
 def drive(execute: Callable[[Call], Any], steps: Steps[T]) -> T:
-    """Run ``steps``, making each call with ``execute`` and handing back its result or error."""
+    """Run ``steps``, making each storage call with ``execute`` and each file read here, and handing back
+    its result or error."""
     run = StepRunner(steps)
     while (call := run.next()) is not None:
         try:
-            run.result = execute(call)
+            run.result = call.read() if isinstance(call, FileCall) else execute(call)
         except Exception as exc:  # the engine decides: handled, retried later, or kept
             run.error = exc
     return run.value

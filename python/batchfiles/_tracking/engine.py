@@ -1,12 +1,15 @@
-"""The sans-IO engine of one tracked save: composes the blob parts, the appender and the schedule.
+"""The engine of one tracked save: composes the blob parts, the appender and the schedule.
 
-Its work comes as generators that yield :class:`~batchfiles._tracking.calls.Call` s (one storage call
-each) and are sent back each call's result, or thrown its error; the drivers (a thread in
-:mod:`batchfiles.tracking`, a task in :mod:`batchfiles.aio`) make the calls and keep the time.
+Its work comes as generators that yield a :class:`~batchfiles._tracking.calls.Call` (one storage call) or a
+:class:`~batchfiles._tracking.calls.FileCall` (one read of the file) and are sent back each call's result,
+or thrown its error; the drivers (a thread in :mod:`batchfiles.tracking`, a task in :mod:`batchfiles.aio`
+that reads the file in a worker thread) make the calls and keep the time. Only the constructor opens the
+file (the aio driver builds the engine in a worker thread).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -18,7 +21,7 @@ from .._native import Tracker
 from .._types import PathLike
 from . import limits
 from .appender import Appender
-from .calls import Steps
+from .calls import FileCall, Steps
 from .parts import IF_EXISTS, Parts
 from .schedule import Outcome, Schedule, Step
 
@@ -79,7 +82,7 @@ class Stats:
 
 
 class Engine:
-    """The state of one tracked save without I/O: the file's tracker, the parts, the schedule, the error.
+    """The state of one tracked save: the file's tracker, the parts, the schedule, the error.
 
     Drivers run :meth:`opening` once, then loop: :meth:`begin` a step when :meth:`wake_at` comes, run
     it, and hand its outcome to :meth:`end`. The sync driver holds a lock around :meth:`begin`,
@@ -137,7 +140,8 @@ class Engine:
         """Probe the blob and its parts, then resume after them, replace them, or create the blob."""
         offset = yield from self._parts.open(self._if_exists, self._appender.tracker)
         if offset:
-            self._appender.tracker = Tracker(self.path, offset, limits.MAX_BLOCK)
+            reopen = functools.partial(Tracker, self.path, offset, limits.MAX_BLOCK)
+            self._appender.tracker = yield FileCall(reopen)
 
     # -- requests (from the caller's thread or task) ----------------------------------------------------
 

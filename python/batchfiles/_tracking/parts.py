@@ -4,6 +4,7 @@ the next part, and the ETag chain that shows whether another writer wrote to the
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import secrets
 from typing import Any
@@ -16,7 +17,7 @@ from .. import _errors, _saving
 from .._native import Tracker
 from ..errors import OutputExistsError, TrackingError
 from . import limits
-from .calls import BlobMethod, Call, Steps
+from .calls import BlobMethod, Call, FileCall, Steps
 
 logger = logging.getLogger("batchfiles")
 
@@ -121,7 +122,7 @@ class Parts:
         last = max(index for index, props in enumerate(parts) if props.size)
         tail = min(parts[last].size, limits.RESUME_CHECK)
         try:
-            expected = file.read_range(total - tail, tail)
+            expected = yield FileCall(functools.partial(file.read_range, total - tail, tail))
         except OSError:  # no file at the path yet
             return False
         if len(expected) < tail:

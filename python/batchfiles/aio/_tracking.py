@@ -1,7 +1,8 @@
 """The async twin of :class:`batchfiles.tracking.TrackedSave`: the same engine, over azure.storage.blob.aio.
 
-Each save is driven by one task in the caller's event loop. Polling the file (a ``stat`` when idle, a
-read and CRC of at most 4 MiB otherwise) runs in the loop's thread: a few milliseconds at most.
+Each save is driven by one task in the caller's event loop. Opening and polling the file (a ``stat`` when
+idle, a read and CRC of at most 4 MiB otherwise) run in a worker thread (``asyncio.to_thread``), never on
+the event loop: a slow or stalled disk holds up the save, not the loop.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from azure.storage.blob.aio import ContainerClient
 
 from .. import _errors
-from .._tracking import Call, Engine, StepRunner, Steps, TrackedSaveBase
+from .._tracking import Call, Engine, FileCall, StepRunner, Steps, TrackedSaveBase
 from .._types import PathLike
 from ..tracking import TrackOptions
 
@@ -28,11 +29,15 @@ T = TypeVar("T")
 
 
 async def _drive(execute: Callable[[Call], Any], steps: Steps[T]) -> T:
-    """Run ``steps``, awaiting each call made with ``execute`` and handing back its result or error."""
+    """Run ``steps``, awaiting each storage call made with ``execute`` and each file read in a worker
+    thread, and handing back its result or error."""
     run = StepRunner(steps)
     while (call := run.next()) is not None:
         try:
-            run.result = await execute(call)
+            if isinstance(call, FileCall):
+                run.result = await asyncio.to_thread(call.read)
+            else:
+                run.result = await execute(call)
         except Exception as exc:  # the engine decides: handled, retried later, or kept
             run.error = exc
     return run.value
@@ -57,7 +62,8 @@ class TrackedSave(TrackedSaveBase):
         cls, container: ContainerClient, blob_name: str, path: PathLike, **options: Unpack[TrackOptions]
     ) -> TrackedSave:
         """Start following ``path`` into the append blob ``blob_name``; options as in the sync twin."""
-        save = cls(container, Engine(container.container_name, blob_name, path, **options))
+        engine = await asyncio.to_thread(Engine, container.container_name, blob_name, path, **options)
+        save = cls(container, engine)
         with _errors.storage_errors(save._engine.container_name, blob_name):
             await _drive(save._execute, save._engine.opening())
         save._task = asyncio.get_running_loop().create_task(
