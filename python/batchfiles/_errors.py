@@ -215,6 +215,44 @@ def cannot_replace(container: str, blob: str, blob_type: str, err: HttpResponseE
     )
 
 
+#: What deleting needs, said when storage refuses a delete for want of it: of blobs, and of the container.
+DELETE_RIGHTS = (
+    "deleting needs the delete permission: a SAS with 'd' in its permissions (sp=), or with Azure AD a role "
+    "that may delete blobs (Storage Blob Data Contributor)"
+)
+DELETE_CONTAINER_RIGHTS = (
+    "deleting a container needs the account: its key (a connection string), an account SAS with 'd', or "
+    "with Azure AD a role that may delete containers (Storage Blob Data Contributor); a SAS for the "
+    "container, such as the task SAS of `batchfiles url`, never may"
+)
+
+
+def cannot_delete(container: str, blob: str | None, err: HttpResponseError) -> BatchFilesError:
+    """The error of a delete of ``blob`` (None: the container) that storage refused: a blob that changed
+    since it was listed, a lease, snapshots (batchfiles never deletes those silently), or a SAS or
+    credential that may not delete."""
+    what = _what(container, blob)
+    code = _code(err)
+    if code.startswith("LeaseIdMissing") or code.startswith("LeaseIdMismatch"):
+        return BatchFilesError(
+            f"{what} is leased: batchfiles does not delete it ({code}); break the lease first, or leave it"
+        )
+    if code == "SnapshotsPresent":
+        return BatchFilesError(
+            f"{what} has snapshots: batchfiles does not delete them ({code}); delete them yourself, or "
+            "leave it"
+        )
+    if err.status_code == 412:
+        return BatchFilesError(
+            f"{what} changed since it was listed (a live log still being written?): not deleted; list "
+            f"again to delete what is there now ({code or 412})"
+        )
+    if err.status_code in (401, 403) and _sas.expired(_request_url(err)) is None:  # expired: said as such
+        rights = DELETE_RIGHTS if blob else DELETE_CONTAINER_RIGHTS
+        return AuthenticationError(f"storage refused to delete {what} ({code or err.status_code}): {rights}")
+    return translate_error(err, container, what)
+
+
 def _what(container: str, blob: str | None) -> str:
     return f"{blob!r} in container {container!r}" if blob else f"container {container!r}"
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 __all__ = [
     "AuthenticationError",
     "BatchFilesError",
     "ConfigurationError",
     "ContainerNotFoundError",
+    "DeleteError",
     "IntegrityError",
     "OutputExistsError",
     "OutputFilesError",
@@ -56,3 +59,14 @@ class ConfigurationError(BatchFilesError):
 class OutputFilesError(BatchFilesError, ValueError):
     """An output cannot be given to the Batch service's OutputFiles under the conventions' names (a pattern
     that leaves the task directory, is absolute or holds a variable; a bad container URL or identity)."""
+
+
+class DeleteError(BatchFilesError):
+    """A delete left some blobs, each refused for its own sake (changed since it was listed, leased, with
+    snapshots); the others were deleted. ``deleted``: how many blobs were deleted (or found gone);
+    ``failures``: each blob left, by name, with the error saying why."""
+
+    def __init__(self, message: str, deleted: int = 0, failures: Mapping[str, BatchFilesError] | None = None):
+        super().__init__(message)
+        self.deleted = deleted
+        self.failures: Mapping[str, BatchFilesError] = dict(failures or {})

@@ -23,6 +23,7 @@ from azure.storage.blob import (
 )
 
 from . import (
+    _deleting,
     _download,
     _environment,
     _errors,
@@ -40,6 +41,7 @@ from . import (
 from ._base import JobConstructors, ReferenceBase, StorageBase, TaskConstructors
 from ._errors import storage_errors
 from ._types import PathLike, Progress
+from .errors import BatchFilesError
 from .kinds import KindLike, TaskOutputKind
 
 if TYPE_CHECKING:
@@ -399,6 +401,50 @@ def _upload(
     raise AssertionError("unreachable")
 
 
+def _delete_output(
+    container: ContainerClient,
+    output: _deleting.Plan,
+    slots: _throttle.Slots,
+    tally: _deleting.Tally,
+    stop: threading.Event,
+) -> None:
+    """Delete an output's blobs in the order planned, until one is refused (the output's earlier blobs then
+    stay, so what is left is still an output) or the delete stops; an open live log that went on in a new
+    part since it was listed is left whole."""
+    if output.next_part is not None:
+        with storage_errors(container.container_name, output.next_part):
+            if container.get_blob_client(output.next_part).exists():
+                tally.refused(output.blobs[-1], _deleting.rolled_over(container.container_name, output))
+                return
+    for blob in output.blobs:
+        refusal = _delete_blob(container, blob, slots)
+        if refusal is not None:
+            tally.refused(blob, refusal)
+            return
+        tally.done()
+        if stop.is_set():
+            return
+
+
+def _delete_blob(container: ContainerClient, blob: _deleting.Blob, slots: _throttle.Slots) -> Any:
+    """Delete ``blob`` if unchanged since it was listed. None once it is gone; the error of a refusal for the
+    blob's own sake (see :func:`_deleting.is_refusal`); any other failure is raised."""
+    client = container.get_blob_client(blob.name)
+    condition = {"etag": blob.etag, "match_condition": MatchConditions.IfNotModified}
+    with storage_errors(container.container_name, blob.name):
+        try:
+            with slots.slot() as hook:
+                client.delete_blob(**condition, raw_response_hook=hook)
+            return None
+        except HttpResponseError as err:
+            if _deleting.is_gone(err) or (_deleting.may_be_gone(err) and not client.exists()):
+                return None
+            refusal = _errors.cannot_delete(container.container_name, blob.name, err)
+            if _deleting.is_refusal(err):
+                return refusal
+            raise refusal from None
+
+
 def _delete_other_type(blob: BlobClient, wanted: str) -> None:
     """Delete ``blob`` if it is not a ``wanted`` blob, on condition that it is unchanged since looked at.
     A 412 may answer a retry of a delete that landed (its answer lost): then what is there now decides."""
@@ -648,6 +694,89 @@ class JobOutputStorage(JobConstructors, _OutputStorage):
             for props in listing:
                 yield from builder.add(props)
         yield from builder.finish()
+
+    # --- cleaning up -----------------------------------------------------------------------------------
+
+    def check_delete(self, *, container: bool = False) -> None:
+        """Raise :class:`AuthenticationError`, without any request, when this storage's SAS shows that it
+        may not delete: its permissions (``sp``) have no ``d``; or, for the container itself
+        (``container``), it is a SAS for the container (``sr=c``, such as the task SAS of
+        :func:`output_storage_container_url`, which may delete blobs but never its container) or an account
+        SAS without the container resource type. Storage decides for a key, Azure AD or a stored access
+        policy; its refusal is said as clearly. :meth:`delete` and :meth:`delete_container` check this
+        first; call it to know before listing."""
+        _deleting.check_permission(
+            self._container.url, self._container.credential, self.container_name, container=container
+        )
+
+    def delete(
+        self,
+        outputs: Iterable[snapshot.OutputSnapshot],
+        *,
+        max_concurrency: int = _deleting.MAX_CONCURRENCY,
+    ) -> int:
+        """Delete exactly these outputs of this job's :meth:`snapshot` (or ``iter_snapshot``): every blob of
+        each, a tracked log's parts included; returns the number of blobs deleted.
+
+        Select them from the snapshot (by task, kind, path): a blob the snapshot did not call an output (a
+        hostile or foreign name) can never be deleted this way, as each output's names are checked against
+        the conventions and the container (:class:`ValueError` otherwise). Each delete is conditional on the
+        ETag listed: a blob replaced or appended to since then (a live log still being written) is left, and
+        the output's earlier blobs with it, so what is left is still an output; so is a live log that went on
+        in a new part since it was listed. A blob already gone counts as deleted (a retried delete whose
+        answer was lost finds it so). A blob with snapshots or a lease is never deleted: batchfiles says so
+        and leaves it.
+
+        ``max_concurrency`` outputs are deleted at once (each output's blobs one after another, its last
+        part first), in the throttling limits shared with saves. Blobs refused for their own sake (changed,
+        leased, with snapshots) are left while the rest is deleted, then :class:`DeleteError` says which
+        (``error.failures``) and how many were deleted (``error.deleted``). Anything else (access refused,
+        storage unreachable) stops the delete at once and is raised, saying how many blobs were deleted
+        before it. A SAS that shows it may not delete is refused before any request (:meth:`check_delete`).
+        """
+        plans = _deleting.plan(outputs, self.container_name)
+        _deleting.check_concurrency(max_concurrency)
+        self.check_delete()
+        tally = _deleting.Tally(plans)
+        items, lock, stop = iter(plans), threading.Lock(), threading.Event()
+
+        def worker() -> None:
+            try:
+                while not stop.is_set():
+                    with lock:
+                        output = next(items, None)
+                    if output is None:
+                        return
+                    _delete_output(self._container, output, self._slots, tally, stop)
+            except BaseException:
+                stop.set()
+                raise
+
+        with ThreadPoolExecutor(max_concurrency) as pool:
+            jobs = [pool.submit(worker) for _ in range(min(max_concurrency, len(plans)))]
+            try:
+                for job in jobs:
+                    job.result()
+            except BatchFilesError as err:
+                raise tally.stopped(err) from None
+            except BaseException:
+                stop.set()
+                raise
+        return tally.result()
+
+    def delete_container(self) -> None:
+        """Delete the job's container and everything in it, outputs or not (storage removes its blobs in the
+        background; the name cannot be used again for a while). A container already gone (or being
+        deleted) counts as deleted. A leased container is left, and said so. Needs the account's
+        credentials or an account SAS: a SAS for the container, such as the tasks', is refused before any
+        request (:meth:`check_delete`)."""
+        self.check_delete(container=True)
+        with storage_errors(self.container_name):
+            try:
+                self._container.delete_container()
+            except HttpResponseError as err:
+                if not _deleting.container_gone(err):
+                    raise _errors.cannot_delete(self.container_name, None, err) from None
 
     def download(
         self, output: snapshot.OutputSnapshot, path: PathLike, *, progress: Progress | None = None

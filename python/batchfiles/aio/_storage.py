@@ -17,6 +17,7 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.storage.blob.aio import BlobClient, BlobServiceClient, ContainerClient
 
 from .. import (
+    _deleting,
     _download,
     _environment,
     _errors,
@@ -34,6 +35,7 @@ from .. import (
 from .._base import JobConstructors, ReferenceBase, StorageBase, TaskConstructors
 from .._errors import storage_errors
 from .._types import PathLike, Progress
+from ..errors import BatchFilesError
 from ..kinds import KindLike, TaskOutputKind
 
 if TYPE_CHECKING:
@@ -373,6 +375,52 @@ async def _upload(
     raise AssertionError("unreachable")
 
 
+async def _delete_output(
+    container: ContainerClient,
+    output: _deleting.Plan,
+    slots: _throttle.AsyncSlots,
+    tally: _deleting.Tally,
+    stop: asyncio.Event,
+) -> None:
+    """Delete an output's blobs in the order planned; see the sync twin."""
+    if output.next_part is not None:
+        with storage_errors(container.container_name, output.next_part):
+            if await container.get_blob_client(output.next_part).exists():
+                tally.refused(output.blobs[-1], _deleting.rolled_over(container.container_name, output))
+                return
+    for blob in output.blobs:
+        refusal = await _delete_blob(container, blob, slots)
+        if refusal is not None:
+            tally.refused(blob, refusal)
+            return
+        tally.done()
+        if stop.is_set():
+            return
+
+
+async def _delete_blob(container: ContainerClient, blob: _deleting.Blob, slots: _throttle.AsyncSlots) -> Any:
+    """Delete ``blob`` if unchanged since it was listed; see the sync twin."""
+    client = container.get_blob_client(blob.name)
+    condition = {"etag": blob.etag, "match_condition": MatchConditions.IfNotModified}
+    with storage_errors(container.container_name, blob.name):
+        try:
+            async with slots.slot() as hook:
+                await client.delete_blob(**condition, raw_response_hook=hook)
+            return None
+        except HttpResponseError as err:
+            if _deleting.is_gone(err) or (_deleting.may_be_gone(err) and not await client.exists()):
+                return None
+            refusal = _errors.cannot_delete(container.container_name, blob.name, err)
+            if _deleting.is_refusal(err):
+                return refusal
+            raise refusal from None
+
+
+async def _settle(tasks: list[asyncio.Future[Any]]) -> None:
+    """Wait for ``tasks`` to end (the others, once one failed), their errors already told."""
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
 async def _delete_other_type(blob: BlobClient, wanted: str) -> None:
     """Delete ``blob`` if it is not a ``wanted`` blob; see the sync twin."""
     try:
@@ -585,6 +633,64 @@ class JobOutputStorage(JobConstructors, _OutputStorage):
                     yield piece
         for piece in builder.finish():
             yield piece
+
+    # --- cleaning up -----------------------------------------------------------------------------------
+
+    def check_delete(self, *, container: bool = False) -> None:
+        """Raise :class:`AuthenticationError`, without any request, when this storage's SAS shows that it
+        may not delete (no request, so not a coroutine); see :meth:`batchfiles.JobOutputStorage.check_delete`.
+        """
+        _deleting.check_permission(
+            self._container.url, self._container.credential, self.container_name, container=container
+        )
+
+    async def delete(
+        self,
+        outputs: Iterable[snapshot.OutputSnapshot],
+        *,
+        max_concurrency: int = _deleting.MAX_CONCURRENCY,
+    ) -> int:
+        """Delete exactly these outputs of this job's snapshot, every blob of each, each conditional on the
+        ETag listed; the number of blobs deleted. See :meth:`batchfiles.JobOutputStorage.delete`."""
+        plans = _deleting.plan(outputs, self.container_name)
+        _deleting.check_concurrency(max_concurrency)
+        self.check_delete()
+        tally = _deleting.Tally(plans)
+        items = iter(plans)
+        stop = asyncio.Event()
+
+        async def worker() -> None:
+            try:
+                while not stop.is_set() and (output := next(items, None)) is not None:
+                    await _delete_output(self._container, output, self._slots, tally, stop)
+            except BaseException:
+                stop.set()
+                raise
+
+        workers = [asyncio.ensure_future(worker()) for _ in range(min(max_concurrency, len(plans)))]
+        try:
+            await asyncio.gather(*workers)
+        except BatchFilesError as err:
+            await _settle(workers)
+            raise tally.stopped(err) from None
+        except BaseException:
+            stop.set()
+            for task in workers:
+                task.cancel()
+            await _settle(workers)
+            raise
+        return tally.result()
+
+    async def delete_container(self) -> None:
+        """Delete the job's container and everything in it; see
+        :meth:`batchfiles.JobOutputStorage.delete_container`."""
+        self.check_delete(container=True)
+        with storage_errors(self.container_name):
+            try:
+                await self._container.delete_container()
+            except HttpResponseError as err:
+                if not _deleting.container_gone(err):
+                    raise _errors.cannot_delete(self.container_name, None, err) from None
 
     async def download(
         self, output: snapshot.OutputSnapshot, path: PathLike, *, progress: Progress | None = None
