@@ -9,6 +9,7 @@
 
 use std::fs::File;
 use std::io::{self, ErrorKind, Read};
+use std::mem::MaybeUninit;
 use std::path::{Path, PathBuf};
 
 use crate::checksum::{crc64_md5, Md5};
@@ -85,6 +86,56 @@ impl BlockReader<File> {
         }
         Ok(blocks)
     }
+}
+
+impl BlockReader<File> {
+    /// [`next_block`](Self::next_block) into a buffer not initialised yet (such as a new Python
+    /// `bytes`), so that it is not zero-filled first, a memset as long as the read: on Unix the
+    /// file is read straight into it. Returns the block, with `buf[..len]` then initialised.
+    pub fn next_block_uninit(&mut self, buf: &mut [MaybeUninit<u8>]) -> io::Result<Option<Block>> {
+        #[cfg(unix)]
+        {
+            if self.state == State::Reading && buf.len() >= self.next_len() {
+                let len = self.next_len();
+                let read = fill_uninit(&self.reader, &mut buf[..len]);
+                let filled = read.inspect_err(|_| self.state = State::Failed)?;
+                // SAFETY: `fill_uninit` wrote the first `filled` bytes.
+                let buf =
+                    unsafe { &mut *(&mut buf[..filled] as *mut [MaybeUninit<u8>] as *mut [u8]) };
+                return self
+                    .hash_and_check(buf, len)
+                    .inspect_err(|_| self.state = State::Failed);
+            }
+        }
+        buf.fill(MaybeUninit::new(0));
+        // SAFETY: every byte was just initialised, and `MaybeUninit<u8>` has the layout of `u8`.
+        let buf = unsafe { &mut *(buf as *mut [MaybeUninit<u8>] as *mut [u8]) };
+        self.next_block(buf)
+    }
+}
+
+/// Reads until `buf` is full or the file ends, retrying interrupted reads; returns the bytes read,
+/// all written into `buf` (`read(2)` at the file's position).
+#[cfg(unix)]
+fn fill_uninit(file: &File, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let mut filled = 0;
+    while filled < buf.len() {
+        let rest = &mut buf[filled..];
+        // SAFETY: `rest` is valid for writes of `rest.len()` bytes, and `read` writes at most that.
+        let n = unsafe { libc::read(file.as_raw_fd(), rest.as_mut_ptr().cast(), rest.len()) };
+        match usize::try_from(n) {
+            Ok(0) => break,
+            Ok(n) => filled += n.min(rest.len()),
+            Err(_) => {
+                let err = io::Error::last_os_error();
+                if err.kind() != ErrorKind::Interrupted {
+                    return Err(err);
+                }
+            }
+        }
+    }
+    Ok(filled)
 }
 
 impl<R: Read> BlockReader<R> {
@@ -183,7 +234,15 @@ impl<R: Read> BlockReader<R> {
 
     /// Fills `buf` (the whole next block) and hashes it; at the size, checks for the end.
     fn read(&mut self, buf: &mut [u8]) -> io::Result<Option<Block>> {
-        if fill(&mut self.reader, buf)? < buf.len() {
+        let len = buf.len();
+        let filled = fill(&mut self.reader, buf)?;
+        self.hash_and_check(&mut buf[..filled], len)
+    }
+
+    /// Hashes the next block just read into `buf` (`len` bytes were asked: fewer is an early end);
+    /// at the size, checks for the end.
+    fn hash_and_check(&mut self, buf: &mut [u8], len: usize) -> io::Result<Option<Block>> {
+        if buf.len() < len {
             return Err(self.changed("shorter", ErrorKind::UnexpectedEof));
         }
         let crc64 = crc64_md5(buf, self.md5.as_mut());
@@ -330,6 +389,50 @@ mod tests {
             assert_eq!(lens(&found), expected_lens(size), "size {size}");
         }
         assert_eq!(expected_lens(3 * BS + 5), [BS, BS, BS, 5]);
+    }
+
+    #[test]
+    fn a_file_read_into_uninitialised_buffers_gives_the_same_blocks() {
+        let dir = TempDir::new();
+        for size in SIZES {
+            let data = noise(size, size as u64 + 7);
+            let path = dir.file(&format!("u{size}"), &data);
+            let mut blocks = BlockReader::open(&path, BS, true).unwrap();
+            let mut found = Vec::new();
+            loop {
+                let mut buf = vec![MaybeUninit::new(0xAA_u8); blocks.next_len() + 3];
+                let Some(block) = blocks.next_block_uninit(&mut buf).unwrap() else {
+                    break;
+                };
+                let start = usize::try_from(block.offset).unwrap();
+                let got: Vec<u8> = buf[..block.len]
+                    .iter()
+                    .map(|b| unsafe { b.assume_init() })
+                    .collect();
+                assert_eq!(got, &data[start..start + block.len]);
+                assert_eq!(block.crc64, crc64(&got));
+                found.push(block);
+            }
+            assert_eq!(lens(&found), expected_lens(size), "size {size}");
+            assert_eq!(blocks.md5(), Some(md5(&data)));
+        }
+        // A buffer too short is refused as with next_block; a file that shrinks is an early end.
+        let path = dir.file("s", &noise(3 * BS, 3));
+        let mut blocks = BlockReader::open(&path, BS, false).unwrap();
+        let mut short = vec![MaybeUninit::new(0_u8); BS - 1];
+        let err = blocks.next_block_uninit(&mut short).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+        OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(BS as u64 + 1)
+            .unwrap();
+        let mut buf = vec![MaybeUninit::new(0_u8); BS];
+        assert!(blocks.next_block_uninit(&mut buf).unwrap().is_some());
+        let err = blocks.next_block_uninit(&mut buf).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::UnexpectedEof);
+        assert!(blocks.next_block_uninit(&mut buf).is_err(), "poisoned");
     }
 
     #[test]

@@ -364,17 +364,13 @@ impl BlockReader {
     fn next_block<'py>(&self, py: Python<'py>) -> PyResult<Option<ReadBlock<'py>>> {
         let mut guard = lock(py, &self.blocks)?;
         let blocks = &mut *guard;
+        let len = blocks.next_len(); // fixed until the read: the lock is held
         let mut block = None;
-        // SOUNDNESS: `buf` is the memory of a new bytes object that no other code can reach
-        // until `new_with` returns it, so writing it without the GIL races with nothing. It is the
-        // block's exact length (the lock keeps `next_len` fixed until the read); a length of 0 may
-        // be CPython's shared empty `bytes`, but then nothing is written.
-        let data = PyBytes::new_with(py, blocks.next_len(), |buf| {
-            block = py
-                .detach(|| blocks.next_block(buf))
-                .map_err(|e| os_error(e, &self.path))?;
-            Ok(())
-        })?;
+        let data = block::new_bytes_with(py, len, |buf| {
+            block = blocks.next_block_uninit(buf)?;
+            Ok(block.map_or(0, |b| b.len))
+        })
+        .map_err(|e| os_error(e, &self.path))?;
         Ok(block.map(|b| (b.index, b.offset, data, checksum::crc64_header(b.crc64))))
     }
 

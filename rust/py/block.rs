@@ -1,5 +1,6 @@
-//! A tracker's block read straight into a new Python `bytes` with the GIL released, never zero-filled
-//! first: the binding's one use of raw CPython calls, kept here with what makes it sound.
+//! A block read straight into a new Python `bytes` with the GIL released, never zero-filled first (a
+//! tracker's, and a save's `BlockReader`'s): the binding's one use of raw CPython calls, kept here
+//! with what makes it sound.
 
 use std::io;
 use std::mem::MaybeUninit;
@@ -42,7 +43,7 @@ impl BlockData for PyBlock {
 /// A new `bytes` of the bytes `fill` writes into a buffer of `len` (it returns how many), written
 /// with the GIL released. Unlike [`PyBytes::new_with`], the buffer is not zero-filled first (a
 /// memset as long as the read); a `fill` that writes fewer than `len` bytes costs a copy of them.
-fn new_bytes_with(
+pub(super) fn new_bytes_with(
     py: Python<'_>,
     len: usize,
     fill: impl FnOnce(&mut [MaybeUninit<u8>]) -> io::Result<usize> + Send,
