@@ -2,12 +2,12 @@
 
 Groups (targets from issue 4; ``benches/report.py`` checks them and prints the ratios):
 
-- ``save 1 GiB file``: ``TaskOutputStorage.save`` (``content_md5`` on and off) vs the baseline
-  ``BlobClient.upload_blob(stream, max_concurrency=4, validate_content=True)``. Wall >= 1.0x; client CPU
-  <= 1.0x with MD5 and <= 0.5x without. Client CPU is ``time.process_time()`` of this process; Azurite's CPU
-  (another process, read from ``/proc``) is recorded beside it, because Azurite is what bounds the wall time.
-  ``upload_blob`` without ``validate_content`` is a reference row (no target): with no Content-MD5 Azurite
-  computes a CRC-64 of every block, as it does for ours.
+- ``save 1 GiB file``: ``TaskOutputStorage.save`` (``content_md5`` on and off) vs the baselines
+  ``BlobClient.upload_blob(stream, max_concurrency=4)`` for wall time (Azurite then does the same work as
+  for ours: a CRC-64 of every block) and ``upload_blob(..., validate_content=True)`` for client CPU (it
+  hashes every block, as ours does). Wall >= 1.0x; client CPU <= 0.9x with MD5 (issue 21) and <= 0.5x
+  without. Client CPU is ``time.process_time()`` of this process; Azurite's CPU (another process, read from
+  ``/proc``) is recorded beside it, because Azurite is what bounds the wall time.
 - ``peak RSS, 1 GiB file``: the same uploads in a fresh interpreter, each reporting its peak RSS during the
   upload minus its RSS right before. Ours <= 64 MiB + block_size x max_concurrency. The peak is ``VmHWM``,
   reset to the current RSS just before the upload (``/proc/self/clear_refs``), not ``ru_maxrss``: on Linux
@@ -184,14 +184,21 @@ def _upload_blob(path: Path, **options) -> Callable[[], Upload]:
     return lambda: upload
 
 
-WALL_1X = {"what": "wall >= 1.0x", "metric": "speedup", "op": ">=", "value": 1.0}
+#: Against the validated upload, Azurite does less work (an MD5 of each block in native code, where ours
+#: and the plain upload's blocks cost it a CRC-64 in JavaScript): shown, not targeted.
+WALL_1X = {
+    "what": "wall vs the validated upload",
+    "metric": "speedup",
+    "op": ">=",
+    "value": 1.0,
+    "info": True,
+}
 WALL_SAME_SERVER_WORK = {
-    "what": "wall vs upload_blob without validate_content (Azurite then does the same CRC-64 work)",
+    "what": "wall >= 1.0x upload_blob without validate_content (Azurite then does the same CRC-64 work)",
     "metric": "speedup",
     "op": ">=",
     "value": 1.0,
     "against": "test_large_ref_upload_blob_no_validate",
-    "info": True,
 }
 
 
@@ -203,26 +210,32 @@ def test_large_baseline_upload_blob_validate(benchmark, server, large_file):
 
 @pytest.mark.benchmark(group=f"save {LARGE} file")
 def test_large_save_md5(benchmark, server, large_file):
-    targets = [WALL_1X, {"what": "client CPU <= 1.0x", "metric": "cpu_ratio", "op": "<=", "value": 1.0}]
-    targets.append(WALL_SAME_SERVER_WORK)
+    targets = [
+        WALL_SAME_SERVER_WORK,
+        {"what": "client CPU <= 0.9x", "metric": "cpu_ratio", "op": "<=", "value": 0.9},
+    ]
+    targets.append(WALL_1X)
     _measure_rounds(benchmark, server, _save(server, large_file), targets)
 
 
 @pytest.mark.benchmark(group=f"save {LARGE} file")
 def test_large_save_no_md5(benchmark, server, large_file):
-    targets = [WALL_1X, {"what": "client CPU <= 0.5x", "metric": "cpu_ratio", "op": "<=", "value": 0.5}]
-    targets.append(WALL_SAME_SERVER_WORK)
+    targets = [
+        WALL_SAME_SERVER_WORK,
+        {"what": "client CPU <= 0.5x", "metric": "cpu_ratio", "op": "<=", "value": 0.5},
+    ]
+    targets.append(WALL_1X)
     _measure_rounds(benchmark, server, _save(server, large_file, content_md5=False), targets)
 
 
 @pytest.mark.benchmark(group=f"save {LARGE} file")
 def test_large_ref_upload_blob_no_validate(benchmark, server, large_file):
-    """Not a target: shows that Azurite's CRC-64 (JavaScript, ~12 s of CPU per GiB), not the client, sets
-    the wall time of any block upload without Content-MD5. One round fewer to save time. Meaningful above
+    """The wall baseline: the SDK's plain upload costs Azurite the same work as ours (its CRC-64 of every
+    block, in JavaScript, ~12 s of CPU per GiB, which sets the wall time of either). Meaningful above
     64 MiB only: up to that size (``max_single_put_size``) ``upload_blob`` sends one Put Blob, for which
     Azurite computes an MD5 instead."""
     upload = _upload_blob(large_file[0], max_concurrency=CONCURRENCY)
-    _measure_rounds(benchmark, server, upload, [], rounds=max(1, ROUNDS - 1))
+    _measure_rounds(benchmark, server, upload, [])
 
 
 # --- peak RSS, in a fresh interpreter ----------------------------------------------------------------------
