@@ -72,6 +72,7 @@ STRICT_TESTS := tests/test_strict_proxy.py tests/test_storage.py tests/test_stor
 	tests/test_tracking.py tests/test_tracking_schedule.py tests/test_two_writers.py tests/test_follow.py \
 	tests/test_cli_run.py tests/test_cli_transfer.py tests/test_cli_logs.py tests/test_throttle.py \
 	tests/test_hostile_names.py tests/test_sas_expiry.py tests/test_download.py tests/test_snapshot.py \
+	tests/test_delete.py \
 	tests/test_tracking_faults.py::test_under_heavy_throttling_a_tracked_save_coalesces_and_never_gives_up
 test-strict: $(VENV)/.installed node_modules/.installed
 	BATCHFILES_TEST_STRICT=1 $(VENV)/bin/pytest -p no:cacheprovider $(STRICT_TESTS)

@@ -39,7 +39,10 @@ def in_process():
     common.quiet = quiet
 
 
-COMMANDS = ["run", "save", "track", "prepare", "url", "list", "get", "logs", "view", "names", "output-files"]
+COMMANDS = [
+    *("run", "save", "track", "prepare", "url", "list", "get", "logs", "view", "delete", "names"),
+    "output-files",
+]
 
 
 @pytest.mark.parametrize("name", COMMANDS)

@@ -1,5 +1,5 @@
 """The ``batchfiles`` command line (also ``python -m batchfiles``): run a task with live logs and
-conditional outputs, save and track files, prepare a job, list and fetch its outputs.
+conditional outputs, save and track files, prepare a job, list, fetch and delete its outputs.
 
 This module builds the parser from the command modules in ``COMMANDS`` (each owns its options, help and
 handler: see :mod:`batchfiles._cli`) and dispatches; ``main(argv)`` returns the exit code.
@@ -18,7 +18,22 @@ from collections.abc import Sequence
 from azure.core.exceptions import AzureError
 
 from . import __version__, _errors
-from ._cli import common, connect, get, list_, logs, names, output_files, prepare, run, save, track, url, view
+from ._cli import (
+    common,
+    connect,
+    delete,
+    get,
+    list_,
+    logs,
+    names,
+    output_files,
+    prepare,
+    run,
+    save,
+    track,
+    url,
+    view,
+)
 from ._cli.common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, Command, UsageError
 from .errors import BatchFilesError
 
@@ -26,7 +41,20 @@ __all__ = ["main"]
 
 #: The commands, in the order ``batchfiles --help`` lists them: each a module of ``_cli`` (see
 #: :class:`batchfiles._cli.common.Command`). A new command is a new module and a line here.
-COMMANDS: tuple[Command, ...] = (run, save, track, prepare, url, list_, get, logs, view, names, output_files)
+COMMANDS: tuple[Command, ...] = (
+    run,
+    save,
+    track,
+    prepare,
+    url,
+    list_,
+    get,
+    logs,
+    view,
+    delete,
+    names,
+    output_files,
+)
 
 #: ``list | head``: stdout closed early, as a tool killed by SIGPIPE (128 + 13).
 EXIT_BROKEN_PIPE = 141
@@ -57,6 +85,7 @@ a job's life:
   batchfiles logs render-42 -f --tail 10      # every task's logs, live, until they are closed
   batchfiles list render-42                   # what every task saved
   batchfiles get render-42 -o results         # fetch it all, MD5-checked
+  batchfiles delete render-42 --container     # done with it: the whole container (with account access)
 
 Each command has its own --help with examples.
 
