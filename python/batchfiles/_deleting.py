@@ -143,11 +143,6 @@ def check_permission(url: str, credential: Any, container_name: str, *, containe
 # --- answers ------------------------------------------------------------------------------------------------
 
 
-def _code(err: Any) -> str:
-    code = getattr(err, "error_code", None) or ""
-    return str(getattr(code, "value", code))
-
-
 def is_gone(err: Any) -> bool:
     """A delete answered 404: the blob is gone (a retried delete whose first answer was lost, or deleted by
     someone else, or its container deleted): done."""
@@ -157,7 +152,7 @@ def is_gone(err: Any) -> bool:
 def may_be_gone(err: Any) -> bool:
     """A conditional delete answered 412 ``ConditionNotMet``: the blob changed since it was listed, or it is
     gone (Azurite answers 412, not 404, for ``If-Match`` on a missing blob): worth a look."""
-    return getattr(err, "status_code", None) == 412 and _code(err) == "ConditionNotMet"
+    return getattr(err, "status_code", None) == 412 and _errors._code(err) == "ConditionNotMet"
 
 
 def is_refusal(err: Any) -> bool:
@@ -169,7 +164,7 @@ def is_refusal(err: Any) -> bool:
 
 def container_gone(err: Any) -> bool:
     """A container delete answered 404 ``ContainerNotFound`` or 409 ``ContainerBeingDeleted``: done."""
-    return _code(err) in ("ContainerNotFound", "ContainerBeingDeleted")
+    return _errors._code(err) in ("ContainerNotFound", "ContainerBeingDeleted")
 
 
 def rolled_over(container: str, output: Plan) -> BatchFilesError:
