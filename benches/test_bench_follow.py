@@ -7,8 +7,9 @@ targets):
 - latency: a tracked save with ``flush_interval=0.5`` and ``follow(poll_interval=0.5)`` in one process; the
   time from a line written to the file to the line handed out by ``follow``, p50 and p99 (goal p99 <= 1.25 s).
 - a 200-task job where 20 tasks are writing (a line every 0.5 s each, from another process): requests per
-  poll and client CPU of ``batchfiles logs -f``'s reader (one listing per poll, then a read of each log that
-  grew) beside the naive way, a conditional read of every log per poll (the baseline).
+  poll and client CPU of ``JobOutputStorage.follow_logs``, what ``batchfiles logs -f`` reads (one listing
+  per poll, then a read of each log that grew), beside the naive way, a conditional read of every log per
+  poll (the baseline).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any
 import pytest
 from azure.core import MatchConditions
 from azure.storage.blob import BlobServiceClient, ContainerClient, LinearRetry
-from batchfiles import JobOutputStorage, TaskOutputStorage, _follow
+from batchfiles import JobOutputStorage, LogData, LogsPolled, TaskOutputStorage
 from batchfiles.testing import Azurite
 from knobs import knob
 
@@ -220,13 +221,12 @@ def test_logs_follow_one_listing_per_poll(benchmark, job_of_200: str, capsys) ->
     job = JobOutputStorage.from_connection_string(job_of_200, JOB, raw_response_hook=counter, **_retry())
 
     def follow(stop_at: float) -> tuple[int, float, float]:
-        steps = _follow.follow_listing("", lambda name: name, poll_interval=POLL, clock=time.monotonic)
         steady = Steady(counter)
         with open(os.devnull, "wb") as out:
-            for event in job._drive(steps):
-                if isinstance(event, _follow.Data):
+            for event in job.follow_logs(poll_interval=POLL):  # every task's TaskLog files
+                if isinstance(event, LogData):
                     out.write(event.data)
-                elif isinstance(event, _follow.Polled):
+                elif isinstance(event, LogsPolled):
                     steady.polled()
                     if time.monotonic() >= stop_at:
                         break

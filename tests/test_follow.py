@@ -1,9 +1,10 @@
-"""Following live outputs: ``follow()`` (sync and aio), the close mark of tracked saves, and the sans-IO
-reader of :mod:`batchfiles._follow`.
+"""Following live outputs: ``follow()`` and ``follow_logs()`` (sync and aio), the close mark of tracked saves,
+and the sans-IO reader of :mod:`batchfiles._follow`.
 
 First the reader in memory against a simulated storage, with a writer acting between any two requests
 (property tests), then against Azurite: a writer process with roll-over parts, start offsets, a replaced
-blob, the request count of an idle follow and of a job's listing, and faults through tests/faultproxy.py.
+blob, a job's logs followed through the public API, the request count of an idle follow and of a job's
+listing, and faults through tests/faultproxy.py.
 """
 
 from __future__ import annotations
@@ -21,11 +22,17 @@ from types import SimpleNamespace
 from typing import Any
 from unittest import mock
 
+import hostile
 import pytest
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError, ServiceResponseError
 from azure.storage.blob import BlobServiceClient
 from batchfiles import (
     JobOutputStorage,
+    LogClosed,
+    LogData,
+    LogRestarted,
+    LogsPolled,
+    LogState,
     OutputReplacedError,
     TaskOutputStorage,
     naming,
@@ -33,23 +40,20 @@ from batchfiles import (
 )
 from batchfiles import aio as bf_aio
 from batchfiles._follow import (
-    Closed,
-    Data,
     Listing,
-    Polled,
+    LogSelection,
     Probe,
     Read,
-    Restarted,
     Sleep,
     follow_blob,
-    follow_listing,
-    log_state,
-    part_of,
+    follow_logs,
+    select_logs,
     spans,
     tail_start,
 )
 from batchfiles._tracking import limits
 from batchfiles.errors import TrackingError
+from batchfiles.snapshot import build, log_state, part_of
 from batchfiles.testing import ACCOUNT_NAME, Azurite
 from faultproxy import FaultProxy
 from hypothesis import example, given, settings
@@ -76,37 +80,53 @@ class MemBlob:
 
 class MemoryStore:
     """Blobs in memory answering a follow's requests as Azure does: 304 for an unchanged blob asked with
-    ``If-None-Match``, 416 for a range at or past the end, 404 for a blob not there."""
+    ``If-None-Match``, 416 for a range at or past the end, 404 for a blob not there. A listing gives what
+    batchfiles' listing parser gives (no creation time, type or block count); the writer acts as a tracked
+    save: a token of its own on each blob it creates (``writer=False``: none, as a writer that is not one)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, writer: bool = True) -> None:
         self.blobs: dict[str, MemBlob] = {}
         self.clock = 0
         self.requests: list[Any] = []
+        self.writer = writer
 
     def _error(self, status: int, code: str) -> HttpResponseError:
         error = (ResourceNotFoundError if status == 404 else HttpResponseError)(f"{status} {code}")
         error.status_code, error.error_code = status, code
         return error
 
-    def props(self, name: str, *, listed: bool = False, **extra: Any) -> SimpleNamespace:
+    def props(self, name: str, **extra: Any) -> SimpleNamespace:
         blob = self.blobs[name]
-        etag = f"0x{blob.version:x}"
         return SimpleNamespace(
             name=name,
             size=len(blob.data),
-            etag=etag if listed else f'"{etag}"',
+            etag=f'"0x{blob.version:x}"',
             creation_time=blob.created,
             blob_type="AppendBlob" if blob.append else "BlockBlob",
-            append_blob_committed_block_count=None if listed else blob.blocks,
+            append_blob_committed_block_count=blob.blocks if blob.append else None,
             metadata=dict(blob.metadata),
             content_range=extra.get("content_range"),
+        )
+
+    def listed(self, name: str) -> SimpleNamespace:
+        blob = self.blobs[name]
+        return SimpleNamespace(
+            name=name,
+            size=len(blob.data),
+            etag=f"0x{blob.version:x}",
+            last_modified=None,
+            content_md5=None,
+            content_type=None,
+            content_settings=None,  # (as BlobProperties has them)
+            metadata=dict(blob.metadata),
         )
 
     def __call__(self, request: Any) -> Any:
         self.requests.append(request)
         if isinstance(request, Listing):
-            names = sorted(n for n in self.blobs if n.startswith(request.prefix))
-            return [self.props(name, listed=True) for name in names]
+            return [
+                self.listed(name) for name in sorted(n for n in self.blobs if n.startswith(request.prefix))
+            ]
         if request.blob not in self.blobs:
             raise self._error(404, "BlobNotFound")
         if isinstance(request, Probe):
@@ -128,16 +148,22 @@ class MemoryStore:
             index += 1
         return base if index == 0 else f"{base}.{index}"
 
+    def _new(self, metadata: dict[str, str] | None = None, *, created: int | None = None) -> MemBlob:
+        if created is None:
+            self.clock += 1
+        blob = MemBlob(self.clock if created is None else created, metadata=dict(metadata or {}))
+        if self.writer:
+            blob.metadata[limits.WRITER_KEY] = f"writer-{self.clock}-{len(self.requests)}"
+        return blob
+
     def append(self, base: str, data: bytes) -> None:
         if base not in self.blobs:
-            self.clock += 1
-            self.blobs[base] = MemBlob(self.clock)
+            self.blobs[base] = self._new()
         name = self.last_part(base)
         blob = self.blobs[name]
         if blob.blocks >= limits.MAX_BLOCKS:
             index = 1 if name == base else int(name.rsplit(".", 1)[1]) + 1
-            self.clock += 1
-            blob = self.blobs[f"{base}.{index}"] = MemBlob(self.clock, metadata={limits.PART_KEY: str(index)})
+            blob = self.blobs[f"{base}.{index}"] = self._new({limits.PART_KEY: str(index)})
         blob.data += data
         blob.blocks += 1
         blob.version += 1
@@ -149,11 +175,23 @@ class MemoryStore:
         blob.metadata[limits.CLOSED_KEY] = "1"
         blob.version += 1
 
-    def recreate(self, base: str) -> None:
+    def recreate(self, base: str, *, same_second: bool = False) -> None:
+        """The save again with ``if_exists="overwrite"`` (``same_second``: created within the second of the
+        blob it replaces, so with the same creation time)."""
         for name in [n for n in self.blobs if n.startswith(f"{base}.")]:
             del self.blobs[name]
-        self.clock += 1
-        self.blobs[base] = MemBlob(self.clock, version=1000 + self.clock)
+        created = self.blobs[base].created if same_second and base in self.blobs else None
+        blob = self.blobs[base] = self._new(created=created)
+        blob.version = 1000 + self.clock + len(self.requests)
+
+    def resume(self, base: str) -> None:
+        """A save resuming the blob (``if_exists="resume"``): its token on the last part, the bytes kept."""
+        if base not in self.blobs:
+            return
+        blob = self.blobs[self.last_part(base)]
+        blob.metadata = {k: v for k, v in blob.metadata.items() if k in (limits.PART_KEY,)}
+        blob.metadata[limits.WRITER_KEY] = f"resumed-{len(self.requests)}-{blob.version}"
+        blob.version += 1
 
     def content(self, base: str) -> bytes:
         out, index = b"", 0
@@ -164,11 +202,11 @@ class MemoryStore:
 
 
 def run_in_memory(
-    steps: Any, store: MemoryStore, act: Any, *, limit: int = 20_000, sleeps: list[float] | None = None
+    steps: Any, store: Any, act: Any, *, limit: int = 20_000, sleeps: list[float] | None = None
 ) -> list[Any]:
     """Drive a follow on ``store``; ``act(point)`` is called before every request and sleep ("request",
-    "sleep") and may change the store or return an exception to fail the request with. ``sleeps``: gets
-    the seconds of each sleep."""
+    "sleep") and may change the store or return an exception to fail the request with; after each poll of
+    a follow of logs, ``act("polled")`` says whether to stop. ``sleeps``: gets the seconds of each sleep."""
     out: list[Any] = []
     result: Any = None
     error: BaseException | None = None
@@ -193,9 +231,29 @@ def run_in_memory(
                 error = exc
         else:
             out.append(item)
-            if isinstance(item, Polled) and act("polled"):
+            if isinstance(item, LogsPolled) and act("polled"):
                 return out
     raise AssertionError("the follow did not end")
+
+
+def logs(selection: LogSelection | None = None, **options: Any) -> Any:
+    """A follow of a job's logs (every task's TaskLog by default) over a :class:`MemoryStore`."""
+    selection = selection or LogSelection("TaskLog")
+    options = {"poll_interval": 0.01, "clock": lambda: 0.0, **options}
+    return follow_logs(
+        selection, lambda listing: build("job-x", "http://127.0.0.1/job-x", listing), **options
+    )
+
+
+def key_of(name: str) -> tuple[str, str]:
+    """(task id, path) of a TaskLog blob name."""
+    task, _, path = name.partition("/$TaskLog/")
+    return task, path
+
+
+def data_of(events: list[Any], name: str) -> bytes:
+    key = key_of(name)
+    return b"".join(e.data for e in events if isinstance(e, LogData) and (e.task_id, e.path) == key)
 
 
 OPS = st.lists(
@@ -203,6 +261,7 @@ OPS = st.lists(
         st.tuples(st.just("append"), st.binary(min_size=1, max_size=9)),
         st.tuples(st.just("wait"), st.none()),
         st.tuples(st.just("fault"), st.none()),
+        st.tuples(st.just("resume"), st.none()),
     ),
     max_size=40,
 )
@@ -230,6 +289,8 @@ class Script:
         op, value = self.ops.pop(0)
         if op == "append":
             self.store.append(base, value)
+        elif op == "resume":
+            self.store.resume(base)
         elif op == "fault" and point == "request":
             self.faults += 1
             return ServiceResponseError("connection reset")
@@ -240,8 +301,9 @@ class Script:
 @given(OPS, st.integers(1, 3), st.integers(1, 7))
 @example([("append", b"\xe2\x98"), ("append", b"\x95\n")], 1, 2)
 def test_follow_blob_hands_out_every_byte_once(ops: list, max_blocks: int, chunk: int) -> None:
-    """Whatever the writer does between two requests, with roll-over parts and transient failures: the
-    bytes handed out are the blob's, once each, and the follow ends at the close mark."""
+    """Whatever the writer does between two requests, with roll-over parts, resumes (a new writer token,
+    the bytes kept) and transient failures: the bytes handed out are the blob's, once each, and the
+    follow ends at the close mark."""
     store = MemoryStore()
     with (
         mock.patch.object(limits, "MAX_BLOCKS", max_blocks),
@@ -254,29 +316,28 @@ def test_follow_blob_hands_out_every_byte_once(ops: list, max_blocks: int, chunk
 
 
 @settings(max_examples=150, deadline=None)
-@given(OPS, st.integers(1, 3), st.integers(1, 7), st.sampled_from([None, 0, 1, 3]))
-def test_follow_listing_hands_out_every_byte_of_every_log_once(
-    ops: list, max_blocks: int, chunk: int, tail: int | None
+@given(OPS, st.integers(1, 3), st.integers(1, 7), st.sampled_from([None, 0, 1, 3]), st.booleans())
+def test_follow_logs_hands_out_every_byte_of_every_log_once(
+    ops: list, max_blocks: int, chunk: int, tail: int | None, writer: bool
 ) -> None:
     bases = [f"t{i}/$TaskLog/stdout.txt" for i in range(3)]
-    store = MemoryStore()
+    store = MemoryStore(writer=writer)
     with (
         mock.patch.object(limits, "MAX_BLOCKS", max_blocks),
         mock.patch("batchfiles._follow.CHUNK", chunk),
         mock.patch("batchfiles._follow.MAX_FAILED_POLLS", 1000),  # faults in a row are not the point here
     ):
-        steps = follow_listing("", lambda name: name, tail=tail, poll_interval=0.01, clock=lambda: 0.0)
-        out = run_in_memory(steps, store, Script(store, ops, bases))
+        out = run_in_memory(logs(tail=tail), store, Script(store, ops, bases))
     for base in bases:
-        got = b"".join(event.data for event in out if isinstance(event, Data) and event.key == base)
+        got = data_of(out, base)
         if tail is None:
             assert got == store.content(base)
         else:  # started at some line of what was there when first listed: a suffix, from a line start
             content = store.content(base)
             assert content.endswith(got)
-    assert not [event for event in out if isinstance(event, Restarted)]
-    closed = {event.key for event in out if isinstance(event, Closed)}
-    assert closed == set(bases)
+    assert not [event for event in out if isinstance(event, LogRestarted)]
+    closed = {(event.task_id, event.path) for event in out if isinstance(event, LogClosed)}
+    assert closed == {key_of(base) for base in bases}
 
 
 def test_a_close_between_the_listing_and_the_read_ends_only_after_what_it_closed() -> None:
@@ -294,13 +355,14 @@ def test_a_close_between_the_listing_and_the_read_ends_only_after_what_it_closed
             next(writes, lambda: None)()  # the listing is answered: the writer goes on before the read
         return None
 
-    out = run_in_memory(follow_listing("", lambda n: n, poll_interval=0.01, clock=lambda: 0.0), store, act)
-    got = b"".join(event.data for event in out if isinstance(event, Data))
-    assert got == b"first\nlast\n"
-    assert [event for event in out if isinstance(event, Closed)] == [Closed(base, {limits.CLOSED_KEY: "1"})]
+    out = run_in_memory(logs(), store, act)
+    assert data_of(out, base) == b"first\nlast\n"
+    assert [event for event in out if isinstance(event, LogClosed)] == [
+        LogClosed("t1", "stdout.txt", LogState("closed"))
+    ]
 
 
-def test_follow_listing_reads_only_what_grew_and_lists_once_per_poll() -> None:
+def test_follow_logs_reads_only_what_grew_and_lists_once_per_poll() -> None:
     store = MemoryStore()
     for i in range(50):
         store.append(f"t{i}/$TaskLog/stdout.txt", b"hello\n")
@@ -316,12 +378,12 @@ def test_follow_listing_reads_only_what_grew_and_lists_once_per_poll() -> None:
             return polls == 4
         return None
 
-    run_in_memory(follow_listing("", lambda n: n, poll_interval=0.01, clock=lambda: 0.0), store, act)
+    run_in_memory(logs(), store, act)
     kinds = [type(request).__name__ for request in store.requests]
     assert kinds == ["Listing", "Read", "Listing"]  # one listing per poll; one read, of the log that grew
 
 
-def test_a_replaced_blob_is_an_error_for_follow_and_a_restart_for_a_listing() -> None:
+def test_a_replaced_blob_is_an_error_for_follow_and_a_restart_for_logs() -> None:
     store = MemoryStore()
     store.append(LOG, b"old one\n")
     steps = follow_blob(LOG, poll_interval=0.01, clock=lambda: 0.0)
@@ -352,11 +414,11 @@ def test_a_replaced_blob_is_an_error_for_follow_and_a_restart_for_a_listing() ->
             store.close(LOG)
         return polls == 4
 
-    out = run_in_memory(follow_listing("", lambda n: n, poll_interval=0.01, clock=lambda: 0.0), store, act)
-    events = [e for e in out if not isinstance(e, Polled)]
-    assert events[0] == Data(LOG, b"old one\n")
-    assert isinstance(events[1], Restarted) and "shorter" in events[1].why
-    assert events[2:] == [Data(LOG, b"new\n"), Closed(LOG, {limits.CLOSED_KEY: "1"})]
+    out = run_in_memory(logs(), store, act)
+    events = [e for e in out if not isinstance(e, LogsPolled)]
+    assert events[0] == LogData(TASK, "app.log", b"old one\n")
+    assert isinstance(events[1], LogRestarted) and "shorter" in events[1].reason
+    assert events[2:] == [LogData(TASK, "app.log", b"new\n"), LogClosed(TASK, "app.log", LogState("closed"))]
 
 
 def test_a_log_created_again_between_the_listing_and_the_read_restarts_once() -> None:
@@ -379,11 +441,85 @@ def test_a_log_created_again_between_the_listing_and_the_read_restarts_once() ->
             store.close(LOG)
         return None
 
-    out = run_in_memory(follow_listing("", lambda n: n, poll_interval=0.01, clock=lambda: 0.0), store, act)
-    events = [e for e in out if not isinstance(e, Polled)]
-    assert events[0] == Data(LOG, b"old one\n")
-    assert isinstance(events[1], Restarted) and "created again" in events[1].why
-    assert events[2:] == [Data(LOG, b"the new, longer log\n"), Closed(LOG, {limits.CLOSED_KEY: "1"})]
+    out = run_in_memory(logs(), store, act)
+    events = [e for e in out if not isinstance(e, LogsPolled)]
+    assert events[0] == LogData(TASK, "app.log", b"old one\n")
+    assert isinstance(events[1], LogRestarted) and "created again" in events[1].reason
+    assert events[2:] == [
+        LogData(TASK, "app.log", b"the new, longer log\n"),
+        LogClosed(TASK, "app.log", LogState("closed")),
+    ]
+
+
+@pytest.mark.parametrize("closed_first", [False, True])
+def test_a_log_replaced_within_the_second_by_a_longer_one_is_read_again_from_its_start(
+    closed_first: bool,
+) -> None:
+    """The same creation time (storage's has whole seconds), a longer blob: its other writer token says it
+    is another log, and it is read from its start, not spliced on at the old offset (the follower printed
+    "old one" and then " longer log" before). Also once the old log was read to its close (run again)."""
+    store = MemoryStore()
+    store.append(LOG, b"old one\n")
+    if closed_first:
+        store.close(LOG)
+    polls = 0
+
+    def act(point: str) -> Any:
+        nonlocal polls
+        if point != "polled":
+            return None
+        polls += 1
+        if polls == 1:
+            store.recreate(LOG, same_second=True)
+            store.append(LOG, b"the new, longer log\n")
+            store.close(LOG)
+        return polls == 4
+
+    out = run_in_memory(logs(), store, act)
+    events = [e for e in out if not isinstance(e, (LogsPolled, LogClosed))]
+    assert events[0] == LogData(TASK, "app.log", b"old one\n")
+    assert isinstance(events[1], LogRestarted) and "another writer" in events[1].reason
+    assert events[2:] == [LogData(TASK, "app.log", b"the new, longer log\n")]
+
+    store = MemoryStore()  # follow(): the same, as an error
+    store.append(LOG, b"old one\n")
+    steps = follow_blob(LOG, poll_interval=0.01, clock=lambda: 0.0)
+
+    def replace(point: str) -> None:
+        if point == "sleep" and store.blobs[LOG].data == b"old one\n":
+            store.recreate(LOG, same_second=True)
+            store.append(LOG, b"the new, longer log\n")
+
+    with pytest.raises(OutputReplacedError, match="another writer wrote it again"):
+        run_in_memory(steps, store, replace)
+
+
+def test_a_resumed_log_goes_on_where_it_was() -> None:
+    """A save resuming the log (a new writer token, the bytes kept), also after it was closed: read on from
+    the offset, no restart, every byte once."""
+    store = MemoryStore()
+    store.append(LOG, b"first run\n")
+    store.close(LOG)
+    polls = 0
+
+    def act(point: str) -> Any:
+        nonlocal polls
+        if point != "polled":
+            return None
+        polls += 1
+        if polls == 1:
+            store.resume(LOG)
+            store.append(LOG, b"resumed\n")
+        if polls == 2:
+            store.close(LOG)
+        return polls == 4
+
+    out = run_in_memory(logs(), store, act)
+    assert not [e for e in out if isinstance(e, LogRestarted)]
+    assert data_of(out, LOG) == b"first run\nresumed\n"
+    assert [e for e in out if isinstance(e, LogClosed)] == [
+        LogClosed(TASK, "app.log", LogState("closed"))
+    ] * 2
 
 
 def test_a_part_listed_before_its_last_appends_is_read_to_its_end_once(
@@ -414,10 +550,87 @@ def test_a_part_listed_before_its_last_appends_is_read_to_its_end_once(
         polls += 1
         return polls == 3
 
-    steps = follow_listing("", lambda n: LOG if n.startswith(LOG) else n, poll_interval=0.01, clock=lambda: 0)
-    out = run_in_memory(steps, stale, act)
-    assert not [e for e in out if isinstance(e, Restarted)]
-    assert b"".join(e.data for e in out if isinstance(e, Data)) == b"0123456789ABCDEpart1\n"
+    out = run_in_memory(logs(), stale, act)
+    assert not [e for e in out if isinstance(e, LogRestarted)]
+    assert data_of(out, LOG) == b"0123456789ABCDEpart1\n"
+
+
+def test_an_empty_log_of_a_writer_that_is_not_a_save_is_probed_for_its_type_once() -> None:
+    """The listing says no type: an empty blob without a save's token is probed once; a block blob is
+    complete (closed), an append blob is not."""
+    store = MemoryStore(writer=False)
+    store.blobs["t1/$TaskLog/block.txt"] = MemBlob(1, append=False)
+    store.blobs["t1/$TaskLog/append.txt"] = MemBlob(1)
+    polls = 0
+
+    def act(point: str) -> Any:
+        nonlocal polls
+        if point == "polled":
+            polls += 1
+            return polls == 3
+        return None
+
+    out = run_in_memory(logs(), store, act)
+    assert [type(r).__name__ for r in store.requests] == ["Listing", "Probe", "Probe", "Listing", "Listing"]
+    assert out[-1].logs == {("t1", "append.txt"): False, ("t1", "block.txt"): True}
+
+
+def test_how_a_follow_of_logs_ends() -> None:
+    """Named tasks: once each one's logs (and each path named) are found and closed; idle_timeout: once no
+    log grew for that long (0: after one poll); a whole job: never by itself."""
+    store = MemoryStore()
+    store.append("a/$TaskLog/stdout.txt", b"a\n")
+    now = [0.0]
+
+    def act(point: str) -> Any:
+        if point == "sleep":
+            now[0] += 1.0
+            if now[0] == 3.0:
+                store.close("a/$TaskLog/stdout.txt")
+            if now[0] == 5.0:
+                store.append("b/$TaskLog/stdout.txt", b"b\n")
+                store.close("b/$TaskLog/stdout.txt")
+        return now[0] > 50 if point == "polled" else None
+
+    def polled(selection: LogSelection, **options: Any) -> list[LogsPolled]:
+        store.requests.clear()
+        now[0] = 0.0
+        for name in [n for n in store.blobs if n.startswith("b/")]:
+            del store.blobs[name]
+        store.blobs["a/$TaskLog/stdout.txt"].metadata.pop(limits.CLOSED_KEY, None)
+        out = run_in_memory(logs(selection, clock=lambda: now[0], **options), store, act)
+        return [e for e in out if isinstance(e, LogsPolled)]
+
+    named = polled(select_logs(["a", "b"], "TaskLog", None))
+    assert [p.ended for p in named] == [None] * 5 + ["closed"]  # b started later
+    assert named[-1].logs == {("a", "stdout.txt"): True, ("b", "stdout.txt"): True}
+    assert polled(select_logs(["a"], "TaskLog", ["stdout.txt", "stderr.txt"]))[-1].ended is None  # never
+    once = polled(select_logs(None, "TaskLog", None), idle_timeout=0)
+    assert [p.ended for p in once] == ["idle"] and once[0].logs == {("a", "stdout.txt"): False}
+    idle = polled(select_logs(["a", "b"], "TaskLog", None), idle_timeout=2.5)
+    assert [p.ended for p in idle] == [None, None, None, "idle"]  # a grew at 0 s; polls at 0, 1, 2, 3 s
+    assert polled(select_logs(None, "TaskLog", None))[-1].ended is None  # a whole job: until stopped
+
+
+def test_bad_arguments_of_a_follow_of_logs() -> None:
+    with pytest.raises(TypeError, match="task_ids must be a list of task ids, not a single str"):
+        select_logs("t1", "TaskLog", None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="paths must be a list"):
+        select_logs(None, "TaskLog", "stdout.txt")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="task id"):
+        select_logs(["bad:task"], "TaskLog", None)
+    with pytest.raises(ValueError, match=r"'\.\./x' is not the file path of an output: it has a '\.\.' seg"):
+        select_logs(None, "TaskLog", ["../x"])
+    with pytest.raises(ValueError, match="job output kind"):
+        select_logs(None, "JobOutput", None)
+    with pytest.raises(ValueError, match="task_ids is empty: give None for all"):
+        select_logs([], "TaskLog", None)
+    with pytest.raises(ValueError, match="tail"):
+        logs(tail=-1)
+    with pytest.raises(ValueError, match="idle_timeout"):
+        logs(idle_timeout=-1)
+    assert select_logs(["t1"], "TaskLog", None).prefix == "t1/$TaskLog/"
+    assert select_logs(["t1", "t2", "t1"], "TaskLog", None) == LogSelection("TaskLog", ("t1", "t2"))
 
 
 def test_idle_timeout_and_a_start_from_the_end() -> None:
@@ -471,19 +684,32 @@ def test_throttling_is_waited_out_backing_off_and_said_once(listing: bool, caplo
     store.append(base, b"before\n")
     act = Throttling(store, base, 40)
     sleeps: list[float] = []
-    if listing:
-        steps = follow_listing("", lambda n: n, poll_interval=0.01, clock=lambda: 0.0)
-    else:
-        steps = follow_blob(base, poll_interval=0.01, clock=lambda: 0.0)
+    steps = logs() if listing else follow_blob(base, poll_interval=0.01, clock=lambda: 0.0)
 
     with mock.patch("batchfiles._throttle.throttled_backoff", side_effect=lambda n, a, r: 2.0**n):
         out = run_in_memory(steps, store, act, sleeps=sleeps)
-    got = b"".join(e.data if isinstance(e, Data) else e for e in out if isinstance(e, (Data, bytes)))
+    got = b"".join(e.data if isinstance(e, LogData) else e for e in out if isinstance(e, (LogData, bytes)))
     assert got == b"before\nafter\n"
     waits = [seconds for seconds in sleeps if seconds != 0.01]  # not the poll interval: a throttled wait
     assert waits[:4] == [1.0, 2.0, 4.0, 8.0] and len(waits) == 40  # one throttled draw per failed poll
     said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(said) == 1 and "storage is throttling the account (503 ServerBusy)" in said[0], said
+
+
+def test_reading_logs_once_waits_out_throttling_as_a_request_does() -> None:
+    """``idle_timeout=0`` (``batchfiles logs`` without -f) is a read: after as many throttled polls in a row
+    as a request's throttled retries, the error (a follow waits for as long as it lasts)."""
+    from batchfiles import _throttle
+
+    store = MemoryStore()
+    store.append(LOG, b"x\n")
+    act = Throttling(store, LOG, 100)
+    with (
+        mock.patch("batchfiles._throttle.throttled_backoff", side_effect=lambda n, a, r: 0.0),
+        pytest.raises(HttpResponseError, match="ServerBusy"),
+    ):
+        run_in_memory(logs(idle_timeout=0), store, act)
+    assert 100 - act.left == _throttle.THROTTLED_RETRIES + 1
 
 
 @pytest.mark.parametrize(
@@ -524,7 +750,7 @@ def test_spans_cover_a_range_of_parts(sizes: list[int], a: int, b: int) -> None:
 
 def test_log_state_reads_runs_outcome() -> None:
     state = log_state(
-        {"batchfiles_closed": "1", "batchfiles_exit_code": "3", "batchfiles_ended": "2025-01-02T03:04:05Z"}
+        {"batchfiles_closed": "1", "Batchfiles_Exit_Code": "3", "batchfiles_ended": "2025-01-02T03:04:05Z"}
     )
     assert (state.state, state.exit_code, state.ended.year) == ("closed", 3, 2025)
     assert log_state({"batchfiles_writer": "x"}).state == "open"
@@ -770,8 +996,6 @@ def test_an_idle_follow_costs_one_small_conditional_request_per_poll(
 def test_a_job_is_followed_with_one_listing_per_poll(
     azurite: Azurite, service: BlobServiceClient, job_id: str
 ) -> None:
-    from batchfiles import _follow
-
     writer = prepare_output_storage(service, job_id)
     counter = Counter()
     with JobOutputStorage.from_connection_string(
@@ -781,10 +1005,9 @@ def test_a_job_is_followed_with_one_listing_per_poll(
             blob = writer.get_blob_client(f"task-{i}/$TaskLog/stdout.txt")
             blob.create_append_blob()
             blob.append_block(f"task {i}\n".encode())
-        steps = _follow.follow_listing("", lambda n: n, poll_interval=0.01, clock=time.monotonic)
         polls, grown = 0, []
-        for event in job._drive(steps):
-            if isinstance(event, Polled):
+        for event in job.follow_logs(poll_interval=0.01):
+            if isinstance(event, LogsPolled):
                 polls += 1
                 if polls == 1:
                     counter.requests.clear()
@@ -792,11 +1015,88 @@ def test_a_job_is_followed_with_one_listing_per_poll(
                     writer.get_blob_client("task-7/$TaskLog/stdout.txt").append_block(b"more\n")
                 if polls == 6:
                     break
-            elif polls >= 3 and isinstance(event, Data):
+            elif polls >= 3 and isinstance(event, LogData):
                 grown.append(event)
     listings = [r for r in counter.requests if "comp=list" in r[2]]
     assert len(listings) == 5 and len(counter.requests) == 6  # 5 polls: 5 listings and 1 read of what grew
-    assert grown == [Data("task-7/$TaskLog/stdout.txt", b"more\n")]
+    assert grown == [LogData("task-7", "stdout.txt", b"more\n")]
+
+
+@pytest.mark.parametrize("use_aio", [False, True], ids=["sync", "aio"])
+def test_follow_logs_of_a_job_through_the_public_api(
+    azurite: Azurite, service: BlobServiceClient, job_id: str, tmp_path: Path, use_aio: bool
+) -> None:
+    """Two tasks' tracked logs (one in roll-over parts), a third task that starts while they are followed,
+    a log run again, a hostile blob told once: ``follow_logs(task_ids)`` ends once the named tasks' logs are
+    closed; sync and aio hand out the same events."""
+    writer = prepare_output_storage(service, job_id)
+    for task, text in (("a", b"alpha\n"), ("b", b"beta\n" * 3)):
+        path = tmp_path / f"{task}.log"
+        path.write_bytes(text)
+        with TaskOutputStorage.from_connection_string(azurite.connection_string, job_id, task) as storage:
+            save = storage.save_tracked(path, "stdout.txt", flush_interval=0.05, settle=0)
+            save.close(metadata={"batchfiles_exit_code": "3"} if task == "b" else None)
+    writer.get_blob_client("b/$TaskOutput/result.txt").upload_blob(b"not a log")
+    assert hostile.put(hostile.sas_url(service, job_id), "a/$TaskLog/../x.txt", b"climbs") == 201
+    told: list[str] = []
+
+    def start_c() -> None:
+        with TaskOutputStorage.from_connection_string(azurite.connection_string, job_id, "c") as storage:
+            storage.save_bytes("TaskLog", b"gamma\n", "stdout.txt")  # a block blob: complete as it is
+
+    def events_of(collected: list[Any]) -> list[Any]:
+        return [e for e in collected if not isinstance(e, LogsPolled)]
+
+    options = dict(kind="TaskLog", poll_interval=0.02, on_invalid=lambda name, why: told.append(name))
+    if not use_aio:
+        with JobOutputStorage.from_connection_string(azurite.connection_string, job_id) as job:
+            collected = []
+            for event in job.follow_logs(["a", "b", "c"], **options):
+                collected.append(event)
+                if isinstance(event, LogsPolled) and len(collected) < 10 and not event.ended:
+                    start_c()
+    else:
+
+        async def main() -> list[Any]:
+            async with bf_aio.JobOutputStorage.from_connection_string(
+                azurite.connection_string, job_id
+            ) as job:
+                collected = []
+                async for event in job.follow_logs(["a", "b", "c"], **options):
+                    collected.append(event)
+                    if isinstance(event, LogsPolled) and len(collected) < 10 and not event.ended:
+                        await asyncio.to_thread(start_c)
+                return collected
+
+        collected = asyncio.run(main())
+    polls = [e for e in collected if isinstance(e, LogsPolled)]
+    assert [p.ended for p in polls] == [None, "closed"]
+    assert polls[-1].logs == {("a", "stdout.txt"): True, ("b", "stdout.txt"): True, ("c", "stdout.txt"): True}
+    got = events_of(collected)
+    assert [e for e in got if isinstance(e, LogData)] == [
+        LogData("a", "stdout.txt", b"alpha\n"),
+        LogData("b", "stdout.txt", b"beta\n" * 3),
+        LogData("c", "stdout.txt", b"gamma\n"),
+    ]
+    closed = {e.task_id: e.log for e in got if isinstance(e, LogClosed)}
+    assert closed["a"].state == "closed" and closed["a"].exit_code is None
+    assert closed["b"].exit_code == 3 and closed["c"] == LogState(None)  # c: not a tracked save's
+    assert told == ["a/$TaskLog/../x.txt"]  # once, though listed by both polls
+
+
+def test_follow_logs_refuses_bad_arguments_at_the_call(azurite: Azurite, service, job_id: str) -> None:
+    prepare_output_storage(service, job_id)
+    with JobOutputStorage.from_connection_string(azurite.connection_string, job_id) as job:
+        with pytest.raises(TypeError, match="task_ids"):
+            job.follow_logs("t1")  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match=r"'\.\.' segment"):
+            job.follow_logs(paths=["../x"])
+        with pytest.raises(ValueError, match="poll_interval"):
+            job.follow_logs(poll_interval=0)
+        with pytest.raises(ValueError, match="job output kind"):
+            bf_aio.JobOutputStorage.from_connection_string(azurite.connection_string, job_id).follow_logs(
+                kind="JobOutput"
+            )
 
 
 # --- faults -------------------------------------------------------------------------------------------------
@@ -826,21 +1126,15 @@ def test_faults_never_duplicate_or_skip_a_byte(
         TaskOutputStorage(url, TASK, credential=azurite.credential, **fast_retries()) as through,
         JobOutputStorage(url, credential=azurite.credential, **fast_retries()) as job,
     ):
-        from batchfiles import _follow
 
-        def follow_listing() -> None:
-            steps = _follow.follow_listing(
-                "", lambda n: n if n == LOG else None, poll_interval=0.01, clock=time.monotonic
-            )
-            for event in job._drive(steps):
-                if isinstance(event, Data):
+        def follow_logs() -> None:
+            for event in job.follow_logs([TASK], paths=["app.log"], poll_interval=0.01):
+                if isinstance(event, LogData):
                     listed.append(event.data)
-                if isinstance(event, Polled) and all(event.outputs.values()) and event.outputs:
-                    return
 
         followers = [
             threading.Thread(target=lambda: got.extend(through.follow("app.log", poll_interval=0.01))),
-            threading.Thread(target=follow_listing),
+            threading.Thread(target=follow_logs),
         ]
         proxy.set_random({"reset": 0.08, "status": 0.08, "drop_response": 0.08})
         for follower in followers:
@@ -851,7 +1145,7 @@ def test_faults_never_duplicate_or_skip_a_byte(
                 with open(path, "ab") as file:
                     file.write(f"{i:05d} {'é' * (i % 5)}\n".encode())
                 if i % 10 == 0:
-                    time.sleep(0.02)
+                    time.sleep(0.05)  # long enough for some 100 polls, so each fault comes often
         for follower in followers:
             follower.join(60)
             assert not follower.is_alive()

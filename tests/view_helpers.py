@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from azure.storage.blob import BlobServiceClient, ContainerClient
-from batchfiles import _follow, naming
+from batchfiles import naming
 from batchfiles._tracking import limits
+from batchfiles.snapshot import outcome_metadata
 
 CHROMIUM = "/usr/bin/chromium"
 ENV_PREFIXES = ("AZ_BATCH_", "BATCHFILES_", "AZURE_STORAGE_", "AZURE_CLIENT_", "AZURE_TENANT_")
@@ -63,7 +64,7 @@ def put_log(
         metadata[limits.CLOSED_KEY] = "1"
         if exit_code is not None:
             now = datetime.now(timezone.utc)
-            metadata.update(_follow.outcome_metadata(exit_code, now, now))
+            metadata.update(outcome_metadata(exit_code, now, now))
     blob = container.get_blob_client(naming.blob_name("TaskLog", name, task))
     blob.upload_blob(text.encode(), blob_type="AppendBlob", metadata=metadata, overwrite=True)
 

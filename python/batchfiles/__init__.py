@@ -6,6 +6,7 @@ every name are in :mod:`batchfiles.aio`; name derivation alone is in :mod:`batch
 """
 
 from . import naming
+from ._follow import LogClosed, LogData, LogRestarted, LogsPolled
 from ._native import __version__
 from .errors import (
     AuthenticationError,
@@ -21,7 +22,7 @@ from .errors import (
     TrackingError,
 )
 from .kinds import JobOutputKind, OutputKind, TaskOutputKind
-from .snapshot import JobSnapshot, OutputSnapshot, TaskSnapshot
+from .snapshot import JobSnapshot, LogState, OutputSnapshot, TaskSnapshot
 from .storage import (
     JobOutputStorage,
     OutputFileReference,
@@ -42,6 +43,11 @@ __all__ = [
     "JobOutputKind",
     "JobOutputStorage",
     "JobSnapshot",
+    "LogClosed",
+    "LogData",
+    "LogRestarted",
+    "LogState",
+    "LogsPolled",
     "OutputExistsError",
     "OutputFileReference",
     "OutputFilesError",

@@ -1,5 +1,6 @@
 """The job as one object, from one flat listing of its container: the job's own outputs, each task's outputs
-by kind with a tracked log's roll-over parts folded into one, and each task's state from its logs.
+by kind with a tracked log's roll-over parts folded into one, and each task's state from its logs (the
+metadata ``batchfiles run`` leaves on them: read here, and written by :func:`outcome_metadata`).
 
 :func:`JobOutputStorage.snapshot <batchfiles.JobOutputStorage.snapshot>` builds a :class:`JobSnapshot`;
 ``iter_snapshot`` yields the same pieces as listing pages arrive (a flat listing holds each task's blobs
@@ -12,19 +13,19 @@ import logging
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from types import MappingProxyType
 from typing import Any
 from urllib.parse import quote
 
-from . import _follow
 from ._scope import NotAnOutput, Scope, is_task_folder
+from ._tracking import limits
 from ._urls import public_url
 from .kinds import OutputKind
 
 logger = logging.getLogger("batchfiles")
 
-__all__ = ["JobSnapshot", "OutputSnapshot", "TaskSnapshot"]
+__all__ = ["JobSnapshot", "LogState", "OutputSnapshot", "TaskSnapshot"]
 
 #: Blobs a listing request asks for: the service's most.
 PAGE_SIZE = 5000
@@ -32,11 +33,75 @@ PAGE_SIZE = 5000
 #: closed them with the command's exit code, ``unknown`` otherwise (no tracked logs, or never closed cleanly).
 RUNNING, EXITED, UNKNOWN = "running", "exited", "unknown"
 
+#: Metadata ``batchfiles run`` leaves on its logs when the command is over: its exit code (``128 + N`` if
+#: signal N killed it), and when it started and ended (ISO 8601, UTC).
+EXIT_CODE_KEY = "batchfiles_exit_code"
+STARTED_KEY = "batchfiles_started"
+ENDED_KEY = "batchfiles_ended"
+
 
 def natural_key(text: str) -> tuple[Any, ...]:
     """Sorts ``task-2`` before ``task-10``."""
     parts = re.split(r"([0-9]+)", text)  # ASCII digits at odd places ("²".isdigit(), yet int("²") fails)
     return tuple((0, int(p), "") if i % 2 else (1, 0, p) for i, p in enumerate(parts) if p)
+
+
+def part_of(name: str, metadata: Mapping[str, str] | None) -> tuple[str, int]:
+    """(base name, part index) of the listed blob ``name``: ``base.k`` marked part ``k`` in its metadata
+    (``batchfiles_part``, the key in any case) is part ``k`` of ``base``; any other blob is (``name``, 0)."""
+    mark = next((v for k, v in (metadata or {}).items() if k.lower() == limits.PART_KEY), "")
+    if mark.isascii() and mark.isdigit() and mark != "0" and name.endswith(f".{mark}"):
+        return name[: -len(mark) - 1], int(mark)
+    return name, 0
+
+
+@dataclass(frozen=True)
+class LogState:
+    """What a log's metadata says of its writer: ``state`` is ``"open"`` (a tracked save still writing, or
+    one that never closed), ``"closed"``, or None (not a tracked save's); then ``batchfiles run``'s outcome:
+    the command's exit code, and when it started and ended (None where it left none)."""
+
+    state: str | None
+    exit_code: int | None = None
+    started: datetime | None = None
+    ended: datetime | None = None
+
+
+def log_state(metadata: Mapping[str, str] | None) -> LogState:
+    """The :class:`LogState` of a blob's metadata (names in any case; values that do not parse are None)."""
+    metadata = {k.lower(): v for k, v in (metadata or {}).items()}
+    if metadata.get(limits.CLOSED_KEY) == "1":
+        state: str | None = "closed"
+    elif limits.WRITER_KEY in metadata:
+        state = "open"
+    else:
+        state = None
+    code = metadata.get(EXIT_CODE_KEY, "")
+    return LogState(
+        state,
+        int(code) if re.fullmatch(r"-?[0-9]{1,11}", code) else None,
+        _parse_time(metadata.get(STARTED_KEY)),
+        _parse_time(metadata.get(ENDED_KEY)),
+    )
+
+
+def outcome_metadata(exit_code: int, started: datetime, ended: datetime) -> dict[str, str]:
+    """The metadata ``batchfiles run`` closes its logs with, as :func:`log_state` reads it."""
+    return {EXIT_CODE_KEY: str(exit_code), STARTED_KEY: _iso(started), ENDED_KEY: _iso(ended)}
+
+
+def _iso(when: datetime) -> str:
+    return when.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _parse_time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -67,9 +132,9 @@ class OutputSnapshot:
         return (self.blob_name, *self.parts)
 
     @property
-    def log(self) -> _follow.LogState:
+    def log(self) -> LogState:
         """What the metadata says of a tracked save: open or closed, and ``run``'s outcome."""
-        return _follow.log_state(dict(self.metadata))
+        return log_state(self.metadata)
 
 
 @dataclass(frozen=True)
@@ -100,11 +165,11 @@ class TaskSnapshot:
     def ended(self) -> datetime | None:
         return max((s.ended for s in self._logs() if s.ended), default=None)
 
-    def _logs(self) -> list[_follow.LogState]:
+    def _logs(self) -> list[LogState]:
         return [o.log for o in self.outputs if str(o.kind) == "TaskLog"]
 
 
-def task_state(states: Iterable[_follow.LogState]) -> tuple[str, int | None]:
+def task_state(states: Iterable[LogState]) -> tuple[str, int | None]:
     """A task's state and exit code from what its ``TaskLog`` outputs' metadata say."""
     states = list(states)
     codes = [s.exit_code for s in states if s.exit_code is not None]
@@ -196,7 +261,7 @@ class Builder:
             self._skip(props.name, f"{owner!r} is not a task id", tell=False)
             return
         metadata = {k.lower(): v for k, v in (props.metadata or {}).items()}
-        base, index = _follow.part_of(props.name, metadata)
+        base, index = part_of(props.name, metadata)
         if index:
             self._parts.append((base, index, props))
             return

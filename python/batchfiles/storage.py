@@ -360,10 +360,6 @@ class _OutputStorage(StorageBase):
         name = self._scope.get_name(kind, path)
         return _follow_blob(self._container, name, start, poll_interval, idle_timeout)
 
-    def _drive(self, steps: _follow.Follow) -> Iterator[Any]:
-        """Run a follow of :mod:`batchfiles._follow` on this storage's container (``batchfiles logs``)."""
-        return _drive_follow(self._container, steps)
-
     def _reference(self, blob: BlobClient) -> OutputFileReference:
         with storage_errors(self.container_name, blob.blob_name):
             props = blob.get_blob_properties()
@@ -593,8 +589,9 @@ def _drive_follow(
 
 
 def _follow_request(container: ContainerClient, request: _follow.Request) -> Any:
-    if isinstance(request, _follow.Listing):
-        return list(container.list_blobs(name_starts_with=request.prefix, include=["metadata"]))
+    if isinstance(request, _follow.Listing):  # as a snapshot lists
+        options = {"include": ["metadata"], "results_per_page": snapshot.PAGE_SIZE}
+        return list(container.list_blobs(name_starts_with=request.prefix or None, **options))
     blob = container.get_blob_client(request.blob)
     if isinstance(request, _follow.Probe):
         return blob.get_blob_properties()
@@ -662,6 +659,52 @@ class JobOutputStorage(JobConstructors, _OutputStorage):
             for item in self._container.walk_blobs(delimiter="/"):
                 if _scope.is_task_folder(item.name):
                     yield item.name[:-1]
+
+    def follow_logs(
+        self,
+        task_ids: Iterable[str] | None = None,
+        *,
+        kind: KindLike = TaskOutputKind.TASK_LOG,
+        paths: Iterable[str] | None = None,
+        tail: int | None = None,
+        poll_interval: float = 1.0,
+        idle_timeout: float | None = None,
+        on_invalid: _types.OnInvalid | None = None,
+    ) -> Iterator[_follow.LogEvent]:
+        """The logs of the job's tasks as they are saved, many at once, like ``docker compose logs -f``: an
+        iterator of events. :class:`~batchfiles.LogData` holds bytes of one log (every byte once, in
+        order); :class:`~batchfiles.LogRestarted` says a log was replaced (a task run again) and is read
+        again from its start; :class:`~batchfiles.LogClosed` says a log was read to its close (with
+        ``batchfiles run``'s exit code); :class:`~batchfiles.LogsPolled` ends each poll.
+
+        ``task_ids``: only these tasks (None: every task, those that start later too); ``kind``: a task
+        output kind (``TaskLog``); ``paths``: only these file paths. Each poll (every ``poll_interval``
+        seconds) is one listing of the job, read as :meth:`snapshot` reads it (a log's roll-over parts are
+        one log), then a ranged read of each log that grew: following 200 tasks is not 200 requests a
+        poll. ``tail``: each log found by the first poll starts at its last ``tail`` lines.
+
+        It ends after a :class:`~batchfiles.LogsPolled` whose ``ended`` is set: with ``task_ids``, once
+        each task's logs (each of ``paths``, if given) are found and closed; after ``idle_timeout``
+        seconds in which no log grew (``0``: once the logs as they are now were read); a whole job
+        otherwise goes on until the caller stops. Throttling is waited out for as long as it lasts (with
+        ``idle_timeout=0``, as long as a request waits), transient errors are retried, and bytes are
+        handed out only once read. A blob that is not an output is told to ``on_invalid(blob_name,
+        reason)`` once (by default a warning on the ``batchfiles`` logger). Bad arguments raise
+        :class:`ValueError` or :class:`TypeError` at the call.
+        """
+        steps = _follow.job_logs(
+            self.container_name,
+            self._container.url,
+            task_ids,
+            kind,
+            paths,
+            tail=tail,
+            poll_interval=poll_interval,
+            idle_timeout=idle_timeout,
+            on_invalid=on_invalid,
+            clock=time.monotonic,
+        )
+        return _drive_follow(self._container, steps)
 
     def snapshot(
         self, *, on_invalid: _types.OnInvalid | None = None, task_id: str | None = None

@@ -1,5 +1,6 @@
 """``batchfiles logs``: print the logs of a job's tasks, or follow them live (``-f``), like ``docker compose
-logs``: one listing of the job per poll, ranged reads of what grew (see :mod:`batchfiles._follow`)."""
+logs``: the events of :meth:`batchfiles.JobOutputStorage.follow_logs` (one listing of the job per poll,
+ranged reads of what grew), printed with prefixes or as stored."""
 
 from __future__ import annotations
 
@@ -8,12 +9,10 @@ import codecs
 import math
 import os
 import sys
-import time
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Iterable
 from typing import IO, Any
 
-from .. import _follow, _throttle
-from .._scope import NotAnOutput, Scope, path_problem
+from .. import JobOutputStorage, LogClosed, LogData, LogRestarted, LogsPolled
 from ..kinds import builtin_side
 from . import common, connect
 from .common import (
@@ -26,6 +25,9 @@ from .common import (
     seconds_arg,
     task_id_arg,
 )
+
+#: A log: (task id, file path).
+Key = tuple[str, str]
 
 NAME = "logs"
 SUMMARY = "print a job's task logs, or follow them live (-f)"
@@ -114,141 +116,74 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.kind!r} is a job output kind; logs shows a task kind (see `batchfiles get`)")
     tasks = list(dict.fromkeys(args.tasks))
     files = list(dict.fromkeys(args.files or []))
-    for path in files:
-        problem = path_problem(path)
-        if problem is not None:
-            raise UsageError(f"--file {path!r} is not the path of an output: it {problem}")
     if args.idle_timeout is not None and not args.follow:
         raise UsageError("--idle-timeout is for following (-f)")
     with connect.job_storage(args, args.job_id, interactive=True) as job:
-        selection = Selection(job.container_name, args.kind, tasks, files)
+        events = _events(job, args, tasks, files)
         one = len(tasks) == 1 and len(files) == 1
         prefixed = not args.no_prefix and not one
         colour = prefixed and _colour(sys.stdout)
         printer = Printer(_stdout(), raw=one, prefixed=prefixed, colour=colour)
-        steps = _follow.follow_listing(
-            selection.prefix,
-            selection.key,
-            tail=args.tail,
-            poll_interval=args.poll_interval,
-            clock=time.monotonic,
-            where=f" in container {job.container_name!r}",
-            # printing once is a read like `get`: it waits out throttling as long as the library's requests
-            throttled_patience=None if args.follow else _throttle.THROTTLED_RETRIES,
-        )
-        watch = Watch(selection, args.follow, args.idle_timeout)
         try:
-            _print(job._drive(steps), printer, watch)
+            last = _print(events, printer)
         except KeyboardInterrupt:
             printer.finish()
             return EXIT_INTERRUPTED
         printer.finish()
-    if not watch.seen:
-        common.error(f"no {args.kind} files found{selection.describe()} in job {args.job_id!r}")
+    if last is None or not last.logs:
+        common.error(f"no {args.kind} files found{_describe(tasks, files)} in job {args.job_id!r}")
         return EXIT_ERROR
-    if watch.idle:
+    if args.follow and last.ended == "idle":
         info(f"no log grew for {args.idle_timeout:g} s (--idle-timeout): stopped following")
     return EXIT_OK
 
 
-def _print(events: Iterator[Any], printer: Printer, watch: Watch) -> None:
-    """Print a follow's events until ``watch`` says it is over."""
+def _events(job: JobOutputStorage, args: argparse.Namespace, tasks: list[str], files: list[str]) -> Any:
+    """The follow of the logs asked for: printing once reads them as they are (``idle_timeout=0``: a read,
+    as patient with throttling as the library's requests); following ends as the library's does."""
+    try:
+        return job.follow_logs(
+            tasks or None,
+            kind=args.kind,
+            paths=files or None,
+            tail=args.tail,
+            poll_interval=args.poll_interval,
+            idle_timeout=args.idle_timeout if args.follow else 0,
+        )
+    except ValueError as err:  # a --file that is not an output's path
+        raise UsageError(str(err)) from None
+
+
+def _print(events: Iterable[Any], printer: Printer) -> LogsPolled | None:
+    """Print a follow's events until it ends; its last poll."""
     reported: set[str] = set()
+    last = None
     for event in events:
-        if isinstance(event, _follow.Data):
-            printer.write(event.key, event.data)
-            watch.grew()
-        elif isinstance(event, _follow.Restarted):
-            printer.end(event.key)
-            common.warn(f"{_name(event.key)} was replaced ({event.why}): printing it from its start")
-        elif isinstance(event, _follow.Closed):
-            printer.end(event.key)
-            _report_outcome(event, reported)
-        elif isinstance(event, _follow.Polled) and watch.over(event.outputs):
-            return
+        if isinstance(event, LogData):
+            printer.write((event.task_id, event.path), event.data)
+        elif isinstance(event, LogRestarted):
+            printer.end((event.task_id, event.path))
+            common.warn(
+                f"{event.task_id}/{event.path} was replaced ({event.reason}): printing it from its start"
+            )
+        elif isinstance(event, LogClosed):
+            printer.end((event.task_id, event.path))
+            if event.log.exit_code is not None and event.task_id not in reported:  # once per task
+                reported.add(event.task_id)
+                info(f"task {event.task_id} exited with {event.log.exit_code}")
+        elif isinstance(event, LogsPolled):
+            last = event
+    return last
 
 
-class Watch:
-    """When printing is over: after one poll; following named tasks, once their logs are closed;
-    following a whole job, never; following either way, once no log grew for ``idle_timeout`` seconds."""
-
-    def __init__(
-        self,
-        selection: Selection,
-        follow: bool,
-        idle_timeout: float | None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.selection, self.follow, self.idle_timeout, self.clock = selection, follow, idle_timeout, clock
-        self.grew_at = clock()
-        self.seen = False  # a log was found
-        self.idle = False  # it ended by the idle timeout
-
-    def grew(self) -> None:
-        self.grew_at = self.clock()
-
-    def over(self, outputs: dict[Hashable, bool]) -> bool:
-        """Whether printing is over, after a poll that found ``outputs`` (key: closed and read to its end)."""
-        self.seen = bool(outputs)
-        if not self.follow or self.selection.finished(outputs):
-            return True
-        if self.idle_timeout is not None and self.clock() - self.grew_at >= self.idle_timeout:
-            self.idle = True
-        return self.idle
+def _describe(tasks: list[str], files: list[str]) -> str:
+    where = f" of task{'s' if len(tasks) > 1 else ''} {', '.join(tasks)}" if tasks else ""
+    return (f" at {', '.join(files)}" if files else "") + where
 
 
-class Selection:
-    """Which blobs are followed: the kind's files of the tasks named (or of every task), at the paths named
-    (or all); keys are (task id, path)."""
-
-    def __init__(self, container: str, kind: str, tasks: list[str], files: list[str]) -> None:
-        self.container, self.kind, self.tasks, self.files = container, kind, tasks, files
-        self._tasks = set(tasks)
-        self._files = set(files)
-        # one task: only its blobs are listed; otherwise the whole container, in one listing
-        self.prefix = f"{tasks[0]}/${kind}/" if len(tasks) == 1 else ""
-
-    def key(self, blob_name: str) -> Hashable | None:
-        task, slash, _ = blob_name.partition("/")
-        if not slash or (self._tasks and task not in self._tasks):
-            return None
-        try:
-            kind, path = Scope(self.container, task).parse(blob_name)
-        except (NotAnOutput, ValueError):
-            return None
-        if str(kind) != self.kind or (self._files and path not in self._files):
-            return None
-        return (task, path)
-
-    def finished(self, outputs: dict[Hashable, bool]) -> bool:
-        """Whether following is over: tasks were named, each (and each file named) was seen, and every log
-        seen is closed. A whole job is never over: its tasks may start at any time."""
-        if not self._tasks or not outputs or not all(outputs.values()):
-            return False
-        seen = set(outputs)
-        seen_tasks = {task for task, _ in seen}  # type: ignore[misc]
-        if not self._tasks <= seen_tasks:
-            return False
-        return all((task, path) in seen for task in self._tasks for path in self._files)
-
-    def describe(self) -> str:
-        tasks = f" of task{'s' if len(self.tasks) > 1 else ''} {', '.join(self.tasks)}" if self.tasks else ""
-        files = f" at {', '.join(self.files)}" if self.files else ""
-        return f"{files}{tasks}"
-
-
-def _name(key: Hashable) -> str:
-    task, path = key  # type: ignore[misc]
+def _name(key: Key) -> str:
+    task, path = key
     return f"{task}/{path}"
-
-
-def _report_outcome(event: _follow.Closed, reported: set[str]) -> None:
-    """``task T exited with N`` on stderr, once per task, when ``run`` left its outcome on a log."""
-    task = event.key[0]  # type: ignore[index]
-    state = _follow.log_state(event.metadata)
-    if state.exit_code is not None and task not in reported:
-        reported.add(task)
-        info(f"task {task} exited with {state.exit_code}")
 
 
 # --- printing -----------------------------------------------------------------------------------------------
@@ -274,13 +209,13 @@ class Printer:
 
     def __init__(self, out: IO[bytes], *, raw: bool = False, prefixed: bool, colour: bool) -> None:
         self.out, self.raw, self.prefixed, self.colour = out, raw and not prefixed, prefixed, colour
-        self._pending: dict[Hashable, bytes] = {}  # raw: an incomplete character; lines: a partial line
-        self._decoders: dict[Hashable, Any] = {}
-        self._partial: dict[Hashable, str] = {}  # prefixed: a line without its end yet
-        self._order: dict[Hashable, int] = {}
+        self._pending: dict[Key, bytes] = {}  # raw: an incomplete character; lines: a partial line
+        self._decoders: dict[Key, Any] = {}
+        self._partial: dict[Key, str] = {}  # prefixed: a line without its end yet
+        self._order: dict[Key, int] = {}
         self._width = 0
 
-    def write(self, key: Hashable, data: bytes) -> None:
+    def write(self, key: Key, data: bytes) -> None:
         if not self.prefixed:
             data = self._pending.pop(key, b"") + data
             cut = complete_utf8(data) if self.raw else data.rfind(b"\n") + 1
@@ -299,7 +234,7 @@ class Printer:
             self._partial[key] = lines[-1]
         self._emit(b"".join(self._line(key, line) for line in lines[:-1]))
 
-    def end(self, key: Hashable) -> None:
+    def end(self, key: Key) -> None:
         """The log ended or starts again: what waits of it is printed (a partial line gets its end)."""
         if not self.prefixed:
             rest = self._pending.pop(key, b"")
@@ -314,7 +249,7 @@ class Printer:
         for key in list(self._pending) + list(self._decoders):
             self.end(key)
 
-    def _line(self, key: Hashable, line: str) -> bytes:
+    def _line(self, key: Key, line: str) -> bytes:
         name = _name(key).ljust(self._width)
         if self.colour:
             name = f"\033[{COLOURS[self._order[key] % len(COLOURS)]}m{name}\033[0m"

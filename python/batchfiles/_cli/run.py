@@ -14,7 +14,7 @@ import time
 from datetime import datetime, timezone
 from typing import IO, Any
 
-from .. import _follow, _patterns, _saving, naming
+from .. import _patterns, _saving, naming
 from .._errors import first_line
 from ..errors import BatchFilesError, ContainerNotFoundError
 
@@ -22,6 +22,7 @@ try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows: no lock
     fcntl = None  # type: ignore[assignment]
+from ..snapshot import outcome_metadata
 from ..storage import TaskOutputStorage
 from . import common, connect
 from .common import (
@@ -206,7 +207,7 @@ class _Run:
         with Forwarding() as signals:
             started = datetime.now(timezone.utc)
             status = self._run_command(files, signals)
-            outcome = _follow.outcome_metadata(status, started, datetime.now(timezone.utc))
+            outcome = outcome_metadata(status, started, datetime.now(timezone.utc))
             try:
                 signals.command_done = True
                 self._close_logs(files, trackers, outcome)

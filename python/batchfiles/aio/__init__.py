@@ -4,6 +4,7 @@ async with TaskOutputStorage.from_environment() as storage:
     await storage.save(TaskOutputKind.TASK_OUTPUT, "frame_0001.png")
 """
 
+from .._follow import LogClosed, LogData, LogRestarted, LogsPolled
 from ..errors import (
     AuthenticationError,
     BatchFilesError,
@@ -18,7 +19,7 @@ from ..errors import (
     TrackingError,
 )
 from ..kinds import JobOutputKind, OutputKind, TaskOutputKind
-from ..snapshot import JobSnapshot, OutputSnapshot, TaskSnapshot
+from ..snapshot import JobSnapshot, LogState, OutputSnapshot, TaskSnapshot
 from ._storage import (
     AsyncReader,
     JobOutputStorage,
@@ -41,6 +42,11 @@ __all__ = [
     "JobOutputKind",
     "JobOutputStorage",
     "JobSnapshot",
+    "LogClosed",
+    "LogData",
+    "LogRestarted",
+    "LogState",
+    "LogsPolled",
     "OutputExistsError",
     "OutputFileReference",
     "OutputFilesError",

@@ -337,10 +337,6 @@ class _OutputStorage(StorageBase):
         name = self._scope.get_name(kind, path)
         return _follow_blob(self._container, name, start, poll_interval, idle_timeout)
 
-    def _drive(self, steps: _follow.Follow) -> AsyncIterator[Any]:
-        """Run a follow of :mod:`batchfiles._follow` on this storage's container."""
-        return _drive_follow(self._container, steps)
-
     async def _reference(self, blob: BlobClient) -> OutputFileReference:
         with storage_errors(self.container_name, blob.blob_name):
             props = await blob.get_blob_properties()
@@ -555,8 +551,9 @@ async def _drive_follow(
 
 
 async def _follow_request(container: ContainerClient, request: _follow.Request) -> Any:
-    if isinstance(request, _follow.Listing):
-        listing = container.list_blobs(name_starts_with=request.prefix, include=["metadata"])
+    if isinstance(request, _follow.Listing):  # as a snapshot lists
+        pages = {"results_per_page": snapshot.PAGE_SIZE}
+        listing = container.list_blobs(name_starts_with=request.prefix or None, include=["metadata"], **pages)
         return [props async for props in listing]
     blob = container.get_blob_client(request.blob)
     if isinstance(request, _follow.Probe):
@@ -607,6 +604,34 @@ class JobOutputStorage(JobConstructors, _OutputStorage):
             async for item in self._container.walk_blobs(delimiter="/"):
                 if _scope.is_task_folder(item.name):
                     yield item.name[:-1]
+
+    def follow_logs(
+        self,
+        task_ids: Iterable[str] | None = None,
+        *,
+        kind: KindLike = TaskOutputKind.TASK_LOG,
+        paths: Iterable[str] | None = None,
+        tail: int | None = None,
+        poll_interval: float = 1.0,
+        idle_timeout: float | None = None,
+        on_invalid: _types.OnInvalid | None = None,
+    ) -> AsyncIterator[_follow.LogEvent]:
+        """The logs of the job's tasks as they are saved, many at once (``async for event in
+        job.follow_logs(...)``): one listing per poll, the same events; see
+        :meth:`batchfiles.JobOutputStorage.follow_logs`."""
+        steps = _follow.job_logs(
+            self.container_name,
+            self._container.url,
+            task_ids,
+            kind,
+            paths,
+            tail=tail,
+            poll_interval=poll_interval,
+            idle_timeout=idle_timeout,
+            on_invalid=on_invalid,
+            clock=time.monotonic,
+        )
+        return _drive_follow(self._container, steps)
 
     async def snapshot(
         self, *, on_invalid: _types.OnInvalid | None = None, task_id: str | None = None
