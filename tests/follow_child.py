@@ -16,7 +16,7 @@ import time
 from azure.storage.blob import ContainerClient
 from batchfiles._tracking import limits
 from batchfiles.tracking import TrackedSave
-from tracking_child import fast_retries
+from helpers import fast_retries
 
 
 def main(conn_str: str, container_name: str, blob: str, path: str, max_blocks: str, lines: str, pause: str):

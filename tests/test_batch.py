@@ -21,7 +21,7 @@ from batchfiles import (
     prepare_output_storage,
 )
 from batchfiles.storage import JobOutputStorage, TaskOutputStorage
-from cli_helpers import cli
+from helpers import cli
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from nodeagent import NodeAgent

@@ -14,7 +14,8 @@ import time
 import pytest
 from batchfiles import naming
 from batchfiles.testing import ACCOUNT_NAME
-from cli_helpers import (
+from faultproxy import FaultProxy
+from helpers import (
     PATIENCE,
     assert_one_line_error,
     blob_text,
@@ -26,7 +27,6 @@ from cli_helpers import (
     wait_for,
     write_script,
 )
-from faultproxy import FaultProxy
 from scale_tasks import connection_string
 
 # --- run ----------------------------------------------------------------------------------------------------
@@ -46,9 +46,7 @@ sys.exit(int(sys.argv[1]))
 @pytest.mark.parametrize(
     ("code", "saved"), [(0, {"result.bin", "report.txt"}), (3, {"core.1", "report.txt"})]
 )
-def test_run_saves_logs_and_the_outputs_whose_condition_holds(
-    env, prepared, task_storage, tmp_path, code, saved
-):
+def test_run_saves_logs_and_the_outputs_whose_condition_holds(env, prepared, task, tmp_path, code, saved):
     write_script(tmp_path, "child.py", CHILD)
     outputs = [
         "--output",
@@ -64,21 +62,21 @@ def test_run_saves_logs_and_the_outputs_whose_condition_holds(
     assert result.stdout == "to stdout\n"  # the console still gets the command's output
     assert result.stderr.startswith("to stderr\n")
     assert (tmp_path / "stdout.txt").read_text() == "to stdout\n"
-    assert blob_text(task_storage, "TaskLog", "stdout.txt") == "to stdout\n"
-    assert blob_text(task_storage, "TaskLog", "stderr.txt") == "to stderr\n"
-    found = {ref.file_path for kind in ("TaskOutput", "Diagnostics") for ref in task_storage.list(kind)}
+    assert blob_text(task, "TaskLog", "stdout.txt") == "to stdout\n"
+    assert blob_text(task, "TaskLog", "stderr.txt") == "to stderr\n"
+    found = {ref.file_path for kind in ("TaskOutput", "Diagnostics") for ref in task.list(kind)}
     assert found == saved
     assert f"the command exited with {code}" in result.stderr
 
 
-def test_run_without_dashes_and_a_missing_command(env, prepared, task_storage, tmp_path):
+def test_run_without_dashes_and_a_missing_command(env, prepared, task, tmp_path):
     result = cli("run", sys.executable, "-c", "print('plain')", env=env, cwd=tmp_path)
     assert (result.returncode, result.stdout) == (0, "plain\n"), result.stderr
 
     result = cli("run", "--output", "*.txt@failure", "--", "no-such-command-xyz", env=env, cwd=tmp_path)
     assert result.returncode == 127
     assert "cannot run 'no-such-command-xyz'" in result.stderr
-    assert "cannot run" in blob_text(task_storage, "TaskLog", "stderr.txt")  # why, in the task's log
+    assert "cannot run" in blob_text(task, "TaskLog", "stderr.txt")  # why, in the task's log
 
     assert_one_line_error(cli("run", env=env, cwd=tmp_path), 2, "no command to run")
     assert_one_line_error(
@@ -86,7 +84,7 @@ def test_run_without_dashes_and_a_missing_command(env, prepared, task_storage, t
     )
 
 
-def test_run_log_is_live_while_the_command_runs(env, prepared, task_storage, tmp_path):
+def test_run_log_is_live_while_the_command_runs(env, prepared, task, tmp_path):
     write_script(
         tmp_path,
         "slow.py",
@@ -107,14 +105,14 @@ def test_run_log_is_live_while_the_command_runs(env, prepared, task_storage, tmp
         stderr=subprocess.PIPE,
     )
     try:
-        wait_for(lambda: "first line" in blob_text(task_storage, "TaskLog", "stdout.txt"), "the live log")
+        wait_for(lambda: "first line" in blob_text(task, "TaskLog", "stdout.txt"), "the live log")
         assert proc.poll() is None  # still running: the log was saved live
         (tmp_path / "go").touch()
         assert proc.wait(timeout=PATIENCE) == 0
     finally:
         proc.kill()
         proc.wait()
-    assert blob_text(task_storage, "TaskLog", "stdout.txt") == "first line\nlast line\n"
+    assert blob_text(task, "TaskLog", "stdout.txt") == "first line\nlast line\n"
 
 
 TRAPPING_CHILD = """\
@@ -140,7 +138,7 @@ time.sleep(60)
         (signal.SIGTERM, "die", 128 + signal.SIGTERM),
     ],
 )
-def test_run_forwards_signals(env, prepared, task_storage, tmp_path, signum, mode, code):
+def test_run_forwards_signals(env, prepared, task, tmp_path, signum, mode, code):
     write_script(tmp_path, "child.py", TRAPPING_CHILD)
     proc = start(
         "run", "--output", "marker@failure", "--", sys.executable, "child.py", mode, env=env, cwd=tmp_path
@@ -155,15 +153,13 @@ def test_run_forwards_signals(env, prepared, task_storage, tmp_path, signum, mod
     assert proc.returncode == code, err
     if mode == "trap":
         assert (tmp_path / "marker").read_text() == signal.Signals(signum).name
-        assert "stopping on" in blob_text(
-            task_storage, "TaskLog", "stdout.txt"
-        )  # logs saved after the signal
-        assert task_storage.get("TaskOutput", "marker").download_text() == signal.Signals(signum).name
+        assert "stopping on" in blob_text(task, "TaskLog", "stdout.txt")  # logs saved after the signal
+        assert task.get("TaskOutput", "marker").download_text() == signal.Signals(signum).name
     else:
         assert f"the command exited with {code}" in err
 
 
-def test_run_exits_75_when_it_cannot_save(env, prepared, task_storage, tmp_path):
+def test_run_exits_75_when_it_cannot_save(env, prepared, task, tmp_path):
     """The command succeeds but the container is gone by the time it ends: never a silent 0."""
     write_script(
         tmp_path,
@@ -192,9 +188,7 @@ FAST_THROTTLED_RETRIES = (
 )
 
 
-def test_run_exits_75_naming_the_outputs_a_throttled_account_refused(
-    env, prepared, task_storage, tmp_path, azurite
-):
+def test_run_exits_75_naming_the_outputs_a_throttled_account_refused(env, prepared, task, tmp_path, azurite):
     """Storage answers every output's upload 503 ServerBusy until the retries run out: exit 75, and the
     message names the output and says the account throttled; the logs are saved."""
     with FaultProxy(azurite.port, deadline_s=60) as proxy:
@@ -216,10 +210,10 @@ def test_run_exits_75_naming_the_outputs_a_throttled_account_refused(
     )
     assert "Traceback" not in result.stderr
     assert proxy.counts["status"] == 3  # the first try and 2 retries
-    assert [r.file_path for r in task_storage.list("TaskLog")] == ["stderr.txt", "stdout.txt"]
+    assert [r.file_path for r in task.list("TaskLog")] == ["stderr.txt", "stdout.txt"]
 
 
-def test_run_reports_outputs_it_cannot_save_and_saves_the_rest(env, prepared, task_storage, tmp_path):
+def test_run_reports_outputs_it_cannot_save_and_saves_the_rest(env, prepared, task, tmp_path):
     """Two --output patterns of one kind give one blob to two files; another climbs out; two link loops."""
     work = tmp_path / "work"
     slash_and_backslash(work, ".dat")
@@ -238,10 +232,10 @@ def test_run_reports_outputs_it_cannot_save_and_saves_the_rest(env, prepared, ta
         "'../*.dat=TaskLog@completion' not saved: pattern '../*.dat' climbs above base_dir" in result.stderr
     )
     assert "(the command exited with 0)" in result.stderr and "Traceback" not in result.stderr
-    assert sorted(r.file_path for r in task_storage.list("TaskOutput")) == ["c.dat"]
-    preview = sorted(r.file_path for r in task_storage.list("TaskPreview"))
+    assert sorted(r.file_path for r in task.list("TaskOutput")) == ["c.dat"]
+    preview = sorted(r.file_path for r in task.list("TaskPreview"))
     assert preview == ["d/x.dat"]  # **: each folder once, though the loops
-    assert [r.file_path for r in task_storage.list("TaskLog")] == ["stderr.txt", "stdout.txt"]
+    assert [r.file_path for r in task.list("TaskLog")] == ["stderr.txt", "stdout.txt"]
 
 
 @pytest.mark.parametrize(
@@ -253,9 +247,7 @@ def test_run_reports_outputs_it_cannot_save_and_saves_the_rest(env, prepared, ta
         ("*.txt", "TaskOutput", {"report.txt"}),
     ],
 )
-def test_run_leaves_its_own_live_logs_out_of_the_outputs(
-    env, prepared, task_storage, tmp_path, pattern, kind, saved
-):
+def test_run_leaves_its_own_live_logs_out_of_the_outputs(env, prepared, task, tmp_path, pattern, kind, saved):
     """A pattern matching run's own stdout.txt and stderr.txt: they are its live logs, already saved, and
     stay so (append blobs, closed with the exit code), as does a link to them; the other matches are
     saved; one line on stderr says so. (Before: re-saved as block blobs over the live logs, their exit
@@ -281,19 +273,19 @@ def test_run_leaves_its_own_live_logs_out_of_the_outputs(
     )
     assert result.returncode == 3, result.stderr
     for name, text in (("stdout.txt", "out\n"), ("stderr.txt", "err\n")):
-        ref = task_storage.get("TaskLog", name)
+        ref = task.get("TaskLog", name)
         assert ref.download_text() == text
-        blob = task_storage._container.get_blob_client(ref.blob_name)
+        blob = task._container.get_blob_client(ref.blob_name)
         assert str(getattr(t := blob.get_blob_properties().blob_type, "value", t)) == "AppendBlob"
         assert ref.metadata["batchfiles_exit_code"] == "3" and ref.metadata["batchfiles_closed"] == "1"
     said = [line for line in result.stderr.splitlines() if "saved live" in line]
     assert len(said) == 1 and "stdout.txt" in said[0] and "stderr.txt" in said[0], result.stderr
     assert said[0].startswith("batchfiles: ") and "Traceback" not in result.stderr
-    found = {ref.file_path for ref in task_storage.list(kind)}
+    found = {ref.file_path for ref in task.list(kind)}
     assert found == saved | ({"stdout.txt", "stderr.txt"} if kind == "TaskLog" else set())
 
 
-def test_run_never_saves_an_output_over_a_part_of_its_live_log(env, prepared, task_storage, tmp_path):
+def test_run_never_saves_an_output_over_a_part_of_its_live_log(env, prepared, task, tmp_path):
     """A file named as a roll-over part of run's log (stdout.txt.1), saved as TaskLog, would replace that
     part of the live log (its last lines, exit code and close mark): left out like the logs themselves;
     as another kind it is an ordinary output. (Found by a hostile review of issue 20.)"""
@@ -301,8 +293,8 @@ def test_run_never_saves_an_output_over_a_part_of_its_live_log(env, prepared, ta
     args = ["--output", "*=TaskLog", "--output", "*.1=TaskOutput"]
     result = cli("run", *args, "--", sys.executable, "-c", script, env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert sorted(ref.file_path for ref in task_storage.list("TaskLog")) == ["stderr.txt", "stdout.txt"]
-    assert [ref.file_path for ref in task_storage.list("TaskOutput")] == ["stdout.txt.1"]
+    assert sorted(ref.file_path for ref in task.list("TaskLog")) == ["stderr.txt", "stdout.txt"]
+    assert [ref.file_path for ref in task.list("TaskOutput")] == ["stdout.txt.1"]
     assert "roll-over parts" in result.stderr and "Traceback" not in result.stderr
 
 
@@ -312,7 +304,7 @@ def test_run_on_an_unprepared_job_does_not_start_the_command(env, job_id, tmp_pa
     assert not (tmp_path / "ran").exists()
 
 
-def test_a_second_run_in_the_same_directory_is_refused(env, prepared, task_storage, tmp_path):
+def test_a_second_run_in_the_same_directory_is_refused(env, prepared, task, tmp_path):
     """Two runs of one task in one directory, 50 ms apart: one runs and saves its logs; the other refuses
     at once, without running its command or touching the logs (before the lock, each emptied the other's
     stdout.txt and both exited 0 with a blob holding either or neither). The command that runs waits for
@@ -355,21 +347,21 @@ def test_a_second_run_in_the_same_directory_is_refused(env, prepared, task_stora
     assert not (tmp_path / f"ran-{loser}").exists()
     said = "".join(f"{winner} says {i}\n" for i in range(20))
     assert (tmp_path / "stdout.txt").read_text() == said
-    assert blob_text(task_storage, "TaskLog", "stdout.txt") == said
+    assert blob_text(task, "TaskLog", "stdout.txt") == said
 
 
 # --- track --------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_track_saves_live_until_interrupted(env, prepared, task_storage, tmp_path, signum):
+def test_track_saves_live_until_interrupted(env, prepared, task, tmp_path, signum):
     log = tmp_path / "app.log"
     proc = start("track", "app.log", "--flush-interval", "0.2", env=env, cwd=tmp_path)
     try:
         with open(log, "a") as file:
             file.write("one\n")
             file.flush()
-            wait_for(lambda: blob_text(task_storage, "TaskLog", "app.log") == "one\n", "the first line")
+            wait_for(lambda: blob_text(task, "TaskLog", "app.log") == "one\n", "the first line")
             file.write("two\n")
         proc.send_signal(signum)
         _, err = proc.communicate(timeout=PATIENCE)
@@ -377,5 +369,5 @@ def test_track_saves_live_until_interrupted(env, prepared, task_storage, tmp_pat
         proc.kill()
         proc.wait()
     assert proc.returncode == 0, err
-    assert blob_text(task_storage, "TaskLog", "app.log") == "one\ntwo\n"  # the last flush on the way out
+    assert blob_text(task, "TaskLog", "app.log") == "one\ntwo\n"  # the last flush on the way out
     assert "Traceback" not in err

@@ -24,7 +24,8 @@ from azure.storage.blob import ContentSettings
 from batchfiles import JobOutputStorage, TaskOutputStorage, naming
 from batchfiles._tracking import limits
 from batchfiles.testing import ACCOUNT_KEY, ACCOUNT_NAME
-from cli_helpers import (
+from faultproxy import FaultProxy, Request
+from helpers import (
     PATIENCE,
     TASK,
     assert_one_line_error,
@@ -34,7 +35,6 @@ from cli_helpers import (
     start,
     wait_for,
 )
-from faultproxy import FaultProxy, Request
 from scale_tasks import connection_string
 
 # --- prepare, url, names ------------------------------------------------------------------------------------
@@ -86,7 +86,7 @@ def test_names_from_arguments_and_stdin(bare_env):
 # --- save, list, get ----------------------------------------------------------------------------------------
 
 
-def test_save_files_patterns_dest_and_job_outputs(env, prepared, task_storage, azurite, tmp_path):
+def test_save_files_patterns_dest_and_job_outputs(env, prepared, task, azurite, tmp_path):
     (tmp_path / "frames").mkdir()
     for i in range(3):
         (tmp_path / "frames" / f"{i}.png").write_bytes(b"png%d" % i)
@@ -103,7 +103,7 @@ def test_save_files_patterns_dest_and_job_outputs(env, prepared, task_storage, a
     assert result.stdout.split() == [f"{TASK}/$TaskPreview/p/r.bin"], result.stderr
     result = cli("save", "JobOutput", "result.bin", env=env, cwd=tmp_path)
     assert result.stdout.split() == ["$JobOutput/result.bin"], result.stderr
-    assert task_storage.get("TaskOutput", "frames/2.png").download_bytes() == b"png2"
+    assert task.get("TaskOutput", "frames/2.png").download_bytes() == b"png2"
 
     errors = [
         (cli("save", "TaskOutput", "missing.bin", env=env, cwd=tmp_path), 1, "no such file"),
@@ -120,7 +120,7 @@ def test_save_files_patterns_dest_and_job_outputs(env, prepared, task_storage, a
         assert_one_line_error(result, code, needle)
 
 
-def test_save_never_loses_a_file_to_another_of_the_same_name(env, prepared, task_storage, tmp_path):
+def test_save_never_loses_a_file_to_another_of_the_same_name(env, prepared, task, tmp_path):
     """``a/b.txt`` and a file named ``a\\b.txt`` (or ``../x.txt`` and ``x.txt``) are one blob: refused."""
     work = tmp_path / "work"
     slash_and_backslash(work, ".txt")
@@ -134,7 +134,7 @@ def test_save_never_loses_a_file_to_another_of_the_same_name(env, prepared, task
     assert_one_line_error(result, 1, "would both be saved as 'x.txt'")
     result = cli("save", "TaskOutput", "../*.txt", env=env, cwd=work)
     assert_one_line_error(result, 1, "'../*.txt'", "may not climb above it")
-    assert list(task_storage.list()) == []  # nothing was saved
+    assert list(task.list()) == []  # nothing was saved
 
     result = cli("save", "TaskOutput", "x.txt", "./x.txt", "x*.txt", "a/b.txt", env=env, cwd=work)
     assert result.returncode == 0, result.stderr
@@ -142,10 +142,10 @@ def test_save_never_loses_a_file_to_another_of_the_same_name(env, prepared, task
     assert "saved 2 files" in result.stderr
     result = cli("save", "TaskLog", "../x.txt", env=env, cwd=work)  # one file: saved under x.txt
     assert result.stdout.split() == [f"{TASK}/$TaskLog/x.txt"], result.stderr
-    assert task_storage.get("TaskLog", "x.txt").download_text() == "x above"
+    assert task.get("TaskLog", "x.txt").download_text() == "x above"
 
 
-def test_save_patterns_stay_in_the_working_directory(env, prepared, task_storage, tmp_path):
+def test_save_patterns_stay_in_the_working_directory(env, prepared, task, tmp_path):
     work = tmp_path / "work"
     (tmp_path / "secret").mkdir()
     (tmp_path / "secret" / "key.txt").write_text("key")
@@ -176,7 +176,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def test_save_stops_at_the_first_error(env, prepared, task_storage, tmp_path):
+def test_save_stops_at_the_first_error(env, prepared, task, tmp_path):
     """save goes through the library's multi-file save: when one file fails, the files not started yet are
     not saved (its own thread pool used to save all the others and then report the error)."""
     for i in range(30):
@@ -185,10 +185,10 @@ def test_save_stops_at_the_first_error(env, prepared, task_storage, tmp_path):
     result = subprocess.run(args, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=PATIENCE)
     assert_one_line_error(result, 1, "cannot read f00.txt")
     assert result.stdout == ""
-    assert len(list(task_storage.list())) < 29  # the queued saves were cancelled
+    assert len(list(task.list())) < 29  # the queued saves were cancelled
 
 
-def test_save_names_every_file_before_uploading(env, prepared, task_storage, tmp_path):
+def test_save_names_every_file_before_uploading(env, prepared, task, tmp_path):
     """A name too long for storage is refused, with the rest: nothing is saved."""
     (tmp_path / "a.txt").write_text("a")
     long_name = "/".join(c * 250 for c in "nmopq")
@@ -196,7 +196,7 @@ def test_save_names_every_file_before_uploading(env, prepared, task_storage, tmp
     (tmp_path / long_name).write_text("q")
     result = cli("save", "TaskOutput", "a.txt", long_name, env=env, cwd=tmp_path)
     assert_one_line_error(result, 1, "Azure allows 1024", "nothing was saved")
-    assert list(task_storage.list()) == []
+    assert list(task.list()) == []
 
 
 def test_list_table_and_json(env, prepared, azurite, tmp_path):
@@ -423,10 +423,10 @@ def save_log_in_parts(storage: TaskOutputStorage, work: Path, monkeypatch: pytes
     return log.read_bytes()
 
 
-def test_a_log_in_parts_is_one_row_and_one_whole_file(env, prepared, task_storage, tmp_path, monkeypatch):
+def test_a_log_in_parts_is_one_row_and_one_whole_file(env, prepared, task, tmp_path, monkeypatch):
     """A log that rolled over used to be listed and downloaded as stdout.txt, stdout.txt.1, stdout.txt.2."""
-    whole = save_log_in_parts(task_storage, tmp_path, monkeypatch)
-    assert [ref.file_path for ref in task_storage.list()] == ["stdout.txt", "stdout.txt.1", "stdout.txt.2"]
+    whole = save_log_in_parts(task, tmp_path, monkeypatch)
+    assert [ref.file_path for ref in task.list()] == ["stdout.txt", "stdout.txt.1", "stdout.txt.2"]
 
     table = cli("list", prepared, env=env)
     assert table.returncode == 0, table.stderr
@@ -449,12 +449,10 @@ def test_a_log_in_parts_is_one_row_and_one_whole_file(env, prepared, task_storag
     assert (out / TASK / "TaskLog" / "stdout.txt").read_bytes() == whole
 
 
-def test_get_skip_existing_downloads_only_what_changed(
-    env, prepared, task_storage, azurite, tmp_path, monkeypatch
-):
-    task_storage.save_bytes("TaskOutput", b"a" * 1000, "a.bin")
-    task_storage.save_bytes("TaskOutput", b"b" * 1000, "b.bin")
-    whole = save_log_in_parts(task_storage, tmp_path, monkeypatch)  # no Content-MD5: size and time
+def test_get_skip_existing_downloads_only_what_changed(env, prepared, task, azurite, tmp_path, monkeypatch):
+    task.save_bytes("TaskOutput", b"a" * 1000, "a.bin")
+    task.save_bytes("TaskOutput", b"b" * 1000, "b.bin")
+    whole = save_log_in_parts(task, tmp_path, monkeypatch)  # no Content-MD5: size and time
     out = tmp_path / "out"
     assert cli("get", prepared, "-o", str(out), env=env).returncode == 0
     files = {
@@ -479,8 +477,8 @@ def test_get_skip_existing_downloads_only_what_changed(
     assert_one_line_error(cli("get", prepared, "--idle-timeout", "1", env=env), 2, "--follow")
 
 
-def test_get_follow_fetches_outputs_saved_after_it_started(env, prepared, task_storage, tmp_path):
-    task_storage.save_text("TaskOutput", "early", "early.txt")
+def test_get_follow_fetches_outputs_saved_after_it_started(env, prepared, task, tmp_path):
+    task.save_text("TaskOutput", "early", "early.txt")
     out = tmp_path / "out"
     follower = start(
         "get", prepared, "-o", str(out), "--follow", "--poll-interval", "0.1", env=env, cwd=tmp_path
@@ -488,9 +486,9 @@ def test_get_follow_fetches_outputs_saved_after_it_started(env, prepared, task_s
     try:
         early, late = out / TASK / "TaskOutput" / "early.txt", out / TASK / "TaskOutput" / "late.txt"
         wait_for(early.exists, "the first download")
-        task_storage.save_text("TaskOutput", "late", "late.txt")
+        task.save_text("TaskOutput", "late", "late.txt")
         wait_for(lambda: late.exists() and late.read_text() == "late", "the output saved later")
-        task_storage.save_text("TaskOutput", "early, again", "early.txt")
+        task.save_text("TaskOutput", "early, again", "early.txt")
         wait_for(lambda: early.read_text() == "early, again", "the changed output")
         follower.send_signal(signal.SIGINT)
         stdout, stderr = follower.communicate(timeout=PATIENCE)
@@ -634,7 +632,7 @@ BIG = 6 * 1024 * 1024  # over the bar's threshold (4 MiB)
 
 
 @pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
-def test_progress_bar_on_a_terminal_only(env, prepared, task_storage, tmp_path):
+def test_progress_bar_on_a_terminal_only(env, prepared, task, tmp_path):
     pytest.importorskip("tqdm")
     (tmp_path / "big.bin").write_bytes(os.urandom(BIG))
     code, shown = run_on_terminal(command("save", "TaskOutput", "big.bin"), env, tmp_path)
@@ -662,7 +660,7 @@ def test_progress_bar_on_a_terminal_only(env, prepared, task_storage, tmp_path):
 
 
 @pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
-def test_no_bar_and_no_failure_without_tqdm(env, prepared, task_storage, tmp_path):
+def test_no_bar_and_no_failure_without_tqdm(env, prepared, task, tmp_path):
     (tmp_path / "big.bin").write_bytes(os.urandom(BIG))
     without_tqdm = "import sys; sys.modules['tqdm'] = None; from batchfiles.cli import main; sys.exit(main())"
     code, shown = run_on_terminal(
@@ -670,4 +668,4 @@ def test_no_bar_and_no_failure_without_tqdm(env, prepared, task_storage, tmp_pat
     )
     assert code == 0, shown
     assert "%" not in shown and "saved 1 file" in shown
-    assert task_storage.get("TaskOutput", "big.bin").size == BIG
+    assert task.get("TaskOutput", "big.bin").size == BIG

@@ -29,7 +29,7 @@ from batchfiles import aio as batchfiles_aio
 from batchfiles._sas import TASK_SAS_PERMISSIONS
 from batchfiles.errors import ConfigurationError, TrackingError
 from batchfiles.testing import ACCOUNT_KEY, ACCOUNT_NAME, Azurite
-from cli_helpers import TASK, blob_text, cli, start, wait_for
+from helpers import TASK, blob_text, cli, start, wait_for
 from hypothesis import given
 from hypothesis import strategies as st
 

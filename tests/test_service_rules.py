@@ -31,8 +31,8 @@ from batchfiles import (
     prepare_output_storage,
 )
 from batchfiles.testing import ACCOUNT_KEY, ACCOUNT_NAME, Azurite
-from cli_helpers import TASK, assert_one_line_error, cli
 from faultproxy import FaultProxy
+from helpers import TASK, assert_one_line_error, cli
 from strict_azurite import StrictAzurite
 
 MIB = 1 << 20

@@ -26,20 +26,12 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any
 
-from azure.storage.blob import ContainerClient, LinearRetry
+from azure.storage.blob import ContainerClient
 from batchfiles import tracking
 from batchfiles.errors import TrackingError
 from batchfiles.tracking import TrackedSave
-
-
-def fast_retries(policy: type = LinearRetry) -> dict[str, Any]:
-    """Client options retrying 8 times, 20 ms apart (ExponentialRetry waits over 1 s once retrying).
-
-    ``policy``: ``azure.storage.blob.aio.LinearRetry`` for an async client.
-    """
-    return {"retry_policy": policy(backoff=0.02, random_jitter_range=0.01, retry_total=8)}
+from helpers import fast_retries
 
 
 def main(conn_str: str, container_name: str, blob: str, path: str, mode: str, *args: str) -> None:
