@@ -10,14 +10,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from azure.storage.blob import BlobServiceClient, ContainerClient
+from azure.storage.blob import ContainerClient
 from azure.storage.blob.aio import ContainerClient as AsyncContainerClient
 from azure.storage.blob.aio import LinearRetry as AsyncLinearRetry
-from batchfiles import naming
 from batchfiles._tracking import Engine, Outcome, limits
 from batchfiles.aio._tracking import TrackedSave as AsyncTrackedSave
 from batchfiles.errors import OutputExistsError, TrackingError
@@ -25,18 +24,9 @@ from batchfiles.kinds import TaskOutputKind
 from batchfiles.storage import TaskOutputStorage
 from batchfiles.testing import Azurite
 from batchfiles.tracking import TrackedSave
-from tracking_child import fast_retries
+from helpers import LOG, append, blob_bytes, fast_retries, wait_for
 
 CHILD = Path(__file__).with_name("tracking_child.py")
-LOG = "$TaskLog/app.log"
-
-
-@pytest.fixture
-def container(azurite: Azurite, service: BlobServiceClient, job_id: str) -> Iterator[ContainerClient]:
-    name = naming.container_name(job_id)
-    service.create_container(name)
-    with ContainerClient.from_connection_string(azurite.connection_string, name, **fast_retries()) as client:
-        yield client
 
 
 @pytest.fixture(autouse=True)
@@ -52,30 +42,14 @@ def log_path(tmp_path: Path) -> Path:
     return path
 
 
-def append(path: Path, data: bytes) -> None:
-    with open(path, "ab") as file:
-        file.write(data)
-
-
-def blob_bytes(container: ContainerClient, name: str = LOG) -> bytes:
-    return container.download_blob(name).readall()
-
-
 def block_count(container: ContainerClient, name: str = LOG) -> int:
     return container.get_blob_client(name).get_blob_properties().append_blob_committed_block_count
-
-
-def wait_until(done: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not done():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
 
 
 def wait_polled(save: TrackedSave) -> None:
     """Wait until a poll of the file has started (and ended) after this call."""
     seen = save.stats.polls
-    wait_until(lambda: save.stats.polls >= seen + 2, "a poll")
+    wait_for(lambda: save.stats.polls >= seen + 2, "a poll")
 
 
 def tracking_threads() -> list[threading.Thread]:
@@ -84,7 +58,7 @@ def tracking_threads() -> list[threading.Thread]:
 
 def wait_no_tracking_thread() -> None:
     """The tracking thread ends soon after the last save closed (a save left open would keep it)."""
-    wait_until(lambda: not tracking_threads(), "the tracking thread to end", timeout=5)
+    wait_for(lambda: not tracking_threads(), "the tracking thread to end", timeout=5)
 
 
 def make_blob(container: ContainerClient, name: str, *blocks: bytes) -> None:
@@ -102,7 +76,7 @@ def test_appends_are_visible_while_the_file_is_written(container: ContainerClien
         for i in range(5):
             line = f"line {i}\n".encode()
             append(log_path, line)
-            wait_until(lambda line=line: blob_bytes(container).endswith(line), f"line {i} in the blob")
+            wait_for(lambda line=line: blob_bytes(container).endswith(line), f"line {i} in the blob")
     assert blob_bytes(container) == log_path.read_bytes()
     assert save.bytes_saved == log_path.stat().st_size
     assert save.lost_bytes == 0
@@ -184,7 +158,7 @@ def test_close_stops_following_after_linger(container: ContainerClient, log_path
     writer = threading.Thread(target=write_forever)
     writer.start()
     try:
-        wait_until(lambda: log_path.stat().st_size > 0, "the writer")
+        wait_for(lambda: log_path.stat().st_size > 0, "the writer")
         size_at_close = log_path.stat().st_size
         save.close()
     finally:
@@ -210,7 +184,7 @@ def test_a_path_that_does_not_exist_yet_is_waited_for(container: ContainerClient
     with TrackedSave.start(container, LOG, path, flush_interval=0.05, settle=0.2) as save:
         time.sleep(0.1)
         append(path, b"appeared\n")
-        wait_until(lambda: blob_bytes(container) == b"appeared\n", "the new file in the blob")
+        wait_for(lambda: blob_bytes(container) == b"appeared\n", "the new file in the blob")
     assert save.bytes_saved == len(b"appeared\n")
 
 
@@ -725,6 +699,7 @@ def test_aio_flush_and_close_raise_once_the_task_ended(
             assert isinstance(save.error.__cause__, cause)
 
     asyncio.run(scenario())
+
 
 def test_the_async_driver_reads_the_file_off_the_event_loop(container, tmp_path):
     """Opening and polling the file are file calls the engine yields, which the async driver makes in a

@@ -17,113 +17,28 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
 
 import pytest
 from azure.core.exceptions import (
     HttpResponseError,
-    ResourceNotFoundError,
     ServiceRequestError,
     ServiceResponseError,
 )
 from azure.storage.blob import BlobServiceClient, ContainerClient
 from batchfiles import naming
-from batchfiles._tracking import BlobMethod, Call, Engine, Outcome, drive, limits
+from batchfiles._tracking import Engine, drive, limits
 from batchfiles.errors import TrackingError
 from batchfiles.testing import ACCOUNT_NAME, Azurite
 from batchfiles.tracking import TrackedSave
 from faultproxy import FaultProxy, Request, Throttle
-from tracking_child import fast_retries
+from helpers import LOG, MemoryBlob, append, fast_retries, flush_in_memory
 
 CHILD = Path(__file__).with_name("tracking_child.py")
-LOG = "$TaskLog/app.log"
-
-
-def append(path: Path, data: bytes) -> None:
-    with open(path, "ab") as file:
-        file.write(data)
+#: The ``proxy`` fixture's options (tests/conftest.py).
+pytestmark = pytest.mark.fault_proxy(seed=5, delay_ms=20, deadline_s=240)
 
 
 # --- the engine in memory: exactly once, decided without any network ----------------------------------------
-
-
-class MemoryBlob:
-    """``_Call`` s against an append blob held in memory, with ETags and metadata; appends fail as
-    ``faults`` says, in turn: "before" (not applied), "after" (applied, then the response is lost), None
-    (fine). Assigning ``data`` (another writer) changes the ETag, as any write does."""
-
-    refusal = "connection refused"
-
-    def __init__(self, *faults: str | None) -> None:
-        self._data: bytes | None = None
-        self.version = 0
-        self.metadata: dict[str, str] = {}
-        self.faults = list(faults)
-        self.applied = 0
-
-    @property
-    def data(self) -> bytes | None:
-        return self._data
-
-    @data.setter
-    def data(self, value: bytes | None) -> None:
-        self._data = value
-        self.version += 1
-
-    @property
-    def etag(self) -> str:
-        return f'"{self.version}"'
-
-    def __call__(self, call: Call) -> Any:
-        if call.method is BlobMethod.CREATE:
-            self.data, self.metadata = b"", dict(call.kwargs.get("metadata") or {})
-            return {"etag": self.etag}
-        if self.data is None:
-            raise ResourceNotFoundError("BlobNotFound")
-        if call.method is BlobMethod.GET_PROPERTIES:
-            return SimpleNamespace(
-                size=len(self.data), blob_type="AppendBlob", etag=self.etag, metadata=dict(self.metadata)
-            )
-        if call.method is BlobMethod.SET_METADATA:  # the close mark
-            if call.kwargs["etag"] != self.etag:
-                error = HttpResponseError("412 The condition specified using HTTP conditional header(s) ...")
-                error.status_code, error.error_code = 412, "ConditionNotMet"
-                raise error
-            self.metadata = dict(call.kwargs["metadata"])
-            self.version += 1
-            return {"etag": self.etag}
-        if call.method is BlobMethod.DOWNLOAD:
-            assert call.kwargs["etag"] == self.etag
-            start = call.kwargs["offset"]
-            return self.data[start : start + call.kwargs["length"]]
-        assert call.method is BlobMethod.APPEND
-        fault = self.faults.pop(0) if self.faults else None
-        if fault == "before":
-            raise ServiceRequestError(self.refusal)
-        if call.kwargs["etag"] != self.etag or call.kwargs["appendpos_condition"] != len(self.data):
-            error = HttpResponseError(
-                "412 The condition specified using HTTP conditional header(s) is not met."
-            )
-            error.status_code, error.error_code = 412, "ConditionNotMet"
-            raise error
-        self.data += call.kwargs["data"]
-        self.applied += 1
-        if fault == "after":
-            raise ServiceResponseError("response lost")
-        return {"etag": self.etag}
-
-
-def flush_in_memory(engine: Engine, blob: MemoryBlob) -> list[Outcome]:
-    """Run flush steps (skipping the backoff) until the flush is done or the engine stops."""
-    ticket = engine.request_flush()
-    outcomes = []
-    while not engine.flushed(ticket):
-        step = engine.begin(engine.wake_at())
-        assert step is not None
-        outcomes.append(drive(blob, step))
-        engine.end(outcomes[-1], engine.wake_at())
-    return outcomes
 
 
 @pytest.fixture
@@ -202,12 +117,6 @@ def container_name(service: BlobServiceClient, job_id: str) -> str:
     name = naming.container_name(job_id)
     service.create_container(name)
     return name
-
-
-@pytest.fixture
-def proxy(azurite: Azurite) -> Iterator[FaultProxy]:
-    with FaultProxy(azurite.port, seed=5, delay_ms=20, deadline_s=240) as server:
-        yield server
 
 
 @pytest.fixture

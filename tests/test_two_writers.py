@@ -12,36 +12,25 @@ import random
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from time import monotonic
 from typing import Any
 
 import pytest
-from azure.storage.blob import BlobServiceClient, ContainerClient
+from azure.storage.blob import ContainerClient
 from azure.storage.blob.aio import ContainerClient as AsyncContainerClient
 from azure.storage.blob.aio import LinearRetry as AsyncLinearRetry
-from batchfiles import naming
 from batchfiles._tracking import Engine, drive
 from batchfiles.aio._tracking import TrackedSave as AsyncTrackedSave
 from batchfiles.errors import TrackingError
 from batchfiles.testing import Azurite
 from batchfiles.tracking import TrackedSave
+from helpers import LOG, MemoryBlob, append, blob_bytes, fast_retries, flush_in_memory
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from test_tracking import LOG, append, blob_bytes
-from tracking_child import fast_retries
 
 CHILD = Path(__file__).with_name("tracking_child.py")
 QUIET = {"flush_interval": 3600, "settle": 0}  # appends only on flush and close
-
-
-@pytest.fixture
-def container(azurite: Azurite, service: BlobServiceClient, job_id: str) -> Iterator[ContainerClient]:
-    name = naming.container_name(job_id)
-    service.create_container(name)
-    with ContainerClient.from_connection_string(azurite.connection_string, name, **fast_retries()) as client:
-        yield client
 
 
 # --- in one process -----------------------------------------------------------------------------------------
@@ -134,8 +123,6 @@ def test_a_resume_raced_by_an_append_is_refused(
 
 def test_a_lost_response_is_still_this_saves_append(tmp_path: Path) -> None:
     """The ETag changed because our own append landed: the blob's new ETag carries the chain on."""
-    from test_tracking_faults import MemoryBlob, flush_in_memory
-
     path = tmp_path / "app.log"
     path.touch()
     engine = Engine("container", LOG, path, flush_interval=3600)
@@ -181,8 +168,6 @@ OPERATIONS = st.lists(
 def test_a_save_that_succeeds_leaves_exactly_its_file(operations: list[tuple[str, Any]]) -> None:
     """Whatever another writer does, and whichever responses are lost: a save either fails with a
     TrackingError or closes with the blob equal to its file; with no other writer, it never fails."""
-    from test_tracking_faults import MemoryBlob, flush_in_memory
-
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "app.log"
         path.touch()
