@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from azure.storage.blob import BlobServiceClient, ContentSettings
+from azure.storage.blob import ContainerClient, ContentSettings
 from batchfiles import (
     BatchFilesError,
     IntegrityError,
@@ -19,13 +19,15 @@ from batchfiles import (
     _download,
     _throttle,
     aio,
-    prepare_output_storage,
     storage,
 )
 from batchfiles.testing import Azurite
 from faultproxy import FaultProxy
+from helpers import TASK
 
 RANGE = 64 * 1024  # small ranges, so a few MiB make many
+#: The ``proxy`` fixture's options (tests/conftest.py).
+pytestmark = pytest.mark.fault_proxy(seed=7, deadline_s=300)
 
 
 @pytest.fixture(autouse=True)
@@ -36,18 +38,11 @@ def small_ranges(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def proxy(azurite: Azurite) -> Iterator[FaultProxy]:
-    with FaultProxy(azurite.port, seed=7, deadline_s=300) as running:
-        yield running
-
-
-@pytest.fixture
-def task(proxy: FaultProxy, azurite: Azurite, job_id: str) -> Iterator[TaskOutputStorage]:
-    with BlobServiceClient.from_connection_string(azurite.connection_string) as service:
-        prepare_output_storage(service, job_id)
+def proxied_task(proxy: FaultProxy, azurite: Azurite, prepared: str) -> Iterator[TaskOutputStorage]:
+    """The task's storage through the fault proxy, to count or fail its requests."""
     url = proxy.url_for("devstoreaccount1")
     conn = azurite.connection_string.replace(azurite.account_url, url)
-    with TaskOutputStorage.from_connection_string(conn, job_id, "t1") as s:
+    with TaskOutputStorage.from_connection_string(conn, prepared, TASK) as s:
         yield s
 
 
@@ -66,10 +61,10 @@ def test_downloads_equal_the_saved_bytes(task: TaskOutputStorage, tmp_path: Path
 
 
 def test_a_large_blob_is_read_in_ranges_with_progress(
-    task: TaskOutputStorage, proxy: FaultProxy, tmp_path: Path
+    proxied_task: TaskOutputStorage, proxy: FaultProxy, tmp_path: Path
 ) -> None:
     data = os.urandom(10 * RANGE + 7)
-    ref = task.save_bytes("TaskOutput", data, "x.bin")
+    ref = proxied_task.save_bytes("TaskOutput", data, "x.bin")
     before = ranged_gets(proxy)
     seen: list[tuple[int, int]] = []
     ref.download_to_file(tmp_path / "x.bin", progress=lambda done, total: seen.append((done, total)))
@@ -79,12 +74,12 @@ def test_a_large_blob_is_read_in_ranges_with_progress(
 
 
 def test_resets_and_5xx_on_ranges_are_retried(
-    task: TaskOutputStorage, proxy: FaultProxy, monkeypatch: pytest.MonkeyPatch
+    proxied_task: TaskOutputStorage, proxy: FaultProxy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(_throttle, "THROTTLED_WINDOW", (0.01, 0.01))  # a 503 is throttling: waits shrunk
     monkeypatch.setattr(_throttle, "NO_RETRY_AFTER", 0.01)
     data = os.urandom(20 * RANGE)
-    ref = task.save_bytes("TaskOutput", data, "x.bin")
+    ref = proxied_task.save_bytes("TaskOutput", data, "x.bin")
 
     def later_range(request: Any) -> bool:  # a range after the first (under If-Match)
         return request.method == "GET" and "if-match" in request.headers
@@ -114,23 +109,22 @@ def test_a_blob_replaced_while_read_is_an_error_and_leaves_no_file(
     assert list(tmp_path.iterdir()) == []  # neither the target nor a partial file
 
 
-def test_a_damaged_blob_leaves_no_file(task: TaskOutputStorage, tmp_path: Path) -> None:
+def test_a_damaged_blob_leaves_no_file(
+    task: TaskOutputStorage, container: ContainerClient, tmp_path: Path
+) -> None:
     data = os.urandom(4 * RANGE)
     task.save_bytes("TaskOutput", data, "x.bin")
-    blob = task._container.get_blob_client("t1/$TaskOutput/x.bin")
+    blob = container.get_blob_client(f"{TASK}/$TaskOutput/x.bin")
     blob.set_http_headers(ContentSettings(content_md5=bytearray(hashlib.md5(b"other").digest())))
     with pytest.raises(IntegrityError):
         task.get("TaskOutput", "x.bin").download_to_file(tmp_path / "x.bin")
     assert list(tmp_path.iterdir()) == []
 
 
-def test_async_downloads_in_ranges(azurite: Azurite, job_id: str, tmp_path: Path) -> None:
-    with BlobServiceClient.from_connection_string(azurite.connection_string) as service:
-        prepare_output_storage(service, job_id)
-
+def test_async_downloads_in_ranges(azurite: Azurite, prepared: str, tmp_path: Path) -> None:
     async def scenario() -> None:
         conn = azurite.connection_string
-        async with aio.TaskOutputStorage.from_connection_string(conn, job_id, "t1") as task:
+        async with aio.TaskOutputStorage.from_connection_string(conn, prepared, TASK) as task:
             for size in (0, RANGE + 1, 7 * RANGE + 3):
                 data = os.urandom(size)
                 ref = await task.save_bytes("TaskOutput", data, f"{size}.bin")

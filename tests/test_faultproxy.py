@@ -10,6 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from faultproxy import MIB, FaultProxy, Rule, Throttle, _Buckets
+from helpers import wait_for
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -119,13 +120,6 @@ def _call(
 
 def _proxy_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("faultproxy")]
-
-
-def _wait_for(condition: Callable[[], bool]) -> None:
-    give_up = time.monotonic() + 10
-    while not condition():
-        assert time.monotonic() < give_up, "condition never became true"
-        time.sleep(0.01)
 
 
 def test_forwards_requests_on_kept_alive_connections(
@@ -362,7 +356,11 @@ def test_stop_aborts_busy_connections_and_leaves_no_thread(upstream: _Upstream, 
         t.start()
     idle = connect(proxy)
     idle.connect()
-    _wait_for(lambda: proxy.counts["delay"] == 1 and any(s[1] == "/hang" for s in upstream.seen))
+    wait_for(
+        lambda: proxy.counts["delay"] == 1 and any(s[1] == "/hang" for s in upstream.seen),
+        "the proxy to hold /hang",
+        timeout=10,
+    )
     proxy.stop()
     assert _proxy_threads() == []
     for t in clients:

@@ -27,12 +27,6 @@ NO_RETRY = {"retry_total": 0}
 
 
 @pytest.fixture(scope="module")
-def upstream(azurite: Azurite) -> Azurite:
-    """The real Azurite (in the strict pass, the one behind the session's strict proxy)."""
-    return getattr(azurite, "upstream", azurite)
-
-
-@pytest.fixture(scope="module")
 def strict(upstream: Azurite) -> Iterator[FaultProxy]:
     with FaultProxy(upstream.port, strict=upstream.connection_string, deadline_s=600) as proxy:
         yield proxy

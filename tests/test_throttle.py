@@ -10,7 +10,7 @@ import asyncio
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 from pathlib import Path
@@ -18,7 +18,7 @@ from types import SimpleNamespace
 
 import pytest
 from azure.core.exceptions import HttpResponseError
-from azure.storage.blob import BlobServiceClient, ContainerClient, ExponentialRetry
+from azure.storage.blob import ContainerClient, ExponentialRetry
 from batchfiles import (
     BatchFilesError,
     TaskOutputStorage,
@@ -26,14 +26,16 @@ from batchfiles import (
     _urls,
     aio,
     naming,
-    prepare_output_storage,
 )
 from batchfiles._throttle import Aimd, AsyncSlots, Slots
-from batchfiles.testing import ACCOUNT_NAME, Azurite
+from batchfiles.testing import ACCOUNT_NAME
 from faultproxy import FaultProxy, Request, Throttle
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scale_tasks import connection_string
+
+#: The ``proxy`` fixture's options (tests/conftest.py).
+pytestmark = pytest.mark.fault_proxy(seed=14, deadline_s=120)
 
 # --- what an answer says ------------------------------------------------------------------------------------
 
@@ -101,12 +103,6 @@ def test_two_hundred_tasks_throttled_together_do_not_come_back_together() -> Non
 
 
 @pytest.fixture
-def proxy(azurite: Azurite) -> Iterator[FaultProxy]:
-    with FaultProxy(azurite.port, seed=14, deadline_s=120) as server:
-        yield server
-
-
-@pytest.fixture
 def fast_windows(monkeypatch: pytest.MonkeyPatch) -> None:
     """Throttled retries 10 ms apart, so budgets are counted in milliseconds."""
     monkeypatch.setattr(_throttle, "THROTTLED_WINDOW", (0.01, 0.01))
@@ -138,12 +134,6 @@ def seen(proxy: FaultProxy) -> list[tuple[float, str]]:
 
     proxy.add_rule("status", record)
     return arrivals
-
-
-@pytest.fixture
-def prepared(service: BlobServiceClient, job_id: str) -> str:
-    prepare_output_storage(service, job_id).close()
-    return job_id
 
 
 def test_retry_after_is_honoured(proxy: FaultProxy, prepared: str) -> None:
