@@ -1,11 +1,15 @@
-"""Configuration at the edges: a container URL of another job, secrets in bad URLs, bad account URLs and
-durations. Every case is a clear one-line error without a secret, never a traceback or a save elsewhere."""
+"""Configuration at the edges: a container URL of another job, secrets in bad URLs, bad account URLs, an
+endpoint that never answers, and durations. Every case is a clear one-line error without a secret, never a
+traceback, a hang or a save elsewhere."""
 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -23,7 +27,7 @@ from batchfiles import (
     service_from_environment,
 )
 from batchfiles.naming import container_name
-from batchfiles.testing import ACCOUNT_KEY, Azurite
+from batchfiles.testing import ACCOUNT_KEY, ACCOUNT_NAME, Azurite
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -231,6 +235,55 @@ def test_bad_account_url_is_refused_before_any_sign_in(url, tmp_path, monkeypatc
     with pytest.raises(ConfigurationError, match="not a storage account URL") as caught:
         JobOutputStorage.from_environment()
     assert SECRET not in str(caught.value)
+
+
+# --- an endpoint that accepts connections and never answers ----------------------------------------------
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A loopback port that accepts connections and never answers."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield listener.getsockname()[1]
+    stop.set()
+    thread.join()
+    for sock in [*held, listener]:
+        sock.close()
+
+
+def test_cli_list_against_a_silent_endpoint_ends_within_seconds(silent_port: int, tmp_path: Path) -> None:
+    """`batchfiles list` waited 4 x 60 s (the SDK's read timeout, retried) before it said anything."""
+    url = f"http://127.0.0.1:{silent_port}/{ACCOUNT_NAME}/job-x?sv=2021-08-06&sig=abc"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AZ_BATCH_", "BATCHFILES_", "AZURE_"))}
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "batchfiles", "list", "x", "--container-url", url],
+            env=env,
+            cwd=tmp_path,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=90,  # a bound against a hang (the SDK alone would wait 4 x 60 s), not a speed target
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("`batchfiles list` against a silent endpoint was still waiting after 90 s")
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.startswith("batchfiles: error: ") and len(result.stderr.splitlines()) == 1
 
 
 # --- durations ----------------------------------------------------------------------------------------------

@@ -178,3 +178,19 @@ def test_from_environment_still_refuses_mismatches(flavour, azurite, sas_url, cl
     with pytest.raises(ConfigurationError, match="AZ_BATCH_TASK_ID"):
         module.TaskOutputStorage.from_environment()
     close(module.JobOutputStorage.from_environment())  # a job's storage needs no task
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://acct.blob.core.windows.net/job-a/t1/$TaskOutput/x.txt?sv=1&sig=abc",  # a blob URL pasted
+        "https://acct.blob.core.windows.net/job-a/extra?sv=1&sig=abc",
+        "https://acct.blob.core.windows.net/Job_A?sv=1&sig=abc",  # not a container name at all
+    ],
+)
+def test_a_url_that_is_not_a_container_url_is_refused(url: str, flavour: str) -> None:
+    """The SDK takes the last path segment as the container: a pasted blob URL silently becomes container
+    'x.txt' (another container, reachable with an account SAS or credential)."""
+    with pytest.raises(ValueError):
+        FLAVOURS[flavour].TaskOutputStorage(url, "t1")
