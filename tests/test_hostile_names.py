@@ -21,7 +21,6 @@ from types import SimpleNamespace
 import hostile
 import pytest
 from azure.storage.blob import BlobServiceClient, ContentSettings
-from azure.storage.blob.aio import BlobServiceClient as AsyncBlobServiceClient
 from batchfiles import (
     IntegrityError,
     TaskOutputKind,
@@ -33,6 +32,7 @@ from batchfiles import (
     prepare_output_storage,
 )
 from batchfiles.testing import Azurite
+from helpers import TASK
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -214,15 +214,9 @@ def gzip_blob(container, name: str) -> None:
     container.get_blob_client(name).upload_blob(GZ, content_settings=settings)
 
 
-@pytest.fixture
-def task(azurite: Azurite, service: BlobServiceClient, job_id: str):
-    prepare_output_storage(service, job_id)
-    with TaskOutputStorage.from_connection_string(azurite.connection_string, job_id, "t1") as storage:
-        yield storage
-
-
-def test_gzip_encoded_blobs_download_as_stored(task, tmp_path):
-    gzip_blob(task._container, "t1/$TaskOutput/log.txt.gz")
+@pytest.mark.apis("sync", "aio")
+def test_gzip_encoded_blobs_download_as_stored(task, container, tmp_path):
+    gzip_blob(container, f"{TASK}/$TaskOutput/log.txt.gz")
     ref = task.get(TASK_OUTPUT, "log.txt.gz")
     assert ref.download_bytes() == GZ
     assert ref.download_to_file(tmp_path / "log.txt.gz").read_bytes() == GZ
@@ -231,13 +225,14 @@ def test_gzip_encoded_blobs_download_as_stored(task, tmp_path):
     assert gzip.decompress(GZ).startswith(b"plain text")
 
 
-def test_a_250_byte_file_name_downloads(task, tmp_path):
+@pytest.mark.apis("sync", "aio")
+def test_a_250_byte_file_name_downloads(task, container, tmp_path):
     name = "n" * 246 + ".bin"
     data = b"long" * 1000
     ref = task.save_bytes(TASK_OUTPUT, data, name)
     assert ref.download_to_file(tmp_path / name).read_bytes() == data
     assert [p.name for p in tmp_path.iterdir()] == [name]
-    blob = task._container.get_blob_client(ref.blob_name)
+    blob = container.get_blob_client(ref.blob_name)
     blob.set_http_headers(ContentSettings(content_md5=bytearray(hashlib.md5(b"other").digest())))
     with pytest.raises(IntegrityError):
         ref.download_to_file(tmp_path / "again" / name)
@@ -266,26 +261,6 @@ def test_aio_hostile_names(sas, tmp_path):
 
     asyncio.run(main())
     assert all(p.resolve().is_relative_to((tmp_path / "out").resolve()) for p in tmp_path.rglob("*"))
-
-
-def test_aio_gzip_and_long_names(azurite, service, job_id, tmp_path):
-    prepare_output_storage(service, job_id)
-    gzip_blob(service.get_container_client(naming.container_name(job_id)), "t1/$TaskOutput/log.txt.gz")
-
-    async def main():
-        async with AsyncBlobServiceClient.from_connection_string(azurite.connection_string) as client:
-            task = aio.TaskOutputStorage.from_service(client, job_id, "t1")
-            ref = await task.get(TASK_OUTPUT, "log.txt.gz")
-            assert await ref.download_bytes() == GZ
-            assert (await ref.download_to_file(tmp_path / "gz" / "log.txt.gz")).read_bytes() == GZ
-            async with await ref.open() as stream:
-                assert await stream.read() == GZ
-            name = "n" * 246 + ".bin"
-            saved = await task.save_bytes(TASK_OUTPUT, b"long", name)
-            assert (await saved.download_to_file(tmp_path / "long" / name)).read_bytes() == b"long"
-            assert [p.name for p in (tmp_path / "long").iterdir()] == [name]
-
-    asyncio.run(main())
 
 
 def test_partial_names_are_short_and_unique(tmp_path):
