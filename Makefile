@@ -64,9 +64,10 @@ test-python: $(VENV)/.installed node_modules/.installed chromium
 # The suites that talk to storage once more, through a strict fault proxy in front of Azurite
 # (BATCHFILES_TEST_STRICT=1, see tests/conftest.py and tests/faultproxy.py): the real Azure Blob service's
 # answers where Azurite is lenient (blob types, trailing dots, metadata limits, ranges, no Retry-After...).
-# Left out: fault and kill -9 rounds (test_tracking_faults but its throttling test), hostile endpoints
-# (test_edge_attacks), argument parsing (test_cli_args), test_sas (its OAuth Azurite is its own), and the
-# 24-task throttling simulation (test_throttling: bench-quick runs its scale twin without Retry-After).
+# Left out: fault and kill -9 rounds (test_tracking_faults but its throttling test), configuration and an
+# endpoint that never answers (test_config_edges), argument parsing (test_cli_args), test_sas (its OAuth
+# Azurite is its own), and the 24-task throttling simulation (test_throttled_account: bench-quick runs its
+# scale twin without Retry-After).
 # test_service_rules runs against Azurite and a strict proxy of its own in every pass.
 STRICT_TESTS := tests/test_strict_proxy.py tests/test_storage.py tests/test_storage_aio.py \
 	tests/test_tracking.py tests/test_tracking_schedule.py tests/test_two_writers.py tests/test_follow.py \

@@ -1,5 +1,5 @@
-"""Simulated Batch tasks, for tests/test_throttling.py and benches/scale_sim.py: each task does what a real
-one does with the public API, then every blob is compared with its file.
+"""Simulated Batch tasks, for tests/test_throttled_account.py and benches/scale_sim.py: each task does what a
+real one does with the public API, then every blob is compared with its file.
 
 A task (:func:`run_task`) follows a ``stdout.txt`` that it writes a line to every ``line_every_s`` seconds
 (``save_tracked`` with a short ``flush_interval``) while its "application" runs for ``app_s`` seconds,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -55,14 +54,6 @@ def folders(service: BlobServiceClient, job_id: str, tmp_path: Path) -> dict[str
     return {f"task-{i:03d}": prepare_task(tmp_path, f"task-{i:03d}", WORKLOAD, rng) for i in range(TASKS)}
 
 
-@pytest.fixture
-def proxy(azurite: Azurite, folders: dict[str, Path]) -> Iterator[FaultProxy]:
-    """Started once the folders are written: its timeline's windows count from the tasks' start, so the
-    first burst stays in the first window even when writing the folders is slow."""
-    with FaultProxy(azurite.port, seed=14, throttle=THROTTLE, deadline_s=TASK_DEADLINE_S + 10) as server:
-        yield server
-
-
 def _run_tasks(conn_str: str, job_id: str, folders: dict[str, Path]) -> tuple[list[TaskResult], list[str]]:
     """Every task in a thread of its own, all at once; (results, ids of tasks still running at the
     deadline)."""
@@ -84,13 +75,16 @@ def _run_tasks(conn_str: str, job_id: str, folders: dict[str, Path]) -> tuple[li
 @pytest.mark.slow
 @pytest.mark.timeout(150)
 def test_dozens_of_tasks_through_a_throttled_account(
-    azurite: Azurite, proxy: FaultProxy, job_id: str, folders: dict[str, Path]
+    azurite: Azurite, job_id: str, folders: dict[str, Path]
 ) -> None:
-    start = time.monotonic()
-    results, late = _run_tasks(connection_string(proxy.url_for(ACCOUNT_NAME)), job_id, folders)
-    wall = time.monotonic() - start
-    counts, timeline, windows = proxy.counts, proxy.timeline(1.0), proxy.timeline(WINDOW_S)
-    proxy.stop()  # tasks still running (none, once fixed) fail fast now
+    # The proxy starts once the folders are written: its timeline's windows count from the tasks' start, so
+    # the first burst stays in the first window even when writing the folders is slow.
+    with FaultProxy(azurite.port, seed=14, throttle=THROTTLE, deadline_s=TASK_DEADLINE_S + 10) as proxy:
+        start = time.monotonic()
+        results, late = _run_tasks(connection_string(proxy.url_for(ACCOUNT_NAME)), job_id, folders)
+        wall = time.monotonic() - start
+        counts, timeline, windows = proxy.counts, proxy.timeline(1.0), proxy.timeline(WINDOW_S)
+    # the proxy stopped: tasks still running (none, once fixed) fail fast now
     verdict = Verdict()
     for result in results:
         verdict.add(verify_task(azurite.connection_string, job_id, result, folders[result.task_id]))
