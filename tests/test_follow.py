@@ -56,9 +56,9 @@ from batchfiles.errors import TrackingError
 from batchfiles.snapshot import build, log_state, part_of
 from batchfiles.testing import ACCOUNT_NAME, Azurite
 from faultproxy import FaultProxy
+from helpers import fast_retries, wait_for
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from tracking_child import fast_retries
 
 CHILD = Path(__file__).with_name("follow_child.py")
 TASK = "t1"
@@ -1102,12 +1102,7 @@ def test_follow_logs_refuses_bad_arguments_at_the_call(azurite: Azurite, service
 # --- faults -------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def proxy(azurite: Azurite) -> Iterator[FaultProxy]:
-    with FaultProxy(azurite.port, seed=11, delay_ms=20, deadline_s=240) as server:
-        yield server
-
-
+@pytest.mark.fault_proxy(seed=11, delay_ms=20, deadline_s=240)
 def test_faults_never_duplicate_or_skip_a_byte(
     azurite: Azurite,
     storage: TaskOutputStorage,
@@ -1156,6 +1151,7 @@ def test_faults_never_duplicate_or_skip_a_byte(
     assert len(storage._container.get_blob_client(f"{LOG}.1").download_blob().readall()) > 0  # parts
 
 
+@pytest.mark.fault_proxy(seed=11, delay_ms=20, deadline_s=240)
 def test_the_aio_follow_the_view_uses_waits_out_throttling(
     azurite: Azurite, storage: TaskOutputStorage, proxy: FaultProxy, job_id: str, monkeypatch
 ) -> None:
@@ -1181,7 +1177,7 @@ def test_the_aio_follow_the_view_uses_waits_out_throttling(
             return b"".join(got)
 
     def close_when_throttled() -> None:
-        wait_until(lambda: proxy.counts["status"] >= 80)
+        wait_for(lambda: proxy.counts["status"] >= 80, "80 throttled answers")
         blob.append_block(b"after\n")
         blob.set_blob_metadata({limits.CLOSED_KEY: "1"})
 
@@ -1191,13 +1187,6 @@ def test_the_aio_follow_the_view_uses_waits_out_throttling(
         assert asyncio.run(asyncio.wait_for(main(), 60)) == b"before\nafter\n"
     finally:
         writer.join(60)
-
-
-def wait_until(condition: Any) -> None:
-    deadline = time.monotonic() + 60
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 def test_a_closed_log_in_parts_is_one_closed_output(
