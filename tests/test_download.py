@@ -23,7 +23,7 @@ from batchfiles import (
 )
 from batchfiles.testing import Azurite
 from faultproxy import FaultProxy
-from helpers import TASK
+from helpers import QUICK_RETRIES, TASK
 
 RANGE = 64 * 1024  # small ranges, so a few MiB make many
 #: The ``proxy`` fixture's options (tests/conftest.py).
@@ -39,10 +39,10 @@ def small_ranges(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def proxied_task(proxy: FaultProxy, azurite: Azurite, prepared: str) -> Iterator[TaskOutputStorage]:
-    """The task's storage through the fault proxy, to count or fail its requests."""
+    """The task's storage through the fault proxy, to count or fail its requests (retried at once)."""
     url = proxy.url_for("devstoreaccount1")
     conn = azurite.connection_string.replace(azurite.account_url, url)
-    with TaskOutputStorage.from_connection_string(conn, prepared, TASK) as s:
+    with TaskOutputStorage.from_connection_string(conn, prepared, TASK, **QUICK_RETRIES) as s:
         yield s
 
 

@@ -27,7 +27,7 @@ from batchfiles import (
     prepare_output_storage,
 )
 from batchfiles.testing import ACCOUNT_NAME
-from helpers import TASK, fast_retries
+from helpers import QUICK_RETRIES, TASK
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scale_tasks import connection_string
@@ -164,9 +164,7 @@ def test_overwrite_false_with_a_lost_response_is_not_a_false_already_exists(
         times=1,
     )
     conn = connection_string(proxy.url_for(ACCOUNT_NAME))
-    with api.TaskOutputStorage.from_connection_string(
-        conn, prepared, TASK, **fast_retries(api.LinearRetry)
-    ) as task:
+    with api.TaskOutputStorage.from_connection_string(conn, prepared, TASK, **QUICK_RETRIES) as task:
         try:
             ref = task.save(TASK_OUTPUT, path, "f.bin", overwrite=False, block_size=1024 * 1024)
         except OutputExistsError as err:
