@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 from azure.storage.blob import BlobServiceClient, ContainerClient
 from batchfiles import JobOutputStorage, aio, naming, prepare_output_storage, snapshot
+from batchfiles._listing import Listed
 from batchfiles._tracking import limits
 from batchfiles.testing import ACCOUNT_NAME, Azurite
 from faultproxy import FaultProxy
@@ -141,13 +141,9 @@ def test_the_async_twin_sees_the_same_job(azurite: Azurite, job: JobOutputStorag
 # --- the builder alone: any listing -------------------------------------------------------------------------
 
 
-@dataclass
-class Props:
-    name: str
-    size: int = 1
-    metadata: dict[str, str] = field(default_factory=dict)
-    last_modified: Any = None
-    content_settings: Any = None
+def a_blob(name: str, metadata: dict[str, str] | None = None) -> Listed:
+    """A listed blob as :mod:`batchfiles._listing` parses it."""
+    return Listed(name, 1, None, None, None, None, metadata or {})
 
 
 SEGMENT = st.sampled_from(
@@ -160,7 +156,7 @@ NAMES = st.lists(st.lists(SEGMENT, min_size=1, max_size=4).map("/".join), max_si
 @given(NAMES, st.data())
 def test_every_blob_is_an_output_once_or_skipped(names: list[str], data: st.DataObject) -> None:
     listing = [
-        Props(n, metadata={limits.PART_KEY: "1"} if n.endswith(".1") and data.draw(st.booleans()) else {})
+        a_blob(n, {limits.PART_KEY: "1"} if n.endswith(".1") and data.draw(st.booleans()) else {})
         for n in sorted(names)
     ]
     skipped: list[str] = []

@@ -202,6 +202,13 @@ class JobSnapshot:
 
 
 OnInvalid = Callable[[str, str], None]
+
+
+def warn_skipped(name: str, reason: str) -> None:
+    """A skipped blob told when there is no ``on_invalid``: a warning on the ``batchfiles`` logger."""
+    logger.warning("skipped blob %r: %s", name, reason)
+
+
 #: What a :class:`Builder` hands out: a task's id (None: the job's own) and its outputs.
 Piece = tuple[str | None, tuple["OutputSnapshot", ...]]
 
@@ -217,7 +224,9 @@ class _Open:
 
 
 class Builder:
-    """Builds the snapshot from listed ``BlobProperties`` (with metadata), in listing order: ``add`` returns
+    """Builds the snapshot from listed blobs (records with the ``name``, ``size``, ``last_modified``,
+    ``content_md5``, ``content_type`` and ``metadata`` of each, as :mod:`batchfiles._listing` parses them
+    from a page of List Blobs with metadata), in listing order: ``add`` returns
     what is whole once the listing has passed it (the job's outputs as ``None``, then each task as a
     :class:`TaskSnapshot`); ``finish`` returns the rest. Blobs that are not outputs go to ``on_invalid``."""
 
@@ -251,10 +260,8 @@ class Builder:
         self.skipped += 1
         if not tell:
             logger.debug("skipped blob %r: %s", name, reason)
-        elif self._on_invalid is not None:
-            self._on_invalid(name, reason)
         else:
-            logger.warning("skipped blob %r: %s", name, reason)
+            (self._on_invalid or warn_skipped)(name, reason)
 
     def _take(self, owner: str | None, props: Any) -> None:
         if owner is not None and not is_task_folder(f"{owner}/"):
@@ -297,8 +304,7 @@ class Builder:
             self._skip(built.parts[i].name, f"it is part {i} of {first.name!r}, after a missing part")
         every = [first, *(built.parts[i] for i in chain)]
         last = every[-1]
-        settings = first.content_settings
-        md5 = settings.content_md5 if settings and not chain else None
+        md5 = first.content_md5 if not chain else None
         modified = [p.last_modified for p in every if p.last_modified]
         return OutputSnapshot(
             task_id=self._owner,
@@ -308,7 +314,7 @@ class Builder:
             url=f"{self._url}/{quote(first.name, safe='~/')}",
             size=sum(p.size or 0 for p in every),
             content_md5=bytes(md5) if md5 else None,
-            content_type=settings.content_type if settings else None,
+            content_type=first.content_type,
             last_modified=max(modified) if modified else None,
             metadata=MappingProxyType({k.lower(): v for k, v in (last.metadata or {}).items()}),
             parts=tuple(p.name for p in every[1:]),

@@ -28,6 +28,7 @@ from . import (
     _environment,
     _errors,
     _follow,
+    _listing,
     _progress,
     _sas,
     _saving,
@@ -730,12 +731,11 @@ class JobOutputStorage(JobConstructors, _OutputStorage):
         return self._pieces(snapshot.Builder(self.container_name, self._container.url, on_invalid), prefix)
 
     def _pieces(self, builder: snapshot.Builder, prefix: str = "") -> Iterator[snapshot.Piece]:
+        """The builder's pieces as the listing's pages arrive (parsed by :mod:`batchfiles._listing`)."""
         with storage_errors(self.container_name):
-            listing = self._container.list_blobs(
-                name_starts_with=prefix or None, include=["metadata"], results_per_page=snapshot.PAGE_SIZE
-            )
-            for props in listing:
-                yield from builder.add(props)
+            for page in _listing.pages(self._container, prefix or None, snapshot.PAGE_SIZE):
+                for listed in page:
+                    yield from builder.add(listed)
         yield from builder.finish()
 
     # --- cleaning up -----------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from .. import (
     _environment,
     _errors,
     _follow,
+    _listing,
     _progress,
     _sas,
     _saving,
@@ -636,27 +637,57 @@ class JobOutputStorage(JobConstructors, _OutputStorage):
     async def snapshot(
         self, *, on_invalid: _types.OnInvalid | None = None, task_id: str | None = None
     ) -> snapshot.JobSnapshot:
-        """The whole job from one flat listing; see :meth:`batchfiles.JobOutputStorage.snapshot`."""
-        builder = snapshot.Builder(self.container_name, self._container.url, on_invalid)
-        pieces = [piece async for piece in self._pieces(builder, _scope.snapshot_prefix(task_id))]
-        return snapshot.assemble(self.container_name, pieces, builder.skipped)
+        """The whole job from one flat listing; see :meth:`batchfiles.JobOutputStorage.snapshot`. The
+        listing's pages are parsed, and the snapshot built, in a worker thread: the event loop stays free
+        (``on_invalid`` is called on it)."""
+        told: list[tuple[str, str]] = []
+        builder = self._builder(told)
+        prefix = _scope.snapshot_prefix(task_id)
+        pieces = [piece async for piece in self._pieces(builder, told, on_invalid, prefix)]
+        return await asyncio.to_thread(snapshot.assemble, self.container_name, pieces, builder.skipped)
 
     def iter_snapshot(
         self, *, on_invalid: _types.OnInvalid | None = None, task_id: str | None = None
     ) -> AsyncIterator[snapshot.Piece]:
-        """The snapshot's pieces as pages arrive (``async for``); see the sync twin."""
+        """The snapshot's pieces as pages arrive (``async for``); see the sync twin. Each page is parsed
+        in a worker thread, as for :meth:`snapshot`."""
         prefix = _scope.snapshot_prefix(task_id)
-        return self._pieces(snapshot.Builder(self.container_name, self._container.url, on_invalid), prefix)
+        told: list[tuple[str, str]] = []
+        return self._pieces(self._builder(told), told, on_invalid, prefix)
 
-    async def _pieces(self, builder: snapshot.Builder, prefix: str = "") -> AsyncIterator[snapshot.Piece]:
+    def _builder(self, told: list[tuple[str, str]]) -> snapshot.Builder:
+        """A builder that keeps the blobs it skips in ``told`` (to be told on the event loop)."""
+        return snapshot.Builder(
+            self.container_name, self._container.url, lambda name, why: told.append((name, why))
+        )
+
+    async def _pieces(
+        self,
+        builder: snapshot.Builder,
+        told: list[tuple[str, str]],
+        on_invalid: _types.OnInvalid | None,
+        prefix: str,
+    ) -> AsyncIterator[snapshot.Piece]:
+        """The builder's pieces as the pages arrive: each page parsed (:mod:`batchfiles._listing`) and
+        added to ``builder`` in a worker thread; the blobs skipped meanwhile then told to ``on_invalid``."""
+
+        def add(page: list[_listing.Listed]) -> list[snapshot.Piece]:
+            return [piece for listed in page for piece in builder.add(listed)]
+
+        def tell() -> None:
+            for name, why in told:
+                (on_invalid or snapshot.warn_skipped)(name, why)
+            told.clear()
+
+        pages = _listing.pages_async(self._container, prefix or None, snapshot.PAGE_SIZE, add)
         with storage_errors(self.container_name):
-            listing = self._container.list_blobs(
-                name_starts_with=prefix or None, include=["metadata"], results_per_page=snapshot.PAGE_SIZE
-            )
-            async for props in listing:
-                for piece in builder.add(props):
+            async for pieces in pages:
+                tell()
+                for piece in pieces:
                     yield piece
-        for piece in builder.finish():
+        pieces = builder.finish()
+        tell()
+        for piece in pieces:
             yield piece
 
     # --- cleaning up -----------------------------------------------------------------------------------
