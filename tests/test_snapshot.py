@@ -5,13 +5,22 @@ streaming form, and the aio twin."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
-from azure.storage.blob import BlobServiceClient, ContainerClient
-from batchfiles import JobOutputStorage, aio, naming, prepare_output_storage, snapshot
+from azure.storage.blob import BlobServiceClient, ContainerClient, ContentSettings
+from batchfiles import (
+    IntegrityError,
+    JobOutputStorage,
+    OutputNotFoundError,
+    aio,
+    naming,
+    prepare_output_storage,
+    snapshot,
+)
 from batchfiles._listing import Listed
 from batchfiles._tracking import limits
 from batchfiles.testing import ACCOUNT_NAME, Azurite
@@ -136,6 +145,67 @@ def test_the_async_twin_sees_the_same_job(azurite: Azurite, job: JobOutputStorag
     snap, pieces = asyncio.run(scenario())
     assert snap == job.snapshot()
     assert [owner for owner, _ in pieces] == [None, "t1"]
+
+
+def _job_with_a_log_in_parts(
+    job: JobOutputStorage, container: ContainerClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> bytes:
+    """task-1's stdout.txt, a tracked save in three parts; and a TaskOutput whose Content-MD5 lies."""
+    monkeypatch.setattr(limits, "MAX_BLOCKS", 1)
+    log = tmp_path / "stdout.txt"
+    save = job.task("task-1").save_tracked(log, "stdout.txt", flush_interval=3600, settle=0)
+    for line in (b"one\n", b"two\n", b"three\n"):
+        with log.open("ab") as f:
+            f.write(line)
+        save.flush()
+    save.close()
+    job.task("task-1").save_text("TaskOutput", "what was saved", "out.txt")
+    lie = ContentSettings(content_md5=bytearray(hashlib.md5(b"other").digest()))
+    container.get_blob_client(naming.blob_name("TaskOutput", "out.txt", "task-1")).set_http_headers(lie)
+    return log.read_bytes()
+
+
+def test_open_reads_an_output_of_the_snapshot_in_parts_as_one(
+    job: JobOutputStorage, container: ContainerClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = _job_with_a_log_in_parts(job, container, tmp_path, monkeypatch)
+    snap = job.snapshot()
+    log = snap.find("task-1", "TaskLog", "stdout.txt")
+    assert log is not None and len(log.parts) == 2
+    with job.open(log) as stream:
+        assert stream.read(5) + stream.read() == text
+    damaged = snap.find("task-1", "TaskOutput", "out.txt")
+    with job.open(damaged) as stream, pytest.raises(IntegrityError):
+        stream.read()
+    job.task("task-1").get("TaskOutput", "out.txt").delete()
+    with pytest.raises(OutputNotFoundError):
+        job.open(damaged)
+
+
+def test_open_of_the_async_twin(
+    azurite: Azurite,
+    job: JobOutputStorage,
+    container: ContainerClient,
+    job_id: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    text = _job_with_a_log_in_parts(job, container, tmp_path, monkeypatch)
+
+    async def scenario() -> tuple[bytes, bytes]:
+        async with aio.JobOutputStorage.from_connection_string(azurite.connection_string, job_id) as twin:
+            snap = await twin.snapshot()
+            async with await twin.open(snap.find("task-1", "TaskLog", "stdout.txt")) as stream:
+                first, whole = await stream.read(5), b""
+                while chunk := await stream.read(3):
+                    whole += chunk
+            async with await twin.open(snap.find("task-1", "TaskOutput", "out.txt")) as stream:
+                with pytest.raises(IntegrityError):
+                    await stream.read()
+            return first, whole
+
+    first, rest = asyncio.run(scenario())
+    assert first + rest == text
 
 
 # --- the builder alone: any listing -------------------------------------------------------------------------

@@ -160,9 +160,23 @@ def _read_range(blob: BlobClient, etag: str, offset: int, length: int) -> bytes:
     return _download.check_range(_download.content_of(download), length, blob.blob_name)
 
 
+#: A blob being read: its chunks, the check of its Content-MD5, and the errors context of its name.
+_Part = tuple[Iterator[bytes], _download.Md5Check, Callable[[], Any]]
+
+
 class _VerifyingStream(io.RawIOBase):
-    def __init__(self, chunks: Iterator[bytes], check: _download.Md5Check, guard: Callable[[], Any]) -> None:
+    """A blob's chunks as a raw stream, verified at its end; then each of ``rest`` (opened as the reading
+    reaches it: the next parts of a tracked save)."""
+
+    def __init__(
+        self,
+        chunks: Iterator[bytes],
+        check: _download.Md5Check,
+        guard: Callable[[], Any],
+        rest: Iterator[_Part] | None = None,
+    ) -> None:
         self._chunks, self._check, self._guard, self._buffer = chunks, check, guard, b""
+        self._rest = rest if rest is not None else iter(())
 
     def readable(self) -> bool:
         return True
@@ -173,7 +187,11 @@ class _VerifyingStream(io.RawIOBase):
                 chunk = next(self._chunks, None)
             if chunk is None:
                 self._check.verify()
-                return 0
+                part = next(self._rest, None)
+                if part is None:
+                    return 0
+                self._chunks, self._check, self._guard = part
+                continue
             self._check.update(chunk)
             self._buffer = chunk
         n = min(len(buffer), len(self._buffer))
@@ -856,3 +874,21 @@ class JobOutputStorage(JobConstructors, _OutputStorage):
         finally:
             partial.unlink(missing_ok=True)
         return target
+
+    def open(self, output: snapshot.OutputSnapshot) -> io.BufferedReader:
+        """An output of this job's :meth:`snapshot` as a readable binary stream, without asking for its
+        properties first: its blob, or a tracked save's parts one after the other (``output.blob_names``),
+        each verified against its own Content-MD5, where it has one, as the reading passes its end
+        (:class:`IntegrityError` then). The first blob is asked for here (one gone since the snapshot:
+        :class:`OutputNotFoundError`), each next part when the reading reaches it; the bytes are the blobs'
+        as they are then (a live log may have grown since the snapshot)."""
+        parts = (_open_part(self._container, name) for name in output.parts)
+        return io.BufferedReader(_VerifyingStream(*_open_part(self._container, output.blob_name), parts))
+
+
+def _open_part(container: ContainerClient, name: str) -> _Part:
+    """The download of the blob ``name`` (its first request sent), to be read in chunks and verified."""
+    with storage_errors(container.container_name, name):
+        download = container.get_blob_client(name).download_blob(decompress=False)
+    guard = functools.partial(storage_errors, container.container_name, name)
+    return download.chunks(), _download.Md5Check(download, name), guard

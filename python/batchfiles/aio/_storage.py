@@ -142,15 +142,24 @@ async def _read_range(blob: BlobClient, etag: str, offset: int, length: int) -> 
 
 
 class AsyncReader:
-    """A downloaded output read in pieces: ``await read(n)``; ``b""`` at the end, once verified.
+    """A downloaded output read in pieces: ``await read(n)``; ``b""`` at the end, once verified (a tracked
+    save in parts, from :meth:`JobOutputStorage.open`: each part verified at its end, the next one then
+    asked for).
 
     ``async with`` (or ``await close()``) stops the download early.
     """
 
-    def __init__(self, download: Any, check: _download.Md5Check, guard: Callable[[], Any]) -> None:
+    def __init__(
+        self,
+        download: Any,
+        check: _download.Md5Check,
+        guard: Callable[[], Any],
+        rest: AsyncIterator[tuple[Any, _download.Md5Check, Callable[[], Any]]] | None = None,
+    ) -> None:
         self._chunks = download.chunks()
         self._check = check
         self._guard = guard
+        self._rest = rest
         self._buffer = b""
         self._done = False
 
@@ -162,9 +171,10 @@ class AsyncReader:
 
     async def close(self) -> None:
         self._done, self._buffer = True, b""
-        aclose = getattr(self._chunks, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        for stream in (self._chunks, self._rest):
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
     async def _fill(self, n: int) -> None:
         while not self._done and (n < 0 or len(self._buffer) < n):
@@ -172,7 +182,12 @@ class AsyncReader:
                 chunk = await anext(self._chunks, None)
             if chunk is None:
                 self._check.verify()
-                self._done = True
+                part = None if self._rest is None else await anext(self._rest, None)
+                if part is None:
+                    self._done = True
+                else:
+                    download, self._check, self._guard = part
+                    self._chunks = download.chunks()
             else:
                 self._check.update(chunk)
                 self._buffer += chunk
@@ -779,3 +794,24 @@ class JobOutputStorage(JobConstructors, _OutputStorage):
         finally:
             partial.unlink(missing_ok=True)
         return target
+
+    async def open(self, output: snapshot.OutputSnapshot) -> AsyncReader:
+        """An output of this job's snapshot as an async readable stream (``await stream.read(n)``), a
+        tracked save's parts one after the other, each verified at its end; see
+        :meth:`batchfiles.JobOutputStorage.open`."""
+
+        async def rest() -> AsyncIterator[tuple[Any, _download.Md5Check, Callable[[], Any]]]:
+            for name in output.parts:
+                yield await _open_part(self._container, name)
+
+        return AsyncReader(*await _open_part(self._container, output.blob_name), rest())
+
+
+async def _open_part(
+    container: ContainerClient, name: str
+) -> tuple[Any, _download.Md5Check, Callable[[], Any]]:
+    """The download of the blob ``name`` (its first request sent), to be read in chunks and verified."""
+    with storage_errors(container.container_name, name):
+        download = await container.get_blob_client(name).download_blob(decompress=False)
+    guard = functools.partial(storage_errors, container.container_name, name)
+    return download, _download.Md5Check(download, name), guard
