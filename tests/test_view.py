@@ -10,19 +10,19 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
 
 import pytest
 from azure.storage.blob import BlobServiceClient
-from batchfiles import TaskOutputStorage, naming, output_storage_container_url
-from batchfiles._scope import Scope, path_problem
+from batchfiles import TaskOutputStorage, naming, output_storage_container_url, snapshot
+from batchfiles._listing import Listed
 from batchfiles._tracking import limits
+from batchfiles.snapshot import JobSnapshot
 from batchfiles.testing import Azurite
-from batchfiles.view import _model
+from batchfiles.view import _model, _server
 from hypothesis import given
 from hypothesis import strategies as st
 from view_helpers import make_job, png, put_log, serve, serve_in_thread, view_env
@@ -290,14 +290,15 @@ def test_the_view_extra_is_named_when_missing(tmp_path: Path, azurite: Azurite, 
 # --- the model, without storage -----------------------------------------------------------------------------
 
 
-@dataclass
-class Props:
-    """What a listing gives of a blob, as far as the model reads it."""
+def a_blob(name: str, size: int = 1, metadata: dict[str, str] | None = None) -> Listed:
+    """A listed blob, as the library's listing parses it."""
+    return Listed(name, size, None, None, None, None, metadata or {})
 
-    name: str
-    size: int = 1
-    metadata: dict[str, str] = field(default_factory=dict)
-    last_modified: datetime | None = None
+
+def job_of(listing: list[Listed]) -> JobSnapshot:
+    """The library's snapshot of ``listing`` (in name order, as storage lists), nothing told."""
+    listing = sorted(listing, key=lambda b: b.name)
+    return snapshot.build("job-x", "http://127.0.0.1:1/acc/job-x", listing, lambda name, why: None)
 
 
 SEGMENTS = st.sampled_from(
@@ -307,31 +308,38 @@ NAMES = st.one_of(st.lists(SEGMENTS, min_size=1, max_size=5).map("/".join), st.t
 
 
 @given(st.lists(NAMES, max_size=30, unique=True))
-def test_snapshot_takes_every_output_and_only_outputs(names: list[str]) -> None:
+def test_the_view_serves_every_output_by_its_url_and_only_outputs(names: list[str]) -> None:
     """Any listing: every blob is an output (of the job or of one task) or counted as skipped; each output
-    is found again by the names its URL carries, and its URL is the one blob_url gives."""
-    snap = _model.snapshot("job-x", [Props(n) for n in names])
-    outputs = snap.job_outputs + [o for t in snap.tasks.values() for o in t.outputs]
-    assert len(outputs) + snap.skipped == len(names)
+    is found again by the names its URL carries, which pass the server's checks of a request."""
+    view = _model.view(job_of([a_blob(n) for n in names]))
+    outputs = list(view.job.all_outputs())
+    assert len(outputs) + view.summary("x")["skipped"] == len(names)
     for output in outputs:
-        assert output.name in names and snap.find(output.task, output.kind, output.path) is output
-        assert path_problem(output.path) is None
-        # its kind is one of its side's: the server can make a reference of it (a TaskLog at the job's
-        # level, or a JobOutput under a task, is outside the conventions and was listed, then a 500)
-        kind = Scope("job-x", output.task).kind(output.kind)
-        assert output.name == naming.blob_name(kind, output.path, output.task)
+        url = _model.output_json(output)["url"]
+        where, _, rest = url.removeprefix("/blob/").partition("/")
+        task = None
+        if where == "task":
+            task, _, rest = rest.partition("/")
+            task = _server._task_arg(unquote(task))
+        kind, _, path = rest.partition("/")
+        kind, path = _server._kind_arg(unquote(kind)), _server._path_arg(unquote(path))
+        assert view.find(task, kind, path) is output and output.blob_name in names
+        # its kind is one of its side's (a TaskLog at the job's level, or a JobOutput under a task, is
+        # outside the conventions)
+        assert output.blob_name == naming.blob_name(output.kind, path, task)
 
 
-def test_snapshot_joins_the_parts_of_a_tracked_save() -> None:
+def test_a_tracked_save_in_parts_is_one_output_of_the_page() -> None:
     part = {"batchfiles_part": "1", "batchfiles_closed": "1", "batchfiles_exit_code": "2"}
     listing = [
-        Props("t1/$TaskLog/out.txt", 10, {"batchfiles_writer": "w"}),
-        Props("t1/$TaskLog/out.txt.1", 5, part),
+        a_blob("t1/$TaskLog/out.txt", 10, {"batchfiles_writer": "w"}),
+        a_blob("t1/$TaskLog/out.txt.1", 5, part),
     ]
-    snap = _model.snapshot("job-x", listing)
-    (output,) = snap.tasks["t1"].outputs
-    assert (output.size, output.part, output.name) == (15, 1, "t1/$TaskLog/out.txt")
-    assert snap.tasks["t1"].state() == ("exited", 2) and snap.page(0, 10, "failed")["total"] == 1
+    view = _model.view(job_of(listing))
+    (log,) = view.task("t1")["outputs"]["TaskLog"]
+    assert (log["path"], log["size"], log["log"], log["exit_code"]) == ("out.txt", 15, "closed", 2)
+    (row,) = view.page(0, 10, "failed")["tasks"]
+    assert (row["id"], row["state"], row["exit_code"]) == ("t1", "exited", 2)
 
 
 @given(st.text(min_size=1, max_size=30))
@@ -345,13 +353,13 @@ def test_blob_urls_are_one_segment_per_name_part(path: str) -> None:
 @given(st.lists(st.integers(0, 10**6), min_size=1, max_size=30, unique=True))
 def test_task_ids_sort_by_number(numbers: list[int]) -> None:
     ids = [f"frame-{n}" for n in numbers]
-    assert sorted(ids, key=_model.natural_key) == [f"frame-{n}" for n in sorted(numbers)]
+    assert sorted(ids, key=snapshot.natural_key) == [f"frame-{n}" for n in sorted(numbers)]
 
 
 @given(st.lists(st.text(max_size=12), max_size=20))
 def test_any_task_ids_sort(ids: list[str]) -> None:
     """Digits of other scripts ("²", "٣") are text: a hostile name never breaks the sort."""
-    assert sorted(ids, key=_model.natural_key) == sorted(sorted(ids), key=_model.natural_key)
+    assert sorted(ids, key=snapshot.natural_key) == sorted(sorted(ids), key=snapshot.natural_key)
 
 
 @given(st.text(max_size=20))
@@ -581,13 +589,11 @@ def test_no_request_waits_for_a_listing(
 ) -> None:
     """While the server builds a new snapshot of the job (held here until the requests are answered, as a
     5,000-task job's listing holds it for seconds), every request is answered from the last one."""
-    from batchfiles.view import _server
-
     make_job(service, job_id, 3)
     entered, release = threading.Event(), threading.Event()
-    build = _model.snapshot
+    build = _model.view
 
-    def held(*args: Any, **kwargs: Any) -> _model.Snapshot:
+    def held(*args: Any, **kwargs: Any) -> _model.View:
         entered.set()
         release.wait(60)
         return build(*args, **kwargs)
@@ -595,7 +601,7 @@ def test_no_request_waits_for_a_listing(
     with serve_in_thread(azurite.connection_string, job_id) as url:
         port = int(url.rstrip("/").rsplit(":", 1)[1])
         monkeypatch.setattr(_server, "REFRESH", 0.0)  # every request asks for a new listing
-        monkeypatch.setattr(_model, "snapshot", held)
+        monkeypatch.setattr(_model, "view", held)
         try:
             assert get(port, "/api/job")[0] == 200
             assert entered.wait(30), "no new listing started"

@@ -1,6 +1,9 @@
 """The local web server of ``batchfiles view`` (aiohttp, over :mod:`batchfiles.aio`): the page and its
 static files, the JSON API, outputs streamed through it, and logs tailed live as Server-Sent Events.
 
+It reads the job through the library's public API only: ``snapshot()`` (what is an output, its parts, each
+task's state), ``open()`` (an output's bytes, verified) and ``follow()`` (a live log).
+
 Safety: it listens on 127.0.0.1 only and answers only requests whose ``Host`` is ``127.0.0.1:PORT`` or
 ``localhost:PORT`` (no DNS rebinding) and none a browser marks as sent by another site (``Sec-Fetch-Site``);
 storage URLs, SAS tokens and keys never leave it (errors are redacted by :mod:`batchfiles._errors`); every
@@ -28,13 +31,12 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from azure.core.exceptions import AzureError
 
-from .. import _errors, _follow, _native
-from .._scope import ReferenceInfo, Scope, path_problem
-from .._urls import public_url
-from ..aio import JobOutputStorage, OutputFileReference
+from .. import _errors, naming
+from ..aio import JobOutputStorage
 from ..errors import BatchFilesError, ContainerNotFoundError, OutputNotFoundError, OutputReplacedError
 from ..kinds import OutputKind
-from . import _listing, _model
+from ..snapshot import OutputSnapshot
+from . import _model
 
 logger = logging.getLogger("batchfiles")
 
@@ -73,12 +75,12 @@ class BadRequest(ValueError):
 
 
 class Viewer:
-    """The server's state: the job's storage, the last snapshot of its listing, the open event streams."""
+    """The server's state: the job's storage, the view of its last snapshot, the open event streams."""
 
     def __init__(self, storage: JobOutputStorage, job_id: str, *, poll_interval: float = 0.5) -> None:
         self.storage, self.job_id, self.poll_interval = storage, job_id, poll_interval
         self.port = 0
-        self._snapshot: _model.Snapshot | None = None
+        self._view: _model.View | None = None
         self._listed_at = -REFRESH
         self._lock = asyncio.Lock()
         self._streams: set[asyncio.Task[Any]] = set()
@@ -91,19 +93,19 @@ class Viewer:
 
     # --- storage ----------------------------------------------------------------------------------------
 
-    async def snapshot(self) -> _model.Snapshot:
-        """The job's snapshot. The first is awaited; after it, one older than :data:`REFRESH` is served while
+    async def view(self) -> _model.View:
+        """The job's view. The first is awaited; after it, one older than :data:`REFRESH` is served while
         a new listing runs in the background (one at a time), so no request waits for a listing."""
-        if self._snapshot is None:
+        if self._view is None:
             async with self._lock:
-                if self._snapshot is None:
+                if self._view is None:
                     await self._list()
         elif time.monotonic() - self._listed_at >= REFRESH and not self._lock.locked():
             task = asyncio.ensure_future(self._refresh())
             self._background.add(task)
             task.add_done_callback(self._background.discard)
-        assert self._snapshot is not None
-        return self._snapshot
+        assert self._view is not None
+        return self._view
 
     async def _refresh(self) -> None:
         async with self._lock:
@@ -117,57 +119,30 @@ class Viewer:
                 logger.warning("view: listing the job failed: %s", self.failure)
 
     async def _list(self) -> None:
-        """A new snapshot: the listing's pages are fetched here and parsed in a worker thread, where the
-        snapshot is built too (a second of CPU for thousands of tasks): requests are answered meanwhile."""
-        container = self.storage._container
+        """A new view: the library's snapshot (its pages parsed and the snapshot built in a worker thread),
+        then the view's rows and summary, in a worker thread too: requests are answered meanwhile."""
         listed = datetime.now(timezone.utc)
-        with _errors.storage_errors(container.container_name):
-            listing = await _listing.list_blobs(container)
-        build = _model.snapshot
-        self._snapshot = await asyncio.to_thread(build, container.container_name, listing, listed)
+        job = await self.storage.snapshot(on_invalid=_not_shown)
+        self._view = await asyncio.to_thread(_model.view, job, listed)
         self._listed_at, self.failure = time.monotonic(), None
 
-    async def _size_now(self, output: _model.Output) -> int:
+    async def _size_now(self, output: OutputSnapshot) -> int:
         """The bytes of ``output`` (its blob and a tracked save's parts) as storage has them now: one
-        listing of its name."""
-        container = self.storage._container
-        with _errors.storage_errors(container.container_name, output.name):
-            listed = await _listing.list_blobs(container, prefix=output.name)
-        sizes = [b.size for b in listed if _follow.part_of(b.name, b.metadata)[0] == output.name]
-        return sum(sizes)
+        listing of its task's folder (0: gone)."""
+        job = await self.storage.snapshot(on_invalid=_not_shown, task_id=output.task_id)
+        now = job.find(output.task_id, output.kind, output.file_path)
+        return 0 if now is None else now.size
 
-    async def _output(self, task: str | None, kind: str, path: str) -> _model.Output:
+    async def _output(self, task: str | None, kind: str, path: str) -> OutputSnapshot:
         """The output named in a URL; it must be in the job's listing (names checked first)."""
         kind, path = _kind_arg(kind), _path_arg(path)
         if task is not None:
             _task_arg(task)
-        output = (await self.snapshot()).find(task, kind, path)
+        output = (await self.view()).find(task, kind, path)
         if output is None:
             whose = "the job" if task is None else f"task {task!r}"
             raise OutputNotFoundError(f"{whose} has no {kind} output {path!r}")
         return output
-
-    def _references(self, output: _model.Output) -> list[OutputFileReference]:
-        """The library's references of a listed output, made from the listing (no request): its blob, then a
-        tracked save's parts ``name.1``, ``name.2``, ... (concatenated in order they are the file)."""
-        return [self._reference(output, output.name, output.path)] + [
-            self._reference(output, name, output.path + name[len(output.name) :]) for name in output.parts
-        ]
-
-    def _reference(self, output: _model.Output, name: str, path: str) -> OutputFileReference:
-        container = self.storage._container
-        blob = container.get_blob_client(name)
-        info = ReferenceInfo(
-            kind=Scope(container.container_name, output.task).kind(output.kind),
-            file_path=path,
-            blob_name=name,
-            url=public_url(blob.url),
-            size=output.size,  # the whole output's (open() reads the blob as it is)
-            content_md5=None,
-            content_type=None,
-            last_modified=output.modified,
-        )
-        return OutputFileReference(info, blob, container)
 
     def _scoped(self, task: str | None) -> Any:
         return self.storage if task is None else self.storage.task(task)
@@ -219,7 +194,7 @@ class Viewer:
         return web.Response(body=body, headers={"Content-Type": content_type})
 
     async def _job(self, request: web.Request) -> web.Response:
-        return _json({**(await self.snapshot()).summary(self.job_id), "failure": self.failure})
+        return _json({**(await self.view()).summary(self.job_id), "failure": self.failure})
 
     async def _tasks(self, request: web.Request) -> web.Response:
         offset = _int_arg(request, "offset", 0, 0, 10**9)
@@ -227,39 +202,38 @@ class Viewer:
         wanted = request.query.get("state", "all")
         if wanted not in _model.FILTERS:
             raise BadRequest(f"state must be one of {', '.join(_model.FILTERS)}")
-        return _json((await self.snapshot()).page(offset, limit, wanted))
+        return _json((await self.view()).page(offset, limit, wanted))
 
     async def _task(self, request: web.Request) -> web.Response:
         task_id = _task_arg(request.match_info["task"])
-        task = (await self.snapshot()).tasks.get(task_id)
-        if task is None:
+        detail = (await self.view()).task(task_id)
+        if detail is None:
             raise OutputNotFoundError(f"task {task_id!r} has no outputs in job {self.job_id!r}")
-        return _json(task.detail())
+        return _json(detail)
 
     async def _blob(self, request: web.Request) -> web.StreamResponse:
         """An output's bytes, read from storage through the library (MD5-checked to the end)."""
         task = request.match_info.get("task")
         output = await self._output(task, request.match_info["kind"], request.match_info["path"])
-        image = _model.image_type(output.path)
+        image = _model.image_type(output.file_path)
         headers = {"Content-Security-Policy": BLOB_CSP}
         if image:
             headers["Content-Type"] = image
         else:
-            name = output.path.rpartition("/")[2]
+            name = output.file_path.rpartition("/")[2]
             headers["Content-Type"] = "application/octet-stream"
             headers["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(name, safe='')}"
-        references = self._references(output)
-        reader = await references[0].open()  # before the answer: a failure now is an error answer
+        # its first blob asked for before the answer: a failure now is an error answer; a tracked save's
+        # parts are read one after the other, each verified at its end
+        reader = await self.storage.open(output)
         response = web.StreamResponse(headers=headers)
         try:
-            for index, reference in enumerate(references):
-                async with reader if index == 0 else await reference.open() as part:
-                    if not response.prepared:
-                        await response.prepare(request)
-                    while chunk := await part.read(1024 * 1024):
-                        await response.write(chunk)
+            async with reader:
+                await response.prepare(request)
+                while chunk := await reader.read(1024 * 1024):
+                    await response.write(chunk)
         except (BatchFilesError, AzureError) as exc:  # too late for an error answer: cut it short
-            logger.warning("view: %s stopped: %s", output.path, _errors.describe(exc))
+            logger.warning("view: %s stopped: %s", output.file_path, _errors.describe(exc))
             if request.transport is not None:
                 request.transport.close()
             return response
@@ -303,15 +277,15 @@ class Viewer:
             self._streams.discard(current)
         return response
 
-    async def _stream_log(self, response: web.StreamResponse, output: _model.Output, start: int) -> None:
-        storage = self._scoped(output.task)
+    async def _stream_log(self, response: web.StreamResponse, output: OutputSnapshot, start: int) -> None:
+        storage = self._scoped(output.task_id)
         await _event(response, "start", json.dumps({"offset": start}))
         while True:
             # bounded: the follow reads on only once the page took the bytes before (a stalled page holds
             # the server to a few chunks, not the log's size)
             queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(maxsize=QUEUED_CHUNKS)
             follow = storage.follow(
-                output.path, kind=output.kind, start=start, poll_interval=self.poll_interval
+                output.file_path, kind=output.kind, start=start, poll_interval=self.poll_interval
             )
             pump = asyncio.ensure_future(_pump(follow, queue))
             decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -412,9 +386,14 @@ def allowed_hosts(port: int) -> set[str]:
     return hosts | {"127.0.0.1", "localhost"} if port == 80 else hosts
 
 
+def _not_shown(blob_name: str, reason: str) -> None:
+    """A blob that is not an output: counted in the summary (``skipped``), never served, not logged (the
+    job is listed again and again)."""
+
+
 def _task_arg(text: str) -> str:
     try:
-        _native.validate_task_id(text)
+        naming.blob_prefix("TaskOutput", text)  # checks the task id
     except ValueError as err:
         raise BadRequest(_errors.first_line(err)) from None
     return text
@@ -428,9 +407,14 @@ def _kind_arg(text: str) -> str:
 
 
 def _path_arg(text: str) -> str:
-    problem = path_problem(text)
-    if problem is not None:
-        raise BadRequest(f"{text!r} is not the path of an output: it {problem}")
+    """An output's path in the conventions' normal form (``destination_path(p) == p``: no ``.``, ``..`` or
+    empty segments, no ``\\``), as every output of a snapshot has."""
+    try:
+        normal = naming.destination_path(text)
+    except ValueError as err:
+        raise BadRequest(f"{text!r} is not the path of an output: {_errors.first_line(err)}") from None
+    if normal != text:
+        raise BadRequest(f"{text!r} is not the path of an output (not in normal form: {normal!r})")
     return text
 
 
@@ -513,7 +497,7 @@ async def serve(
     ``storage`` is closed at the end."""
     async with storage:
         viewer = Viewer(storage, job_id, poll_interval=poll_interval)
-        await viewer.snapshot()
+        await viewer.view()
         runner = _Runner(
             viewer.app(),
             access_log=None,
