@@ -45,7 +45,7 @@ from . import _errors, _scope, _throttle
 from ._tracking import limits
 from .errors import OutputReplacedError
 from .kinds import KindLike
-from .snapshot import JobSnapshot, LogState, OutputSnapshot, build, log_state, part_of
+from .snapshot import JobSnapshot, LogState, OutputSnapshot, build, log_state, part_of, warn_skipped
 
 logger = logging.getLogger("batchfiles")
 
@@ -912,9 +912,6 @@ def once_each(on_invalid: Callable[[str, str], None] | None) -> Callable[[str, s
         if blob_name in told:
             return
         told.add(blob_name)
-        if on_invalid is not None:
-            on_invalid(blob_name, reason)
-        else:
-            logger.warning("skipped blob %r: %s", blob_name, reason)
+        (on_invalid or warn_skipped)(blob_name, reason)
 
     return tell

@@ -608,9 +608,9 @@ def _drive_follow(
 
 
 def _follow_request(container: ContainerClient, request: _follow.Request) -> Any:
-    if isinstance(request, _follow.Listing):  # as a snapshot lists
-        options = {"include": ["metadata"], "results_per_page": snapshot.PAGE_SIZE}
-        return list(container.list_blobs(name_starts_with=request.prefix or None, **options))
+    if isinstance(request, _follow.Listing):  # as a snapshot lists: parsed by batchfiles._listing
+        pages = _listing.pages(container, request.prefix or None, snapshot.PAGE_SIZE)
+        return [listed for page in pages for listed in page]
     blob = container.get_blob_client(request.blob)
     if isinstance(request, _follow.Probe):
         return blob.get_blob_properties()

@@ -567,10 +567,9 @@ async def _drive_follow(
 
 
 async def _follow_request(container: ContainerClient, request: _follow.Request) -> Any:
-    if isinstance(request, _follow.Listing):  # as a snapshot lists
-        pages = {"results_per_page": snapshot.PAGE_SIZE}
-        listing = container.list_blobs(name_starts_with=request.prefix or None, include=["metadata"], **pages)
-        return [props async for props in listing]
+    if isinstance(request, _follow.Listing):  # as a snapshot lists: parsed (off the loop) by _listing
+        pages = _listing.pages_async(container, request.prefix or None, snapshot.PAGE_SIZE, list)
+        return [listed async for page in pages for listed in page]
     blob = container.get_blob_client(request.blob)
     if isinstance(request, _follow.Probe):
         return await blob.get_blob_properties()
