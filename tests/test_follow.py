@@ -117,7 +117,6 @@ class MemoryStore:
             last_modified=None,
             content_md5=None,
             content_type=None,
-            content_settings=None,  # (as BlobProperties has them)
             metadata=dict(blob.metadata),
         )
 
