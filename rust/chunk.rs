@@ -13,6 +13,7 @@ use std::mem::MaybeUninit;
 use std::path::{Path, PathBuf};
 
 use crate::checksum::{crc64_md5, Md5};
+use crate::fileid::{self, FileId};
 
 /// One block just read: the caller's buffer holds its bytes in `buf[..len]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,8 +46,8 @@ pub struct BlockReader<R = File> {
     reader: R,
     /// For messages; `None` for a reader given to [`new`](BlockReader::new).
     path: Option<PathBuf>,
-    /// (device, inode) of the file opened, on Unix; `None` for a reader given to `new`.
-    identity: Option<(u64, u64)>,
+    /// Which file was opened (see [`FileId`]); `None` for a reader given to `new`.
+    identity: Option<FileId>,
     size: u64,
     block_size: usize,
     md5: Option<Md5>,
@@ -59,31 +60,30 @@ impl BlockReader<File> {
     /// Opens the regular file at `path` and takes its size, to read it in `block_size`-byte blocks,
     /// also hashing the whole file with MD5 when `md5`.
     ///
-    /// The open does not block on a FIFO (O_NONBLOCK), which is then refused like any other
-    /// non-regular file (`InvalidInput`, "... is not a regular file"); a directory is the OS
-    /// error `EISDIR` on Unix. A `block_size` of 0 is an `InvalidInput` error.
+    /// The file is opened as [`fileid::open_for_reading`] does: on Unix the open does not block on
+    /// a FIFO, which is then refused like any other non-regular file (`InvalidInput`, "... is not a
+    /// regular file"); on Windows its writer may still rename or delete it. A directory is an
+    /// `IsADirectory` error (the OS error `EISDIR` on Unix). A `block_size` of 0 is an
+    /// `InvalidInput` error.
     pub fn open(path: impl AsRef<Path>, block_size: usize, md5: bool) -> io::Result<Self> {
         let path = path.as_ref();
         check_block_size(block_size)?;
-        let file = open_nonblocking(path)?;
+        let file = fileid::open_for_reading(path)?;
         let meta = file.metadata()?;
         if meta.is_dir() {
             #[cfg(unix)]
             return Err(io::Error::from_raw_os_error(libc::EISDIR));
-            #[cfg(not(unix))]
+            #[cfg(not(unix))] // Windows does not open a directory as a file: not reached there
             return Err(ErrorKind::IsADirectory.into());
         }
         if !meta.is_file() {
             let message = format!("{} is not a regular file", path.display());
             return Err(io::Error::new(ErrorKind::InvalidInput, message));
         }
+        let identity = fileid::of_file(&file, &meta)?;
         let mut blocks = Self::new(file, meta.len(), block_size, md5)?;
         blocks.path = Some(path.to_owned());
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::MetadataExt;
-            blocks.identity = Some((meta.dev(), meta.ino()));
-        }
+        blocks.identity = Some(identity);
         Ok(blocks)
     }
 }
@@ -156,9 +156,9 @@ impl<R: Read> BlockReader<R> {
         })
     }
 
-    /// (device, inode) of the file [`open`](BlockReader::open) opened, on Unix: which file is read,
-    /// whatever its path leads to by now.
-    pub fn identity(&self) -> Option<(u64, u64)> {
+    /// Which file [`open`](BlockReader::open) opened, whatever its path leads to by now: (device,
+    /// inode) on Unix, (volume serial number, file index) on Windows (see [`FileId`]).
+    pub fn identity(&self) -> Option<FileId> {
         self.identity
     }
 
@@ -289,15 +289,6 @@ fn check_block_size(block_size: usize) -> io::Result<()> {
         ));
     }
     Ok(())
-}
-
-/// Opens for reading without blocking on a FIFO (which the caller then refuses).
-pub(crate) fn open_nonblocking(path: &Path) -> io::Result<File> {
-    let mut options = std::fs::OpenOptions::new();
-    options.read(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
-    options.open(path)
 }
 
 /// Reads until `buf` is full or the reader ends, retrying interrupted reads; returns the bytes read.

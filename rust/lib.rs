@@ -3,6 +3,7 @@
 pub mod bulk;
 pub mod checksum;
 pub mod chunk;
+pub mod fileid;
 pub mod naming;
 pub mod track;
 

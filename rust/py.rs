@@ -319,7 +319,7 @@ type ReadBlock<'py> = (u64, u64, Bound<'py, PyBytes>, String);
 struct BlockReader {
     path: PathBuf,
     size: u64,
-    identity: Option<(u64, u64)>,
+    identity: Option<crate::fileid::FileId>,
     blocks: Mutex<chunk::BlockReader>,
 }
 
@@ -348,7 +348,8 @@ impl BlockReader {
         self.size
     }
 
-    /// (device, inode) of the file opened (Unix; `None` elsewhere).
+    /// Which file was opened: (device, inode) on Unix, (volume serial number, file index) on
+    /// Windows, as `os.stat` gives them (see [`crate::fileid::FileId`]).
     #[getter]
     fn identity(&self) -> Option<(u64, u64)> {
         self.identity

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::SystemTime;
 
 /// A fresh directory under the system temp dir, removed on drop.
 pub struct TempDir(PathBuf);
@@ -29,6 +30,34 @@ impl TempDir {
         let path = self.join(name);
         std::fs::write(&path, data).unwrap();
         path
+    }
+}
+
+/// Gives the file at `path` the creation time `created`, as NTFS's file tunnelling does to a file
+/// created under a name that another file left less than 15 s before. Windows only: Unix has no
+/// settable creation time, and Wine 8 keeps the file's own. Returns whether the file has that
+/// creation time now.
+pub fn tunnel(path: &Path, created: Option<SystemTime>) -> bool {
+    #[cfg(windows)]
+    if let Some(created) = created {
+        use std::os::windows::fs::FileTimesExt;
+        let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+        let times = std::fs::FileTimes::new().set_created(created);
+        file.set_times(times).unwrap();
+    }
+    let now = std::fs::metadata(path).unwrap().created().ok();
+    created.is_some() && now == created
+}
+
+/// Whether the tests run under Wine (its ntdll exports `wine_get_version`), where some file system
+/// behaviour differs from Windows': each test that asks says how.
+#[cfg(windows)]
+pub fn under_wine() -> bool {
+    use windows_sys::Win32::System::LibraryLoader::{GetModuleHandleA, GetProcAddress};
+    // SAFETY: both names are NUL-terminated; ntdll is loaded in every process and never unloaded.
+    unsafe {
+        let ntdll = GetModuleHandleA(c"ntdll.dll".as_ptr().cast());
+        !ntdll.is_null() && GetProcAddress(ntdll, c"wine_get_version".as_ptr().cast()).is_some()
     }
 }
 

@@ -7,12 +7,21 @@
 //! [`Tracker::commit`] says the caller saved it. So the caller can retry an upload any number
 //! of times and still append every byte once.
 //!
-//! Files are told apart by device + inode and by their first bytes (up to [`HEAD_LEN`]):
+//! Files are told apart by their identity ([`FileId`]: device + inode on Unix, volume serial
+//! number + file index on Windows) and by their first bytes (up to [`HEAD_LEN`]):
 //! - the path names another file (renamed away, deleted, replaced): the old file stays open
 //!   and is read to its end, then the new one is read from offset 0;
 //! - the followed file shrinks, or its first bytes change (copytruncate, rewrite): reading
 //!   restarts at 0; the bytes seen but not read are counted as lost;
-//! - the path disappears: the open file is read to its end, then the path is waited for.
+//! - the path disappears: the open file is read to its end, then the path is waited for. On
+//!   Windows a deleted file may keep its name while open (its deletion pending until its last
+//!   handle closes): that is a deletion too, and the tracker closes it once read, freeing the name
+//!   (Wine 8 never says a deletion is pending: there it is not seen).
+//!
+//! Files are opened so that their writer may still rename them away or delete them (on Windows,
+//! with `FILE_SHARE_DELETE`). On Windows, renaming another file over one open here needs POSIX
+//! rename semantics (Windows 10 1607 and later on NTFS, as std's `rename` asks for them); a plain
+//! `MoveFileEx` (Python's `os.replace`) is refused while the tracker has the file open, as under Wine.
 //!
 //! Rotations that happen between two polls and leave a file neither at the path nor open
 //! cannot be seen: its bytes are lost without a count. A file truncated and rewritten between
@@ -20,11 +29,13 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::fs::{self, File, Metadata};
+use std::fs::{File, Metadata};
 use std::io;
 use std::mem::MaybeUninit;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
+
+use crate::fileid::{self, FileId};
 
 /// Default largest block: 4 MiB, Azure's classic append-block limit.
 pub const DEFAULT_MAX_BLOCK: usize = 4 * 1024 * 1024;
@@ -278,9 +289,9 @@ impl<D: BlockData> Tracker<D> {
 
     /// `stat`s the path and opens the file there if it is a new one.
     fn check_path(&mut self) -> io::Result<()> {
-        let meta = match fs::metadata(&self.path) {
-            Ok(meta) => meta,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+        let (meta, id) = match fileid::at_path(&self.path) {
+            Ok(found) => found,
+            Err(e) if e.kind() == io::ErrorKind::NotFound || self.last_deleted() => {
                 self.mark_gone();
                 return Ok(());
             }
@@ -288,7 +299,6 @@ impl<D: BlockData> Tracker<D> {
         };
         check_regular(&meta, &self.path)?;
         self.path_gone = false;
-        let id = file_id(&meta);
         if self.files.iter().any(|source| source.id == id) {
             return Ok(());
         }
@@ -297,6 +307,13 @@ impl<D: BlockData> Tracker<D> {
             None => self.mark_gone(),
         }
         Ok(())
+    }
+
+    /// Whether the file last seen at the path was deleted though open here: on Windows its name
+    /// may stay until it is closed, and the path cannot be opened meanwhile.
+    fn last_deleted(&self) -> bool {
+        let last = self.files.back();
+        last.is_some_and(|source| fileid::deleted(&source.file).unwrap_or(false))
     }
 
     /// Records that the path is missing, reporting it once while a file is open.
@@ -417,9 +434,13 @@ struct Source {
 impl Source {
     /// Opens the regular file at `path`, or `None` if nothing is there.
     fn open(path: &Path, reads: &mut u64) -> io::Result<Option<Self>> {
-        let file = match crate::chunk::open_nonblocking(path) {
+        let file = match fileid::open_for_reading(path) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            // Windows: a directory does not open (Unix: `check_regular` refuses it below)
+            Err(e) if e.kind() == io::ErrorKind::IsADirectory => {
+                return Err(invalid(format!("{} is a directory", path.display())));
+            }
             Err(e) => return Err(e),
         };
         let meta = file.metadata()?;
@@ -427,8 +448,8 @@ impl Source {
         let stamp = Stamp::of(&meta);
         let head = read_head(&file, stamp.size, reads)?;
         Ok(Some(Self {
+            id: fileid::of_file(&file, &meta)?,
             file,
-            id: file_id(&meta),
             stamp,
             head,
             read: 0,
@@ -476,23 +497,6 @@ impl Stamp {
             modified: meta.modified().ok(),
         }
     }
-}
-
-/// Device and inode.
-type FileId = (u64, u64);
-
-#[cfg(unix)]
-fn file_id(meta: &Metadata) -> FileId {
-    use std::os::unix::fs::MetadataExt;
-    (meta.dev(), meta.ino())
-}
-
-/// Without inodes, the creation time (seconds, nanoseconds) tells files apart where known.
-#[cfg(not(unix))]
-fn file_id(meta: &Metadata) -> FileId {
-    let created = meta.created().ok();
-    let since_epoch = created.and_then(|time| time.duration_since(SystemTime::UNIX_EPOCH).ok());
-    since_epoch.map_or((0, 0), |d| (d.as_secs(), d.subsec_nanos().into()))
 }
 
 fn check_regular(meta: &Metadata, path: &Path) -> io::Result<()> {
@@ -555,14 +559,15 @@ fn read_some(file: &File, buf: &mut [MaybeUninit<u8>], offset: u64) -> io::Resul
     usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
 
-#[cfg(not(unix))]
-fn read_some(mut file: &File, buf: &mut [MaybeUninit<u8>], offset: u64) -> io::Result<usize> {
-    use std::io::{Read, Seek, SeekFrom};
+/// A positioned read (`ReadFile` at `offset`; the file's cursor, which nothing else uses, moves),
+/// into `buf` zero-filled first.
+#[cfg(windows)]
+fn read_some(file: &File, buf: &mut [MaybeUninit<u8>], offset: u64) -> io::Result<usize> {
+    use std::os::windows::fs::FileExt;
     buf.fill(MaybeUninit::new(0));
     // SAFETY: every byte was just initialised, and `MaybeUninit<u8>` has the layout of `u8`.
     let buf = unsafe { &mut *(buf as *mut [MaybeUninit<u8>] as *mut [u8]) };
-    file.seek(SeekFrom::Start(offset))?;
-    file.read(buf)
+    file.seek_read(buf, offset)
 }
 
 /// CRC-64/NVME of a block: the only CRC call site.
@@ -573,7 +578,7 @@ fn block_crc(data: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::fs::OpenOptions;
+    use std::fs::{self, OpenOptions};
     use std::io::Write;
 
     use crate::testutil::TempDir;
@@ -739,6 +744,87 @@ mod tests {
         assert_eq!((stats.rotations, stats.lost_bytes), (1, 0));
     }
 
+    /// Log rotation by the writer, its log open all along: the file renamed away gets a last line
+    /// through the writer's handle, and a new one is created under the name at once (within NTFS's
+    /// 15 s of file tunnelling, which gives it the old file's creation time: on Windows that is done
+    /// here by hand), with the same first bytes. Told apart by identity: the old tail, then the new
+    /// file from 0.
+    #[test]
+    fn a_file_recreated_at_once_under_its_name_is_a_rotation_whatever_its_creation_time() {
+        let dir = TempDir::new();
+        let path = dir.join("log");
+        let mut writer = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .unwrap();
+        writer.write_all(b"header\nold 1\n").unwrap();
+        let mut tracker = Tracker::new(&path, 0, DEFAULT_MAX_BLOCK).unwrap();
+        assert_eq!(drain(&mut tracker).0, b"header\nold 1\n");
+        let (meta, old_id) = fileid::at_path(&path).unwrap();
+        let created = meta.created().ok();
+
+        fs::rename(&path, dir.join("log.1")).unwrap();
+        writer.write_all(b"old 2\n").unwrap();
+        drop(writer);
+        append(&path, b"header\nnew\n");
+        let tunnelled = crate::testutil::tunnel(&path, created);
+        #[cfg(windows)]
+        assert!(tunnelled || crate::testutil::under_wine());
+        #[cfg(not(windows))]
+        assert!(!tunnelled);
+        assert_ne!(fileid::at_path(&path).unwrap().1, old_id);
+
+        let (saved, events) = drain(&mut tracker);
+        assert_eq!(saved, b"old 2\nheader\nnew\n");
+        assert_eq!(
+            events,
+            [Event::Rotated { unread: 6 }, Event::Opened { offset: 0 }]
+        );
+        let stats = tracker.stats();
+        assert_eq!(
+            (stats.rotations, stats.truncations, stats.lost_bytes),
+            (1, 0, 0)
+        );
+    }
+
+    /// The writer truncates its log through its own handle and writes on: the same file (its
+    /// identity), so a truncation, never a rotation; growing never looks like a new file either
+    /// (under Wine a file's creation time changes as it grows).
+    #[test]
+    fn a_file_truncated_by_its_writer_is_the_same_file_read_again_from_zero() {
+        use std::io::{Seek, SeekFrom};
+        let dir = TempDir::new();
+        let path = dir.join("log");
+        let mut writer = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        writer.write_all(b"0123456789").unwrap();
+        let mut tracker = Tracker::new(&path, 0, DEFAULT_MAX_BLOCK).unwrap();
+        drain(&mut tracker);
+        let (_, id) = fileid::at_path(&path).unwrap();
+        for line in [&b"more\n"[..], b"and more\n"] {
+            writer.write_all(line).unwrap();
+            let (saved, events) = drain(&mut tracker);
+            assert_eq!((saved.as_slice(), events), (line, vec![]));
+        }
+
+        writer.set_len(0).unwrap();
+        writer.seek(SeekFrom::Start(0)).unwrap();
+        writer.write_all(b"abc").unwrap();
+        assert_eq!(fileid::at_path(&path).unwrap().1, id);
+        let found = tracker.poll(0).unwrap();
+        assert_eq!(found.events, [Event::Truncated { lost: 0 }]);
+        let block = found.block.unwrap();
+        assert_eq!((block.data.as_slice(), block.file_offset), (&b"abc"[..], 0));
+        tracker.commit();
+        let stats = tracker.stats();
+        assert_eq!((stats.rotations, stats.truncations), (0, 1));
+    }
+
     #[test]
     fn copytruncate_restarts_at_zero_and_counts_unread_bytes() {
         let dir = TempDir::new();
@@ -829,6 +915,16 @@ mod tests {
 
         append(&path, b"def");
         fs::remove_file(&path).unwrap();
+        // Wine 8 keeps the name of a file deleted while open here and never says its deletion is
+        // pending (see fileid's tests): it cannot be told from a file left alone (a known gap).
+        #[cfg(windows)]
+        if crate::testutil::under_wine() {
+            assert_eq!(
+                poll(&mut tracker, 0),
+                (Some(b"def".to_vec()), vec![], false)
+            );
+            return;
+        }
         assert_eq!(
             poll(&mut tracker, 0),
             (
@@ -864,7 +960,14 @@ mod tests {
 
         let replacement = dir.join("log.tmp");
         append(&replacement, b"same header\nnew!");
-        fs::rename(&replacement, &path).unwrap();
+        let renamed = fs::rename(&replacement, &path);
+        // Wine refuses a rename over a file open elsewhere (see fileid's tests): a known gap.
+        #[cfg(windows)]
+        if crate::testutil::under_wine() {
+            assert_eq!(renamed.unwrap_err().kind(), io::ErrorKind::PermissionDenied);
+            return;
+        }
+        renamed.unwrap();
         let (saved, events) = drain(&mut tracker);
         assert_eq!(saved, b"same header\nnew!");
         assert_eq!(
