@@ -657,7 +657,7 @@ class JobOutputStorage(JobConstructors, _OutputStorage):
         told: list[tuple[str, str]] = []
         builder = self._builder(told)
         prefix = _scope.snapshot_prefix(task_id)
-        pieces = [piece async for piece in self._pieces(builder, told, on_invalid, prefix)]
+        pieces = [piece async for page in self._pages(builder, told, on_invalid, prefix) for piece in page]
         return await asyncio.to_thread(snapshot.assemble, self.container_name, pieces, builder.skipped)
 
     def iter_snapshot(
@@ -667,7 +667,7 @@ class JobOutputStorage(JobConstructors, _OutputStorage):
         in a worker thread, as for :meth:`snapshot`."""
         prefix = _scope.snapshot_prefix(task_id)
         told: list[tuple[str, str]] = []
-        return self._pieces(self._builder(told), told, on_invalid, prefix)
+        return self._pieces(self._pages(self._builder(told), told, on_invalid, prefix))
 
     def _builder(self, told: list[tuple[str, str]]) -> snapshot.Builder:
         """A builder that keeps the blobs it skips in ``told`` (to be told on the event loop)."""
@@ -675,15 +675,22 @@ class JobOutputStorage(JobConstructors, _OutputStorage):
             self.container_name, self._container.url, lambda name, why: told.append((name, why))
         )
 
-    async def _pieces(
+    @staticmethod
+    async def _pieces(pages: AsyncIterator[list[snapshot.Piece]]) -> AsyncIterator[snapshot.Piece]:
+        async for page in pages:
+            for piece in page:
+                yield piece
+
+    async def _pages(
         self,
         builder: snapshot.Builder,
         told: list[tuple[str, str]],
         on_invalid: _types.OnInvalid | None,
         prefix: str,
-    ) -> AsyncIterator[snapshot.Piece]:
-        """The builder's pieces as the pages arrive: each page parsed (:mod:`batchfiles._listing`) and
-        added to ``builder`` in a worker thread; the blobs skipped meanwhile then told to ``on_invalid``."""
+    ) -> AsyncIterator[list[snapshot.Piece]]:
+        """The builder's pieces, a page's at a time, as the pages arrive: each page parsed
+        (:mod:`batchfiles._listing`) and added to ``builder`` in a worker thread; the blobs skipped
+        meanwhile then told to ``on_invalid``."""
 
         def add(page: list[_listing.Listed]) -> list[snapshot.Piece]:
             return [piece for listed in page for piece in builder.add(listed)]
@@ -697,12 +704,10 @@ class JobOutputStorage(JobConstructors, _OutputStorage):
         with storage_errors(self.container_name):
             async for pieces in pages:
                 tell()
-                for piece in pieces:
-                    yield piece
+                yield pieces
         pieces = builder.finish()
         tell()
-        for piece in pieces:
-            yield piece
+        yield pieces
 
     # --- cleaning up -----------------------------------------------------------------------------------
 
