@@ -1,5 +1,6 @@
 # batchfiles: `make demo` runs the demo job, `make test` every test, `make bench` the benchmarks,
-# `make dist` the sdist and the portable wheel that everything here installs and tests.
+# `make dist` the sdist and the portable wheel that everything here installs and tests; `make test-cross` and
+# `make dist-all` the other platforms (Linux aarch64, Windows x86_64), with Debian's cross toolchains.
 # Each target installs what it needs: a virtualenv in .venv with the package installed from that wheel
 # (release build of the Rust extension) and Azurite from package-lock.json.
 
@@ -13,7 +14,8 @@ SOURCES := Cargo.toml Cargo.lock pyproject.toml README.md $(shell find rust pyth
 BUILD_TOOLS := "maturin>=1.9,<2" "ziglang>=0.17,<0.18" "auditwheel>=6,<7"
 WHEEL_TAG := manylinux_2_17_x86_64
 
-.PHONY: all test test-rust test-python test-strict test-installed test-live lint demo view-demo bench bench-quick dist clean chromium
+.PHONY: all test test-rust test-python test-strict test-installed test-live lint demo view-demo bench bench-quick dist clean chromium toolchains-cross \
+	test-cross test-cross-aarch64 test-cross-windows dist-all dist-cross
 all: test
 
 $(PY):
@@ -84,6 +86,108 @@ chromium:
 	@test -x /usr/bin/chromium || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
 	  else echo "make: /usr/bin/chromium is missing and the browser tests need it: run 'sudo apt-get install -y chromium'" >&2; exit 1; fi; }
+
+# Other platforms, built and tested here (README, "Installing"): Linux aarch64 under qemu and Windows x86_64
+# (x86_64-pc-windows-gnu) under Wine. Their toolchains are Debian's packages, installed by
+# `make toolchains-cross` (root needed, as for chromium): Debian's Rust 1.96 (rustc-web; its std for arm64,
+# and its std's source for Windows, built with -Zbuild-std as Debian packages no Windows std), gcc for
+# aarch64, mingw, qemu-user and Wine. The packages are checked (dpkg-query) and only missing ones installed,
+# again when this Makefile changes.
+CROSS := target/cross
+CROSS_DEBS := rustc-web cargo-web rust-web-clippy rust-web-src libstd-rust-web-dev:arm64 gcc-aarch64-linux-gnu \
+	libc6-dev-arm64-cross qemu-user gcc-mingw-w64-x86-64 wine64
+toolchains-cross: $(CROSS)/.toolchains
+$(CROSS)/.toolchains: Makefile
+	@missing="$$(for deb in $(CROSS_DEBS); do \
+	  dpkg-query -W -f='$${db:Status-Status}' "$$deb" 2>/dev/null | grep -qx installed || echo "$$deb"; done)"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then \
+	    echo "make: the cross toolchains need Debian's packages:" $$missing "- run 'sudo make toolchains-cross'" >&2; \
+	    exit 1; fi; \
+	  dpkg --print-foreign-architectures | grep -qx arm64 || dpkg --add-architecture arm64; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+	mkdir -p $(@D)
+	touch $@
+
+# Debian's cargo, rustc and clippy come first on PATH in the cross recipes only: the rustup toolchain of
+# `make test` and maturin stays as it is. Each target builds in its own folder under $(CROSS), never target/'s.
+CROSS_ENV := CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
+	CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /" \
+	CARGO_TARGET_X86_64_PC_WINDOWS_GNU_LINKER=x86_64-w64-mingw32-gcc \
+	CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER=/usr/lib/wine/wine64 \
+	WINEPREFIX="$(abspath $(CROSS))/wine" WINEDEBUG=-all WINEDLLOVERRIDES="mscoree,mshtml="
+CROSS_CARGO := PATH="$(abspath $(CROSS))/bin:$$PATH" $(CROSS_ENV) cargo
+# Windows' std from its source (rust-web-src): -Zbuild-std, a nightly flag that Debian's stable rustc takes
+# with RUSTC_BOOTSTRAP=1 (std's own dependencies come from crates.io).
+CROSS_WINDOWS := RUSTC_BOOTSTRAP=1 $(CROSS_CARGO)
+CROSS_WINDOWS_FLAGS := --locked --target x86_64-pc-windows-gnu --target-dir $(CROSS)/windows -Zbuild-std=std,panic_unwind
+CROSS_AARCH64_FLAGS := --locked --target aarch64-unknown-linux-gnu --target-dir $(CROSS)/aarch64
+
+$(CROSS)/bin/.linked: | $(CROSS)/.toolchains
+	mkdir -p $(@D)
+	for tool in cargo rustc rustdoc cargo-clippy clippy-driver; do ln -sfn /usr/bin/$$tool $(@D)/$$tool; done
+	touch $@
+
+# A Wine prefix of its own, with the bcryptprimitives.dll that Wine 8 lacks (cross/processprng.c).
+$(CROSS)/wine/.ready: cross/processprng.c | $(CROSS)/.toolchains
+	rm -rf $(CROSS)/wine
+	WINEPREFIX="$(abspath $(CROSS))/wine" WINEDEBUG=-all WINEDLLOVERRIDES="mscoree,mshtml=" \
+		/usr/lib/wine/wine64 wineboot --init
+	WINEPREFIX="$(abspath $(CROSS))/wine" /usr/lib/wine/wineserver --wait
+	x86_64-w64-mingw32-gcc -shared -O2 -s -o $(CROSS)/wine/drive_c/windows/system32/bcryptprimitives.dll \
+		cross/processprng.c
+	touch $@
+
+# The Rust tests of both targets (the aarch64 ones under qemu, the Windows ones under Wine), then clippy for
+# both, the Python binding included. Built with -Zbuild-std, std's macros are not foreign to clippy, which
+# then lints thread_local!'s expansion (missing_const_for_thread_local): allowed for Windows only.
+test-cross: test-cross-aarch64 test-cross-windows
+
+test-cross-aarch64: $(CROSS)/bin/.linked
+	$(CROSS_CARGO) test --quiet $(CROSS_AARCH64_FLAGS)
+	$(CROSS_CARGO) clippy --quiet --all-targets --features python $(CROSS_AARCH64_FLAGS) -- -D warnings
+
+test-cross-windows: $(CROSS)/bin/.linked $(CROSS)/wine/.ready
+	$(CROSS_WINDOWS) test --quiet $(CROSS_WINDOWS_FLAGS)
+	$(CROSS_WINDOWS) clippy --quiet --all-targets --features python $(CROSS_WINDOWS_FLAGS) -- -D warnings \
+		-A clippy::missing_const_for_thread_local
+
+# dist/ as `make dist` makes it (the sdist and the x86_64 wheel), and the wheels of the other platforms, abi3
+# for CPython >= 3.10 like it: Linux aarch64 with glibc >= 2.17 (linked by zig, checked by auditwheel) and
+# Windows x86_64 (win_amd64; its .pyd may import only python3.dll and Windows' own DLLs).
+# `make dist-cross DIST_CROSS=DIR` builds only these two, into DIR.
+DIST_CROSS ?= dist
+# maturin links aarch64 with zig (glibc 2.17 symbols), not with CROSS_ENV's gcc (Debian 12's glibc 2.36).
+CROSS_MATURIN := PATH="$(abspath $(CROSS))/bin:$(abspath $(VENV))/bin:$$PATH" \
+	CARGO_TARGET_X86_64_PC_WINDOWS_GNU_LINKER=x86_64-w64-mingw32-gcc $(VENV)/bin/maturin build --release --quiet
+WINDOWS_DLLS := python3.dll kernel32.dll ntdll.dll msvcrt.dll bcryptprimitives.dll userenv.dll ws2_32.dll \
+	advapi32.dll bcrypt.dll api-ms-win-core-synch-l1-2-0.dll
+dist-all: dist/.built
+	$(MAKE) --no-print-directory dist-cross DIST_CROSS=dist
+dist-cross: $(DIST_CROSS)/.aarch64 $(DIST_CROSS)/.windows
+
+$(DIST_CROSS)/.aarch64: $(VENV)/.tools $(CROSS)/bin/.linked $(SOURCES)
+	mkdir -p $(@D)
+	rm -f $(@D)/batchfiles-*_aarch64.whl
+	$(CROSS_MATURIN) --zig --compatibility manylinux2014 $(CROSS_AARCH64_FLAGS) --out $(@D)
+	report="$$($(VENV)/bin/auditwheel show $(@D)/batchfiles-*_aarch64.whl)" && echo "$$report" && \
+	echo "$$report" | tr -s ' \n' ' ' | grep -q 'consistent with the following platform tag: "manylinux_2_17_aarch64"' \
+		|| { echo "make: auditwheel does not find the aarch64 wheel consistent with manylinux_2_17_aarch64" >&2; exit 1; }
+	touch $@
+
+$(DIST_CROSS)/.windows: $(VENV)/.tools $(CROSS)/bin/.linked $(SOURCES)
+	mkdir -p $(@D)
+	rm -f $(@D)/batchfiles-*-win_amd64.whl
+	RUSTC_BOOTSTRAP=1 CARGO_UNSTABLE_BUILD_STD=std,panic_unwind $(CROSS_MATURIN) \
+		--locked --target x86_64-pc-windows-gnu --target-dir $(CROSS)/windows --out $(@D)
+	wheel="$$(ls $(@D)/batchfiles-*-cp310-abi3-win_amd64.whl)" && rm -rf $(CROSS)/wheel && \
+	$(PY) -m zipfile -e "$$wheel" $(CROSS)/wheel && \
+	dlls="$$(x86_64-w64-mingw32-objdump -p $(CROSS)/wheel/batchfiles/_native.pyd | sed -n 's/^\s*DLL Name: //p' \
+		| tr A-Z a-z | sort -u)" && echo "$$wheel imports: "$$dlls && \
+	for dll in $$dlls; do echo " $(WINDOWS_DLLS) " | grep -q " $$dll " \
+		|| { echo "make: the Windows wheel's _native.pyd imports $$dll, not a DLL of Windows or python3.dll" >&2; exit 1; }; done
+	touch $@
 
 demo: $(VENV)/.installed node_modules/.installed
 	$(PY) demo/demo.py
