@@ -182,9 +182,3 @@ def env(azurite: Azurite, job_id: str) -> dict[str, str]:
 def bare_env() -> dict[str, str]:
     """No storage and no ids at all."""
     return {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIXES)}
-
-
-@pytest.fixture
-def task_storage(task: Any) -> Any:
-    """``task``, by the name test_cli_logs.py still uses."""
-    return task

@@ -16,8 +16,8 @@ import pytest
 from batchfiles import TaskOutputStorage
 from batchfiles._cli.logs import Printer, _colour, complete_utf8
 from batchfiles.testing import ACCOUNT_NAME
-from cli_helpers import PATIENCE, assert_one_line_error, cli, start, wait_for
 from faultproxy import FaultProxy
+from helpers import PATIENCE, assert_one_line_error, cli, start, wait_for
 from hypothesis import given
 from hypothesis import strategies as st
 from scale_tasks import connection_string
@@ -176,7 +176,7 @@ def test_logs_follow_waits_out_throttling_saying_so_once(
 
 @pytest.mark.parametrize("command", [["list"], ["get", "-o", "out"]])
 def test_list_and_get_keep_the_librarys_patience_with_throttling_and_say_they_wait(
-    command, env, prepared, azurite, task_storage, monkeypatch, capsys, tmp_path
+    command, env, prepared, azurite, task, monkeypatch, capsys, tmp_path
 ):
     """Issue 20: more throttled answers in a row than the interactive retry_total (2) allows: list and get
     wait as the library does (scaled down here), say so once on stderr, and succeed."""
@@ -186,7 +186,7 @@ def test_list_and_get_keep_the_librarys_patience_with_throttling_and_say_they_wa
     monkeypatch.setattr(_throttle, "THROTTLED_WINDOW", (0.01, 0.05))
     monkeypatch.setattr(_throttle, "NO_RETRY_AFTER", 0.01)  # answers without Retry-After
     monkeypatch.chdir(tmp_path)
-    task_storage.save_bytes("TaskOutput", b"result\n", "result.txt")
+    task.save_bytes("TaskOutput", b"result\n", "result.txt")
     with FaultProxy(azurite.port, deadline_s=120) as proxy:
         proxy.add_rule("status", times=6, status=503)
         for name, value in env.items():

@@ -39,8 +39,8 @@ from batchfiles import (
 )
 from batchfiles._tracking import limits
 from batchfiles.testing import ACCOUNT_KEY, ACCOUNT_NAME, Azurite
-from cli_helpers import PATIENCE, assert_one_line_error, cli, command, default_sigint
 from faultproxy import FaultProxy, Request
+from helpers import PATIENCE, assert_one_line_error, cli, command, default_sigint
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
