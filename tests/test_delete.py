@@ -48,23 +48,11 @@ TASKS = ("t1", "t2", "t10")
 
 
 @pytest.fixture
-def container(service: BlobServiceClient, job_id: str) -> ContainerClient:
-    return prepare_output_storage(service, job_id)
-
-
-@pytest.fixture
-def job(azurite: Azurite, container: ContainerClient, job_id: str) -> Iterator[JobOutputStorage]:
-    with JobOutputStorage.from_connection_string(azurite.connection_string, job_id) as storage:
-        yield storage
-
-
-@pytest.fixture
-def upstream(azurite: Azurite) -> Iterator[BlobServiceClient]:
+def upstream_service(upstream: Azurite) -> Iterator[BlobServiceClient]:
     """Azurite itself, past the strict proxy of the strict pass: names as a hostile task stores them (the
     service would drop a segment's trailing dots; Azurite keeps them, so such a blob can sit beside its
     look-alike)."""
-    real = getattr(azurite, "upstream", azurite)
-    with BlobServiceClient.from_connection_string(real.connection_string) as client:
+    with BlobServiceClient.from_connection_string(upstream.connection_string) as client:
         yield client
 
 
@@ -295,14 +283,14 @@ OTHER_OUTPUTS = ["t1/$TaskOutputX/a", "t1/$taskoutput/a", "T1/$TaskOutput/a", "t
 
 
 def test_a_hostile_blob_is_never_deleted_by_a_selection_that_did_not_name_it(
-    env, job, container, upstream, job_id
+    env, job, container, upstream_service, job_id
 ):
-    url = hostile.sas_url(upstream, job_id)
+    url = hostile.sas_url(upstream_service, job_id)
     for name in [*NOT_OUTPUTS, *OTHER_OUTPUTS]:
         assert hostile.put(url, name, name.encode()) == 201, name
     job.task("t1").save_text("TaskOutput", "legit", "a")
     job.task("t2").save_text("TaskOutput", "legit", "a")
-    upstream_container = upstream.get_container_client(container.container_name)
+    upstream_container = upstream_service.get_container_client(container.container_name)
     every = {blob.name for blob in upstream_container.list_blobs()}
     assert every >= {*NOT_OUTPUTS, *OTHER_OUTPUTS}
 

@@ -92,8 +92,13 @@ class StorageBase:
         if config.container_url:
             return cls._clients.ContainerClient.from_container_url(config.container_url, **options)
         assert config.job_id is not None  # environment_config guarantees it without a container URL
-        service = _environment.service_client(cls._clients, config, options)
-        return service.get_container_client(naming.container_name(config.job_id))
+        if config.connection_string:
+            return cls._connection_string_container(config.connection_string, config.job_id, kwargs)
+        # A container client of its own (not a service's), so that closing the storage closes its
+        # connections (a service's container client shares them, and leaves them open).
+        credential = _environment.default_credential(cls._clients)
+        name = naming.container_name(config.job_id)
+        return cls._clients.ContainerClient(config.account_url, name, credential=credential, **options)
 
     def _uploaded(self, blob: Any, size: int, upload: dict[str, Any], response: Any) -> Any:
         """The reference of a blob just written (no request: all is known from the upload)."""
