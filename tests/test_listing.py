@@ -52,7 +52,8 @@ ODD_METADATA = {"Blob": "v", "NextMarker": "zz", "Name": "n", "Properties": "p",
 
 
 @pytest.fixture
-def container(service: BlobServiceClient, job_id: str) -> ContainerClient:
+def odd_container(service: BlobServiceClient, job_id: str) -> ContainerClient:
+    """The test's job, prepared, with blobs of odd names and metadata."""
     client = prepare_output_storage(service, job_id)
     for index, name in enumerate(ODD_NAMES):
         data = b"" if name.endswith("empty.png") else name.encode()
@@ -88,20 +89,20 @@ def test_the_sdk_internal_it_sends_pages_with_is_there(azurite: Azurite) -> None
         assert "stream" in inspect.signature(send).parameters
 
 
-def test_pages_are_what_the_sdk_lists(container: ContainerClient) -> None:
+def test_pages_are_what_the_sdk_lists(odd_container: ContainerClient) -> None:
     """Every blob, in pages of 3 (markers followed), as the SDK's ``list_blobs`` has it: names, sizes,
     times, MD5s, types, ETags and metadata (keys' case kept)."""
-    expected = [_as_listed(p) for p in container.list_blobs(include=["metadata"])]
-    listed = list(pages(container, None, 3))
+    expected = [_as_listed(p) for p in odd_container.list_blobs(include=["metadata"])]
+    listed = list(pages(odd_container, None, 3))
     assert [len(page) for page in listed] == [3, 3, 1]
     assert [b for page in listed for b in page] == expected
-    assert [b.name for page in pages(container, "t1/", 5000) for b in page] == [
+    assert [b.name for page in pages(odd_container, "t1/", 5000) for b in page] == [
         n for n in sorted(ODD_NAMES) if n.startswith("t1/")
     ]
 
 
-def test_the_aio_form_parses_off_the_event_loop(azurite: Azurite, container: ContainerClient) -> None:
-    expected = [_as_listed(p) for p in container.list_blobs(include=["metadata"])]
+def test_the_aio_form_parses_off_the_event_loop(azurite: Azurite, odd_container: ContainerClient) -> None:
+    expected = [_as_listed(p) for p in odd_container.list_blobs(include=["metadata"])]
     threads: set[int] = set()
 
     def work(page: list[Listed]) -> list[Listed]:
@@ -110,7 +111,7 @@ def test_the_aio_form_parses_off_the_event_loop(azurite: Azurite, container: Con
 
     async def scenario() -> tuple[list[Listed], int]:
         async with blob_aio.ContainerClient.from_connection_string(
-            azurite.connection_string, container.container_name
+            azurite.connection_string, odd_container.container_name
         ) as client:
             got = [b async for page in pages_async(client, None, 2, work) for b in page]
         return got, threading.get_ident()
@@ -120,7 +121,7 @@ def test_the_aio_form_parses_off_the_event_loop(azurite: Azurite, container: Con
 
 
 def test_the_aio_snapshot_is_built_off_the_event_loop_and_tells_on_it(
-    azurite: Azurite, container: ContainerClient, job_id: str, monkeypatch: pytest.MonkeyPatch
+    azurite: Azurite, odd_container: ContainerClient, job_id: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The viewer serves requests while it re-lists: the aio snapshot parses and builds in a worker thread;
     ``on_invalid`` is still called on the loop."""
@@ -147,7 +148,7 @@ def test_the_aio_snapshot_is_built_off_the_event_loop_and_tells_on_it(
 
 
 def test_a_sas_stays_in_the_url_and_a_missing_container_is_said(
-    azurite: Azurite, service: BlobServiceClient, container: ContainerClient, job_id: str
+    azurite: Azurite, service: BlobServiceClient, odd_container: ContainerClient, job_id: str
 ) -> None:
     url = output_storage_container_url(service, job_id, expiry=timedelta(hours=1))
     with JobOutputStorage(url, sas_margin=timedelta(0)) as job:
@@ -158,7 +159,7 @@ def test_a_sas_stays_in_the_url_and_a_missing_container_is_said(
 
 
 def test_the_pipeline_retries_and_waits_out_throttling(
-    azurite: Azurite, container: ContainerClient, job_id: str
+    azurite: Azurite, odd_container: ContainerClient, job_id: str
 ) -> None:
     """A listing through the client's pipeline: a reset and a 500 are retried; a 503 ServerBusy is
     throttling (the client's ``on_throttled`` hears of it) and waited out; with the shared key's
@@ -310,7 +311,7 @@ def cutting(azurite: Azurite) -> Iterator[_CuttingProxy]:
 
 
 def test_a_page_whose_body_broke_off_is_asked_again(
-    azurite: Azurite, container: ContainerClient, job_id: str, cutting: _CuttingProxy
+    azurite: Azurite, odd_container: ContainerClient, job_id: str, cutting: _CuttingProxy
 ) -> None:
     conn = _through(azurite, cutting.port)
     with JobOutputStorage.from_connection_string(conn, job_id) as job:
@@ -319,7 +320,7 @@ def test_a_page_whose_body_broke_off_is_asked_again(
 
 
 def test_the_aio_form_asks_again_too(
-    azurite: Azurite, container: ContainerClient, job_id: str, cutting: _CuttingProxy
+    azurite: Azurite, odd_container: ContainerClient, job_id: str, cutting: _CuttingProxy
 ) -> None:
     conn = _through(azurite, cutting.port)
 
@@ -331,7 +332,7 @@ def test_the_aio_form_asks_again_too(
 
 
 def test_a_body_broken_off_every_time_is_an_error(
-    azurite: Azurite, container: ContainerClient, job_id: str
+    azurite: Azurite, odd_container: ContainerClient, job_id: str
 ) -> None:
     proxy = _CuttingProxy(azurite.port, cuts=10)
     try:

@@ -11,14 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from azure.storage.blob import BlobServiceClient, ContainerClient, ContentSettings
+from azure.storage.blob import ContainerClient, ContentSettings
 from batchfiles import (
     IntegrityError,
     JobOutputStorage,
     OutputNotFoundError,
     aio,
     naming,
-    prepare_output_storage,
     snapshot,
 )
 from batchfiles._listing import Listed
@@ -27,17 +26,6 @@ from batchfiles.testing import ACCOUNT_NAME, Azurite
 from faultproxy import FaultProxy
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-
-@pytest.fixture
-def container(service: BlobServiceClient, job_id: str) -> ContainerClient:
-    return prepare_output_storage(service, job_id)
-
-
-@pytest.fixture
-def job(azurite: Azurite, container: ContainerClient, job_id: str) -> JobOutputStorage:
-    with JobOutputStorage.from_connection_string(azurite.connection_string, job_id) as storage:
-        yield storage
 
 
 def test_a_job_as_one_object(

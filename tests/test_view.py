@@ -51,7 +51,8 @@ def get(
 
 
 @pytest.fixture
-def job(service: BlobServiceClient, job_id: str) -> str:
+def viewed_job(service: BlobServiceClient, job_id: str) -> str:
+    """The id of a job of 12 tasks (one failed, one running) with hostile outputs beside them."""
     container = make_job(service, job_id, 12, failed=(4,))
     put_log(container, "task-running", "still going\n", open_=True)
     evil = TaskOutputStorage.from_service(service, job_id, "task-1")
@@ -63,21 +64,21 @@ def job(service: BlobServiceClient, job_id: str) -> str:
 
 
 @pytest.fixture
-def sas_env(service: BlobServiceClient, job: str) -> dict[str, str]:
+def sas_env(service: BlobServiceClient, viewed_job: str) -> dict[str, str]:
     """The view's storage: the job's container URL with a SAS (so a signature is there to leak)."""
-    url = output_storage_container_url(service, job, expiry=timedelta(hours=1))
+    url = output_storage_container_url(service, viewed_job, expiry=timedelta(hours=1))
     return view_env(BATCHFILES_CONTAINER_URL=url)
 
 
-def test_api_pages_states_and_headers(job: str, sas_env: dict[str, str]) -> None:
+def test_api_pages_states_and_headers(viewed_job: str, sas_env: dict[str, str]) -> None:
     signature = sas_env["BATCHFILES_CONTAINER_URL"].split("sig=")[1]
-    with serve(job, sas_env) as served:
+    with serve(viewed_job, sas_env) as served:
         answers = []
         status, headers, body = get(served.port, "/api/job")
         answers.append((headers, body))
         assert status == 200 and headers["content-type"].startswith("application/json")
         summary = json.loads(body)
-        assert summary["container"] == naming.container_name(job)
+        assert summary["container"] == naming.container_name(viewed_job)
         assert summary["tasks"] == {"all": 13, "running": 1, "exited": 12, "failed": 1, "unknown": 0}
         assert summary["task_kinds"]["TaskPreview"]["count"] == 12
         assert summary["skipped"] == 1
@@ -120,8 +121,8 @@ def test_api_pages_states_and_headers(job: str, sas_env: dict[str, str]) -> None
     assert "sig=" not in served.stderr
 
 
-def test_outputs_served_safely(job: str, sas_env: dict[str, str]) -> None:
-    with serve(job, sas_env) as served:
+def test_outputs_served_safely(viewed_job: str, sas_env: dict[str, str]) -> None:
+    with serve(viewed_job, sas_env) as served:
         status, headers, body = get(served.port, "/blob/task/task-3/TaskPreview/thumb.png")
         assert status == 200 and headers["content-type"] == "image/png" and body.startswith(b"\x89PNG")
         assert "content-disposition" not in headers and "sandbox" in headers["content-security-policy"]
@@ -157,10 +158,10 @@ REFUSED = [
 ]
 
 
-def test_names_from_urls_are_checked(job: str, azurite: Azurite) -> None:
+def test_names_from_urls_are_checked(viewed_job: str, azurite: Azurite) -> None:
     """Only the job's outputs, named by the library's rules, are served: bad names are 400, names not in
     the job's listing 404 (a blob outside the conventions included)."""
-    with serve(job, view_env(AZURE_STORAGE_CONNECTION_STRING=azurite.connection_string)) as served:
+    with serve(viewed_job, view_env(AZURE_STORAGE_CONNECTION_STRING=azurite.connection_string)) as served:
         for path, status in REFUSED:
             got, headers, body = get(served.port, path)
             assert got == status, (path, body)
@@ -168,8 +169,8 @@ def test_names_from_urls_are_checked(job: str, azurite: Azurite) -> None:
             assert AZURITE_KEY not in body.decode()
 
 
-def test_host_header_checked(job: str, azurite: Azurite) -> None:
-    with serve(job, view_env(AZURE_STORAGE_CONNECTION_STRING=azurite.connection_string)) as served:
+def test_host_header_checked(viewed_job: str, azurite: Azurite) -> None:
+    with serve(viewed_job, view_env(AZURE_STORAGE_CONNECTION_STRING=azurite.connection_string)) as served:
         for host in (f"127.0.0.1:{served.port}", f"localhost:{served.port}"):
             assert get(served.port, "/api/job", host=host)[0] == 200
         for host in (
@@ -652,10 +653,10 @@ MALFORMED = [
 ]
 
 
-def test_malformed_requests_get_the_security_headers(job: str, azurite: Azurite) -> None:
+def test_malformed_requests_get_the_security_headers(viewed_job: str, azurite: Azurite) -> None:
     """aiohttp answers a request it cannot parse itself (400), before any handler: that answer too has the
     headers every answer has, and does not echo the request's bytes back."""
-    with serve(job, view_env(AZURE_STORAGE_CONNECTION_STRING=azurite.connection_string)) as served:
+    with serve(viewed_job, view_env(AZURE_STORAGE_CONNECTION_STRING=azurite.connection_string)) as served:
         for raw in MALFORMED:
             with socket.create_connection(("127.0.0.1", served.port), timeout=15) as sock:
                 sock.sendall(raw.replace(b"{host}", f"127.0.0.1:{served.port}".encode()))
