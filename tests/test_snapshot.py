@@ -228,3 +228,23 @@ def test_every_blob_is_an_output_once_or_skipped(names: list[str], data: st.Data
     for owner, outputs in pieces:
         for output in outputs:
             assert naming.blob_name(output.kind, output.file_path, owner) == output.blob_name
+
+
+def test_a_part_mark_is_the_tracker_s_own_spelling() -> None:
+    """``batchfiles_part`` is ``str(k)``, as a tracked save writes it: a blob ``log.01`` marked ``01`` (or
+    ``+1``, ``1 ``) is not part 1 of ``log``, so it can neither hide the real part 1 nor make the log's
+    parts unnamed by the conventions (which ``delete`` would refuse, for every output at once)."""
+    assert snapshot.part_of("t1/$TaskLog/log.1", {limits.PART_KEY: "1"}) == ("t1/$TaskLog/log", 1)
+    for mark in ("01", "001", "+1", " 1", "1 "):
+        name = f"t1/$TaskLog/log.{mark}"
+        assert snapshot.part_of(name, {limits.PART_KEY: mark}) == (name, 0), mark
+    writer = {limits.WRITER_KEY: "w"}
+    listing = [
+        a_blob("t1/$TaskLog/log", writer),
+        a_blob("t1/$TaskLog/log.01", {limits.PART_KEY: "01"}),
+        a_blob("t1/$TaskLog/log.1", {limits.PART_KEY: "1"}),
+    ]
+    snap = snapshot.build("c", "http://127.0.0.1/a/c", listing, on_invalid=lambda *_: None)
+    log = snap.find("t1", "TaskLog", "log")
+    assert log is not None and log.parts == ("t1/$TaskLog/log.1",)
+    assert snap.find("t1", "TaskLog", "log.01") is not None  # an output of its own, not lost

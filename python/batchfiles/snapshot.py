@@ -48,9 +48,10 @@ def natural_key(text: str) -> tuple[Any, ...]:
 
 def part_of(name: str, metadata: Mapping[str, str] | None) -> tuple[str, int]:
     """(base name, part index) of the listed blob ``name``: ``base.k`` marked part ``k`` in its metadata
-    (``batchfiles_part``, the key in any case) is part ``k`` of ``base``; any other blob is (``name``, 0)."""
+    (``batchfiles_part``, the key in any case, the value ``str(k)`` as a tracked save writes it: not
+    ``01``) is part ``k`` of ``base``; any other blob is (``name``, 0)."""
     mark = next((v for k, v in (metadata or {}).items() if k.lower() == limits.PART_KEY), "")
-    if mark.isascii() and mark.isdigit() and mark != "0" and name.endswith(f".{mark}"):
+    if mark.isascii() and mark.isdigit() and not mark.startswith("0") and name.endswith(f".{mark}"):
         return name[: -len(mark) - 1], int(mark)
     return name, 0
 
