@@ -248,6 +248,26 @@ def test_any_body_parses_or_is_a_parse_error(body: bytes) -> None:
         parse_page(body)
 
 
+@pytest.mark.parametrize(
+    ("prop", "text"),
+    [
+        ("Content-Length", "9" * 5000),  # past int()'s 4,300 digits
+        ("Last-Modified", "Mon, 01 Jan 99999999999999999999 00:00:00 GMT"),
+        ("Creation-Time", "Mon, 01 Jan 2026 00:00:00 +99999999999999999999999"),
+    ],
+)
+def test_a_property_out_of_any_range_is_not_an_error(prop: str, text: str) -> None:
+    """A hostile page's numbers too big for ``int`` or a date: the property is unknown (as one that does
+    not parse), never a ``ValueError``/``OverflowError`` out of the listing."""
+    body = (
+        f"<EnumerationResults><Blobs><Blob><Name>a</Name><Properties><{prop}>{text}</{prop}>"
+        "</Properties></Blob></Blobs><NextMarker/></EnumerationResults>"
+    ).encode()
+    ((blob,), marker) = parse_page(body)
+    found = (blob.name, blob.size, blob.last_modified, blob.creation_time, marker)
+    assert found == ("a", 0, None, None, None)
+
+
 # --- a page whose body broke off ----------------------------------------------------------------------------
 
 

@@ -227,7 +227,7 @@ def _listed(blob: ElementTree.Element, dates: dict[str, datetime | None]) -> Lis
                 if not text:
                     continue
                 if what == "Content-Length":
-                    size = int(text) if text.isascii() and text.isdigit() else 0
+                    size = int(text) if text.isascii() and text.isdigit() and len(text) < 20 else 0
                 elif what in ("Last-Modified", "Creation-Time"):
                     if text not in dates:
                         dates[text] = _http_date(text)
@@ -262,5 +262,5 @@ def _http_date(text: str | None) -> datetime | None:
         return None
     try:
         return parsedate_to_datetime(text)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
