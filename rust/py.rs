@@ -1,6 +1,7 @@
 //! The PyO3 layer: thin wrappers over the pure Rust modules. Long work runs with the GIL released.
-//! This file holds what the library calls (a tracker's blocks are made in `py/block.rs`, the names of
-//! a bulk call in `bulk.rs`); `py/test_support.rs` holds what only tests and benchmarks call.
+//! This file holds what the library calls: a tracker's and a `BlockReader`'s blocks are made as Python
+//! `bytes` in `py/block.rs`, and a bulk call's names are derived by the pipeline of `bulk.rs`, fed here
+//! through its `Caller`; `py/test_support.rs` holds what only tests and benchmarks call.
 //!
 //! The classes are `frozen` and keep their state behind a `Mutex` taken with `lock_py_attached`:
 //! calls from several Python threads run one at a time, a waiting thread not holding the GIL.

@@ -1,6 +1,6 @@
-"""What the tests of ``batchfiles view`` share (test_view, test_view_browser, the view benchmark and
-demo/screenshot.py): tiny PNGs, a job of many tasks made fast, and the server run as ``python -m batchfiles
-view`` in a subprocess, stopped with Ctrl-C (SIGINT)."""
+"""What the tests of ``batchfiles view`` share (test_view, test_view_browser and the view benchmarks,
+benches/test_bench_view*.py): tiny PNGs, a job of many tasks made fast, and the server run as ``python -m
+batchfiles view`` in a subprocess, stopped with Ctrl-C (SIGINT), or in a thread of the test's process."""
 
 from __future__ import annotations
 

@@ -1,8 +1,10 @@
 """batchfiles: the Azure Batch File Conventions for Python, with a Rust core.
 
 Tasks save outputs with :class:`TaskOutputStorage` / :class:`JobOutputStorage`; client code prepares a job
-with :func:`prepare_output_storage` and hands tasks :func:`output_storage_container_url`. Async twins of
-every name are in :mod:`batchfiles.aio`; name derivation alone is in :mod:`batchfiles.naming`.
+with :func:`prepare_output_storage` and hands tasks :func:`output_storage_container_url`; a job's outputs
+and its tasks' states are read as one :class:`JobSnapshot`, and its logs followed live with
+:meth:`JobOutputStorage.follow_logs`. The async twins, under the same names, are in :mod:`batchfiles.aio`;
+name derivation alone is in :mod:`batchfiles.naming`.
 """
 
 from . import naming

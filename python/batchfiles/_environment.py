@@ -1,5 +1,8 @@
-"""Storage and ids from the environment of a Batch node, for ``from_environment``, and the check that a
-container URL is of the job it is used for."""
+"""Where storage and ids come from: the values given or the environment of a Batch node, walked in one
+order for ``from_environment`` and ``service_from_environment`` (the command line passes its options to
+them); the account's service client and the ``DefaultAzureCredential`` an account URL is signed in with
+(built when asked for, signed in at the first request); and the check that a container URL is of the job it
+is used for."""
 
 from __future__ import annotations
 

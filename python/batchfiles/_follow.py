@@ -1,8 +1,8 @@
 """Following live outputs without I/O: offsets, roll-over parts, close marks, replaced blobs, and what to
 request next; one output (:func:`follow_blob`) or many logs of a job from one listing per poll
 (:func:`follow_logs`, which hands out the public events :class:`LogData`, :class:`LogRestarted`,
-:class:`LogClosed` and :class:`LogsPolled`). The drivers (``storage.py``, ``aio/_storage.py``) make the
-requests and sleep the sleeps.
+:class:`LogClosed` and :class:`LogsPolled`; :func:`job_logs` sets it up for ``follow_logs`` of a job's
+storage). The drivers (``storage.py``, ``aio/_storage.py``) make the requests and sleep the sleeps.
 
 A follow is a generator. It yields :class:`Read`, :class:`Probe` and :class:`Listing` requests (the driver
 sends back the result, or throws the storage error in), :class:`Sleep` s, and what it hands out. Bytes are
@@ -93,8 +93,8 @@ class Probe:
 
 @dataclass(frozen=True)
 class Listing:
-    """The blobs whose names start with ``prefix``, with their metadata (``list_blobs``): a list of their
-    properties, every page of it."""
+    """The blobs whose names start with ``prefix``, with their metadata (List Blobs, as a snapshot lists):
+    a list of :class:`batchfiles._listing.Listed` records, every page of it."""
 
     prefix: str
 

@@ -1,8 +1,8 @@
-"""The container's blobs listed fast, for :mod:`batchfiles.snapshot`: each page of List Blobs (with metadata)
-is fetched through the container client's own pipeline (its credential, retries and throttling patience)
-and parsed here with ElementTree, in slices, into :class:`Listed` records holding only what a snapshot reads
-of a blob. The aio form parses each page, and runs the caller's work on it, in a worker thread, so the event
-loop stays free.
+"""The container's blobs listed fast, for snapshots and ``follow_logs``: each page of List Blobs (with
+metadata) is fetched through the container client's own pipeline (its credential, retries and throttling
+patience) and parsed here with ElementTree, in slices, into :class:`Listed` records holding only what a
+snapshot or a follow reads of a blob. The aio form parses each page, and runs the caller's work on it, in a
+worker thread, so the event loop stays free.
 
 Why not ``ContainerClient.list_blobs``: it deserialises each page into a full ``BlobProperties`` per blob,
 about 0.4 ms of CPU per blob (on the event loop, for the aio client); this parser takes about a tenth of that.

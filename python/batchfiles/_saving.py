@@ -1,5 +1,7 @@
-"""What a save sends, decided before any I/O: the plan of a multi-file save (every blob name derived,
-collisions refused), block sizes and ids, checksum headers and upload options."""
+"""What a save sends and what storage's answers to it mean, for the sync and aio storages alike (no requests
+here): the plan of a multi-file save (every blob name derived and collisions refused before anything is
+sent), block sizes and ids, a file's or bytes' blocks, checksum headers and upload options; and whether a
+refused write met a blob of another type or this upload's own earlier try that landed."""
 
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ BLOCK_SIZE = 8 * 1024 * 1024
 
 MAX_BLOCK_SIZE = 4000 * 1024 * 1024
 
-#: Parallel block uploads per file, and files per ``save_many``.
+#: Parallel block uploads of one file: ``save``'s default, and the most a lone file of a multi-file save gets.
 MAX_CONCURRENCY = 4
 
 

@@ -1,5 +1,6 @@
-"""Whose outputs and what they are called: a task's or the job's scope, its kinds and blob names, and
-the references built from listed or saved blobs (only for names in the conventions' normal form)."""
+"""Whose outputs and what they are called: a task's or the job's scope, its kinds and blob names, the
+prefix a listing asks for, and the references built from listed, saved or snapshot blobs (only for names in
+the conventions' normal form)."""
 
 from __future__ import annotations
 

@@ -11,5 +11,6 @@ PathLike = Union[str, "os.PathLike[str]"]
 #: ``progress(done, total)``: bytes transferred so far, of ``total``.
 Progress = Callable[[int, int], None]
 
-#: ``on_invalid(blob_name, reason)``: told of each blob that ``list()`` skips as not an output.
+#: ``on_invalid(blob_name, reason)``: told of each blob that a listing (``list()``, ``snapshot()``,
+#: ``follow_logs()``) skips as not an output.
 OnInvalid = Callable[[str, str], None]

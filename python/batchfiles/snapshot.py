@@ -226,10 +226,11 @@ class _Open:
 
 class Builder:
     """Builds the snapshot from listed blobs (records with the ``name``, ``size``, ``last_modified``,
-    ``content_md5``, ``content_type`` and ``metadata`` of each, as :mod:`batchfiles._listing` parses them
-    from a page of List Blobs with metadata), in listing order: ``add`` returns
-    what is whole once the listing has passed it (the job's outputs as ``None``, then each task as a
-    :class:`TaskSnapshot`); ``finish`` returns the rest. Blobs that are not outputs go to ``on_invalid``."""
+    ``content_md5``, ``content_type``, ``etag`` and ``metadata`` of each, as :mod:`batchfiles._listing`
+    parses them from a page of List Blobs with metadata), in listing order: ``add`` returns the
+    :data:`Piece` s whole once the listing has passed them (``(None, outputs)`` for the job's own, then
+    ``(task_id, outputs)`` for each task); ``finish`` returns the rest. Blobs that are not outputs go to
+    ``on_invalid``."""
 
     def __init__(self, container: str, container_url: str, on_invalid: OnInvalid | None) -> None:
         self.container, self._url = container, public_url(container_url).rstrip("/")

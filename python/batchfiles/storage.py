@@ -1,4 +1,9 @@
-"""Save, list and fetch the outputs of Batch jobs and tasks, named by the Batch File Conventions."""
+"""The sync API: save, list, follow, fetch and delete the outputs of Batch jobs and tasks, named by the Batch
+File Conventions, and a job's snapshot.
+
+The requests are made here; what to send and what the answers mean come from modules that make none
+(``_saving``, ``_download``, ``_follow``, ``_deleting``, ``snapshot``, ``_scope``), which
+:mod:`batchfiles.aio` drives too."""
 
 from __future__ import annotations
 

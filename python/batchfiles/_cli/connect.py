@@ -3,6 +3,11 @@
 wins, otherwise the library looks at ``BATCHFILES_CONTAINER_URL``, ``AZURE_STORAGE_CONNECTION_STRING``,
 ``AZURE_STORAGE_ACCOUNT_URL`` in that order. Job and task ids come from ``--job`` / ``--task`` or
 ``AZ_BATCH_JOB_ID`` / ``AZ_BATCH_TASK_ID``.
+
+Also what the commands share of it: the options themselves (storage, ids, ``--sas-margin``) and their help,
+every secret they hold registered for redaction, and the retries of commands run on a client (fewer than a
+node's, but as patient with throttling for ``list``, ``get`` and ``delete``, which then say once that they
+wait).
 """
 
 from __future__ import annotations

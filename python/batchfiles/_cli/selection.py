@@ -1,6 +1,6 @@
-"""The outputs ``list`` and ``get`` look at, read from the job's snapshot as its listing goes on (one flat
-listing of the container; with ``--task``, of that task's folder alone): the job's own and every task's,
-or one task's, of one kind or of all."""
+"""The outputs ``list``, ``get`` and ``delete`` look at, read from the job's snapshot as its listing goes on
+(one flat listing of the container; with ``--task``, of that task's folder alone): the job's own and every
+task's, or one task's, of one kind or of all."""
 
 from __future__ import annotations
 

@@ -164,5 +164,10 @@ class Tracker:
         compare with what was saved before a restart. :class:`FileNotFoundError` when none is open."""
 
     @property
+    def changes(self) -> int:
+        """Changes seen since the tracker was created, counted by polls: a file that grew, shrank or was
+        rewritten, or a new file at the path (the file found at the start is none)."""
+
+    @property
     def offset(self) -> int:
         """Committed bytes of the file being read: the ``start_offset`` to resume with (0 if none)."""

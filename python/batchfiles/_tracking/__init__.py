@@ -1,5 +1,5 @@
-"""Tracked saves without their drivers: the engine (it asks for storage calls and file reads, and makes
-none) and what the sync and async drivers share.
+"""Tracked saves without their drivers: the engine (it asks for storage calls and file reads and makes
+none, but for opening the file when it is built) and what the sync and async drivers share.
 
 Modules: :mod:`.limits` (numbers and metadata keys), :mod:`.calls` (storage calls, file reads, step runner),
 :mod:`.schedule` (when which step is due; pure), :mod:`.parts` (opening, resume, roll-over, ETag chain),

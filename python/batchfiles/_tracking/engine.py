@@ -3,8 +3,10 @@
 Its work comes as generators that yield a :class:`~batchfiles._tracking.calls.Call` (one storage call) or a
 :class:`~batchfiles._tracking.calls.FileCall` (one read of the file) and are sent back each call's result,
 or thrown its error; the drivers (a thread in :mod:`batchfiles.tracking`, a task in :mod:`batchfiles.aio`
-that reads the file in a worker thread) make the calls and keep the time. Only the constructor opens the
-file (the aio driver builds the engine in a worker thread).
+that reads the file in a worker thread) make the calls and hand :meth:`Engine.begin` and :meth:`Engine.end`
+the time. Only the constructor opens the file (the aio driver builds the engine in a worker thread). The
+engine reads the clock only to start the schedule, and its appender only to end a step after its time
+budget (``limits.STEP_BUDGET``).
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""The async storage API: the names of :mod:`batchfiles.storage` over azure.storage.blob.aio."""
+"""The async storage API: the names of :mod:`batchfiles.storage` over azure.storage.blob.aio, and
+:class:`AsyncReader`, the stream ``open()`` returns. Listing pages are parsed and the snapshot is built in
+worker threads, as are a save's file reads and a download's file writes: off the event loop."""
 
 from __future__ import annotations
 
