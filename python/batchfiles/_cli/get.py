@@ -9,6 +9,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from stat import S_ISREG
 
 from .. import _native, naming
 from .._types import Progress as ProgressCallback
@@ -134,18 +135,22 @@ def local_target(out_dir: Path, task: str | None, output: OutputSnapshot) -> Pat
 def holds(target: Path, output: OutputSnapshot) -> bool:
     """Whether the local file ``target`` already holds ``output``: its MD5 is the blob's Content-MD5; for
     an output without one, its size is the output's and its time of last change the output's (as
-    :func:`_stamp` sets it after a download)."""
+    :func:`_stamp` sets it after a download). Only a regular file can (a FIFO is never opened: that would
+    wait for a writer); one that cannot be read does not."""
     try:
         stat = target.stat()
     except OSError:
         return False
-    if stat.st_size != output.size:
+    if not S_ISREG(stat.st_mode) or stat.st_size != output.size:
         return False
     if output.content_md5 is not None:
         md5 = _native.Md5()
-        with target.open("rb") as file:
-            while chunk := file.read(1024 * 1024):
-                md5.update(chunk)
+        try:
+            with target.open("rb") as file:
+                while chunk := file.read(1024 * 1024):
+                    md5.update(chunk)
+        except OSError:
+            return False
         return md5.digest() == output.content_md5
     return output.last_modified is not None and stat.st_mtime_ns == _ns(output.last_modified)
 
