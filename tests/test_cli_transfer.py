@@ -480,12 +480,12 @@ def test_get_skip_existing_downloads_only_what_changed(env, prepared, task, azur
 def test_get_skip_existing_never_reads_what_is_not_a_regular_file(env, prepared, task, tmp_path):
     """A local FIFO (an empty output has the size of one) or a directory of the output's size is not the
     output: never opened (a FIFO's open would wait for a writer for ever), said or replaced, no traceback."""
-    task.save_bytes("TaskOutput", b"", "empty.bin")
-    task.save_bytes("TaskOutput", b"d" * (tmp_path.stat().st_size), "dir.bin")
     folder = tmp_path / "out" / TASK / "TaskOutput"
     folder.mkdir(parents=True)
     os.mkfifo(folder / "empty.bin")
     (folder / "dir.bin").mkdir()
+    task.save_bytes("TaskOutput", b"", "empty.bin")
+    task.save_bytes("TaskOutput", b"d" * (folder / "dir.bin").stat().st_size, "dir.bin")
     result = cli("get", prepared, "-o", str(tmp_path / "out"), "--skip-existing", env=env)
     assert "Traceback" not in result.stderr and "already there" not in result.stderr, result.stderr
     assert (folder / "empty.bin").is_file() and (folder / "empty.bin").read_bytes() == b"", result.stderr
