@@ -524,6 +524,31 @@ def test_get_follow_fetches_outputs_saved_after_it_started(env, prepared, task, 
     assert "nothing new for 0.5 s (--idle-timeout): stopped following" in idle.stderr
 
 
+def test_get_follow_saves_no_two_outputs_as_one_file_across_polls(env, prepared, job_id, azurite, tmp_path):
+    """Task ``JobOutput``'s ``TaskOutput/x`` and the job's ``JobOutput`` at ``TaskOutput/x`` have one local
+    file: listed together they are both skipped; listed one poll apart, the later one must not overwrite
+    the file of the earlier (which is no longer new, yet still has it)."""
+    out = tmp_path / "out"
+    shared = out / "JobOutput" / "TaskOutput" / "x"
+    with JobOutputStorage.from_connection_string(azurite.connection_string, job_id) as job:
+        job.task("JobOutput").save_text("TaskOutput", "the task's", "x")
+        follower = start(
+            *("get", prepared, "-o", str(out), "--follow"),
+            *("--poll-interval", "0.1", "--idle-timeout", "5"),
+            env=env,
+            cwd=tmp_path,
+        )
+        try:
+            wait_for(shared.exists, "the task's output")
+            job.save_text("JobOutput", "the job's", "TaskOutput/x")
+            _, stderr = follower.communicate(timeout=PATIENCE)
+        finally:
+            follower.kill()
+            follower.wait()
+    assert shared.read_text() == "the task's", stderr
+    assert "would all be saved as" in stderr and "Traceback" not in stderr
+
+
 # --- errors and secrets -------------------------------------------------------------------------------------
 
 

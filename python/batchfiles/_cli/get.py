@@ -217,18 +217,19 @@ class Getter:
             if args.path is not None and output.file_path != args.path:
                 continue
             self.listed += 1
-            if self._versions.get(output.blob_name) == _version(output):
-                continue
+            new = self._versions.get(output.blob_name) != _version(output)
             self._versions[output.blob_name] = _version(output)
-            changed = True
-            self._add(task, output)
+            changed |= new
+            self._add(task, output, download=new)
         for target, waiting in self._waiting.items():
             self._start(target, waiting)
         self._waiting.clear()
         self._collect(block=True)
         return changed
 
-    def _add(self, task: str | None, output: OutputSnapshot) -> None:
+    def _add(self, task: str | None, output: OutputSnapshot, *, download: bool = True) -> None:
+        """Take the output's local file (one unchanged since the last poll too: it still has it), then
+        download it if ``download``."""
         try:
             target = local_target(self.out_dir, task, output)
         except ValueError as err:
@@ -239,6 +240,8 @@ class Getter:
             self._waiting.pop(target, None)
             for blob, partner in ((output.blob_name, other), (other, output.blob_name)):
                 self.skip(blob, f"it and {partner!r} would all be saved as {str(target)!r}")
+            return
+        if not download:
             return
         if task is None:
             self._waiting[target] = output
