@@ -55,8 +55,9 @@ pub fn of_file(file: &File, meta: &Metadata) -> io::Result<FileId> {
 /// On Unix one `stat`. On Windows an open for its attributes only, sharing everything (it neither
 /// reads the file nor keeps anyone from writing, renaming or deleting it), then its close; a directory
 /// opens too, and its metadata says so. There a file deleted while open elsewhere may keep its name
-/// until its last handle closes (Windows' classic deletion, and Wine's): that is `NotFound` too when
-/// it opens (Wine), and a `PermissionDenied` error when it does not (Windows; see [`deleted`]).
+/// until its last handle closes (Windows' classic deletion): Windows refuses to open it, a
+/// `PermissionDenied` error (see [`deleted`]), and one that opens but says its deletion is pending is
+/// `NotFound`. Wine 8 opens it and never says so: there it is still found.
 pub fn at_path(path: &Path) -> io::Result<(Metadata, FileId)> {
     #[cfg(unix)]
     {
