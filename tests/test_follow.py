@@ -618,6 +618,8 @@ def test_bad_arguments_of_a_follow_of_logs() -> None:
         select_logs(None, "TaskLog", "stdout.txt")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="task id"):
         select_logs(["bad:task"], "TaskLog", None)
+    with pytest.raises(TypeError, match="task id"):  # not "the whole job", waited for to the end of time
+        select_logs([None], "TaskLog", None)  # type: ignore[list-item]
     with pytest.raises(ValueError, match=r"'\.\./x' is not the file path of an output: it has a '\.\.' seg"):
         select_logs(None, "TaskLog", ["../x"])
     with pytest.raises(ValueError, match="job output kind"):

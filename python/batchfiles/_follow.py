@@ -607,6 +607,8 @@ def select_logs(task_ids: Iterable[str] | None, kind: KindLike, paths: Iterable[
             raise TypeError(f"{name} must be a list of {what}, not a single {type(value).__name__}")
     tasks = None if task_ids is None else tuple(dict.fromkeys(task_ids))
     for task in tasks or ():
+        if not isinstance(task, str):  # None would pass as a snapshot's "every task"
+            raise TypeError(f"task_ids must hold task ids (str), not {type(task).__name__}")
         _scope.snapshot_prefix(task)  # ValueError for a bad task id
     chosen = None if paths is None else tuple(dict.fromkeys(paths))
     for name, value in (("task_ids", tasks), ("paths", chosen)):
