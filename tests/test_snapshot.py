@@ -248,3 +248,14 @@ def test_a_part_mark_is_the_tracker_s_own_spelling() -> None:
     log = snap.find("t1", "TaskLog", "log")
     assert log is not None and log.parts == ("t1/$TaskLog/log.1",)
     assert snap.find("t1", "TaskLog", "log.01") is not None  # an output of its own, not lost
+
+
+@pytest.mark.apis("sync", "aio")
+def test_open_and_download_take_only_an_output_of_a_snapshot(job: Any, tmp_path: Path) -> None:
+    """A blob name, a reference or None is a ``TypeError`` saying what they take, on sync and aio alike."""
+    for wrong in (None, "t1/$TaskOutput/x.txt", {"blob_name": "x"}):
+        with pytest.raises(TypeError, match=r"open takes an output of a snapshot \(OutputSnapshot\)"):
+            job.open(wrong)
+        with pytest.raises(TypeError, match=r"download takes an output of a snapshot \(OutputSnapshot\)"):
+            job.download(wrong, tmp_path / "x.txt")
+    assert not (tmp_path / "x.txt").exists()

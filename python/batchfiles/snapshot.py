@@ -205,6 +205,13 @@ class JobSnapshot:
 OnInvalid = Callable[[str, str], None]
 
 
+def checked(output: Any, call: str) -> OutputSnapshot:
+    """``output`` if it is an :class:`OutputSnapshot`, else :class:`TypeError` saying what ``call`` takes."""
+    if not isinstance(output, OutputSnapshot):
+        raise TypeError(f"{call} takes an output of a snapshot (OutputSnapshot), not {type(output).__name__}")
+    return output
+
+
 def warn_skipped(name: str, reason: str) -> None:
     """A skipped blob told when there is no ``on_invalid``: a warning on the ``batchfiles`` logger."""
     logger.warning("skipped blob %r: %s", name, reason)

@@ -853,6 +853,7 @@ class JobOutputStorage(JobConstructors, _OutputStorage):
         file, its blobs read one after the other, each checked against its own Content-MD5 where it has one
         (a live log's append blobs have none). On any error no file is left at ``path``.
         ``progress(received, total)`` is called as bytes arrive."""
+        output = snapshot.checked(output, "download")
         target = Path(path)
         if not output.parts:
             reference = OutputFileReference(
@@ -887,6 +888,7 @@ class JobOutputStorage(JobConstructors, _OutputStorage):
         (:class:`IntegrityError` then). The first blob is asked for here (one gone since the snapshot:
         :class:`OutputNotFoundError`), each next part when the reading reaches it; the bytes are the blobs'
         as they are then (a live log may have grown since the snapshot)."""
+        output = snapshot.checked(output, "open")
         parts = (_open_part(self._container, name) for name in output.parts)
         return io.BufferedReader(_VerifyingStream(*_open_part(self._container, output.blob_name), parts))
 

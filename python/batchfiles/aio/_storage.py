@@ -774,6 +774,7 @@ class JobOutputStorage(JobConstructors, _OutputStorage):
     ) -> Path:
         """Download an output of this job's snapshot to ``path``, a tracked save in parts as one file; see
         :meth:`batchfiles.JobOutputStorage.download`."""
+        output = snapshot.checked(output, "download")
         target = Path(path)
         if not output.parts:
             reference = OutputFileReference(
@@ -805,6 +806,7 @@ class JobOutputStorage(JobConstructors, _OutputStorage):
         """An output of this job's snapshot as an async readable stream (``await stream.read(n)``), a
         tracked save's parts one after the other, each verified at its end; see
         :meth:`batchfiles.JobOutputStorage.open`."""
+        output = snapshot.checked(output, "open")
 
         async def rest() -> AsyncIterator[tuple[Any, _download.Md5Check, Callable[[], Any]]]:
             for name in output.parts:
