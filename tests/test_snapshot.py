@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from azure.storage.blob import ContainerClient, ContentSettings
 from batchfiles import (
+    BatchFilesError,
     IntegrityError,
     JobOutputStorage,
     OutputNotFoundError,
@@ -259,3 +260,28 @@ def test_open_and_download_take_only_an_output_of_a_snapshot(job: Any, tmp_path:
         with pytest.raises(TypeError, match=r"download takes an output of a snapshot \(OutputSnapshot\)"):
             job.download(wrong, tmp_path / "x.txt")
     assert not (tmp_path / "x.txt").exists()
+
+
+@pytest.mark.apis("sync", "aio")
+def test_a_log_in_parts_replaced_after_the_listing_is_never_spliced(
+    job: Any,
+    azurite: Azurite,
+    prepared: str,
+    container: ContainerClient,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``download`` of a closed log in parts whose first blob was replaced since the snapshot (its task
+    run again) is an error leaving no file: never the new first blob followed by the old parts, a file that
+    never was."""
+    with JobOutputStorage.from_connection_string(azurite.connection_string, prepared) as writer:
+        _job_with_a_log_in_parts(writer, container, tmp_path, monkeypatch)
+    log = job.snapshot().find("task-1", "TaskLog", "stdout.txt")
+    assert log is not None and len(log.parts) == 2
+    first = container.get_blob_client(log.blob_name)
+    first.delete_blob()
+    first.upload_blob(b"run again\n", blob_type="AppendBlob", metadata={limits.WRITER_KEY: "other"})
+    target = tmp_path / "got" / "stdout.txt"
+    with pytest.raises(BatchFilesError, match="changed"):
+        job.download(log, target)
+    assert not target.exists() and list(target.parent.iterdir()) == []

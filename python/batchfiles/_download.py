@@ -11,7 +11,9 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from azure.core import MatchConditions
 
 from . import _native
 from ._progress import ProgressCounter
@@ -19,6 +21,9 @@ from ._types import Progress
 from .errors import (
     IntegrityError,
 )
+
+if TYPE_CHECKING:
+    from .snapshot import OutputSnapshot
 
 MIB = 1024 * 1024
 #: The first request reads up to this much; the rest of a larger blob is read in ranges of this size (the
@@ -31,6 +36,18 @@ RANGE_CONCURRENCY = 8
 #: per thread: (10 + 1 + 8) x 8 MiB = 152 MiB whatever the blob's size. Each range is one bytes object, the
 #: SDK's own (:func:`content_of`), never copied again in Python.
 RANGES_AHEAD = 10
+
+
+def as_listed(output: OutputSnapshot) -> list[dict[str, Any]]:
+    """For each of a snapshot output's blobs (``blob_names``), the condition of reading it as listed
+    (``If-Match`` its ETag), so that parts of two versions (a log replaced since, its task run again) are
+    never joined into a file that never was; none for the last blob of a tracked save still open, which
+    grows."""
+    quoted = [etag if not etag or etag.startswith('"') else f'"{etag}"' for etag in output.etags]
+    conditions = [{"etag": e, "match_condition": MatchConditions.IfNotModified} if e else {} for e in quoted]
+    if output.log.state == "open" and conditions:
+        conditions[-1] = {}
+    return conditions + [{}] * (len(output.blob_names) - len(conditions))
 
 
 def blob_size(download: Any) -> int:

@@ -851,7 +851,9 @@ class JobOutputStorage(JobConstructors, _OutputStorage):
         asking for its properties first. One blob is read as :meth:`OutputFileReference.download_to_file`
         reads it, checked against its Content-MD5. A tracked save in parts (``output.parts``) becomes one
         file, its blobs read one after the other, each checked against its own Content-MD5 where it has one
-        (a live log's append blobs have none). On any error no file is left at ``path``.
+        (a live log's append blobs have none), and each as listed (its ETag; but the growing last part of
+        a log still open), so a log replaced since the snapshot is an error ("changed"), never parts of two
+        versions joined. On any error no file is left at ``path``.
         ``progress(received, total)`` is called as bytes arrive."""
         output = snapshot.checked(output, "download")
         target = Path(path)
@@ -867,9 +869,10 @@ class JobOutputStorage(JobConstructors, _OutputStorage):
         partial, file = _download.open_partial(target.parent)
         try:
             with file:
-                for name in output.blob_names:
+                for name, condition in zip(output.blob_names, _download.as_listed(output), strict=True):
                     with storage_errors(self.container_name, name):
-                        download = self._container.get_blob_client(name).download_blob(decompress=False)
+                        blob = self._container.get_blob_client(name)
+                        download = blob.download_blob(decompress=False, **condition)
                         check = _download.Md5Check(download, name)
                         for chunk in download.chunks():
                             check.update(chunk)

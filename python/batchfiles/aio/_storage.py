@@ -788,9 +788,10 @@ class JobOutputStorage(JobConstructors, _OutputStorage):
         partial, file = await asyncio.to_thread(_download.open_partial, target.parent)
         try:
             with file:
-                for name in output.blob_names:
+                for name, condition in zip(output.blob_names, _download.as_listed(output), strict=True):
                     with storage_errors(self.container_name, name):
-                        download = await self._container.get_blob_client(name).download_blob(decompress=False)
+                        blob = self._container.get_blob_client(name)
+                        download = await blob.download_blob(decompress=False, **condition)
                         check = _download.Md5Check(download, name)
                         async for chunk in download.chunks():
                             check.update(chunk)
