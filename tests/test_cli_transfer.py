@@ -524,6 +524,27 @@ def test_get_follow_fetches_outputs_saved_after_it_started(env, prepared, task, 
     assert "nothing new for 0.5 s (--idle-timeout): stopped following" in idle.stderr
 
 
+def test_get_follow_says_a_skipped_blob_at_once(env, prepared, task, container, tmp_path):
+    """A follow ends with Ctrl-C, before any summary: a blob that is not an output is said when listed."""
+    task.save_text("TaskOutput", "x", "x.txt")
+    container.upload_blob(f"{TASK}/$TaskOutput/a//b", b"?")
+    out = tmp_path / "out"
+    follower = start(
+        "get", prepared, "-o", str(out), "--follow", "--poll-interval", "0.1", env=env, cwd=tmp_path
+    )
+    try:
+        wait_for((out / TASK / "TaskOutput" / "x.txt").exists, "the download")
+        task.save_text("TaskOutput", "y", "y.txt")  # a poll after the first, which listed the blob too
+        wait_for((out / TASK / "TaskOutput" / "y.txt").exists, "the next poll's download")
+        follower.send_signal(signal.SIGINT)
+        _, stderr = follower.communicate(timeout=PATIENCE)
+    finally:
+        follower.kill()
+        follower.wait()
+    assert follower.returncode == 130, stderr
+    assert stderr.count(f"skipped blob '{TASK}/$TaskOutput/a//b'") == 1, stderr  # once, not every poll
+
+
 def test_get_follow_saves_no_two_outputs_as_one_file_across_polls(env, prepared, job_id, azurite, tmp_path):
     """Task ``JobOutput``'s ``TaskOutput/x`` and the job's ``JobOutput`` at ``TaskOutput/x`` have one local
     file: listed together they are both skipped; listed one poll apart, the later one must not overwrite

@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     if args.path is not None and naming.destination_path(args.path) != args.path:
         raise ValueError(f"path {args.path!r} has a '.' or '..' segment: give the file path `list` shows")
     with connect.job_storage(args, args.job_id, interactive=True, patient=True) as job:
-        getter = Getter(job, Path(args.output_dir), skip_existing=args.skip_existing)
+        getter = Getter(job, Path(args.output_dir), skip_existing=args.skip_existing, following=args.follow)
         if args.follow:
             return _follow(args, getter)
         with getter:
@@ -176,11 +176,13 @@ def _version(output: OutputSnapshot) -> tuple[int, datetime | None, bytes | None
 class Getter:
     """Downloads outputs from a pool as the listing hands them out: each local target is taken once, an
     output whose target another output has too is skipped (both are), and with ``skip_existing`` a local
-    file that already holds its output is left as it is."""
+    file that already holds its output is left as it is. ``following``: a skipped blob is said at once
+    (a follow ends with Ctrl-C, before any summary), else in :meth:`report`."""
 
     job: JobOutputStorage
     out_dir: Path
     skip_existing: bool = False
+    following: bool = False
     skipped: dict[str, str] = field(default_factory=dict)  # blob name: why
     downloaded: int = 0
     up_to_date: int = 0
@@ -206,7 +208,13 @@ class Getter:
         self._bar.__exit__(*exc)
 
     def skip(self, blob_name: str, reason: str) -> None:
-        self.skipped.setdefault(blob_name, reason)
+        if blob_name in self.skipped:
+            return
+        self.skipped[blob_name] = reason
+        if self.following:
+            if self._bar is not None:
+                self._bar.close()
+            common.error(f"skipped blob {blob_name!r}: {reason}")
 
     def poll(self, args: argparse.Namespace) -> bool:
         """One listing of the selection, each output downloaded as soon as it is listed (the job's own at
@@ -280,7 +288,7 @@ class Getter:
 
     def report(self, args: argparse.Namespace, *, following: bool = False) -> int:
         """The skipped blobs and the summary; the exit code."""
-        for blob_name, reason in sorted(self.skipped.items()):
+        for blob_name, reason in sorted(self.skipped.items()) if not self.following else ():
             common.error(f"skipped blob {blob_name!r}: {reason}")
         if not self.listed and not following:
             what = f"no output {args.path!r}" if args.path is not None else "no outputs"
