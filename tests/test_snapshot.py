@@ -285,3 +285,14 @@ def test_a_log_in_parts_replaced_after_the_listing_is_never_spliced(
     with pytest.raises(BatchFilesError, match="changed"):
         job.download(log, target)
     assert not target.exists() and list(target.parent.iterdir()) == []
+
+
+@pytest.mark.apis("sync", "aio")
+def test_on_invalid_must_be_callable_at_the_call(job: Any) -> None:
+    """Not at the first hostile blob of some later listing, as a TypeError out of the middle of it."""
+    for call in (
+        lambda: job.snapshot(on_invalid=1),
+        lambda: job.follow_logs(on_invalid="warn"),
+    ):
+        with pytest.raises(TypeError, match=r"on_invalid must be a function \(blob_name, reason\), not"):
+            call()

@@ -45,7 +45,16 @@ from . import _errors, _scope, _throttle
 from ._tracking import limits
 from .errors import OutputReplacedError
 from .kinds import KindLike
-from .snapshot import JobSnapshot, LogState, OutputSnapshot, build, log_state, part_of, warn_skipped
+from .snapshot import (
+    JobSnapshot,
+    LogState,
+    OutputSnapshot,
+    build,
+    check_on_invalid,
+    log_state,
+    part_of,
+    warn_skipped,
+)
 
 logger = logging.getLogger("batchfiles")
 
@@ -908,6 +917,7 @@ def job_logs(
 def once_each(on_invalid: Callable[[str, str], None] | None) -> Callable[[str, str], None]:
     """``on_invalid`` (by default a warning on the ``batchfiles`` logger) told of each blob once, however
     many polls list it."""
+    check_on_invalid(on_invalid)
     told: set[str] = set()
 
     def tell(blob_name: str, reason: str) -> None:

@@ -212,6 +212,13 @@ def checked(output: Any, call: str) -> OutputSnapshot:
     return output
 
 
+def check_on_invalid(on_invalid: Any) -> None:
+    """:class:`TypeError` for an ``on_invalid`` that is neither None nor callable (said at the call, not at
+    the first blob that is not an output, in the middle of a listing)."""
+    if on_invalid is not None and not callable(on_invalid):
+        raise TypeError(f"on_invalid must be a function (blob_name, reason), not {type(on_invalid).__name__}")
+
+
 def warn_skipped(name: str, reason: str) -> None:
     """A skipped blob told when there is no ``on_invalid``: a warning on the ``batchfiles`` logger."""
     logger.warning("skipped blob %r: %s", name, reason)
@@ -240,6 +247,7 @@ class Builder:
     ``on_invalid``."""
 
     def __init__(self, container: str, container_url: str, on_invalid: OnInvalid | None) -> None:
+        check_on_invalid(on_invalid)
         self.container, self._url = container, public_url(container_url).rstrip("/")
         self._on_invalid = on_invalid
         self._owner: str | None = None  # the task whose blobs are being listed ("" before any)

@@ -656,6 +656,7 @@ class JobOutputStorage(JobConstructors, _OutputStorage):
         """The whole job from one flat listing; see :meth:`batchfiles.JobOutputStorage.snapshot`. The
         listing's pages are parsed, and the snapshot built, in a worker thread: the event loop stays free
         (``on_invalid`` is called on it)."""
+        snapshot.check_on_invalid(on_invalid)
         told: list[tuple[str, str]] = []
         builder = self._builder(told)
         prefix = _scope.snapshot_prefix(task_id)
@@ -667,6 +668,7 @@ class JobOutputStorage(JobConstructors, _OutputStorage):
     ) -> AsyncIterator[snapshot.Piece]:
         """The snapshot's pieces as pages arrive (``async for``); see the sync twin. Each page is parsed
         in a worker thread, as for :meth:`snapshot`."""
+        snapshot.check_on_invalid(on_invalid)
         prefix = _scope.snapshot_prefix(task_id)
         told: list[tuple[str, str]] = []
         return self._pieces(self._pages(self._builder(told), told, on_invalid, prefix))
