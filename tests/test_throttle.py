@@ -169,6 +169,24 @@ def test_on_throttled_is_told_of_each_throttled_answer(
         _storage(proxy, prepared, on_throttled=print, retry_policy=ExponentialRetry())
 
 
+def test_an_on_throttled_that_raises_never_breaks_the_request(
+    proxy: FaultProxy, prepared: str, fast_windows: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The caller's ``on_throttled`` raising (a notice printed to a closed pipe) is logged; the save is
+    retried and succeeds as with no listener, and the pacing of saves still hears of it."""
+
+    def broken() -> None:
+        raise BrokenPipeError("stderr went away")
+
+    proxy.add_rule("status", _to("/b.txt"), times=1, retry_after_s=0.01)
+    with _storage(proxy, prepared, on_throttled=broken) as storage:
+        storage.save_bytes("TaskOutput", b"first", "a.txt")
+        storage.save_bytes("TaskOutput", b"second", "b.txt")
+        assert storage.get("TaskOutput", "b.txt").download_bytes() == b"second"
+    assert proxy.counts["status"] == 1
+    assert "on_throttled" in caplog.text and "stderr went away" in caplog.text
+
+
 def test_tasks_throttled_together_retry_spread_out(
     proxy: FaultProxy, seen: list[tuple[float, str]], prepared: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

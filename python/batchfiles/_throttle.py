@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import math
 import random
 import threading
@@ -36,6 +37,8 @@ from azure.storage.blob._shared import policies as _policies
 from azure.storage.blob._shared import policies_async as _policies_async
 from azure.storage.blob._shared.authentication import AzureSigningError
 from azure.storage.blob.aio import ExponentialRetry as AsyncExponentialRetry
+
+logger = logging.getLogger("batchfiles")
 
 #: Retries of a throttled request (each waits :func:`throttled_backoff`): about 2 minutes in all with
 #: ``Retry-After: 1``, at most about 4; other failures keep the client's ``retry_total``.
@@ -138,8 +141,12 @@ class _Throttled:
         with self._listeners_lock:
             listeners = [ref() for ref in self._listeners]
         for listener in listeners:
-            if listener is not None:
+            if listener is None:
+                continue
+            try:
                 listener()
+            except Exception as err:  # a caller's on_throttled: its failure is not the request's
+                logger.warning("on_throttled raised %s: %s (ignored)", type(err).__name__, err)
 
     def configure_retries(self, request: Any) -> dict[str, Any]:
         per_call_total = "retry_total" in request.context.options  # a caller's retry_total wins

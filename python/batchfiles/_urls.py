@@ -29,8 +29,8 @@ def client_kwargs(user: dict[str, Any], *, aio: bool = False) -> dict[str, Any]:
     """Client options: the fast retry defaults, overridden by what the caller passed, in a retry policy that
     absorbs throttling (:func:`_throttle.retry_policy`; ``aio``: for an async client) unless the caller
     passed a ``retry_policy`` of their own. ``retry_throttled`` (retries of a throttled request) and
-    ``on_throttled`` (called, from any thread, at each throttled answer to the client's requests) are
-    ours: they never reach azure-storage-blob."""
+    ``on_throttled`` (called, from any thread, at each throttled answer to the client's requests; what it
+    raises is logged and ignored) are ours: they never reach azure-storage-blob."""
     merged = {**RETRY_DEFAULTS, **user}
     on_throttled = merged.pop("on_throttled", None)
     if on_throttled is not None and not callable(on_throttled):
