@@ -10,6 +10,7 @@ name derivation alone is in :mod:`batchfiles.naming`.
 from . import naming
 from ._follow import LogClosed, LogData, LogRestarted, LogsPolled
 from ._native import __version__
+from ._types import OnInvalid, Progress
 from .errors import (
     AuthenticationError,
     BatchFilesError,
@@ -50,6 +51,7 @@ __all__ = [
     "LogRestarted",
     "LogState",
     "LogsPolled",
+    "OnInvalid",
     "OutputExistsError",
     "OutputFileReference",
     "OutputFilesError",
@@ -57,6 +59,7 @@ __all__ = [
     "OutputNotFoundError",
     "OutputReplacedError",
     "OutputSnapshot",
+    "Progress",
     "TaskOutputKind",
     "TaskOutputStorage",
     "TaskSnapshot",

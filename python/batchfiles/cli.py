@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from azure.core.exceptions import AzureError
 
-from . import __version__, _errors
+from . import __version__
 from ._cli import (
     common,
     connect,
@@ -35,7 +35,7 @@ from ._cli import (
     view,
 )
 from ._cli.common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, Command, UsageError
-from .errors import BatchFilesError
+from .errors import BatchFilesError, describe, first_line, redact
 
 __all__ = ["main"]
 
@@ -154,8 +154,8 @@ class _LogFormatter(logging.Formatter):
         self._debug = debug
 
     def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record) if self._debug else _errors.first_line(record.getMessage())
-        return _errors.redact(f"{common.PROG}: {record.levelname.lower()}: {text}")
+        text = super().format(record) if self._debug else first_line(record.getMessage())
+        return redact(f"{common.PROG}: {record.levelname.lower()}: {text}")
 
 
 _handlers: list[tuple[logging.Logger, logging.Handler]] = []
@@ -207,14 +207,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BROKEN_PIPE
     except (BatchFilesError, OSError, ValueError, AzureError) as err:
         _traceback(args)
-        common.error(_errors.describe(err))
+        common.error(describe(err))
     except Exception as err:
         _traceback(args)
         hint = "" if args.debug else " (run with --debug for the traceback)"
-        common.error(f"unexpected {type(err).__name__}: {_errors.first_line(err)}{hint}")
+        common.error(f"unexpected {type(err).__name__}: {first_line(err)}{hint}")
     return EXIT_ERROR
 
 
 def _traceback(args: argparse.Namespace) -> None:
     if args.debug:
-        sys.stderr.write(_errors.redact(traceback.format_exc()))
+        sys.stderr.write(redact(traceback.format_exc()))

@@ -1,4 +1,6 @@
-"""The errors of batchfiles. Bad arguments raise ValueError or TypeError; everything else is one of these."""
+"""The errors of batchfiles, and how to show one safely. Bad arguments raise ValueError or TypeError;
+everything else is one of these. :func:`describe`, :func:`first_line` and :func:`redact` give an error's
+text without any SAS signature, account key or secret passed to :func:`register_secrets`."""
 
 from __future__ import annotations
 
@@ -16,6 +18,10 @@ __all__ = [
     "OutputNotFoundError",
     "OutputReplacedError",
     "TrackingError",
+    "describe",
+    "first_line",
+    "redact",
+    "register_secrets",
 ]
 
 
@@ -70,3 +76,36 @@ class DeleteError(BatchFilesError):
         super().__init__(message)
         self.deleted = deleted
         self.failures: Mapping[str, BatchFilesError] = dict(failures or {})
+
+
+# How to show an error safely: batchfiles._errors, which shapes the errors above, does the work (imported
+# when called: it imports this module).
+
+
+def describe(err: BaseException) -> str:
+    """What went wrong, in one redacted line (a request that reached no storage says so)."""
+    from . import _errors
+
+    return _errors.describe(err)
+
+
+def first_line(message: object) -> str:
+    """The first non-empty line of ``message``, redacted (the type's name when there is none)."""
+    from . import _errors
+
+    return _errors.first_line(message)
+
+
+def redact(text: str) -> str:
+    """``text`` without any SAS signature, account key or registered secret (each becomes ``REDACTED``)."""
+    from . import _errors
+
+    return _errors.redact(text)
+
+
+def register_secrets(*values: str | None) -> None:
+    """Remember the secrets in connection strings, URLs and SAS tokens (account keys, SAS signatures), so
+    that every message, log line and ``repr`` of batchfiles leaves them out, wherever they appear."""
+    from . import _errors
+
+    _errors.register_secrets(*values)

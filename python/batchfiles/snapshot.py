@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from types import MappingProxyType
@@ -20,6 +20,7 @@ from urllib.parse import quote
 
 from ._scope import NotAnOutput, Scope, is_task_folder
 from ._tracking import limits
+from ._types import OnInvalid
 from ._urls import public_url
 from .kinds import OutputKind
 
@@ -200,9 +201,6 @@ class JobSnapshot:
         yield from self.outputs
         for task in self.tasks.values():
             yield from task.outputs
-
-
-OnInvalid = Callable[[str, str], None]
 
 
 def checked(output: Any, call: str) -> OutputSnapshot:

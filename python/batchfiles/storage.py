@@ -46,6 +46,7 @@ from . import (
 )
 from ._base import JobConstructors, ReferenceBase, StorageBase, TaskConstructors
 from ._errors import storage_errors
+from ._throttle import THROTTLED_RETRIES
 from ._types import PathLike, Progress
 from .errors import BatchFilesError
 from .kinds import KindLike, TaskOutputKind
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
     from .tracking import TrackedSave
 
 __all__ = [
+    "THROTTLED_RETRIES",
     "JobOutputStorage",
     "OutputFileReference",
     "TaskOutputStorage",

@@ -11,10 +11,10 @@ from typing import Protocol
 
 from azure.core.exceptions import AzureError
 
-from .. import _patterns, _sas, naming
-from .._errors import first_line, redact
-from .._patterns import OutputSpec
-from ..errors import BatchFilesError
+from .. import naming
+from ..environment import parse_duration
+from ..errors import BatchFilesError, first_line, redact
+from ..files import OutputSpec, parse_spec
 from ..kinds import builtin_side, parse_kind
 
 
@@ -139,7 +139,7 @@ def job_side(kind: str | None, job_output: bool) -> bool:
 def duration_arg(text: str) -> timedelta:
     """``90s``, ``30m``, ``12h``, ``7d``, ``1w``, or a sum such as ``1d12h``."""
     try:
-        return _sas.parse_duration(text)
+        return parse_duration(text)
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
 
@@ -147,7 +147,7 @@ def duration_arg(text: str) -> timedelta:
 def margin_arg(text: str) -> timedelta:
     """A duration as :func:`duration_arg`, or ``0`` for none."""
     try:
-        return _sas.parse_duration(text, zero=True)
+        return parse_duration(text, zero=True)
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
 
@@ -166,7 +166,7 @@ def output_spec_arg(text: str) -> OutputSpec:
     """``run --output PATTERN[=KIND][@CONDITION]`` (parsed by :func:`batchfiles._patterns.parse_spec`): a task
     kind, a pattern relative to the working directory."""
     try:
-        spec = _patterns.parse_spec(text)
+        spec = parse_spec(text)
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
     if builtin_side(spec.kind) == "job":

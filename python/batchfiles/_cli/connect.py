@@ -20,12 +20,16 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 
 from azure.storage.blob import BlobServiceClient
 
-from .. import _sas
-from .._environment import ENV_ACCOUNT_URL, ENV_CONNECTION_STRING, ENV_CONTAINER_URL, ENV_JOB_ID, ENV_TASK_ID
-from .._errors import register_secrets
-from .._throttle import THROTTLED_RETRIES
-from ..errors import ConfigurationError
-from ..storage import JobOutputStorage, TaskOutputStorage, service_from_environment
+from ..environment import (
+    ENV_ACCOUNT_URL,
+    ENV_CONNECTION_STRING,
+    ENV_CONTAINER_URL,
+    ENV_JOB_ID,
+    ENV_SAS_MARGIN,
+    ENV_TASK_ID,
+)
+from ..errors import ConfigurationError, register_secrets
+from ..storage import THROTTLED_RETRIES, JobOutputStorage, TaskOutputStorage, service_from_environment
 from .common import info, job_id_arg, margin_arg, task_id_arg
 
 if TYPE_CHECKING:
@@ -69,12 +73,12 @@ def add_sas_margin_option(parser: argparse.ArgumentParser) -> None:
         "--sas-margin",
         type=margin_arg,
         metavar="DURATION",
-        help=f"warn at start if the SAS expires within DURATION (1h) [${_sas.ENV_SAS_MARGIN}]",
+        help=f"warn at start if the SAS expires within DURATION (1h) [${ENV_SAS_MARGIN}]",
     )
 
 
 SAS_MARGIN_HELP = f"""\
-SAS expiry: a SAS that expires within --sas-margin (default ${_sas.ENV_SAS_MARGIN}, else 1h; 0: only
+SAS expiry: a SAS that expires within --sas-margin (default ${ENV_SAS_MARGIN}, else 1h; 0: only
 one already expired) is warned of at start, as saves after it expires fail (exit 75): make one that
 outlasts the task (`batchfiles url JOB_ID --expiry 2d`) or use a managed identity (--account-url).
 """

@@ -7,8 +7,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from .. import naming
-from .._types import OnInvalid
+from .. import OnInvalid, naming
 from ..errors import DeleteError
 from ..snapshot import OutputSnapshot
 from ..storage import JobOutputStorage

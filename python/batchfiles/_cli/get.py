@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -11,8 +12,8 @@ from datetime import datetime
 from pathlib import Path
 from stat import S_ISREG
 
-from .. import _native, naming
-from .._types import Progress as ProgressCallback
+from .. import Progress as ProgressCallback
+from .. import naming
 from ..snapshot import OutputSnapshot
 from ..storage import JobOutputStorage
 from . import common, connect, selection
@@ -144,7 +145,7 @@ def holds(target: Path, output: OutputSnapshot) -> bool:
     if not S_ISREG(stat.st_mode) or stat.st_size != output.size:
         return False
     if output.content_md5 is not None:
-        md5 = _native.Md5()
+        md5 = hashlib.md5()
         try:
             with target.open("rb") as file:
                 while chunk := file.read(1024 * 1024):

@@ -8,7 +8,7 @@ import json
 import sys
 
 from .. import batch
-from .._environment import ENV_CONTAINER_URL
+from ..environment import ENV_CONTAINER_URL
 from ..errors import ConfigurationError, OutputFilesError
 from . import connect
 from .common import EXIT_OK, UsageError, task_id_arg

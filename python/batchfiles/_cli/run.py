@@ -14,9 +14,9 @@ import time
 from datetime import datetime, timezone
 from typing import IO, Any
 
-from .. import _patterns, _saving, naming
-from .._errors import first_line
-from ..errors import BatchFilesError, ContainerNotFoundError
+from .. import files as local_files
+from .. import naming
+from ..errors import BatchFilesError, ContainerNotFoundError, first_line
 
 try:
     import fcntl
@@ -324,7 +324,7 @@ class _Run:
             if not spec.applies(status):
                 continue
             try:
-                files = _patterns.expand(spec.pattern, ".", warned=warned)
+                files = local_files.expand(spec.pattern, ".", warned=warned)
             except TRANSFER_ERRORS as err:
                 self.problems.append(f"--output {str(spec)!r} not saved: {err}")
                 continue
@@ -344,7 +344,7 @@ class _Run:
             entries = [
                 (n, file) for n, (spec, files) in enumerate(planned) if spec.kind == kind for file in files
             ]
-            kept, problems = _saving.name_files(
+            kept, problems = local_files.name_files(
                 [file for _, file in entries],
                 lambda path, kind=kind: naming.blob_name(kind, path, self.storage.task_id),
             )

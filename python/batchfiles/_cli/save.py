@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 import os
 
-from .. import _patterns, _saving, naming
+from .. import files as local_files
+from .. import naming
 from . import common, connect
 from .common import EXIT_OK, UsageError, human_size, info, kind_arg
 from .progress import Progress
@@ -68,8 +69,8 @@ def files_to_save(paths: list[str], dest: str | None) -> list[tuple[str, str]]:
     for path in paths:
         if os.path.isfile(path):
             files.append((path, os.path.basename(path) if os.path.isabs(path) else path))
-        elif _patterns.is_pattern(path):
-            matches = _patterns.expand(path, ".")
+        elif local_files.is_pattern(path):
+            matches = local_files.expand(path, ".")
             if not matches:
                 raise FileNotFoundError(f"no file matches {path!r}")
             files.extend(matches)
@@ -82,9 +83,9 @@ def files_to_save(paths: list[str], dest: str | None) -> list[tuple[str, str]]:
     if dest is not None:
         distinct: list[str] = []
         for local, _ in files:
-            if not any(_saving.same_file(local, seen) for seen in distinct):
+            if not any(local_files.same_file(local, seen) for seen in distinct):
                 distinct.append(local)
         if len(distinct) != 1:
             raise UsageError(f"--dest names one file, but {len(distinct)} files were given")
         return [(distinct[0], dest)]
-    return _saving.unique_names(files, naming.destination_path)
+    return local_files.unique_names(files, naming.destination_path)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Iterator
 
-from .._types import OnInvalid
+from .. import OnInvalid
 from ..kinds import builtin_side
 from ..snapshot import OutputSnapshot
 from ..storage import JobOutputStorage

@@ -5,6 +5,7 @@ async with TaskOutputStorage.from_environment() as storage:
 """
 
 from .._follow import LogClosed, LogData, LogRestarted, LogsPolled
+from .._types import OnInvalid, Progress
 from ..errors import (
     AuthenticationError,
     BatchFilesError,
@@ -47,6 +48,7 @@ __all__ = [
     "LogRestarted",
     "LogState",
     "LogsPolled",
+    "OnInvalid",
     "OutputExistsError",
     "OutputFileReference",
     "OutputFilesError",
@@ -54,6 +56,7 @@ __all__ = [
     "OutputNotFoundError",
     "OutputReplacedError",
     "OutputSnapshot",
+    "Progress",
     "TaskOutputKind",
     "TaskOutputStorage",
     "TaskSnapshot",

@@ -31,9 +31,17 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from azure.core.exceptions import AzureError
 
-from .. import _errors, naming
+from .. import naming
 from ..aio import JobOutputStorage
-from ..errors import BatchFilesError, ContainerNotFoundError, OutputNotFoundError, OutputReplacedError
+from ..errors import (
+    BatchFilesError,
+    ContainerNotFoundError,
+    OutputNotFoundError,
+    OutputReplacedError,
+    describe,
+    first_line,
+    redact,
+)
 from ..kinds import OutputKind
 from ..snapshot import OutputSnapshot
 from . import _model
@@ -115,7 +123,7 @@ class Viewer:
                 await self._list()
             except Exception as exc:  # the last snapshot stays, and the page says why; tried again later
                 self._listed_at = time.monotonic()
-                self.failure = _errors.describe(exc)
+                self.failure = describe(exc)
                 logger.warning("view: listing the job failed: %s", self.failure)
 
     async def _list(self) -> None:
@@ -182,12 +190,12 @@ class Viewer:
         except BadRequest as exc:
             return _error(400, str(exc))
         except (OutputNotFoundError, ContainerNotFoundError) as exc:
-            return _error(404, _errors.describe(exc))
+            return _error(404, describe(exc))
         except (BatchFilesError, AzureError, OSError) as exc:
-            return _error(502, _errors.describe(exc))
+            return _error(502, describe(exc))
         except Exception as exc:
-            logger.warning("view: unexpected %s: %s", type(exc).__name__, _errors.first_line(exc))
-            return _error(500, f"unexpected {type(exc).__name__}: {_errors.first_line(exc)}")
+            logger.warning("view: unexpected %s: %s", type(exc).__name__, first_line(exc))
+            return _error(500, f"unexpected {type(exc).__name__}: {first_line(exc)}")
 
     async def _static_file(self, request: web.Request) -> web.Response:
         body, content_type = self._static[request.path]
@@ -233,7 +241,7 @@ class Viewer:
                 while chunk := await reader.read(1024 * 1024):
                     await response.write(chunk)
         except (BatchFilesError, AzureError) as exc:  # too late for an error answer: cut it short
-            logger.warning("view: %s stopped: %s", output.file_path, _errors.describe(exc))
+            logger.warning("view: %s stopped: %s", output.file_path, describe(exc))
             if request.transport is not None:
                 request.transport.close()
             return response
@@ -341,7 +349,7 @@ async def _pump(follow: Any, queue: asyncio.Queue[tuple[str, Any]]) -> None:
     except asyncio.CancelledError:
         raise
     except Exception as exc:
-        await queue.put(("failed", _errors.describe(exc)))
+        await queue.put(("failed", describe(exc)))
 
 
 async def _event(
@@ -375,7 +383,7 @@ def _json(data: Any) -> web.Response:
 
 
 def _error(status: int, message: str) -> web.Response:
-    response = _json({"error": _errors.redact(message)})
+    response = _json({"error": redact(message)})
     response.set_status(status)
     return response
 
@@ -395,7 +403,7 @@ def _task_arg(text: str) -> str:
     try:
         naming.blob_prefix("TaskOutput", text)  # checks the task id
     except ValueError as err:
-        raise BadRequest(_errors.first_line(err)) from None
+        raise BadRequest(first_line(err)) from None
     return text
 
 
@@ -403,7 +411,7 @@ def _kind_arg(text: str) -> str:
     try:
         return str(OutputKind(text))
     except ValueError as err:
-        raise BadRequest(_errors.first_line(err)) from None
+        raise BadRequest(first_line(err)) from None
 
 
 def _path_arg(text: str) -> str:
@@ -412,7 +420,7 @@ def _path_arg(text: str) -> str:
     try:
         normal = naming.destination_path(text)
     except ValueError as err:
-        raise BadRequest(f"{text!r} is not the path of an output: {_errors.first_line(err)}") from None
+        raise BadRequest(f"{text!r} is not the path of an output: {first_line(err)}") from None
     if normal != text:
         raise BadRequest(f"{text!r} is not the path of an output (not in normal form: {normal!r})")
     return text
@@ -481,7 +489,7 @@ class _OneLineLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
         error = exc_info if isinstance(exc_info, BaseException) else None
         why = " ".join(str(error).split())[:200] if error is not None else ""
         text = str(msg) % args if args else str(msg)
-        self.logger.warning("view: %s", _errors.redact(f"{text}: {why}" if why else text))
+        self.logger.warning("view: %s", redact(f"{text}: {why}" if why else text))
 
 
 async def serve(
