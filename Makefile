@@ -68,14 +68,16 @@ test-python: $(VENV)/.installed node_modules/.installed chromium
 # answers where Azurite is lenient (blob types, trailing dots, metadata limits, ranges, no Retry-After...).
 # Left out: fault and kill -9 rounds (test_tracking_faults but its throttling test), configuration and an
 # endpoint that never answers (test_config_edges), argument parsing (test_cli_args), test_sas (its OAuth
-# Azurite is its own), and the 24-task throttling simulation (test_throttled_account: bench-quick runs its
-# scale twin without Retry-After).
+# Azurite is its own), the 24-task throttling simulation (test_throttled_account: bench-quick runs its
+# scale twin without Retry-After), the pure schedule (test_tracking_schedule), and the command line's
+# get, list, save and logs (test_cli_transfer, test_cli_logs): they go through the library's snapshot,
+# downloads, saves and follow_logs, whose suites run here (run stays: its own fallback when storage refuses
+# a live log over a saved file).
 # test_service_rules runs against Azurite and a strict proxy of its own in every pass.
 STRICT_TESTS := tests/test_strict_proxy.py tests/test_storage.py tests/test_storage_aio.py \
-	tests/test_tracking.py tests/test_tracking_schedule.py tests/test_two_writers.py tests/test_follow.py \
-	tests/test_cli_run.py tests/test_cli_transfer.py tests/test_cli_logs.py tests/test_throttle.py \
-	tests/test_hostile_names.py tests/test_sas_expiry.py tests/test_download.py tests/test_snapshot.py \
-	tests/test_delete.py \
+	tests/test_tracking.py tests/test_two_writers.py tests/test_follow.py tests/test_cli_run.py \
+	tests/test_throttle.py tests/test_hostile_names.py tests/test_sas_expiry.py tests/test_download.py \
+	tests/test_snapshot.py tests/test_delete.py \
 	tests/test_tracking_faults.py::test_under_heavy_throttling_a_tracked_save_coalesces_and_never_gives_up
 test-strict: $(VENV)/.installed node_modules/.installed
 	BATCHFILES_TEST_STRICT=1 $(VENV)/bin/pytest -p no:cacheprovider $(STRICT_TESTS)
